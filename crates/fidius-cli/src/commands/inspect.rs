@@ -1,0 +1,84 @@
+//! `fidius package inspect`.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Args;
+use fidius_core::dist_info::vendored_distributions;
+use fidius_core::manifest::Manifest;
+use fidius_core::signing::verify_dir;
+use fidius_core::tree::{PackageTree, Selection};
+
+use super::{open_package, read_trusted_keys};
+
+/// Show a package's manifest, files with sizes, signature status and vendored distributions.
+#[derive(Debug, Args)]
+pub struct InspectCommand {
+    /// A package directory or .fid archive.
+    #[arg(value_name = "DIR|FILE.fid")]
+    package: PathBuf,
+
+    /// Check package.sig against this public key and show its fingerprint (package.sig names no
+    /// key, so without one inspect can only say whether it is present).
+    #[arg(long = "key", value_name = "KEY.public")]
+    keys: Vec<PathBuf>,
+}
+
+impl InspectCommand {
+    pub fn execute(self) -> anyhow::Result<()> {
+        let trusted = read_trusted_keys(&self.keys)?;
+        let opened = open_package(&self.package)?;
+        let root = &opened.root;
+        let context = || format!("cannot inspect {}", self.package.display());
+        let manifest = Manifest::load(root).with_context(context)?;
+        let tree = PackageTree::scan(root, Selection::Archive).with_context(context)?;
+
+        let package = &manifest.package;
+        println!("package:     {} {}", package.name, package.version);
+        println!(
+            "interface:   {} v{}",
+            package.interface, package.interface_version
+        );
+        println!("runtime:     {}", package.runtime);
+        if let Some(python) = &manifest.python {
+            println!(
+                "entry:       {} (isolation {})",
+                python.entry_module, python.isolation
+            );
+            if let Some(requirements) = &python.requirements {
+                println!("requires:    {}", requirements.display());
+            }
+        }
+        for (key, value) in &manifest.metadata {
+            println!("metadata:    {key} = {value}");
+        }
+
+        let signature = match (tree.signature_file(), trusted.is_empty()) {
+            (None, _) => "unsigned".to_owned(),
+            (Some(_), true) => "package.sig present (pass --key to check it)".to_owned(),
+            (Some(_), false) => match verify_dir(root, &trusted) {
+                Ok(verified) => format!("signature ok (key {})", verified.key),
+                Err(error) => format!("BAD: {error}"),
+            },
+        };
+        println!("signature:   {signature}");
+
+        let vendored = vendored_distributions(root).with_context(context)?;
+        if !vendored.is_empty() {
+            println!("vendored:");
+            for distribution in vendored {
+                println!("  {} {}", distribution.name, distribution.version);
+            }
+        }
+        println!("files:");
+        for file in &tree.files {
+            println!("  {:>10}  {}", file.len, file.relative_path);
+        }
+        println!(
+            "total:       {} bytes in {} files",
+            tree.total_len(),
+            tree.files.len()
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,79 @@
+//! `fidius`: pack, sign, verify and inspect Python plugin packages.
+#![forbid(unsafe_code)]
+
+mod commands;
+mod python;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use commands::keygen::KeygenCommand;
+use commands::pack::PackCommand;
+use commands::package::PackageCommand;
+use commands::python_stub::PythonStubCommand;
+
+/// Rust plugin host tooling for Python plugins.
+#[derive(Debug, Parser)]
+#[command(name = "fidius", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Pack(PackCommand),
+    /// Work with package directories and .fid archives.
+    #[command(subcommand)]
+    Package(PackageCommand),
+    Keygen(KeygenCommand),
+    PythonStub(PythonStubCommand),
+}
+
+impl Command {
+    fn execute(self) -> anyhow::Result<()> {
+        match self {
+            Command::Pack(command) => command.execute(),
+            Command::Package(command) => command.execute(),
+            Command::Keygen(command) => command.execute(),
+            Command::PythonStub(command) => command.execute(),
+        }
+    }
+}
+
+/// Log filter variable, e.g. `FIDIUS_LOG=debug`; warnings only by default.
+const LOG_ENV: &str = "FIDIUS_LOG";
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env(LOG_ENV)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command.execute() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    #[test]
+    fn verify_cli() {
+        Cli::command().debug_assert();
+    }
+}

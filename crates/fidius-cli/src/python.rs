@@ -1,0 +1,101 @@
+//! Finding the Python that the host embeds, and vendoring requirements with its pip.
+
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context as _};
+use fidius_core::dist_info::VENDOR_DIR;
+
+/// Environment variable naming the Python to vendor with, when `--python` is not given.
+pub const PYTHON_ENV: &str = "FIDIUS_PYTHON";
+
+/// The interpreter fidius was built against (see build.rs).
+const BUILD_PYTHON: Option<&str> = option_env!("FIDIUS_BUILD_PYTHON");
+
+/// `--python`, else `$FIDIUS_PYTHON`, else the interpreter fidius was built against, so that
+/// vendored wheels match the host's Python ABI.
+pub fn choose_python(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    choose_python_from(flag, std::env::var_os(PYTHON_ENV))
+}
+
+fn choose_python_from(flag: Option<PathBuf>, env: Option<OsString>) -> anyhow::Result<PathBuf> {
+    flag.or_else(|| env.filter(|value| !value.is_empty()).map(PathBuf::from))
+        .or_else(|| BUILD_PYTHON.map(PathBuf::from))
+        .context(
+            "no Python interpreter to vendor with: pass --python PATH or set FIDIUS_PYTHON \
+             (this fidius was built without one)",
+        )
+}
+
+/// Runs `PYTHON -m pip install -r REQUIREMENTS --target vendor/` in `package_dir`, streaming
+/// pip's output to stderr. pip installs into a staging directory that is renamed to `vendor/`
+/// only on success, so a failure leaves no half-filled `vendor/`.
+pub fn vendor_requirements(
+    python: &Path,
+    package_dir: &Path,
+    requirements: &Path,
+) -> anyhow::Result<()> {
+    let vendor = package_dir.join(VENDOR_DIR);
+    let staging = tempfile::Builder::new()
+        .prefix(".fidius-vendor-")
+        .tempdir_in(package_dir)
+        .with_context(|| {
+            format!(
+                "cannot create a staging directory in {}",
+                package_dir.display()
+            )
+        })?;
+    eprintln!(
+        "vendoring {} into {} with {}",
+        requirements.display(),
+        vendor.display(),
+        python.display()
+    );
+    let status = Command::new(python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--no-input",
+        ])
+        .arg("--no-compile")
+        .arg("--target")
+        .arg(staging.path())
+        .arg("--requirement")
+        .arg(requirements)
+        .current_dir(package_dir)
+        .stdin(Stdio::null())
+        // pip's progress goes to our stderr, keeping stdout for fidius's own result lines.
+        .stdout(Stdio::from(std::io::stderr()))
+        .status()
+        .with_context(|| format!("cannot run {} -m pip", python.display()))?;
+    if !status.success() {
+        bail!(
+            "pip failed ({status}) installing {}; {} was not created",
+            requirements.display(),
+            vendor.display()
+        );
+    }
+    fs::rename(staging.path(), &vendor)
+        .with_context(|| format!("cannot move vendored packages to {}", vendor.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_beats_environment_beats_build() -> anyhow::Result<()> {
+        let chosen = choose_python_from(Some("/flag/python".into()), Some("/env/python".into()))?;
+        assert_eq!(chosen, PathBuf::from("/flag/python"));
+        let chosen = choose_python_from(None, Some("/env/python".into()))?;
+        assert_eq!(chosen, PathBuf::from("/env/python"));
+        let fallback = choose_python_from(None, Some(OsString::new()));
+        assert_eq!(fallback.ok(), BUILD_PYTHON.map(PathBuf::from));
+        Ok(())
+    }
+}

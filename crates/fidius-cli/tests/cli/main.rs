@@ -1,0 +1,13 @@
+//! End-to-end tests of the `fidius` binary: one test binary, a module per feature.
+
+mod failures;
+mod help;
+#[allow(
+    dead_code,
+    reason = "shared with fidius-core's tests; this suite uses part of it"
+)]
+#[path = "../../../fidius-core/tests/all/support.rs"]
+mod package_support;
+mod support;
+mod vendoring;
+mod workflow;

@@ -1,0 +1,138 @@
+//! `fidius pack` vendors requirements with a real pip from the package registry.
+
+use std::fs;
+
+use fidius_core::archive::{unpack, UnpackLimits};
+
+use crate::support::{
+    fails_with, fidius, listing, stderr, stdout, succeeds, write_package, TestResult,
+};
+
+/// A small pure-Python distribution, pinned so the test sees the same files every time.
+const PINNED: &str = "six==1.17.0";
+
+fn with_requirements(manifest: &str) -> String {
+    manifest.replace(
+        "entry_module = \"greeter\"",
+        "entry_module = \"greeter\"\nrequirements = \"requirements.txt\"",
+    )
+}
+
+#[test]
+fn pack_vendors_requirements_and_refuses_a_stale_signature() -> TestResult {
+    let work = tempfile::tempdir()?;
+    let cwd = work.path();
+    let package = write_package(cwd, &[("requirements.txt", &format!("{PINNED}\n"))])?;
+    fs::write(
+        package.join("package.toml"),
+        with_requirements(crate::support::MANIFEST),
+    )?;
+    succeeds(&fidius(cwd, &["keygen", "--out", "k"]));
+    // Signed before vendoring: the signature cannot cover vendor/.
+    succeeds(&fidius(
+        cwd,
+        &["package", "sign", "--key", "k.secret", "my-greeter-py"],
+    ));
+
+    let output = fidius(cwd, &["pack", "my-greeter-py", "--out", "dist"]);
+    fails_with(
+        &output,
+        &["package.sig was made before vendoring", "re-sign"],
+    );
+    assert!(
+        stderr(&output).contains("six"),
+        "pip's progress was not streamed:\n{}",
+        stderr(&output)
+    );
+    assert!(
+        !cwd.join("dist").exists(),
+        "a refused pack wrote an archive"
+    );
+    assert!(package.join("vendor/six.py").is_file());
+    assert!(package
+        .join("vendor/six-1.17.0.dist-info/METADATA")
+        .is_file());
+    // Still stale on a second attempt, now that vendor/ exists.
+    fails_with(
+        &fidius(cwd, &["pack", "my-greeter-py", "--out", "dist"]),
+        &["package.sig is stale"],
+    );
+
+    let output = fidius(
+        cwd,
+        &[
+            "pack",
+            "my-greeter-py",
+            "--out",
+            "dist",
+            "--key",
+            "k.secret",
+        ],
+    );
+    succeeds(&output);
+    assert!(
+        stderr(&output).contains("using the existing vendor/ as-is"),
+        "{}",
+        stderr(&output)
+    );
+    let archive = cwd.join("dist/my-greeter-0.1.0.fid");
+    succeeds(&fidius(
+        cwd,
+        &[
+            "package",
+            "verify",
+            "--key",
+            "k.public",
+            "dist/my-greeter-0.1.0.fid",
+        ],
+    ));
+    let unpacked = unpack(
+        fs::File::open(&archive)?,
+        &cwd.join("out"),
+        &UnpackLimits::default(),
+    )?;
+    let dist_info = unpacked.root.join("vendor/six-1.17.0.dist-info");
+    assert!(
+        dist_info.join("METADATA").is_file(),
+        "{:?}",
+        listing(&unpacked.root.join("vendor"))?
+    );
+    assert!(!unpacked.root.join("vendor/__pycache__").exists());
+    let inspect = stdout(&fidius(
+        cwd,
+        &["package", "inspect", "dist/my-greeter-0.1.0.fid"],
+    ));
+    assert!(inspect.contains("vendored:\n  six 1.17.0"), "{inspect}");
+    Ok(())
+}
+
+#[test]
+fn pip_failure_leaves_no_vendor_directory() -> TestResult {
+    let work = tempfile::tempdir()?;
+    let cwd = work.path();
+    let package = write_package(
+        cwd,
+        &[("requirements.txt", "this is not a requirement !!\n")],
+    )?;
+    fs::write(
+        package.join("package.toml"),
+        with_requirements(crate::support::MANIFEST),
+    )?;
+    let before = listing(&package)?;
+    fails_with(
+        &fidius(cwd, &["pack", "my-greeter-py"]),
+        &["pip failed", "vendor was not created"],
+    );
+    assert_eq!(before, listing(&package)?, "pip failure left files behind");
+    assert!(!cwd.join("my-greeter-0.1.0.fid").exists());
+
+    fails_with(
+        &fidius(
+            cwd,
+            &["pack", "my-greeter-py", "--python", "/nonexistent/python3"],
+        ),
+        &["cannot run /nonexistent/python3 -m pip"],
+    );
+    assert_eq!(before, listing(&package)?);
+    Ok(())
+}

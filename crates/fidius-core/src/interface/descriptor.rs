@@ -1,0 +1,80 @@
+//! The interface description a host needs at run time, built as a `const` by
+//! `#[plugin_interface]` (`__fidius_<Trait>::<Trait>_PYTHON_DESCRIPTOR`).
+
+/// How a method's arguments and result cross into Python.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WireMode {
+    /// Arguments go as a JSON array (positional), the result comes back as JSON.
+    TypedJson,
+    /// `#[wire(raw)]`: one `bytes` in, `bytes` out, no encoding.
+    Raw,
+}
+
+/// One argument: its Rust name and canonical type string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PythonArgDescriptor {
+    /// The argument's name in the trait (`_` when unnamed).
+    pub name: &'static str,
+    /// The canonical type string, as hashed (e.g. `Vec < u8 >`).
+    pub ty: &'static str,
+}
+
+/// One trait method, in declaration order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PythonMethodDescriptor {
+    /// The method name, which is also the Python function's name.
+    pub name: &'static str,
+    /// How arguments and the result are encoded.
+    pub wire: WireMode,
+    /// Arguments after `&self`, in order.
+    pub args: &'static [PythonArgDescriptor],
+    /// Canonical return type; empty when the method has no `->`.
+    pub returns: &'static str,
+    /// `Some(N)` for `#[optional(since = N)]`: left out of the hash and may be missing.
+    pub optional_since: Option<u32>,
+    /// The canonical signature string that enters the hash (`greet:String->String`).
+    pub signature: &'static str,
+}
+
+impl PythonMethodDescriptor {
+    /// Whether a plugin may leave this method out.
+    pub const fn is_optional(&self) -> bool {
+        self.optional_since.is_some()
+    }
+}
+
+/// A whole interface: what `host.load_python(name, &DESCRIPTOR)` checks a plugin against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PythonInterfaceDescriptor {
+    /// The trait's name; a plugin's `__interface__` must equal it.
+    pub trait_name: &'static str,
+    /// `version = N` from the attribute.
+    pub version: u32,
+    /// The canonical interface hash; a plugin's `__interface_hash__` must equal it.
+    pub interface_hash: u64,
+    /// Every method in declaration order; method indexes used by calls refer to this slice.
+    pub methods: &'static [PythonMethodDescriptor],
+}
+
+impl PythonInterfaceDescriptor {
+    /// The index of the method called `name`.
+    pub fn method_index(&self, name: &str) -> Option<usize> {
+        self.methods.iter().position(|method| method.name == name)
+    }
+
+    /// The method at `index`.
+    pub fn method(&self, index: usize) -> Option<&'static PythonMethodDescriptor> {
+        self.methods.get(index)
+    }
+
+    /// The hash recomputed from the method signatures; equals
+    /// [`interface_hash`](Self::interface_hash) for a descriptor the macro built.
+    pub fn recomputed_hash(&self) -> u64 {
+        super::hash_signatures(
+            self.methods
+                .iter()
+                .filter(|method| !method.is_optional())
+                .map(|method| method.signature),
+        )
+    }
+}

@@ -1,0 +1,38 @@
+//! The interface contract: a Rust trait marked `#[plugin_interface]`, its canonical signature
+//! strings and hash (compatible with the original fidius, see `shared/interop/HASH.md`), and the
+//! `const` descriptor a host checks Python plugins against.
+//!
+//! [`InterfaceSpec::from_trait`] is the one place the hash is computed: the macro calls it at
+//! compile time and `fidius python-stub` calls it on the same source, so a generated stub always
+//! carries the hash the host expects.
+
+mod attr;
+mod canonical;
+mod descriptor;
+mod error;
+mod fnv;
+pub mod shape;
+mod source;
+mod spec;
+pub mod stub;
+
+pub use attr::{is_interface_attribute, InterfaceAttr};
+pub use canonical::canonical_type;
+pub use descriptor::{
+    PythonArgDescriptor, PythonInterfaceDescriptor, PythonMethodDescriptor, WireMode,
+};
+pub use error::{InterfaceError, InterfaceErrors};
+pub use source::{
+    find_interface, InterfaceSource, LocatedProblem, Location, SerdeStruct, SourceError,
+};
+pub use spec::{
+    ArgSpec, InterfaceSpec, MethodSpec, METHOD_HELPER_ATTRIBUTES, TRAIT_HELPER_ATTRIBUTES,
+};
+
+/// The interface hash of a set of required-method signature strings: FNV-1a 64 over the strings
+/// sorted by bytes and joined with `\n`. Order of the input does not matter.
+pub fn hash_signatures<'a>(signatures: impl IntoIterator<Item = &'a str>) -> u64 {
+    let mut sorted: Vec<&str> = signatures.into_iter().collect();
+    sorted.sort_unstable();
+    fnv::fnv1a_64(sorted.join("\n").as_bytes())
+}

@@ -1,0 +1,16 @@
+//! fidius core: everything about plugins that needs no Python interpreter.
+#![forbid(unsafe_code)]
+
+pub mod archive;
+pub mod call;
+pub mod digest;
+pub mod dist_info;
+pub mod interface;
+pub mod manifest;
+pub mod package_error;
+pub mod signing;
+pub mod tree;
+
+pub use call::{CallError, PluginCall, PluginError};
+pub use interface::{PythonInterfaceDescriptor, WireMode};
+pub use package_error::PackageError;

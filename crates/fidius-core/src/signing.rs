@@ -1,0 +1,302 @@
+//! Ed25519 keys, package signatures and their verification.
+//!
+//! Key files hold 32 raw bytes (`NAME.secret`, `NAME.public`); `package.sig` holds the 64 raw
+//! signature bytes over the [`PackageDigest`]'s 32 bytes, as the original fidius tool writes them.
+//! The file names no key, so errors name keys by [`KeyFingerprint`] instead.
+//! Verification uses `verify_strict`, which rejects weak keys and malleable signatures.
+
+use std::fmt;
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::Signer;
+pub use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
+use sha2::{Digest, Sha256};
+
+use crate::digest::PackageDigest;
+use crate::tree::SIGNATURE_FILE;
+use crate::PackageError;
+
+/// Short, stable name of a public key: the first 8 bytes of SHA-256 over its 32 bytes, as hex.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyFingerprint([u8; 8]);
+
+impl KeyFingerprint {
+    pub fn of(key: &VerifyingKey) -> Self {
+        let hash = Sha256::digest(key.as_bytes());
+        let mut prefix = [0; 8];
+        prefix.copy_from_slice(&hash[..8]);
+        Self(prefix)
+    }
+}
+
+impl fmt::Display for KeyFingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+/// What [`write_key_pair`] does when a key file already exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overwrite {
+    Refuse,
+    Replace,
+}
+
+/// Where [`write_key_pair`] put the two halves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPairFiles {
+    pub secret: PathBuf,
+    pub public: PathBuf,
+}
+
+/// A fresh key from the operating system's random source.
+pub fn generate_signing_key() -> SigningKey {
+    SigningKey::generate(&mut rand::rngs::OsRng)
+}
+
+/// Writes `STEM.secret` (mode 0600 on Unix) and `STEM.public`, 32 raw bytes each.
+/// With [`Overwrite::Refuse`] neither file is written if either exists.
+pub fn write_key_pair(
+    stem: &Path,
+    key: &SigningKey,
+    overwrite: Overwrite,
+) -> Result<KeyPairFiles, PackageError> {
+    let files = KeyPairFiles {
+        secret: with_suffix(stem, ".secret"),
+        public: with_suffix(stem, ".public"),
+    };
+    if overwrite == Overwrite::Refuse {
+        if let Some(existing) = [&files.secret, &files.public]
+            .into_iter()
+            .find(|path| path.exists())
+        {
+            return Err(PackageError::KeyExists {
+                path: existing.clone(),
+            });
+        }
+    }
+    write_key_file(&files.secret, &key.to_bytes(), 0o600, overwrite)?;
+    write_key_file(
+        &files.public,
+        key.verifying_key().as_bytes(),
+        0o644,
+        overwrite,
+    )?;
+    Ok(files)
+}
+
+fn with_suffix(stem: &Path, suffix: &str) -> PathBuf {
+    let mut name = stem.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+fn write_key_file(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    overwrite: Overwrite,
+) -> Result<(), PackageError> {
+    let mut options = OpenOptions::new();
+    options.write(true);
+    match overwrite {
+        Overwrite::Refuse => options.create_new(true),
+        Overwrite::Replace => options.create(true).truncate(true),
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        options.mode(mode);
+        let mut file = options.open(path).map_err(PackageError::io(path))?;
+        // `mode` applies only to newly created files; a replaced secret must not keep looser bits.
+        file.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(PackageError::io(path))?;
+        file.write_all(bytes).map_err(PackageError::io(path))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = mode;
+        let mut file = options.open(path).map_err(PackageError::io(path))?;
+        file.write_all(bytes).map_err(PackageError::io(path))
+    }
+}
+
+fn read_key_bytes(path: &Path, kind: &'static str) -> Result<[u8; 32], PackageError> {
+    let bytes = fs::read(path).map_err(PackageError::io(path))?;
+    let len = bytes.len() as u64;
+    bytes.try_into().map_err(|_| PackageError::KeyLength {
+        path: path.to_path_buf(),
+        kind,
+        len,
+    })
+}
+
+/// Reads a 32-byte `*.secret` file.
+pub fn read_signing_key(path: &Path) -> Result<SigningKey, PackageError> {
+    read_key_bytes(path, "secret").map(|bytes| SigningKey::from_bytes(&bytes))
+}
+
+/// Reads a 32-byte `*.public` file.
+pub fn read_verifying_key(path: &Path) -> Result<VerifyingKey, PackageError> {
+    let bytes = read_key_bytes(path, "public")?;
+    VerifyingKey::from_bytes(&bytes).map_err(|source| PackageError::InvalidPublicKey {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Reads a 64-byte `package.sig`.
+pub fn read_signature(path: &Path) -> Result<Signature, PackageError> {
+    let bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Err(PackageError::SignatureMissing {
+                path: path.to_path_buf(),
+            })
+        }
+        Err(source) => {
+            return Err(PackageError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let len = bytes.len() as u64;
+    let bytes: [u8; 64] = bytes
+        .try_into()
+        .map_err(|_| PackageError::SignatureMalformed {
+            path: path.to_path_buf(),
+            len,
+        })?;
+    Ok(Signature::from_bytes(&bytes))
+}
+
+/// The signature that goes into `package.sig`.
+pub fn sign_digest(digest: &PackageDigest, key: &SigningKey) -> Signature {
+    key.sign(digest.as_bytes())
+}
+
+/// Checks `signature` over `digest` against each trusted key; returns the one that matched.
+pub fn verify_digest(
+    digest: &PackageDigest,
+    signature: &Signature,
+    trusted: &[VerifyingKey],
+) -> Result<KeyFingerprint, PackageError> {
+    if trusted.is_empty() {
+        return Err(PackageError::NoTrustedKeys);
+    }
+    trusted
+        .iter()
+        .find(|key| key.verify_strict(digest.as_bytes(), signature).is_ok())
+        .map(KeyFingerprint::of)
+        .ok_or_else(|| PackageError::SignatureInvalid {
+            trusted: trusted.iter().map(KeyFingerprint::of).collect(),
+        })
+}
+
+/// A signature that checked out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifiedSignature {
+    pub digest: PackageDigest,
+    pub key: KeyFingerprint,
+}
+
+/// Signs the package directory: writes `DIR/package.sig` over its current digest.
+pub fn sign_dir(dir: &Path, key: &SigningKey) -> Result<VerifiedSignature, PackageError> {
+    let digest = PackageDigest::of_dir(dir)?;
+    write_signature(dir, &sign_digest(&digest, key))?;
+    Ok(VerifiedSignature {
+        digest,
+        key: KeyFingerprint::of(&key.verifying_key()),
+    })
+}
+
+/// Replaces `DIR/package.sig` in one rename, so readers never see half a signature.
+pub fn write_signature(dir: &Path, signature: &Signature) -> Result<(), PackageError> {
+    let path = dir.join(SIGNATURE_FILE);
+    let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(PackageError::io(dir))?;
+    temp.write_all(&signature.to_bytes())
+        .map_err(PackageError::io(temp.path()))?;
+    temp.persist(&path)
+        .map_err(|error| PackageError::io(&path)(error.error))?;
+    Ok(())
+}
+
+/// Verifies `DIR/package.sig` against the directory's current digest.
+pub fn verify_dir(dir: &Path, trusted: &[VerifyingKey]) -> Result<VerifiedSignature, PackageError> {
+    let signature = read_signature(&dir.join(SIGNATURE_FILE))?;
+    let digest = PackageDigest::of_dir(dir)?;
+    let key = verify_digest(&digest, &signature, trusted)?;
+    Ok(VerifiedSignature { digest, key })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_files_round_trip_and_refuse_overwrite() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let stem = dir.path().join("mykey");
+        let key = generate_signing_key();
+        let files = write_key_pair(&stem, &key, Overwrite::Refuse)?;
+        assert_eq!(fs::read(&files.secret)?.len(), 32);
+        assert_eq!(read_signing_key(&files.secret)?.to_bytes(), key.to_bytes());
+        assert_eq!(read_verifying_key(&files.public)?, key.verifying_key());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                fs::metadata(&files.secret)?.permissions().mode() & 0o777,
+                0o600
+            );
+        }
+        let other = generate_signing_key();
+        let error = write_key_pair(&stem, &other, Overwrite::Refuse).expect_err("exists");
+        assert!(matches!(error, PackageError::KeyExists { .. }));
+        assert_eq!(read_signing_key(&files.secret)?.to_bytes(), key.to_bytes());
+        write_key_pair(&stem, &other, Overwrite::Replace)?;
+        assert_eq!(
+            read_signing_key(&files.secret)?.to_bytes(),
+            other.to_bytes()
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn wrong_sized_key_is_named() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("short.public");
+        fs::write(&path, [1u8; 31])?;
+        let error = read_verifying_key(&path).expect_err("31 bytes");
+        assert!(matches!(error, PackageError::KeyLength { len: 31, .. }));
+        Ok(())
+    }
+
+    #[test]
+    fn wrong_key_names_every_trusted_fingerprint() {
+        let digest = PackageDigest([7; 32]);
+        let signer = generate_signing_key();
+        let signature = sign_digest(&digest, &signer);
+        let strangers = [
+            generate_signing_key().verifying_key(),
+            generate_signing_key().verifying_key(),
+        ];
+        let error = verify_digest(&digest, &signature, &strangers).expect_err("wrong key");
+        let message = error.to_string();
+        for key in &strangers {
+            assert!(
+                message.contains(&KeyFingerprint::of(key).to_string()),
+                "{message}"
+            );
+        }
+        let mut trusted = strangers.to_vec();
+        trusted.push(signer.verifying_key());
+        assert_eq!(
+            verify_digest(&digest, &signature, &trusted).ok(),
+            Some(KeyFingerprint::of(&signer.verifying_key()))
+        );
+    }
+}

@@ -1,0 +1,378 @@
+//! `ci/bench`: the sub-interpreter runtime against the original single-interpreter design, in one
+//! run on one machine. Prints a markdown report and writes it to `target/bench/runtime.md`.
+//!
+//! Baseline = the same Python functions in the process's one main interpreter, called directly from
+//! host threads that take turns on its GIL (how the original fidius tool runs every plugin).
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::Barrier;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use fidius_core::interface::{
+    PythonArgDescriptor, PythonInterfaceDescriptor, PythonMethodDescriptor, WireMode,
+};
+use fidius_core::PluginCall;
+use fidius_ffi::{MainHandle, MainInterpreter};
+use fidius_host::{LoadOptions, PluginSource, PythonPluginHandle};
+
+const HASH: u64 = 0x0bad_cafe_f00d_d00d;
+const PLUGIN: &str = r#"
+from fidius import method
+__interface_hash__ = 0x0badcafef00dd00d
+
+@method
+def echo(data):
+    return data
+
+@method
+def add(a, b):
+    return a + b
+
+@method
+def size(text):
+    return len(text)
+
+@method
+def spin(n):
+    total = 0
+    for i in range(n):
+        total += i * i
+    return total
+"#;
+const SDK: &str = include_str!("../python-sdk/fidius/__init__.py");
+
+const fn method(
+    name: &'static str,
+    wire: WireMode,
+    args: &'static [PythonArgDescriptor],
+) -> PythonMethodDescriptor {
+    PythonMethodDescriptor {
+        name,
+        wire,
+        args,
+        returns: "",
+        optional_since: None,
+        signature: "",
+    }
+}
+const ARG: PythonArgDescriptor = PythonArgDescriptor { name: "x", ty: "" };
+static BENCH: PythonInterfaceDescriptor = PythonInterfaceDescriptor {
+    trait_name: "Bench",
+    version: 1,
+    interface_hash: HASH,
+    methods: &[
+        method("echo", WireMode::Raw, &[ARG]),
+        method("add", WireMode::TypedJson, &[ARG, ARG]),
+        method("size", WireMode::TypedJson, &[ARG]),
+        method("spin", WireMode::TypedJson, &[ARG]),
+    ],
+};
+const ECHO: usize = 0;
+const ADD: usize = 1;
+const SIZE: usize = 2;
+const SPIN: usize = 3;
+
+struct Latency {
+    p50: Duration,
+    p99: Duration,
+}
+
+fn latency(iterations: usize, mut call: impl FnMut()) -> Latency {
+    for _ in 0..iterations / 10 {
+        call();
+    }
+    let mut samples: Vec<Duration> = (0..iterations)
+        .map(|_| {
+            let started = Instant::now();
+            call();
+            started.elapsed()
+        })
+        .collect();
+    samples.sort_unstable();
+    Latency {
+        p50: samples[samples.len() / 2],
+        p99: samples[samples.len() * 99 / 100],
+    }
+}
+
+fn micros(duration: Duration) -> String {
+    format!("{:.2} µs", duration.as_secs_f64() * 1e6)
+}
+
+/// The bench functions in the main interpreter, for the baseline.
+struct Baseline {
+    echo: MainHandle,
+    add: MainHandle,
+    size: MainHandle,
+    spin: MainHandle,
+    loads: MainHandle,
+    dumps: MainHandle,
+}
+
+impl Baseline {
+    fn new() -> Self {
+        MainInterpreter::with(|py| {
+            py.run(&format!(
+                "import sys, json\n_sdk = type(sys)('fidius')\nexec({SDK:?}, _sdk.__dict__)\n\
+                 sys.modules['fidius'] = _sdk\nexec({PLUGIN:?})"
+            ))
+            .expect("baseline setup");
+            let get = |name: &str| MainInterpreter::persist(py.eval(name).expect("baseline name"));
+            Baseline {
+                echo: get("echo"),
+                add: get("add"),
+                size: get("size"),
+                spin: get("spin"),
+                loads: get("json.loads"),
+                dumps: get("json.dumps"),
+            }
+        })
+        .expect("main interpreter")
+    }
+
+    /// One typed call as the original design makes it: attach, JSON in, call, JSON out, detach.
+    fn call_typed(&self, function: &MainHandle, args: &[u8]) -> Vec<u8> {
+        MainInterpreter::with(|py| {
+            let args = py.json_to_python(args).unwrap();
+            let out = function.bind(py).call_with_sequence(&args).ok().unwrap();
+            out.to_json().unwrap()
+        })
+        .unwrap()
+    }
+
+    fn call_raw(&self, input: &[u8]) -> Vec<u8> {
+        MainInterpreter::with(|py| {
+            let input = py.bytes(input).unwrap();
+            self.echo
+                .bind(py)
+                .call(&[&input])
+                .ok()
+                .unwrap()
+                .to_bytes()
+                .unwrap()
+        })
+        .unwrap()
+    }
+
+    /// The same typed call, converting with Python's own `json` module instead of serde.
+    fn call_typed_via_json_module(&self, function: &MainHandle, args: &[u8]) -> Vec<u8> {
+        MainInterpreter::with(|py| {
+            let text = py.bytes(args).unwrap();
+            let args = self.loads.bind(py).call(&[&text]).ok().unwrap();
+            let out = function.bind(py).call_with_sequence(&args).ok().unwrap();
+            let json = self.dumps.bind(py).call(&[&out]).ok().unwrap();
+            json.to_str_lossy().unwrap().into_bytes()
+        })
+        .unwrap()
+    }
+}
+
+fn load(dir: &Path, name: &str, instances: usize) -> PythonPluginHandle {
+    PythonPluginHandle::start(
+        PluginSource::new(name, "1.0.0", dir, "bench_plugin"),
+        &BENCH,
+        &LoadOptions::default().instances(instances),
+    )
+    .expect("bench plugin loads")
+}
+
+#[cfg(target_os = "linux")]
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 4096
+}
+
+/// Process CPU time (user + system) from /proc, in clock ticks of 10 ms.
+#[cfg(target_os = "linux")]
+fn cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_name = stat.rsplit(')').next().unwrap_or_default();
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    fields
+        .get(11)
+        .and_then(|u| u.parse::<u64>().ok())
+        .unwrap_or(0)
+        + fields
+            .get(12)
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0)
+}
+
+fn throughput(callers: usize, calls_each: usize, call: impl Fn(usize) + Sync) -> f64 {
+    let start_line = Barrier::new(callers + 1);
+    let started = thread::scope(|scope| {
+        for caller in 0..callers {
+            let (call, start_line) = (&call, &start_line);
+            scope.spawn(move || {
+                start_line.wait();
+                for _ in 0..calls_each {
+                    call(caller);
+                }
+            });
+        }
+        start_line.wait();
+        Instant::now()
+    });
+    (callers * calls_each) as f64 / started.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let quick = std::env::args().any(|arg| arg == "--quick");
+    let iterations = if quick { 2_000 } else { 50_000 };
+    let root = tempfile::tempdir().expect("temp dir");
+    let dir = root.path().join("bench");
+    std::fs::create_dir_all(&dir).expect("plugin dir");
+    std::fs::write(dir.join("bench_plugin.py"), PLUGIN).expect("plugin file");
+    let cores = thread::available_parallelism().map_or(1, |n| n.get());
+    let mut report = String::new();
+    let _ = writeln!(
+        report,
+        "# fidius runtime benchmark\n\nCPython {}, {cores} cores, {} build, {iterations} samples per row.\n",
+        fidius_ffi::python_version(),
+        if cfg!(debug_assertions) { "debug" } else { "release" },
+    );
+
+    let plugin = load(&dir, "bench", 1);
+    let baseline = Baseline::new();
+    let small_args = br#"[40, 2]"#.to_vec();
+    let big_args =
+        serde_json::to_vec(&(String::from_utf8(vec![b'x'; 64 << 10]).unwrap(),)).unwrap();
+
+    let _ = writeln!(report, "## Round trip, one caller\n\n| call | fidius p50 | fidius p99 | baseline p50 | baseline p99 |\n|---|---|---|---|---|");
+    type Call<'a> = Box<dyn Fn() + 'a>;
+    let rows: [(&str, Call, Call); 3] = [
+        (
+            "raw echo, 16 B",
+            Box::new(|| drop(plugin.call_raw(ECHO, b"0123456789abcdef").unwrap())),
+            Box::new(|| drop(baseline.call_raw(b"0123456789abcdef"))),
+        ),
+        (
+            "typed, small JSON",
+            Box::new(|| drop(plugin.call_typed_json(ADD, &small_args).unwrap())),
+            Box::new(|| drop(baseline.call_typed(&baseline.add, &small_args))),
+        ),
+        (
+            "typed, 64 KiB argument",
+            Box::new(|| drop(plugin.call_typed_json(SIZE, &big_args).unwrap())),
+            Box::new(|| drop(baseline.call_typed(&baseline.size, &big_args))),
+        ),
+    ];
+    for (name, ours, theirs) in &rows {
+        let ours = latency(iterations, ours);
+        let theirs = latency(iterations, theirs);
+        let _ = writeln!(
+            report,
+            "| {name} | {} | {} | {} | {} |",
+            micros(ours.p50),
+            micros(ours.p99),
+            micros(theirs.p50),
+            micros(theirs.p99)
+        );
+    }
+
+    let _ = writeln!(report, "\n## JSON conversion choice (main interpreter, no thread hop)\n\n| payload | serde ↔ Python objects (shipped) p50 | `json.loads`/`json.dumps` p50 |\n|---|---|---|");
+    for (name, function, args) in [
+        ("small", &baseline.add, &small_args),
+        ("64 KiB", &baseline.size, &big_args),
+    ] {
+        let serde = latency(iterations, || drop(baseline.call_typed(function, args)));
+        let module = latency(iterations, || {
+            drop(baseline.call_typed_via_json_module(function, args))
+        });
+        let _ = writeln!(
+            report,
+            "| {name} | {} | {} |",
+            micros(serde.p50),
+            micros(module.p50)
+        );
+    }
+
+    // CPU-bound work: calibrate a call of about 10 ms on one instance.
+    let mut spin_n: u64 = 20_000;
+    loop {
+        let started = Instant::now();
+        plugin
+            .call_typed_json(SPIN, format!("[{spin_n}]").as_bytes())
+            .unwrap();
+        if started.elapsed() >= Duration::from_millis(10) || spin_n > 1 << 30 {
+            break;
+        }
+        spin_n *= 2;
+    }
+    let spin_args = format!("[{spin_n}]").into_bytes();
+    let calls_each = if quick { 5 } else { 20 };
+    let plugins: Vec<PythonPluginHandle> = (0..cores)
+        .map(|i| load(&dir, &format!("cpu{i}"), 1))
+        .collect();
+    let _ = writeln!(report, "\n## CPU-bound calls (~10 ms of pure Python each), K concurrent callers\n\n| K | fidius calls/s (K plugins, own GILs) | speed-up vs K=1 | baseline calls/s (one shared GIL) | speed-up vs K=1 | fidius / baseline |\n|---|---|---|---|---|---|");
+    let mut ours_one = 0.0;
+    let mut theirs_one = 0.0;
+    for callers in 1..=cores {
+        let ours = throughput(callers, calls_each, |caller| {
+            plugins[caller].call_typed_json(SPIN, &spin_args).unwrap();
+        });
+        let theirs = throughput(callers, calls_each, |_| {
+            baseline.call_typed(&baseline.spin, &spin_args);
+        });
+        if callers == 1 {
+            ours_one = ours;
+            theirs_one = theirs;
+        }
+        let _ = writeln!(
+            report,
+            "| {callers} | {ours:.1} | {:.2}× | {theirs:.1} | {:.2}× | {:.2}× |",
+            ours / ours_one,
+            theirs / theirs_one,
+            ours / theirs
+        );
+    }
+    drop(plugins);
+
+    #[cfg(target_os = "linux")]
+    {
+        let starts: Vec<Duration> = (0..10)
+            .map(|i| {
+                let started = Instant::now();
+                let handle = load(&dir, &format!("start{i}"), 1);
+                let elapsed = started.elapsed();
+                drop(handle);
+                elapsed
+            })
+            .collect();
+        let mut sorted = starts.clone();
+        sorted.sort_unstable();
+        let before = rss_bytes();
+        let idle = load(&dir, "idle", 8);
+        let per_instance = rss_bytes().saturating_sub(before) / 8;
+        let ticks_before = cpu_ticks();
+        thread::sleep(Duration::from_secs(1));
+        let idle_ticks = cpu_ticks().saturating_sub(ticks_before);
+        drop(idle);
+        let cycles_before = rss_bytes();
+        for i in 0..10 {
+            drop(load(&dir, &format!("cycle{i}"), 1));
+        }
+        let per_cycle = rss_bytes().saturating_sub(cycles_before) / 10;
+        let _ = writeln!(
+            report,
+            "\n## Instances\n\n| measure | value |\n|---|---|\n| instance start (interpreter + import of a small plugin), p50 of 10 | {:.1} ms |\n| idle RSS per instance (pool of 8) | {:.2} MiB |\n| CPU used by 8 idle instances + 2 idle plugins over 1 s | {} ms |\n| RSS kept per load/unload cycle (CPython leak, see README) | {:.2} MiB |",
+            sorted[sorted.len() / 2].as_secs_f64() * 1e3,
+            per_instance as f64 / (1 << 20) as f64,
+            idle_ticks * 10,
+            per_cycle as f64 / (1 << 20) as f64,
+        );
+    }
+
+    print!("{report}");
+    let out_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench");
+    if std::fs::create_dir_all(&out_dir).is_ok() {
+        let _ = std::fs::write(out_dir.join("runtime.md"), &report);
+    }
+}

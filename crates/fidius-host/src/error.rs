@@ -1,0 +1,171 @@
+//! Why a plugin could not be loaded.
+
+use std::path::PathBuf;
+
+use fidius_core::PackageError;
+use fidius_ffi::{FfiError, PythonException};
+
+/// Why loading a plugin into its interpreters failed. Every variant names the plugin.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// No package of that name (and version, when asked for `name@version`) on the search paths.
+    #[error("plugin `{name}` not found; found: {}", if available.is_empty() { "nothing".to_owned() } else { available.join(", ") })]
+    NotFound {
+        name: String,
+        /// `name@version` of every package that was found.
+        available: Vec<String>,
+    },
+    /// The package could not be read, unpacked or hashed.
+    #[error("plugin `{plugin}`: package at {} is unusable", path.display())]
+    Package {
+        plugin: String,
+        path: PathBuf,
+        #[source]
+        source: Box<PackageError>,
+    },
+    /// The host requires signatures and the package has none.
+    #[error("plugin `{plugin}`: package at {} is not signed, and this host requires signatures", path.display())]
+    Unsigned { plugin: String, path: PathBuf },
+    /// The signature does not verify against any trusted key (tampered package, or untrusted signer).
+    #[error("plugin `{plugin}`: signature rejected")]
+    SignatureRejected {
+        plugin: String,
+        #[source]
+        source: Box<PackageError>,
+    },
+    /// The manifest asks for an isolation this host cannot provide yet.
+    #[error("plugin `{plugin}`: isolation = \"{isolation}\" is not available in this build; use \"subinterpreter\" or \"auto\"")]
+    IsolationUnavailable { plugin: String, isolation: String },
+    /// The operating system refused to start a worker thread.
+    #[error("plugin `{plugin}`: could not start worker thread")]
+    Spawn {
+        plugin: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// CPython could not be initialised or refused to create a sub-interpreter.
+    #[error("plugin `{plugin}`: could not create a Python sub-interpreter")]
+    Interpreter {
+        plugin: String,
+        #[source]
+        source: FfiError,
+    },
+    /// The host's own bootstrap code failed inside the interpreter (a fidius bug or a broken stdlib).
+    #[error("plugin `{plugin}`: the fidius bootstrap failed in the interpreter")]
+    Bootstrap {
+        plugin: String,
+        #[source]
+        source: FfiError,
+    },
+    /// The bootstrap's report could not be read (a fidius bug).
+    #[error("plugin `{plugin}`: unreadable bootstrap report {report}")]
+    BootstrapReport {
+        plugin: String,
+        report: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// `LoadOptions` asked for something impossible.
+    #[error("plugin `{plugin}`: invalid load options: {reason}")]
+    InvalidOptions { plugin: String, reason: String },
+    /// No module of that name in the plugin directory (or its `vendor/`).
+    #[error("plugin `{plugin}`: entry module `{module}` was not found in {}", dir.display())]
+    EntryModuleNotFound {
+        plugin: String,
+        module: String,
+        dir: PathBuf,
+    },
+    /// The plugin's Python source does not parse.
+    #[error("plugin `{plugin}`: syntax error in {file}, line {line}: {message}")]
+    Syntax {
+        plugin: String,
+        file: String,
+        line: u32,
+        message: String,
+    },
+    /// Importing the entry module (or something it imports) raised.
+    #[error(
+        "plugin `{plugin}`: importing `{module}` raised {exception}{}",
+        subinterpreter_hint(exception)
+    )]
+    Import {
+        plugin: String,
+        module: String,
+        exception: PythonException,
+    },
+    /// The module has no `__interface_hash__`.
+    #[error("plugin `{plugin}`: module defines no __interface_hash__ (expected {expected:#018x} for interface `{interface}`); generate it with `fidius python-stub`")]
+    InterfaceHashMissing {
+        plugin: String,
+        interface: String,
+        expected: u64,
+    },
+    /// `__interface_hash__` is not an integer.
+    #[error("plugin `{plugin}`: __interface_hash__ must be an int, found {found}")]
+    InterfaceHashNotInt { plugin: String, found: String },
+    /// The plugin was written against a different version of the interface.
+    #[error("plugin `{plugin}`: interface hash mismatch for `{interface}`: the host expects {expected:#018x}, the plugin declares {found:#018x}")]
+    InterfaceHashMismatch {
+        plugin: String,
+        interface: String,
+        expected: u64,
+        found: u64,
+    },
+    /// `__interface__` names another trait.
+    #[error("plugin `{plugin}`: implements interface `{found}`, the host expects `{expected}`")]
+    InterfaceNameMismatch {
+        plugin: String,
+        expected: String,
+        found: String,
+    },
+    /// `__interface_version__` differs.
+    #[error("plugin `{plugin}`: implements version {found} of `{interface}`, the host expects version {expected}")]
+    InterfaceVersionMismatch {
+        plugin: String,
+        interface: String,
+        expected: u32,
+        found: String,
+    },
+    /// A required method is absent.
+    #[error("plugin `{plugin}`: required method `{method}` of `{interface}` is missing")]
+    MissingMethod {
+        plugin: String,
+        interface: String,
+        method: String,
+    },
+    /// The attribute exists but cannot be called.
+    #[error("plugin `{plugin}`: `{method}` is a {found}, not a function")]
+    NotCallable {
+        plugin: String,
+        method: String,
+        found: String,
+    },
+    /// The function was not registered with `@method`.
+    #[error("plugin `{plugin}`: `{method}` is not decorated with @fidius.method")]
+    NotDecorated { plugin: String, method: String },
+    /// The function cannot be called with the interface's number of arguments.
+    #[error("plugin `{plugin}`: `{method}{signature}` cannot take the interface's {expected} positional argument(s)")]
+    ArityMismatch {
+        plugin: String,
+        method: String,
+        expected: usize,
+        signature: String,
+    },
+    /// A worker thread ended before saying whether its instance loaded.
+    #[error("plugin `{plugin}`: worker thread ended during load")]
+    WorkerDied { plugin: String },
+}
+
+/// Points plugin authors at the process tier when an extension refused to load in a sub-interpreter.
+fn subinterpreter_hint(exception: &PythonException) -> &'static str {
+    if exception
+        .message
+        .contains("does not support loading in subinterpreters")
+    {
+        " (this compiled extension cannot run in an own-GIL sub-interpreter; pure-Python plugins load \
+         here, plugins with such extensions need isolation = \"process\")"
+    } else {
+        ""
+    }
+}

@@ -1,0 +1,326 @@
+//! `PluginHost`: search paths, verification policy, and loading plugins by name.
+
+mod cache;
+mod discovery;
+mod keys;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use fidius_core::archive::UnpackLimits;
+use fidius_core::interface::PythonInterfaceDescriptor;
+use fidius_core::manifest::{Isolation, Manifest};
+use fidius_core::signing::{verify_dir, KeyFingerprint, VerifyingKey};
+use fidius_core::tree::SIGNATURE_FILE;
+use fidius_core::PackageError;
+
+pub use discovery::{BrokenPackage, DiscoveredPlugin, Discovery};
+pub use keys::PublicKey;
+
+use crate::error::LoadError;
+use crate::handle::{PluginInfo, PythonPluginHandle};
+use crate::options::LoadOptions;
+use crate::runtime::source::PluginSource;
+use cache::{ArchiveCache, CacheError};
+
+/// Why a host could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HostError {
+    /// `require_signature(true)` without any `trusted_key`: nothing could ever load.
+    #[error("require_signature(true) needs at least one trusted_key")]
+    NoTrustedKeys,
+    /// A search path could not be listed.
+    #[error("cannot read search path")]
+    SearchPath(#[source] PackageError),
+}
+
+/// Finds, verifies and loads Python plugins. Cheap to clone (clones share one host); `Send + Sync`.
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # static GREETER: fidius_core::interface::PythonInterfaceDescriptor =
+/// #     fidius_core::interface::PythonInterfaceDescriptor {
+/// #         trait_name: "Greeter", version: 1, interface_hash: 0, methods: &[] };
+/// use fidius_host::{PluginCall, PluginHost, PublicKey};
+///
+/// let host = PluginHost::builder()
+///     .search_path("./plugins")
+///     .require_signature(true)
+///     .trusted_key(PublicKey::from_file("mykey.public")?)
+///     .build()?;
+/// for plugin in host.discover()? {
+///     println!("{} {} implements {}", plugin.name(), plugin.version(), plugin.interface());
+/// }
+/// let greeter = host.load_python("my-greeter", &GREETER)?;
+/// let reply = greeter.call_typed_json(0, br#"["World"]"#)?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct PluginHost {
+    inner: Arc<HostInner>,
+}
+
+struct HostInner {
+    search_paths: Vec<PathBuf>,
+    require_signature: bool,
+    trusted_keys: Vec<VerifyingKey>,
+    cache: ArchiveCache,
+}
+
+/// Configures a [`PluginHost`]; validation happens once, in [`build`](Self::build).
+#[derive(Debug, Default, Clone)]
+pub struct PluginHostBuilder {
+    search_paths: Vec<PathBuf>,
+    require_signature: bool,
+    trusted_keys: Vec<PublicKey>,
+    cache_dir: Option<PathBuf>,
+    unpack_limits: UnpackLimits,
+}
+
+impl PluginHostBuilder {
+    /// Adds a folder holding plugin directories and/or `.fid` files. Repeatable; earlier paths are
+    /// listed first. By default there are none.
+    pub fn search_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.search_paths.push(path.into());
+        self
+    }
+
+    /// Refuse packages without a valid signature from a trusted key. By default this is `false`:
+    /// unsigned packages load, but a package whose signature does not verify against the trusted
+    /// keys (when any are set) is refused as tampered.
+    pub fn require_signature(mut self, required: bool) -> Self {
+        self.require_signature = required;
+        self
+    }
+
+    /// Trusts signatures made with this key. Repeatable. By default no key is trusted.
+    pub fn trusted_key(mut self, key: PublicKey) -> Self {
+        self.trusted_keys.push(key);
+        self
+    }
+
+    /// Where `.fid` archives are unpacked (one folder per archive hash). By default
+    /// `$HOME/.cache/fidius/packages`, or `fidius-packages` in the temp folder without `HOME`.
+    pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cache_dir = Some(dir.into());
+        self
+    }
+
+    /// Limits for unpacking archives. By default 10,000 entries, 512 MiB, ratio 100:1.
+    pub fn unpack_limits(mut self, limits: UnpackLimits) -> Self {
+        self.unpack_limits = limits;
+        self
+    }
+
+    /// Checks the configuration and builds the host.
+    pub fn build(self) -> Result<PluginHost, HostError> {
+        if self.require_signature && self.trusted_keys.is_empty() {
+            return Err(HostError::NoTrustedKeys);
+        }
+        let cache_dir = self.cache_dir.unwrap_or_else(default_cache_dir);
+        Ok(PluginHost {
+            inner: Arc::new(HostInner {
+                search_paths: self.search_paths,
+                require_signature: self.require_signature,
+                trusted_keys: self
+                    .trusted_keys
+                    .iter()
+                    .map(PublicKey::verifying_key)
+                    .collect(),
+                cache: ArchiveCache::new(cache_dir, self.unpack_limits),
+            }),
+        })
+    }
+}
+
+fn default_cache_dir() -> PathBuf {
+    match std::env::var_os("HOME") {
+        Some(home) => Path::new(&home).join(".cache/fidius/packages"),
+        None => std::env::temp_dir().join("fidius-packages"),
+    }
+}
+
+impl PluginHost {
+    /// A builder with the documented defaults.
+    pub fn builder() -> PluginHostBuilder {
+        PluginHostBuilder::default()
+    }
+
+    /// Lists the packages on the search paths by reading their manifests only (no unpacking, no
+    /// Python). A package that cannot be read is listed in `broken` and hides nothing else.
+    pub fn discover(&self) -> Result<Discovery, HostError> {
+        discovery::discover(&self.inner.search_paths).map_err(HostError::SearchPath)
+    }
+
+    /// Loads the plugin `name` (or `name@version`) against `descriptor`, with one instance.
+    pub fn load_python(
+        &self,
+        name: &str,
+        descriptor: &'static PythonInterfaceDescriptor,
+    ) -> Result<PythonPluginHandle, LoadError> {
+        self.load_python_with(name, descriptor, LoadOptions::default())
+    }
+
+    /// Loads the plugin `name` (or `name@version`: otherwise the highest version wins).
+    ///
+    /// Everything that can be checked without running plugin code is checked first: the manifest's
+    /// runtime, interface name and version against `descriptor`, and the signature policy (for
+    /// archives, before the unpacked tree is accepted into the cache). Then each instance imports
+    /// the plugin and checks it against the descriptor.
+    pub fn load_python_with(
+        &self,
+        name: &str,
+        descriptor: &'static PythonInterfaceDescriptor,
+        options: LoadOptions,
+    ) -> Result<PythonPluginHandle, LoadError> {
+        let found = self.find(name)?;
+        let plugin = found.name().to_owned();
+        check_manifest(&found.manifest, descriptor)?;
+        let (root, signer) = if found.archive {
+            let mut signer = None;
+            let root = self
+                .inner
+                .cache
+                .unpacked(&found.path, |root| {
+                    signer = self.check_signature(&plugin, root)?;
+                    Ok::<(), LoadError>(())
+                })
+                .map_err(|error| match error {
+                    CacheError::Package(source) => LoadError::Package {
+                        plugin: plugin.clone(),
+                        path: found.path.clone(),
+                        source: Box::new(source),
+                    },
+                    CacheError::Rejected(error) => error,
+                })?;
+            // A cached tree was accepted earlier; the policy is checked again for this host.
+            let signer = match signer {
+                Some(signer) => Some(signer),
+                None => self.check_signature(&plugin, &root)?,
+            };
+            (root, signer)
+        } else {
+            let signer = self.check_signature(&plugin, &found.path)?;
+            (found.path.clone(), signer)
+        };
+        let manifest = if found.archive {
+            Manifest::load(&root).map_err(|source| LoadError::Package {
+                plugin: plugin.clone(),
+                path: found.path.clone(),
+                source: Box::new(source.into()),
+            })?
+        } else {
+            found.manifest.clone()
+        };
+        let python = manifest
+            .python
+            .as_ref()
+            .expect("a validated python manifest has a [python] table");
+        let source = PluginSource::new(
+            &plugin,
+            manifest.package.version.to_string(),
+            &root,
+            &python.entry_module,
+        );
+        let info = PluginInfo {
+            manifest: Some(manifest.clone()),
+            path: found.path.clone(),
+            signer,
+        };
+        PythonPluginHandle::start_with_info(source, descriptor, &options, info)
+    }
+
+    fn find(&self, request: &str) -> Result<DiscoveredPlugin, LoadError> {
+        let (name, version) = match request.split_once('@') {
+            Some((name, version)) => (name, Some(version)),
+            None => (request, None),
+        };
+        let discovery =
+            discovery::discover(&self.inner.search_paths).map_err(|source| LoadError::Package {
+                plugin: name.to_owned(),
+                path: self.inner.search_paths.first().cloned().unwrap_or_default(),
+                source: Box::new(source),
+            })?;
+        for broken in &discovery.broken {
+            tracing::warn!(path = %broken.path.display(), error = %broken.error, "skipping unreadable package");
+        }
+        let available: Vec<String> = discovery
+            .plugins
+            .iter()
+            .map(|plugin| format!("{}@{}", plugin.name(), plugin.version()))
+            .collect();
+        discovery
+            .plugins
+            .into_iter()
+            .filter(|plugin| plugin.name() == name)
+            .filter(|plugin| version.is_none_or(|version| plugin.version().to_string() == version))
+            .max_by(|a, b| a.version().cmp(b.version()))
+            .ok_or_else(|| LoadError::NotFound {
+                name: request.to_owned(),
+                available,
+            })
+    }
+
+    /// Applies the signature policy to a package tree; returns who signed it, if verified.
+    fn check_signature(
+        &self,
+        plugin: &str,
+        root: &Path,
+    ) -> Result<Option<KeyFingerprint>, LoadError> {
+        let signed = root.join(SIGNATURE_FILE).is_file();
+        if !signed {
+            return if self.inner.require_signature {
+                Err(LoadError::Unsigned {
+                    plugin: plugin.to_owned(),
+                    path: root.to_path_buf(),
+                })
+            } else {
+                Ok(None)
+            };
+        }
+        if self.inner.trusted_keys.is_empty() {
+            // Not required and nothing to check it against.
+            return Ok(None);
+        }
+        match verify_dir(root, &self.inner.trusted_keys) {
+            Ok(verified) => Ok(Some(verified.key)),
+            Err(source) => Err(LoadError::SignatureRejected {
+                plugin: plugin.to_owned(),
+                source: Box::new(source),
+            }),
+        }
+    }
+}
+
+/// The checks a manifest allows before any file is unpacked or imported.
+fn check_manifest(
+    manifest: &Manifest,
+    descriptor: &PythonInterfaceDescriptor,
+) -> Result<(), LoadError> {
+    let plugin = manifest.package.name.clone();
+    if manifest.package.interface != descriptor.trait_name {
+        return Err(LoadError::InterfaceNameMismatch {
+            plugin,
+            expected: descriptor.trait_name.to_owned(),
+            found: manifest.package.interface.clone(),
+        });
+    }
+    if manifest.package.interface_version != descriptor.version {
+        return Err(LoadError::InterfaceVersionMismatch {
+            plugin,
+            interface: descriptor.trait_name.to_owned(),
+            expected: descriptor.version,
+            found: manifest.package.interface_version.to_string(),
+        });
+    }
+    if let Some(python) = &manifest.python {
+        if python.isolation == Isolation::Process {
+            return Err(LoadError::IsolationUnavailable {
+                plugin,
+                isolation: "process".to_owned(),
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,31 @@
+//! fidius host: loads Python plugins into own-GIL CPython sub-interpreters and calls them.
+//!
+//! # Core concepts
+//!
+//! * A **plugin instance** is one own-GIL sub-interpreter (PEP 684) owned by one dedicated OS thread,
+//!   named `fidius:<plugin>#<n>`, for its whole life. It imports the plugin once, checks it against
+//!   the interface descriptor, then serves calls. While idle it holds no GIL.
+//! * A **plugin** ([`PythonPluginHandle`]) is a pool of instances fed from one shared queue, so any
+//!   idle instance takes the next call. Instances of different plugins (or of one plugin) run Python
+//!   truly in parallel, and each has its own `sys.modules`: two plugins vendoring different versions
+//!   of a library each see their own.
+//! * Each plugin's `sys.path` is its `vendor/`, then its directory, then the standard library; the
+//!   `fidius` SDK module is the host's embedded copy; no bytecode is written.
+#![forbid(unsafe_code)]
+
+mod error;
+mod handle;
+mod host;
+mod options;
+mod runtime;
+mod sdk;
+
+pub use error::LoadError;
+pub use fidius_core::{CallError, PluginCall, PluginError};
+pub use fidius_ffi::PythonException;
+pub use handle::{PluginInfo, PythonPluginHandle};
+pub use host::{
+    BrokenPackage, DiscoveredPlugin, Discovery, HostError, PluginHost, PluginHostBuilder, PublicKey,
+};
+pub use options::LoadOptions;
+pub use runtime::source::PluginSource;

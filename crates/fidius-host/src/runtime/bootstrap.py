@@ -1,0 +1,134 @@
+# Runs once in every fresh fidius sub-interpreter, before any plugin code.
+#
+# Defines `_fidius_load(spec, sdk_source)`, which isolates sys.path, installs the host's copy of the
+# `fidius` SDK, imports the plugin's entry module and checks it against the interface descriptor.
+# It returns a report dict that says "ok" or names exactly what is wrong; on success the plugin's
+# callables wait in `_fidius_loaded_methods`, in descriptor order (None for absent optional methods),
+# for the host to take.
+#
+# It imports nothing beyond what every interpreter already has: each module imported here would cost
+# start time and, because CPython 3.13 keeps part of every ended interpreter, memory per reload.
+import importlib
+import sys
+
+
+def _fidius_install_sdk(sdk_source):
+    sdk = type(sys)("fidius")
+    sdk.__file__ = "<fidius-host>/fidius/__init__.py"
+    sdk.__path__ = []
+    code = compile(sdk_source, sdk.__file__, "exec")
+    exec(code, sdk.__dict__)
+    sys.modules["fidius"] = sdk
+    return sdk
+
+
+def _fidius_describe(exc):
+    import traceback  # only on the failure path: it is slow to import
+
+    return {
+        "type": type(exc).__qualname__
+        if type(exc).__module__ == "builtins"
+        else f"{type(exc).__module__}.{type(exc).__qualname__}",
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(exc)),
+    }
+
+
+def _fidius_import(entry_module):
+    try:
+        return importlib.import_module(entry_module), None
+    except SyntaxError as exc:
+        return None, {
+            "error": "syntax",
+            "file": exc.filename or "",
+            "line": exc.lineno or 0,
+            "message": exc.msg or str(exc),
+        }
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if missing and (entry_module == missing or entry_module.startswith(missing + ".")):
+            return None, {"error": "entry_missing"}
+        return None, {"error": "import", **_fidius_describe(exc)}
+    except BaseException as exc:  # SystemExit and KeyboardInterrupt at import must not escape either
+        return None, {"error": "import", **_fidius_describe(exc)}
+
+
+_CO_VARARGS = 0x04
+
+
+def _fidius_accepts(function, arity):
+    code = getattr(function, "__code__", None)
+    if code is not None and not hasattr(function, "__wrapped__"):
+        # Plain functions: read the code object instead of importing `inspect` (instance start time).
+        defaults = len(getattr(function, "__defaults__", None) or ())
+        required_keyword_only = code.co_kwonlyargcount - len(getattr(function, "__kwdefaults__", None) or {})
+        positional = code.co_argcount
+        varargs = bool(code.co_flags & _CO_VARARGS)
+        accepted = (
+            required_keyword_only == 0
+            and positional - defaults <= arity
+            and (arity <= positional or varargs)
+        )
+        if accepted:
+            return True, ""
+    import inspect
+
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):
+        return True, "(signature unavailable)"
+    try:
+        signature.bind(*([None] * arity))
+        return True, str(signature)
+    except TypeError:
+        return False, str(signature)
+
+
+def _fidius_check(module, spec, sdk):
+    expected_hash = spec["hash"]
+    found_hash = getattr(module, "__interface_hash__", None)
+    if found_hash is None:
+        return {"error": "hash_missing"}
+    if not isinstance(found_hash, int) or isinstance(found_hash, bool):
+        return {"error": "hash_not_int", "found": repr(found_hash)}
+    if found_hash != expected_hash:
+        return {"error": "hash_mismatch", "found": found_hash % (1 << 64)}
+    interface = getattr(module, "__interface__", None)
+    if interface is not None and interface != spec["trait"]:
+        return {"error": "interface_mismatch", "found": str(interface)}
+    version = getattr(module, "__interface_version__", None)
+    if version is not None and version != spec["version"]:
+        return {"error": "version_mismatch", "found": repr(version)}
+    is_method = sdk.is_method
+    methods = []
+    for method in spec["methods"]:
+        name = method["name"]
+        function = getattr(module, name, None)
+        if function is None:
+            if method["optional"]:
+                methods.append(None)
+                continue
+            return {"error": "method_missing", "method": name}
+        if not callable(function):
+            return {"error": "not_callable", "method": name, "found": type(function).__name__}
+        if not is_method(function):
+            return {"error": "not_decorated", "method": name}
+        accepted, signature = _fidius_accepts(function, method["arity"])
+        if not accepted:
+            return {"error": "arity", "method": name, "signature": signature}
+        methods.append(function)
+    return {"ok": True, "methods": methods}
+
+
+def _fidius_load(spec, sdk_source):
+    sys.dont_write_bytecode = True
+    stdlib = [entry for entry in sys.path if entry]
+    sys.path[:] = [spec["vendor_dir"], spec["plugin_dir"], *stdlib]
+    sdk = _fidius_install_sdk(sdk_source)
+    module, failure = _fidius_import(spec["entry_module"])
+    if failure is not None:
+        return failure
+    report = _fidius_check(module, spec, sdk)
+    global _fidius_loaded_methods
+    _fidius_loaded_methods = report.pop("methods", None)
+    return report

@@ -1,0 +1,120 @@
+//! One call inside an attached interpreter: bytes in, one Python call, bytes out.
+
+use fidius_core::interface::{PythonMethodDescriptor, WireMode};
+use fidius_core::{CallError, PluginError};
+use fidius_ffi::{Interp, PyObj, Raised};
+
+use crate::runtime::loader::LoadedInstance;
+
+/// Calls method `index` of the loaded plugin with `payload` (a JSON array of the positional
+/// arguments, or the raw bytes) and encodes what it returns.
+pub(crate) fn dispatch(
+    py: Interp<'_>,
+    instance: &LoadedInstance<'_>,
+    method: &PythonMethodDescriptor,
+    index: usize,
+    payload: &[u8],
+) -> Result<Vec<u8>, CallError> {
+    let Some(Some(function)) = instance.methods.get(index) else {
+        return Err(CallError::NotImplemented {
+            method: method.name.to_owned(),
+        });
+    };
+    let function = function.bind(py);
+    let invalid_result = |reason: String| CallError::InvalidResult {
+        method: method.name.to_owned(),
+        reason,
+    };
+    match method.wire {
+        WireMode::Raw => {
+            let input = py
+                .bytes(payload)
+                .map_err(|error| CallError::InvalidArguments {
+                    method: method.name.to_owned(),
+                    reason: error.to_string(),
+                })?;
+            let output = function
+                .call(&[&input])
+                .map_err(|raised| exception_to_error(instance, method, &raised))?;
+            output
+                .to_bytes()
+                .map_err(|error| invalid_result(error.to_string()))
+        }
+        WireMode::TypedJson => {
+            let args = typed_arguments(py, method, payload)?;
+            let output = function
+                .call_with_sequence(&args)
+                .map_err(|raised| exception_to_error(instance, method, &raised))?;
+            output
+                .to_json()
+                .map_err(|error| invalid_result(error.to_string()))
+        }
+    }
+}
+
+/// Parses the JSON array of positional arguments into a Python list.
+fn typed_arguments<'i>(
+    py: Interp<'i>,
+    method: &PythonMethodDescriptor,
+    payload: &[u8],
+) -> Result<PyObj<'i>, CallError> {
+    let invalid = |reason: String| CallError::InvalidArguments {
+        method: method.name.to_owned(),
+        reason,
+    };
+    if payload.iter().find(|byte| !byte.is_ascii_whitespace()) != Some(&b'[') {
+        return Err(invalid(
+            "expected a JSON array of positional arguments".to_owned(),
+        ));
+    }
+    py.json_to_python(payload)
+        .map_err(|error| invalid(error.to_string()))
+}
+
+/// A raised exception as a call error: the SDK's `PluginError` keeps its code, message and details;
+/// anything else (including `SystemExit` and `KeyboardInterrupt`) becomes [`CallError::Python`].
+fn exception_to_error(
+    instance: &LoadedInstance<'_>,
+    method: &PythonMethodDescriptor,
+    raised: &Raised<'_>,
+) -> CallError {
+    let exception = raised.object();
+    let plugin_error_class = instance.plugin_error_class.bind(exception.interp());
+    if exception.is_instance(&plugin_error_class) {
+        if let Some(error) = plugin_error(exception) {
+            return CallError::Plugin(error);
+        }
+    }
+    let described = raised.describe();
+    CallError::Python {
+        method: method.name.to_owned(),
+        exception_type: described.type_name,
+        message: described.message,
+        traceback: described.traceback,
+    }
+}
+
+/// Reads `code`, `message` and `details` off a `PluginError`; `None` if code or message is missing.
+///
+/// Details that have no JSON form are replaced by a string saying why, so the code and message still
+/// reach the host.
+fn plugin_error(exception: &PyObj<'_>) -> Option<PluginError> {
+    let code = exception.getattr("code").ok()?.to_str_lossy().ok()?;
+    let message = exception.getattr("message").ok()?.to_str_lossy().ok()?;
+    let details = exception.getattr("details").ok()?;
+    let details = if details.is_none() {
+        None
+    } else {
+        Some(match details.to_json() {
+            Ok(json) => serde_json::from_slice(&json).unwrap_or(serde_json::Value::Null),
+            Err(error) => {
+                serde_json::Value::String(format!("<details not JSON-serialisable: {error}>"))
+            }
+        })
+    };
+    Some(PluginError {
+        code,
+        message,
+        details,
+    })
+}

@@ -1,0 +1,232 @@
+//! Loading a plugin into a fresh sub-interpreter and checking it against the interface.
+
+use fidius_core::interface::PythonInterfaceDescriptor;
+use fidius_ffi::{FfiError, PyHandle, SubInterpreter};
+use serde::Deserialize;
+
+use crate::error::LoadError;
+use crate::runtime::source::PluginSource;
+use crate::sdk::SDK_SOURCE;
+
+const BOOTSTRAP_SOURCE: &str = include_str!("bootstrap.py");
+
+/// A plugin imported into one interpreter: its methods in descriptor order and the SDK's error class.
+pub(crate) struct LoadedInstance<'s> {
+    /// `None` for optional methods the plugin does not define.
+    pub(crate) methods: Vec<Option<PyHandle<'s>>>,
+    pub(crate) plugin_error_class: PyHandle<'s>,
+}
+
+impl LoadedInstance<'_> {
+    pub(crate) fn implemented(&self) -> Vec<bool> {
+        self.methods.iter().map(Option::is_some).collect()
+    }
+}
+
+/// What `_fidius_load` in bootstrap.py reports when the plugin is not acceptable.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "error", rename_all = "snake_case")]
+enum Rejection {
+    Syntax {
+        file: String,
+        line: u32,
+        message: String,
+    },
+    EntryMissing,
+    Import {
+        #[serde(rename = "type")]
+        type_name: String,
+        message: String,
+        traceback: Option<String>,
+    },
+    HashMissing,
+    HashNotInt {
+        found: String,
+    },
+    HashMismatch {
+        found: u64,
+    },
+    InterfaceMismatch {
+        found: String,
+    },
+    VersionMismatch {
+        found: String,
+    },
+    MethodMissing {
+        method: String,
+    },
+    NotCallable {
+        method: String,
+        found: String,
+    },
+    NotDecorated {
+        method: String,
+    },
+    Arity {
+        method: String,
+        signature: String,
+    },
+}
+
+/// Imports the plugin into `interp` and checks it; no plugin code runs before this call.
+pub(crate) fn load<'s>(
+    interp: &'s SubInterpreter,
+    source: &PluginSource,
+    descriptor: &PythonInterfaceDescriptor,
+) -> Result<LoadedInstance<'s>, LoadError> {
+    let plugin = &source.name;
+    let bootstrap_failed = |source: FfiError| LoadError::Bootstrap {
+        plugin: plugin.clone(),
+        source,
+    };
+    let spec = serde_json::json!({
+        "vendor_dir": source.vendor_dir(),
+        "plugin_dir": source.dir(),
+        "entry_module": source.entry_module,
+        "hash": descriptor.interface_hash,
+        "trait": descriptor.trait_name,
+        "version": descriptor.version,
+        "methods": descriptor.methods.iter().map(|method| serde_json::json!({
+            "name": method.name,
+            "arity": method.args.len(),
+            "optional": method.optional_since.is_some(),
+        })).collect::<Vec<_>>(),
+    })
+    .to_string();
+
+    let report = interp
+        .with(|py| -> Result<Vec<u8>, FfiError> {
+            py.run(BOOTSTRAP_SOURCE)?;
+            let load = py.eval("_fidius_load")?;
+            let spec = py.json_to_python(spec.as_bytes()).map_err(internal)?;
+            let report = load
+                .call(&[&spec, &py.str(SDK_SOURCE)?])
+                .map_err(|raised| FfiError::Python(raised.describe()))?;
+            report.to_json().map_err(internal)
+        })
+        .map_err(bootstrap_failed)?
+        .map_err(bootstrap_failed)?;
+
+    let unreadable = |error| LoadError::BootstrapReport {
+        plugin: plugin.clone(),
+        report: String::from_utf8_lossy(&report).into_owned(),
+        source: error,
+    };
+    let parsed: serde_json::Value = serde_json::from_slice(&report).map_err(unreadable)?;
+    if parsed.get("ok").is_none() {
+        let rejection = Rejection::deserialize(&parsed).map_err(unreadable)?;
+        return Err(rejection_to_error(rejection, source, descriptor));
+    }
+
+    interp
+        .with(|py| -> Result<LoadedInstance<'s>, FfiError> {
+            let methods = (0..descriptor.methods.len())
+                .map(|index| {
+                    let method = py.eval(&format!("_fidius_loaded_methods[{index}]"))?;
+                    Ok((!method.is_none()).then(|| interp.persist(method)))
+                })
+                .collect::<Result<Vec<_>, FfiError>>()?;
+            let plugin_error_class = interp.persist(py.eval("sys.modules['fidius'].PluginError")?);
+            py.run("del _fidius_loaded_methods")?;
+            Ok(LoadedInstance {
+                methods,
+                plugin_error_class,
+            })
+        })
+        .map_err(bootstrap_failed)?
+        .map_err(bootstrap_failed)
+}
+
+/// A conversion failure inside the bootstrap (the data is the host's own, so this is a fidius bug).
+fn internal(error: fidius_ffi::JsonError) -> FfiError {
+    FfiError::Python(fidius_ffi::PythonException {
+        type_name: "fidius.BootstrapError".to_owned(),
+        message: error.to_string(),
+        traceback: None,
+    })
+}
+
+fn rejection_to_error(
+    rejection: Rejection,
+    source: &PluginSource,
+    descriptor: &PythonInterfaceDescriptor,
+) -> LoadError {
+    let plugin = source.name.clone();
+    let interface = descriptor.trait_name.to_owned();
+    match rejection {
+        Rejection::Syntax {
+            file,
+            line,
+            message,
+        } => LoadError::Syntax {
+            plugin,
+            file,
+            line,
+            message,
+        },
+        Rejection::EntryMissing => LoadError::EntryModuleNotFound {
+            plugin,
+            module: source.entry_module.clone(),
+            dir: source.dir.clone(),
+        },
+        Rejection::Import {
+            type_name,
+            message,
+            traceback,
+        } => LoadError::Import {
+            plugin,
+            module: source.entry_module.clone(),
+            exception: fidius_ffi::PythonException {
+                type_name,
+                message,
+                traceback,
+            },
+        },
+        Rejection::HashMissing => LoadError::InterfaceHashMissing {
+            plugin,
+            interface,
+            expected: descriptor.interface_hash,
+        },
+        Rejection::HashNotInt { found } => LoadError::InterfaceHashNotInt { plugin, found },
+        Rejection::HashMismatch { found } => LoadError::InterfaceHashMismatch {
+            plugin,
+            interface,
+            expected: descriptor.interface_hash,
+            found,
+        },
+        Rejection::InterfaceMismatch { found } => LoadError::InterfaceNameMismatch {
+            plugin,
+            expected: interface,
+            found,
+        },
+        Rejection::VersionMismatch { found } => LoadError::InterfaceVersionMismatch {
+            plugin,
+            interface,
+            expected: descriptor.version,
+            found,
+        },
+        Rejection::MethodMissing { method } => LoadError::MissingMethod {
+            plugin,
+            interface,
+            method,
+        },
+        Rejection::NotCallable { method, found } => LoadError::NotCallable {
+            plugin,
+            method,
+            found,
+        },
+        Rejection::NotDecorated { method } => LoadError::NotDecorated { plugin, method },
+        Rejection::Arity { method, signature } => {
+            let expected = descriptor
+                .method_index(&method)
+                .and_then(|index| descriptor.method(index))
+                .map_or(0, |method| method.args.len());
+            LoadError::ArityMismatch {
+                plugin,
+                method,
+                expected,
+                signature,
+            }
+        }
+    }
+}

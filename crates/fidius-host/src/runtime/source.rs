@@ -1,0 +1,42 @@
+//! What an instance needs to know to load a plugin: where it is and what to import.
+
+use std::path::{Path, PathBuf};
+
+/// A plugin on disk, already verified by the caller (manifest read, signature checked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginSource {
+    /// The plugin's name, used in thread names, logs and errors.
+    pub name: String,
+    /// The plugin's version, for logs.
+    pub version: String,
+    /// The plugin directory (holding the entry module and, optionally, `vendor/`).
+    pub dir: PathBuf,
+    /// Dotted name of the module to import, e.g. `greeter`.
+    pub entry_module: String,
+}
+
+impl PluginSource {
+    /// A plugin in `dir` whose code starts at `entry_module`.
+    pub fn new(
+        name: impl Into<String>,
+        version: impl Into<String>,
+        dir: impl Into<PathBuf>,
+        entry_module: impl Into<String>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            version: version.into(),
+            dir: dir.into(),
+            entry_module: entry_module.into(),
+        }
+    }
+
+    /// Where vendored dependencies live; first on the plugin's `sys.path`.
+    pub fn vendor_dir(&self) -> PathBuf {
+        self.dir.join("vendor")
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+}

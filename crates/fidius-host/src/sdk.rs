@@ -1,0 +1,7 @@
+//! The `fidius` Python SDK, embedded so every interpreter gets the host's copy.
+//!
+//! These are the same files `pip install crates/fidius-host/python-sdk` installs for IDEs and plugin
+//! unit tests; plugins never vendor them, and one plugin cannot shadow another's `fidius`.
+
+/// Source of `fidius/__init__.py`.
+pub(crate) const SDK_SOURCE: &str = include_str!("../python-sdk/fidius/__init__.py");

@@ -1,0 +1,154 @@
+//! What calls carry back: values, errors as data, large payloads, and misuse of the handle.
+
+use fidius_host::{CallError, PluginCall};
+use serde_json::{json, Value};
+
+use crate::support::{self, ECHO, FAIL, MAYBE, RETURN, TRANSFORM, WHOAMI};
+
+fn plugin() -> (tempfile::TempDir, fidius_host::PythonPluginHandle) {
+    let root = tempfile::tempdir().unwrap();
+    let handle = support::start(
+        &support::tester_plugin(root.path(), "calls", "1.0", 2),
+        "calls",
+        1,
+    );
+    (root, handle)
+}
+
+fn fail(handle: &impl PluginCall, kind: &str) -> CallError {
+    handle
+        .call_typed_json(FAIL, json!([kind]).to_string().as_bytes())
+        .unwrap_err()
+}
+
+#[test]
+fn plugin_errors_keep_code_message_and_details() {
+    let (_root, handle) = plugin();
+    let CallError::Plugin(error) = fail(&handle, "plugin") else {
+        panic!("expected CallError::Plugin");
+    };
+    assert_eq!(error.code, "EMPTY_INPUT");
+    assert_eq!(error.message, "name must not be empty");
+    assert_eq!(
+        error.details,
+        Some(json!({"field": "name", "limits": [1, 64]}))
+    );
+}
+
+#[test]
+fn other_exceptions_come_back_with_type_and_traceback_and_the_instance_keeps_serving() {
+    let (_root, handle) = plugin();
+    for (kind, expected_type) in [
+        ("value", "ValueError"),
+        ("exit", "SystemExit"),
+        ("interrupt", "KeyboardInterrupt"),
+    ] {
+        match fail(&handle, kind) {
+            CallError::Python {
+                method,
+                exception_type,
+                traceback,
+                ..
+            } => {
+                assert_eq!(method, "fail");
+                assert_eq!(exception_type, expected_type);
+                assert!(traceback.unwrap().contains("tester.py"));
+            }
+            other => panic!("{kind}: expected CallError::Python, got {other:?}"),
+        }
+    }
+    let out = handle.call_typed_json(FAIL, b"[\"none\"]").unwrap();
+    assert_eq!(out, br#""no failure""#);
+}
+
+#[test]
+fn results_without_json_form_are_errors_not_garbage() {
+    let (_root, handle) = plugin();
+    for expression in ["object()", "float('inf')", "{1, 2}", "b'raw'"] {
+        let error = handle
+            .call_typed_json(RETURN, json!([expression]).to_string().as_bytes())
+            .unwrap_err();
+        assert!(
+            matches!(&error, CallError::InvalidResult { method, .. } if method == "give_back"),
+            "{expression}: {error:?}"
+        );
+    }
+    let ok = handle
+        .call_typed_json(
+            RETURN,
+            json!(["{'nested': [1, 2.5, None, True, 'x']}"])
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap();
+    let ok: Value = serde_json::from_slice(&ok).unwrap();
+    assert_eq!(ok, json!({"nested": [1, 2.5, null, true, "x"]}));
+}
+
+#[test]
+fn raw_payloads_of_16_mib_round_trip() {
+    let (_root, handle) = plugin();
+    let payload: Vec<u8> = (0..16u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let out = handle.call_raw(ECHO, &payload).unwrap();
+    assert_eq!(out.len(), payload.len());
+    assert!(out == payload);
+    assert_eq!(handle.call_raw(ECHO, b"").unwrap(), b"");
+}
+
+#[test]
+fn misuse_of_the_handle_is_an_error_not_a_panic() {
+    let (_root, handle) = plugin();
+    assert!(matches!(
+        handle.call_typed_json(99, b"[]"),
+        Err(CallError::UnknownMethod { index: 99, .. })
+    ));
+    assert!(matches!(
+        handle.call_typed_json(ECHO, b"[]"),
+        Err(CallError::WireModeMismatch { .. })
+    ));
+    assert!(matches!(
+        handle.call_raw(WHOAMI, b""),
+        Err(CallError::WireModeMismatch { .. })
+    ));
+    for bad in [&b"{\"value\": 1}"[..], b"[1,", b""] {
+        assert!(matches!(
+            handle.call_typed_json(TRANSFORM, bad),
+            Err(CallError::InvalidArguments { .. })
+        ));
+    }
+    // Wrong number of arguments reaches Python as a TypeError.
+    assert!(matches!(
+        handle.call_typed_json(TRANSFORM, b"[1, 2]"),
+        Err(CallError::Python { exception_type, .. }) if exception_type == "TypeError"
+    ));
+    assert!(!handle.implements(MAYBE));
+    assert!(matches!(
+        handle.call_typed_json(MAYBE, b"[]"),
+        Err(CallError::NotImplemented { method }) if method == "maybe"
+    ));
+}
+
+#[test]
+fn the_plugin_sees_only_its_own_paths_and_the_hosts_sdk() {
+    let (root, handle) = plugin();
+    let ask = |expression: &str| -> Value {
+        let out = handle
+            .call_typed_json(RETURN, json!([expression]).to_string().as_bytes())
+            .unwrap();
+        serde_json::from_slice(&out).unwrap()
+    };
+    let path = ask("sys.path");
+    let plugin_dir = root.path().join("calls");
+    assert_eq!(path[0], json!(plugin_dir.join("vendor")));
+    assert_eq!(path[1], json!(plugin_dir));
+    assert!(!path.to_string().contains("site-packages"), "{path}");
+    assert_eq!(
+        ask("sys.modules['fidius'].__file__"),
+        json!("<fidius-host>/fidius/__init__.py")
+    );
+    assert_eq!(ask("sys.dont_write_bytecode"), json!(true));
+    assert!(!plugin_dir.join("__pycache__").exists());
+    assert!(!plugin_dir.join("vendor/conflictlib/__pycache__").exists());
+}

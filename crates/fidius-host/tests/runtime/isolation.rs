@@ -1,0 +1,106 @@
+//! The core promise: same-named libraries in different versions, side by side, under load.
+
+use std::collections::HashMap;
+use std::thread;
+
+use fidius_host::PluginCall;
+use serde_json::{json, Value};
+
+use crate::support::{self, TRANSFORM, WHOAMI};
+
+#[test]
+fn two_versions_of_one_library_stay_apart_under_concurrent_load() {
+    let root = tempfile::tempdir().unwrap();
+    let old = support::start(
+        &support::tester_plugin(root.path(), "old", "1.0", 2),
+        "old",
+        1,
+    );
+    let new = support::start(
+        &support::tester_plugin(root.path(), "new", "2.0", 3),
+        "new",
+        1,
+    );
+    const THREADS: i64 = 8;
+    const CALLS: i64 = 1_000;
+    thread::scope(|scope| {
+        for thread_index in 0..THREADS {
+            let (old, new) = (&old, &new);
+            scope.spawn(move || {
+                for call in 0..CALLS {
+                    let value = thread_index * CALLS + call;
+                    let (handle, version, factor) = if call % 2 == 0 {
+                        (old, "1.0", 2)
+                    } else {
+                        (new, "2.0", 3)
+                    };
+                    let out = handle
+                        .call_typed_json(TRANSFORM, json!([value]).to_string().as_bytes())
+                        .unwrap();
+                    let out: Value = serde_json::from_slice(&out).unwrap();
+                    assert_eq!(out["version"], version);
+                    assert_eq!(out["result"], value * factor);
+                }
+            });
+        }
+    });
+    // Module state lives per interpreter: each copy counted only its own plugin's calls.
+    for (handle, version) in [(&old, "1.0"), (&new, "2.0")] {
+        let who: Value =
+            serde_json::from_slice(&handle.call_typed_json(WHOAMI, b"[]").unwrap()).unwrap();
+        assert_eq!(who[0], version);
+        assert_eq!(who[2], THREADS * CALLS / 2);
+    }
+}
+
+#[test]
+fn a_pool_spreads_calls_and_loses_none() {
+    let root = tempfile::tempdir().unwrap();
+    let pool = support::start(
+        &support::tester_plugin(root.path(), "pooled", "1.0", 1),
+        "pooled",
+        4,
+    );
+    assert_eq!(pool.instances(), 4);
+    const THREADS: usize = 16;
+    const CALLS: usize = 250;
+    let observed: Vec<Vec<(u64, i64)>> = thread::scope(|scope| {
+        let workers: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let pool = &pool;
+                scope.spawn(move || {
+                    (0..CALLS)
+                        .map(|_| {
+                            let out = pool.call_typed_json(TRANSFORM, b"[1]").unwrap();
+                            let out: Value = serde_json::from_slice(&out).unwrap();
+                            (
+                                out["instance"].as_u64().unwrap(),
+                                out["calls"].as_i64().unwrap(),
+                            )
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    // Each instance numbers the calls it serves 1, 2, 3, ...: every number exactly once means no
+    // call was lost or answered twice, and the counts add up to the total.
+    let mut served: HashMap<u64, Vec<i64>> = HashMap::new();
+    for (instance, count) in observed.into_iter().flatten() {
+        served.entry(instance).or_default().push(count);
+    }
+    assert!(served.len() > 1, "calls were not spread over the pool");
+    assert!(
+        served.len() <= 4,
+        "more instances answered than were started"
+    );
+    let mut total = 0;
+    for counts in served.values_mut() {
+        counts.sort_unstable();
+        let expected: Vec<i64> = (1..=counts.len() as i64).collect();
+        assert_eq!(*counts, expected, "an instance lost or repeated a call");
+        total += counts.len();
+    }
+    assert_eq!(total, THREADS * CALLS);
+}

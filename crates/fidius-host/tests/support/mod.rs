@@ -1,0 +1,148 @@
+//! Plugins written to real directories, and the interface they implement.
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the support code"
+)]
+
+use std::path::{Path, PathBuf};
+
+use fidius_core::interface::{
+    PythonArgDescriptor, PythonInterfaceDescriptor, PythonMethodDescriptor, WireMode,
+};
+use fidius_host::{LoadOptions, PluginSource, PythonPluginHandle};
+
+pub const TESTER_HASH: u64 = 0x9e37_79b9_7f4a_7c15;
+
+const fn method(
+    name: &'static str,
+    wire: WireMode,
+    args: &'static [PythonArgDescriptor],
+    optional_since: Option<u32>,
+) -> PythonMethodDescriptor {
+    PythonMethodDescriptor {
+        name,
+        wire,
+        args,
+        returns: "",
+        optional_since,
+        signature: "",
+    }
+}
+
+const fn arg(name: &'static str) -> PythonArgDescriptor {
+    PythonArgDescriptor { name, ty: "" }
+}
+
+pub const WHOAMI: usize = 0;
+pub const ECHO: usize = 1;
+pub const TRANSFORM: usize = 2;
+pub const FAIL: usize = 3;
+pub const RETURN: usize = 4;
+pub const MAYBE: usize = 5;
+
+/// The interface every test plugin implements.
+pub static TESTER: PythonInterfaceDescriptor = PythonInterfaceDescriptor {
+    trait_name: "Tester",
+    version: 1,
+    interface_hash: TESTER_HASH,
+    methods: &[
+        method("whoami", WireMode::TypedJson, &[], None),
+        method("echo", WireMode::Raw, &[arg("data")], None),
+        method("transform", WireMode::TypedJson, &[arg("value")], None),
+        method("fail", WireMode::TypedJson, &[arg("kind")], None),
+        method("give_back", WireMode::TypedJson, &[arg("expression")], None),
+        method("maybe", WireMode::TypedJson, &[], Some(2)),
+    ],
+};
+
+/// The usual plugin body: every method of `TESTER`, backed by a vendored `conflictlib`.
+pub const TESTER_PLUGIN: &str = r#"
+import sys
+from fidius import method, PluginError
+import conflictlib
+
+__interface__ = "Tester"
+__interface_version__ = 1
+__interface_hash__ = 0x9e3779b97f4a7c15
+
+INSTANCE_TOKEN = id(sys.modules)
+
+@method
+def whoami():
+    return [conflictlib.VERSION, INSTANCE_TOKEN, conflictlib.calls]
+
+@method
+def echo(data):
+    return data
+
+@method
+def transform(value):
+    answer = conflictlib.transform(value)
+    return {**answer, "instance": INSTANCE_TOKEN, "calls": conflictlib.calls}
+
+@method
+def fail(kind):
+    if kind == "plugin":
+        raise PluginError("EMPTY_INPUT", "name must not be empty", {"field": "name", "limits": [1, 64]})
+    if kind == "value":
+        raise ValueError("bad value")
+    if kind == "exit":
+        sys.exit(3)
+    if kind == "interrupt":
+        raise KeyboardInterrupt
+    return "no failure"
+
+@method
+def give_back(expression):
+    return eval(expression)
+"#;
+
+/// A `conflictlib` whose version decides its behaviour and that counts its calls in module state.
+pub fn conflictlib(version: &str, factor: i64) -> String {
+    format!(
+        "VERSION = {version:?}\ncalls = 0\n\ndef transform(value):\n    global calls\n    calls += 1\n    return {{'version': VERSION, 'result': value * {factor}}}\n"
+    )
+}
+
+/// Writes `files` (relative path, content) under `root/name` and returns the plugin directory.
+pub fn write_plugin(root: &Path, name: &str, files: &[(&str, &str)]) -> PathBuf {
+    let dir = root.join(name);
+    for (path, content) in files {
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+    dir
+}
+
+/// A complete `Tester` plugin vendoring `conflictlib` at `version`.
+pub fn tester_plugin(root: &Path, name: &str, version: &str, factor: i64) -> PathBuf {
+    write_plugin(
+        root,
+        name,
+        &[
+            ("tester.py", TESTER_PLUGIN),
+            (
+                "vendor/conflictlib/__init__.py",
+                &conflictlib(version, factor),
+            ),
+        ],
+    )
+}
+
+pub fn start(dir: &Path, name: &str, instances: usize) -> PythonPluginHandle {
+    PythonPluginHandle::start(
+        PluginSource::new(name, "1.0.0", dir, "tester"),
+        &TESTER,
+        &LoadOptions::default().instances(instances),
+    )
+    .unwrap_or_else(|error| panic!("loading {name}: {error}"))
+}
+
+/// Resident set size of this process in bytes.
+#[cfg(target_os = "linux")]
+pub fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}

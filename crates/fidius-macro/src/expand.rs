@@ -1,0 +1,181 @@
+//! Parse, validate, then generate. Every problem found is reported, each at its own span.
+
+use fidius_core::interface::{
+    InterfaceAttr, InterfaceErrors, InterfaceSpec, METHOD_HELPER_ATTRIBUTES,
+    TRAIT_HELPER_ATTRIBUTES,
+};
+use proc_macro2::{Span, TokenStream};
+use quote::quote;
+use syn::{ItemTrait, TraitItem};
+
+use crate::{client, descriptor, wire};
+
+/// The macro's whole output for one trait: the cleaned trait plus the generated items, or the
+/// trait plus `compile_error!`s (keeping the trait avoids a cascade of "not found" errors).
+pub fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let item: ItemTrait = match syn::parse2(item) {
+        Ok(item) => item,
+        Err(error) => return error.into_compile_error(),
+    };
+    let cleaned = strip_helper_attributes(item.clone());
+    match analyze(attr, &item).and_then(|spec| check_wire(&spec).map(|()| spec)) {
+        Ok(spec) => {
+            let descriptor = descriptor::generate(&item, &spec);
+            let client = client::generate(&item, &spec);
+            quote! { #cleaned #descriptor #client }
+        }
+        Err(error) => {
+            let errors = error.into_compile_error();
+            quote! { #cleaned #errors }
+        }
+    }
+}
+
+/// Reads the attribute and the trait with the shared `fidius_core` function; both are checked
+/// even when the attribute is wrong, so all problems surface at once.
+pub fn analyze(attr: TokenStream, item: &ItemTrait) -> syn::Result<InterfaceSpec> {
+    let parsed_attr = InterfaceAttr::parse(attr, Span::call_site());
+    let fallback = InterfaceAttr { version: 0 };
+    let spec = InterfaceSpec::from_trait(item, parsed_attr.as_ref().unwrap_or(&fallback));
+    match (parsed_attr, spec) {
+        (Ok(_), Ok(spec)) => Ok(spec),
+        (attr_result, spec_result) => {
+            let mut problems = attr_result.err().map(|errors| errors.0).unwrap_or_default();
+            problems.extend(spec_result.err().map(|errors| errors.0).unwrap_or_default());
+            Err(InterfaceErrors(problems).to_syn_error())
+        }
+    }
+}
+
+fn check_wire(spec: &InterfaceSpec) -> syn::Result<()> {
+    let mut errors = spec.methods.iter().flat_map(wire::problems);
+    let Some(mut combined) = errors.next() else {
+        return Ok(());
+    };
+    errors.for_each(|error| combined.combine(error));
+    Err(combined)
+}
+
+fn strip_helper_attributes(mut item: ItemTrait) -> ItemTrait {
+    item.attrs.retain(|attr| {
+        !TRAIT_HELPER_ATTRIBUTES
+            .iter()
+            .any(|name| attr.path().is_ident(name))
+    });
+    for trait_item in &mut item.items {
+        if let TraitItem::Fn(method) = trait_item {
+            method.attrs.retain(|attr| {
+                !METHOD_HELPER_ATTRIBUTES
+                    .iter()
+                    .any(|name| attr.path().is_ident(name))
+            });
+        }
+    }
+    item
+}
+
+#[cfg(test)]
+mod tests {
+    //! The macro's hash against `python-stub`'s for every interop vector's trait.
+
+    use std::path::PathBuf;
+
+    use fidius_core::interface::{find_interface, is_interface_attribute, stub::render_stub};
+    use syn::ItemTrait;
+
+    use super::{analyze, expand};
+
+    #[derive(serde::Deserialize)]
+    struct Vector {
+        #[serde(rename = "trait")]
+        trait_name: String,
+        source: String,
+        hash: String,
+    }
+
+    fn vectors() -> Vec<Vector> {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/interop/hash-vectors.json");
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|error| {
+            panic!(
+                "cannot read the interop vectors at {} ({error}); shared/ must sit beside the checkout",
+                path.display()
+            )
+        });
+        serde_json::from_str(&text).expect("hash-vectors.json is valid JSON")
+    }
+
+    /// Splits a vector's source into the macro's two inputs, as the compiler would.
+    fn macro_input(source: &str) -> (proc_macro2::TokenStream, ItemTrait) {
+        let mut item: ItemTrait = syn::parse_str(source).expect("vector parses as a trait");
+        let position = item
+            .attrs
+            .iter()
+            .position(is_interface_attribute)
+            .expect("vector has the attribute");
+        let attr = item.attrs.remove(position);
+        let syn::Meta::List(list) = attr.meta else {
+            panic!("attribute has arguments")
+        };
+        (list.tokens, item)
+    }
+
+    fn hash_in(text: &str, marker: &str) -> Option<u64> {
+        let start = text.find(marker)? + marker.len();
+        let digits: String = text[start..]
+            .trim_start()
+            .trim_start_matches("0x")
+            .chars()
+            .take_while(char::is_ascii_hexdigit)
+            .collect();
+        u64::from_str_radix(&digits, 16).ok()
+    }
+
+    #[test]
+    fn macro_hash_equals_python_stub_hash_for_every_vector() {
+        let mut rejected_for_wire = Vec::new();
+        for vector in vectors() {
+            let expected = u64::from_str_radix(vector.hash.trim_start_matches("0x"), 16)
+                .expect("vector hash is hex");
+            let (attr, item) = macro_input(&vector.source);
+            let macro_spec = analyze(attr.clone(), &item)
+                .unwrap_or_else(|error| panic!("{}: {error}", vector.trait_name));
+            let stub = render_stub(
+                &find_interface(&vector.source, &vector.trait_name).expect("stub reads it"),
+            )
+            .expect("stub renders");
+            let stub_hash = hash_in(&stub, "__interface_hash__ =");
+            assert_eq!(Some(macro_spec.hash), stub_hash, "{}", vector.trait_name);
+            assert_eq!(macro_spec.hash, expected, "{}", vector.trait_name);
+
+            // The full expansion embeds that same value, unless the trait's types cannot
+            // cross the wire to Python, in which case it must say so.
+            let expanded = expand(attr, quote::quote!(#item)).to_string();
+            let const_name = format!("{}_INTERFACE_HASH : u64 =", vector.trait_name);
+            match hash_in(&expanded, &const_name) {
+                Some(emitted) => assert_eq!(emitted, expected, "{}", vector.trait_name),
+                None => {
+                    assert!(
+                        expanded.contains("compile_error"),
+                        "{}: {expanded}",
+                        vector.trait_name
+                    );
+                    rejected_for_wire.push(vector.trait_name.trim_end_matches("Messy").to_owned());
+                }
+            }
+        }
+        rejected_for_wire.dedup();
+        assert_eq!(
+            rejected_for_wire,
+            [
+                "StaticStr",
+                "MutSlice",
+                "FnPointer",
+                "ServerStream",
+                "ServerStreamVec",
+                "ClientStream",
+                "DynBox"
+            ]
+        );
+    }
+}

@@ -1,0 +1,47 @@
+//! `#[plugin_interface]`: turns a Rust trait into a fidius interface contract.
+//!
+//! This crate only declares the attribute; reading the trait and computing its hash happen in
+//! `fidius_core::interface`, the same code `fidius python-stub` runs. Generated code names
+//! `::fidius_core`, so an interface crate depends on both `fidius-core` and `fidius-macro`.
+//!
+//! ```
+//! use fidius_core::PluginError;
+//! use fidius_macro::plugin_interface;
+//!
+//! #[plugin_interface(version = 1)]
+//! pub trait Greeter {
+//!     /// Greets someone by name.
+//!     fn greet(&self, name: String) -> String;
+//!     #[wire(raw)]
+//!     fn echo(&self, data: Vec<u8>) -> Vec<u8>;
+//!     #[optional(since = 2)]
+//!     fn farewell(&self, name: String) -> Result<String, PluginError>;
+//! }
+//!
+//! let descriptor = __fidius_Greeter::Greeter_PYTHON_DESCRIPTOR;
+//! assert_eq!(descriptor.methods[1].signature, "echo:Vec < u8 >->Vec < u8 >!raw");
+//! assert_eq!(descriptor.interface_hash, __fidius_Greeter::Greeter_INTERFACE_HASH);
+//! ```
+//!
+//! generates, beside the trait (with the `#[wire]`/`#[optional]` helper attributes removed):
+//! - `mod __fidius_Greeter` holding `Greeter_PYTHON_DESCRIPTOR` (a
+//!   `fidius_core::PythonInterfaceDescriptor`) and `Greeter_INTERFACE_HASH: u64`;
+//! - `struct GreeterClient<H>(pub H)`, whose methods mirror the trait's over any
+//!   `H: fidius_core::PluginCall` and return `Result<T, fidius_core::CallError>` (for a method
+//!   returning `Result<T, PluginError>`, the plugin's error arrives as `CallError::Plugin`).
+#![forbid(unsafe_code)]
+
+mod client;
+mod descriptor;
+mod expand;
+mod wire;
+
+use proc_macro::TokenStream;
+
+/// Marks a trait as a fidius interface. Arguments: `version = N` (required) and, for
+/// compatibility with the original fidius, `buffer = ...` (ignored). Method attributes:
+/// `#[wire(raw)]` (bytes in, bytes out) and `#[optional(since = N)]`.
+#[proc_macro_attribute]
+pub fn plugin_interface(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand::expand(attr.into(), item.into()).into()
+}

@@ -1,0 +1,45 @@
+use std::fmt;
+
+/// A Python exception captured inside the interpreter where it was raised, as plain data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PythonException {
+    /// Qualified name of the exception class, e.g. `ValueError` or `json.decoder.JSONDecodeError`.
+    pub type_name: String,
+    /// `str(exception)`.
+    pub message: String,
+    /// The formatted traceback, when one could be produced.
+    pub traceback: Option<String>,
+}
+
+impl fmt::Display for PythonException {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.message.is_empty() {
+            f.write_str(&self.type_name)
+        } else {
+            write!(f, "{}: {}", self.type_name, self.message)
+        }
+    }
+}
+
+impl std::error::Error for PythonException {}
+
+/// Failures of the FFI layer itself (as opposed to Python code raising).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FfiError {
+    /// CPython could not be initialised in this process.
+    #[error("CPython failed to initialise: {message}")]
+    Initialization { message: String },
+    /// `Py_NewInterpreterFromConfig` refused to create a sub-interpreter.
+    #[error("CPython refused to create a sub-interpreter: {message}")]
+    InterpreterCreation { message: String },
+    /// The calling thread is already attached to an interpreter; attachments do not nest.
+    #[error("this thread is already attached to a Python interpreter")]
+    AlreadyAttached,
+    /// Python code raised.
+    #[error(transparent)]
+    Python(#[from] PythonException),
+    /// A Rust string handed to Python contained a NUL byte.
+    #[error("text passed to Python contains a NUL byte at offset {offset}")]
+    NulByte { offset: usize },
+}

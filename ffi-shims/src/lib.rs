@@ -1,0 +1,49 @@
+//! The only fidius crate that calls CPython's C API (through [`pyo3_ffi`]); everything above it is safe Rust.
+//!
+//! # Contract
+//!
+//! * CPython is initialised once per process by [`ensure_initialized`]: isolated configuration (no
+//!   environment variables, no `site`, no signal handlers, no bytecode writing), then the main
+//!   interpreter's GIL is released for good. Plugin work never runs in the main interpreter.
+//! * A [`SubInterpreter`] is an own-GIL (PEP 684) interpreter. It is created, used and ended on one OS
+//!   thread; the type is `!Send` so the compiler enforces that.
+//! * Code runs in it only inside [`SubInterpreter::with`], which attaches the calling thread (takes that
+//!   interpreter's GIL) and hands out an [`Interp`] token whose lifetime ends when the GIL is released
+//!   again. Every object handle ([`PyObj`]) borrows that token, so no Python object outlives the
+//!   attachment or leaves its interpreter.
+//! * Python exceptions are captured inside the interpreter as a plain-data [`PythonException`] before
+//!   anything crosses a thread.
+//!
+//! Inside this crate every `unsafe` block carries a `// SAFETY:` comment naming what makes it sound.
+//!
+//! ```compile_fail
+//! // A sub-interpreter belongs to the thread that created it.
+//! fn assert_send<T: Send>() {}
+//! assert_send::<fidius_ffi::SubInterpreter>();
+//! ```
+
+#[cfg(not(Py_3_12))]
+compile_error!(
+    "fidius needs CPython 3.12 or newer (own-GIL sub-interpreters): point PYO3_PYTHON at one, \
+     e.g. `export PYO3_PYTHON=$(ci/python-bootstrap | tail -n 1)`"
+);
+
+mod baseline;
+mod bytes;
+mod error;
+mod exception;
+mod handle;
+mod interpreter;
+mod json;
+mod object;
+mod runtime;
+
+pub use baseline::{MainHandle, MainInterpreter};
+pub use bytes::NotBytes;
+pub use error::{FfiError, PythonException};
+pub use exception::Raised;
+pub use handle::PyHandle;
+pub use interpreter::{Interp, InterpreterOptions, SubInterpreter};
+pub use json::JsonError;
+pub use object::PyObj;
+pub use runtime::{ensure_initialized, python_version};

@@ -1,0 +1,84 @@
+//! Process-wide CPython initialisation.
+
+use std::ffi::CStr;
+use std::mem::MaybeUninit;
+use std::sync::OnceLock;
+
+use pyo3_ffi as ffi;
+
+use crate::error::FfiError;
+
+static INITIALIZED: OnceLock<Result<(), String>> = OnceLock::new();
+
+/// Initialises CPython once for the whole process; later calls return the first outcome.
+///
+/// The main interpreter is set up isolated (environment variables such as `PYTHONPATH` are ignored,
+/// no `site`, so nothing from the host's site-packages; no signal handlers, so Ctrl-C stays the host's;
+/// no bytecode written, so signed plugin trees stay byte-identical). It then imports `_datetime`
+/// (see below) and releases its GIL, which no fidius code takes again.
+///
+/// Importing `_datetime` in the main interpreter before any sub-interpreter exists works around
+/// cpython#136423: when two isolated sub-interpreters both imported it and the first-created one is
+/// ended first, ending the second crashed the process.
+///
+/// If something else in the process already initialised CPython, this returns an error rather than
+/// taking a GIL that another runtime manages.
+pub fn ensure_initialized() -> Result<(), FfiError> {
+    INITIALIZED
+        .get_or_init(initialize_main_interpreter)
+        .clone()
+        .map_err(|message| FfiError::Initialization { message })
+}
+
+/// The version of the linked CPython, e.g. `"3.13.5"`.
+pub fn python_version() -> String {
+    // SAFETY: Py_GetVersion only reads a static string built into libpython; it needs no GIL and no
+    // initialisation.
+    let raw = unsafe { CStr::from_ptr(ffi::Py_GetVersion()) };
+    raw.to_string_lossy()
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn initialize_main_interpreter() -> Result<(), String> {
+    // SAFETY: Py_IsInitialized may be called at any time, without the GIL.
+    if unsafe { ffi::Py_IsInitialized() } != 0 {
+        return Err("CPython was already initialised by other code in this process".to_owned());
+    }
+    let mut config = MaybeUninit::<ffi::PyConfig>::uninit();
+    // SAFETY: PyConfig_InitIsolatedConfig fully initialises the struct it is given; it needs no GIL.
+    let mut config = unsafe {
+        ffi::PyConfig_InitIsolatedConfig(config.as_mut_ptr());
+        config.assume_init()
+    };
+    config.site_import = 0;
+    config.install_signal_handlers = 0;
+    config.write_bytecode = 0;
+    // SAFETY: `config` was initialised above; Py_InitializeFromConfig copies what it needs, and
+    // PyConfig_Clear then frees the strings the config owns. OnceLock runs this at most once.
+    let status = unsafe {
+        let status = ffi::Py_InitializeFromConfig(&config);
+        ffi::PyConfig_Clear(&mut config);
+        status
+    };
+    // SAFETY: PyStatus_Exception only inspects the status value.
+    if unsafe { ffi::PyStatus_Exception(status) } != 0 {
+        return Err(crate::object::status_message(&status));
+    }
+    // SAFETY: initialisation succeeded, so this thread holds the main interpreter's GIL.
+    let datetime = unsafe { ffi::PyImport_ImportModule(c"_datetime".as_ptr()) };
+    let datetime_ok = !datetime.is_null();
+    // SAFETY: still attached to the main interpreter; Py_XDECREF accepts NULL, and PyErr_Clear drops
+    // the import error if there was one. PyEval_SaveThread then releases the main GIL for good.
+    unsafe {
+        ffi::Py_XDECREF(datetime);
+        ffi::PyErr_Clear();
+        ffi::PyEval_SaveThread();
+    }
+    if !datetime_ok {
+        return Err("the standard library could not be imported (_datetime is missing); is libpython's prefix complete?".to_owned());
+    }
+    Ok(())
+}

@@ -1,0 +1,123 @@
+"""The `fidius` SDK as a plugin author and the host see it."""
+
+from __future__ import annotations
+
+import functools
+import pickle
+import subprocess
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+import fidius
+from conftest import MYPY_STRICT
+from fidius import PluginError, is_method, method
+
+
+def test_method_returns_the_same_function_marked() -> None:
+    def greet(name: str) -> str:
+        return f"Hello, {name}!"
+
+    decorated = method(greet)
+    assert decorated is greet
+    assert decorated("World") == "Hello, World!"
+    assert getattr(greet, fidius.METHOD_MARKER) is True
+    assert is_method(greet)
+
+
+def test_undecorated_functions_are_not_methods() -> None:
+    def helper() -> None:
+        pass
+
+    assert not is_method(helper)
+    assert not is_method(42)
+
+
+def test_method_accepts_async_functions_and_lambdas() -> None:
+    async def fetch(url: str) -> str:
+        return url
+
+    assert method(fetch) is fetch
+    double: Callable[[int], int] = method(lambda x: x * 2)
+    assert double(4) == 8
+
+
+@pytest.mark.parametrize(
+    "candidate",
+    [len, functools.partial(print, "x"), object(), "greet", type("Callable", (), {"__call__": lambda self: 1})()],
+    ids=["builtin", "partial", "object", "string", "callable-object"],
+)
+def test_method_rejects_non_functions(candidate: object) -> None:
+    with pytest.raises(TypeError, match="expects a plain function"):
+        method(candidate)  # type: ignore[type-var]
+
+
+def test_method_rejects_classes() -> None:
+    class Greeter:
+        pass
+
+    with pytest.raises(TypeError, match="got type"):
+        method(Greeter)
+
+
+def test_plugin_error_attributes() -> None:
+    error = PluginError("EMPTY_INPUT", "name must not be empty", {"field": "name"})
+    assert error.code == "EMPTY_INPUT"
+    assert error.message == "name must not be empty"
+    assert error.details == {"field": "name"}
+    assert isinstance(error, Exception)
+
+
+def test_plugin_error_details_default_to_none() -> None:
+    assert PluginError("X", "y").details is None
+
+
+def test_plugin_error_str_and_repr() -> None:
+    assert str(PluginError("EMPTY_INPUT", "name must not be empty")) == "EMPTY_INPUT: name must not be empty"
+    assert repr(PluginError("A", "b")) == "PluginError('A', 'b')"
+    assert repr(PluginError("A", "b", {"n": 1})) == "PluginError('A', 'b', details={'n': 1})"
+
+
+def test_plugin_error_is_raisable_and_catchable() -> None:
+    with pytest.raises(PluginError) as caught:
+        raise PluginError("BAD", "bad input", {"index": 3})
+    assert caught.value.code == "BAD"
+    assert caught.value.details == {"index": 3}
+
+
+def test_plugin_error_survives_pickling() -> None:
+    copy = pickle.loads(pickle.dumps(PluginError("C", "m", {"k": [1, 2]})))
+    assert (copy.code, copy.message, copy.details) == ("C", "m", {"k": [1, 2]})
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        ((1, "m"), "code must be a non-empty str"),
+        (("", "m"), "code must be a non-empty str"),
+        (("C", None), "message must be a str"),
+        (("C", "m", ["not", "a", "dict"]), "details must be a dict or None"),
+    ],
+)
+def test_plugin_error_rejects_wrong_types(args: tuple[object, ...], match: str) -> None:
+    with pytest.raises(TypeError, match=match):
+        PluginError(*args)  # type: ignore[arg-type]
+
+
+def test_package_ships_py_typed() -> None:
+    package = Path(fidius.__file__).parent
+    assert (package / "py.typed").is_file()
+
+
+def test_public_api() -> None:
+    assert set(fidius.__all__) == {"METHOD_MARKER", "PluginError", "is_method", "method"}
+
+
+def test_sdk_passes_mypy_strict() -> None:
+    # `-p` checks the installed package, as a plugin author's mypy sees it (py.typed included).
+    result = subprocess.run(
+        [*MYPY_STRICT, "-p", "fidius"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
