@@ -1,4 +1,4 @@
-//! `fidius`: pack, sign, verify and inspect Python plugin packages.
+//! `fidius`: pack, sign, verify, inspect, stub and call Python plugin packages.
 #![forbid(unsafe_code)]
 
 mod commands;
@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use commands::call::CallCommand;
 use commands::keygen::KeygenCommand;
 use commands::pack::PackCommand;
 use commands::package::PackageCommand;
@@ -29,6 +30,7 @@ enum Command {
     Package(PackageCommand),
     Keygen(KeygenCommand),
     PythonStub(PythonStubCommand),
+    Call(CallCommand),
 }
 
 impl Command {
@@ -38,6 +40,7 @@ impl Command {
             Command::Package(command) => command.execute(),
             Command::Keygen(command) => command.execute(),
             Command::PythonStub(command) => command.execute(),
+            Command::Call(command) => command.execute(),
         }
     }
 }

@@ -55,6 +55,9 @@ pub enum PackageError {
     /// The archive has no entries.
     #[error("the archive is empty")]
     EmptyArchive,
+    /// A path given as a package is neither a plugin directory (with `package.toml`) nor a `.fid` file.
+    #[error("{path} is neither a plugin directory with package.toml nor a .fid file")]
+    NotAPackage { path: PathBuf },
     /// An archive holds no `NAME-VERSION/package.toml`.
     #[error("{archive} contains no package.toml")]
     ManifestMissing { archive: PathBuf },

@@ -1,5 +1,6 @@
 //! One module per subcommand; each turns its arguments into library calls in `execute`.
 
+pub mod call;
 pub mod inspect;
 pub mod keygen;
 pub mod pack;

@@ -51,7 +51,8 @@ impl PythonStubCommand {
     }
 }
 
-fn read_interface(path: &Path, trait_name: &str) -> anyhow::Result<InterfaceSource> {
+/// Reads the interface trait `trait_name` from the Rust source file at `path`.
+pub(crate) fn read_interface(path: &Path, trait_name: &str) -> anyhow::Result<InterfaceSource> {
     let source = fs::read_to_string(path)
         .with_context(|| format!("cannot read interface file {}", path.display()))?;
     find_interface(&source, trait_name).with_context(|| format!("in {}", path.display()))

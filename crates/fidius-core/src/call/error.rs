@@ -46,8 +46,10 @@ impl std::error::Error for PluginError {}
 #[non_exhaustive]
 pub enum CallError {
     /// The plugin raised [`PluginError`].
+    // Not `#[from]`: that would also make the PluginError the `source`, and error reports that
+    // print the chain would repeat it.
     #[error("plugin error {0}")]
-    Plugin(#[from] PluginError),
+    Plugin(PluginError),
     /// The method is `#[optional]` and this plugin does not define it.
     #[error("the plugin does not implement optional method `{method}`")]
     NotImplemented { method: String },
@@ -97,4 +99,10 @@ pub enum CallError {
     /// The plugin's instances are gone (shut down, or their worker thread died).
     #[error("plugin `{plugin}` is no longer running")]
     Unavailable { plugin: String },
+}
+
+impl From<PluginError> for CallError {
+    fn from(error: PluginError) -> Self {
+        CallError::Plugin(error)
+    }
 }

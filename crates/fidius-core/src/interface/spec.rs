@@ -7,7 +7,9 @@ use syn::{Attribute, FnArg, ItemTrait, Pat, ReturnType, TraitItem, TraitItemFn, 
 
 use super::attr::InterfaceAttr;
 use super::canonical::canonical_type;
-use super::descriptor::WireMode;
+use super::descriptor::{
+    PythonArgDescriptor, PythonInterfaceDescriptor, PythonMethodDescriptor, WireMode,
+};
 use super::error::{InterfaceError, InterfaceErrors};
 use super::{hash_signatures, shape};
 
@@ -331,4 +333,45 @@ fn doc_lines(attrs: &[Attribute]) -> Vec<String> {
                 .collect::<Vec<_>>()
         })
         .collect()
+}
+
+impl InterfaceSpec {
+    /// The run-time descriptor of this interface, for tools that read an interface from source
+    /// (such as `fidius call`) instead of compiling it with `#[plugin_interface]`.
+    ///
+    /// The descriptor borrows `'static` strings, so this leaks a few hundred bytes per call: meant
+    /// for a process that loads one interface, not for a loop.
+    pub fn leak_descriptor(&self) -> &'static PythonInterfaceDescriptor {
+        fn leak(text: &str) -> &'static str {
+            Box::leak(text.to_owned().into_boxed_str())
+        }
+        let methods: Vec<PythonMethodDescriptor> = self
+            .methods
+            .iter()
+            .map(|method| PythonMethodDescriptor {
+                name: leak(&method.name),
+                wire: method.wire,
+                args: Box::leak(
+                    method
+                        .args
+                        .iter()
+                        .map(|arg| PythonArgDescriptor {
+                            name: leak(arg.name.as_deref().unwrap_or("_")),
+                            ty: leak(&arg.canonical),
+                        })
+                        .collect::<Vec<_>>()
+                        .into_boxed_slice(),
+                ),
+                returns: leak(&method.output_canonical),
+                optional_since: method.optional_since,
+                signature: leak(&method.signature),
+            })
+            .collect();
+        Box::leak(Box::new(PythonInterfaceDescriptor {
+            trait_name: leak(&self.trait_name),
+            version: self.version,
+            interface_hash: self.hash,
+            methods: Box::leak(methods.into_boxed_slice()),
+        }))
+    }
 }

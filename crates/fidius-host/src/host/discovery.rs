@@ -92,7 +92,8 @@ pub(crate) fn discover(search_paths: &[PathBuf]) -> Result<Discovery, PackageErr
     Ok(discovery)
 }
 
-fn read_candidate(path: &Path) -> Option<Result<DiscoveredPlugin, PackageError>> {
+/// Reads `path` as a package (`None` when it is neither a plugin directory nor a `.fid` file).
+pub(crate) fn read_candidate(path: &Path) -> Option<Result<DiscoveredPlugin, PackageError>> {
     if path.is_dir() {
         if !path.join(MANIFEST_FILE).is_file() {
             return None;

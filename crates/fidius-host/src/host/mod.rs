@@ -175,6 +175,38 @@ impl PluginHost {
         options: LoadOptions,
     ) -> Result<PythonPluginHandle, LoadError> {
         let found = self.find(name)?;
+        self.load_found(found, descriptor, options)
+    }
+
+    /// Loads the package at `path` (a plugin directory or a `.fid` file, whether or not it is on a
+    /// search path), with the same checks as [`load_python_with`](Self::load_python_with).
+    pub fn load_python_path(
+        &self,
+        path: &Path,
+        descriptor: &'static PythonInterfaceDescriptor,
+        options: LoadOptions,
+    ) -> Result<PythonPluginHandle, LoadError> {
+        let package_error = |source| LoadError::Package {
+            plugin: path.display().to_string(),
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        };
+        let found = discovery::read_candidate(path)
+            .unwrap_or_else(|| {
+                Err(PackageError::NotAPackage {
+                    path: path.to_path_buf(),
+                })
+            })
+            .map_err(package_error)?;
+        self.load_found(found, descriptor, options)
+    }
+
+    fn load_found(
+        &self,
+        found: DiscoveredPlugin,
+        descriptor: &'static PythonInterfaceDescriptor,
+        options: LoadOptions,
+    ) -> Result<PythonPluginHandle, LoadError> {
         let plugin = found.name().to_owned();
         check_manifest(&found.manifest, descriptor)?;
         let (root, signer) = if found.archive {

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use fidius_core::interface::PythonInterfaceDescriptor;
@@ -18,6 +19,9 @@ use crate::runtime::wait;
 /// beyond what a 2 MiB default stack holds before CPython's own limit trips. Untouched stack pages
 /// cost no memory.
 const WORKER_STACK_BYTES: usize = 16 << 20;
+
+/// How long a worker that just answered keeps its GIL while polling for the next call.
+const KEEP_GIL_WHILE_POLLING: Duration = Duration::from_micros(20);
 
 /// A call on its way to an instance; the reply goes straight back to the waiting caller.
 pub(crate) struct Request {
@@ -131,21 +135,34 @@ fn run(
         return;
     }
     tracing::debug!("instance ready");
-    while let Ok(request) = wait::recv(requests, wait::SPIN_BEFORE_PARKING) {
-        let result = match descriptor.methods.get(request.method) {
-            Some(method) => interp
-                .with(|py| dispatch(py, &instance, method, request.method, &request.payload))
-                .unwrap_or_else(|_| {
-                    Err(CallError::Unavailable {
-                        plugin: source.name.clone(),
-                    })
-                }),
-            None => Err(CallError::UnknownMethod {
-                interface: descriptor.trait_name,
-                index: request.method,
-            }),
-        };
-        request.reply.send(result);
+    while let Ok(first) = wait::recv(requests, wait::SPIN_BEFORE_PARKING) {
+        let attached = interp.with(|py| {
+            // Serve back-to-back calls without giving up the GIL: taking and releasing it costs
+            // more than a small call. It is released as soon as no call follows within the poll.
+            let mut request = first;
+            loop {
+                let result = match descriptor.methods.get(request.method) {
+                    Some(method) => {
+                        dispatch(py, &instance, method, request.method, &request.payload)
+                    }
+                    None => Err(CallError::UnknownMethod {
+                        interface: descriptor.trait_name,
+                        index: request.method,
+                    }),
+                };
+                request.reply.send(result);
+                match wait::poll(requests, KEEP_GIL_WHILE_POLLING) {
+                    wait::Polled::Ready(next) => request = next,
+                    wait::Polled::Empty | wait::Polled::Disconnected => break,
+                }
+            }
+        });
+        if attached.is_err() {
+            // Unreachable in practice (nothing else attaches on this thread); stop serving rather
+            // than spin on an interpreter we cannot enter.
+            tracing::error!("cannot attach to the instance's interpreter");
+            break;
+        }
     }
     tracing::debug!("instance shutting down");
 }

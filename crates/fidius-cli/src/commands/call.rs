@@ -1,0 +1,239 @@
+//! `fidius call`: load one plugin through the host code and call one method, the way a plugin
+//! author tries a plugin without writing a host.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use clap::Args;
+use fidius_core::interface::WireMode;
+use fidius_core::PluginCall;
+use fidius_host::{LoadOptions, PluginHost, PublicKey, PythonPluginHandle};
+
+use super::python_stub::read_interface;
+
+/// Load a plugin (directory or .fid) through the host and call one method.
+///
+/// The interface is read from its Rust source with the same canonicaliser as the macro, so the
+/// plugin is checked exactly as a compiled host would check it.
+#[derive(Debug, Args)]
+pub struct CallCommand {
+    /// The plugin's name (`package.name`).
+    plugin: String,
+
+    /// The plugin directory or `.fid` archive.
+    #[arg(value_name = "DIR|FILE.fid")]
+    package: PathBuf,
+
+    /// The method to call.
+    method: String,
+
+    /// Positional arguments as a JSON array (typed methods), e.g. '["World"]'. Default: [].
+    #[arg(value_name = "JSON_ARGS")]
+    args: Option<String>,
+
+    /// The Rust source file that declares the interface trait.
+    #[arg(long, value_name = "PATH.rs")]
+    interface: PathBuf,
+
+    /// The name of the interface trait.
+    #[arg(long, value_name = "T")]
+    trait_name: String,
+
+    /// Raw methods: read the input bytes from this file (default: no bytes).
+    #[arg(long, value_name = "FILE")]
+    raw_in: Option<PathBuf>,
+
+    /// Raw methods: write the output bytes to this file instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    raw_out: Option<PathBuf>,
+
+    /// Call this many times in all and print calls/s with p50/p99 latency.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    repeat: usize,
+
+    /// Spread the calls over this many threads.
+    #[arg(long, default_value_t = 1, value_name = "K")]
+    threads: usize,
+
+    /// Instances (own-GIL interpreters) serving the plugin.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    instances: usize,
+
+    /// Trust signatures by this public key (repeatable).
+    #[arg(long = "key", value_name = "KEY.public")]
+    keys: Vec<PathBuf>,
+
+    /// Refuse the plugin unless a `--key` signed it.
+    #[arg(long, requires = "keys")]
+    require_signature: bool,
+
+    /// Where `.fid` archives are unpacked (default: ~/.cache/fidius/packages).
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+}
+
+impl CallCommand {
+    pub fn execute(self) -> anyhow::Result<()> {
+        if self.threads == 0 || self.repeat == 0 {
+            bail!("--repeat and --threads must be at least 1");
+        }
+        let interface = read_interface(&self.interface, &self.trait_name)?;
+        let descriptor = interface.spec.leak_descriptor();
+        let index = descriptor.method_index(&self.method).with_context(|| {
+            let names: Vec<&str> = descriptor.methods.iter().map(|m| m.name).collect();
+            format!(
+                "interface `{}` has no method `{}`; its methods are: {}",
+                descriptor.trait_name,
+                self.method,
+                names.join(", ")
+            )
+        })?;
+        let wire = descriptor.methods[index].wire;
+        let input = self.input(wire)?;
+
+        let mut builder = PluginHost::builder().require_signature(self.require_signature);
+        for key in &self.keys {
+            let key = PublicKey::from_file(key)
+                .with_context(|| format!("cannot load public key {}", key.display()))?;
+            builder = builder.trusted_key(key);
+        }
+        if let Some(dir) = &self.cache_dir {
+            builder = builder.cache_dir(dir);
+        }
+        let host = builder.build()?;
+        let handle = host.load_python_path(
+            &self.package,
+            descriptor,
+            LoadOptions::default().instances(self.instances),
+        )?;
+        let found = handle
+            .info()
+            .manifest
+            .as_ref()
+            .map(|manifest| manifest.package.name.as_str())
+            .unwrap_or_default();
+        if found != self.plugin {
+            bail!(
+                "{} holds plugin `{found}`, not `{}`",
+                self.package.display(),
+                self.plugin
+            );
+        }
+
+        let output = call(&handle, index, wire, &input)?;
+        self.print(wire, &output)?;
+        if self.repeat > 1 {
+            let report = measure(&handle, index, wire, &input, self.repeat, self.threads)?;
+            eprintln!("{report}");
+        }
+        Ok(())
+    }
+
+    fn input(&self, wire: WireMode) -> anyhow::Result<Vec<u8>> {
+        match wire {
+            WireMode::Raw => match &self.raw_in {
+                Some(path) => std::fs::read(path)
+                    .with_context(|| format!("cannot read --raw-in {}", path.display())),
+                None => Ok(Vec::new()),
+            },
+            WireMode::TypedJson => {
+                let text = self.args.as_deref().unwrap_or("[]");
+                let value: serde_json::Value = serde_json::from_str(text)
+                    .with_context(|| format!("JSON_ARGS is not valid JSON: {text}"))?;
+                if !value.is_array() {
+                    bail!("JSON_ARGS must be a JSON array of positional arguments, e.g. '[\"World\"]'");
+                }
+                Ok(text.as_bytes().to_vec())
+            }
+        }
+    }
+
+    fn print(&self, wire: WireMode, output: &[u8]) -> anyhow::Result<()> {
+        match (wire, &self.raw_out) {
+            (WireMode::Raw, Some(path)) => std::fs::write(path, output)
+                .with_context(|| format!("cannot write --raw-out {}", path.display())),
+            (WireMode::Raw, None) => {
+                use std::io::Write as _;
+                std::io::stdout()
+                    .write_all(output)
+                    .context("cannot write to stdout")
+            }
+            (WireMode::TypedJson, _) => {
+                let value: serde_json::Value =
+                    serde_json::from_slice(output).context("the plugin returned invalid JSON")?;
+                println!("{}", serde_json::to_string_pretty(&value)?);
+                Ok(())
+            }
+        }
+    }
+}
+
+fn call(
+    handle: &PythonPluginHandle,
+    index: usize,
+    wire: WireMode,
+    input: &[u8],
+) -> anyhow::Result<Vec<u8>> {
+    let result = match wire {
+        WireMode::Raw => handle.call_raw(index, input),
+        WireMode::TypedJson => handle.call_typed_json(index, input),
+    };
+    result.map_err(|error| {
+        if let fidius_core::CallError::Python {
+            traceback: Some(traceback),
+            ..
+        } = &error
+        {
+            eprint!("{traceback}");
+        }
+        anyhow::Error::new(error)
+    })
+}
+
+/// `total` calls over `threads` threads: throughput and latency percentiles.
+fn measure(
+    handle: &PythonPluginHandle,
+    index: usize,
+    wire: WireMode,
+    input: &[u8],
+    total: usize,
+    threads: usize,
+) -> anyhow::Result<String> {
+    let started = Instant::now();
+    let mut latencies: Vec<Duration> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|thread| {
+                let calls = total / threads + usize::from(thread < total % threads);
+                scope.spawn(move || -> anyhow::Result<Vec<Duration>> {
+                    (0..calls)
+                        .map(|_| {
+                            let call_started = Instant::now();
+                            call(handle, index, wire, input)?;
+                            Ok(call_started.elapsed())
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|worker| {
+                worker
+                    .join()
+                    .unwrap_or_else(|_| bail!("a calling thread panicked"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+            .map(|per_thread| per_thread.into_iter().flatten().collect())
+    })?;
+    let wall = started.elapsed();
+    latencies.sort_unstable();
+    let percentile = |p: usize| latencies[(latencies.len() * p / 100).min(latencies.len() - 1)];
+    Ok(format!(
+        "{total} calls on {threads} thread(s) in {:.3} s: {:.0} calls/s, p50 {:.1} µs, p99 {:.1} µs",
+        wall.as_secs_f64(),
+        total as f64 / wall.as_secs_f64(),
+        percentile(50).as_secs_f64() * 1e6,
+        percentile(99).as_secs_f64() * 1e6,
+    ))
+}

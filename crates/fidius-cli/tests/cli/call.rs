@@ -1,0 +1,160 @@
+//! `fidius call`: one method of a real plugin through the host code, from the command line.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::support::{fails_with, fidius, stderr, succeeds, TestResult};
+
+const GREETER: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../fidius-macro/tests/fixtures/greeter.rs"
+);
+
+/// A Greeter plugin generated with `python-stub` and filled in: greet, and a raw echo that
+/// reverses its input; the optional `farewell` is left out, as a version-1 plugin would.
+fn greeter_plugin(root: &Path) -> Result<PathBuf, Box<dyn std::error::Error>> {
+    let dir = root.join("greeter");
+    fs::create_dir_all(&dir)?;
+    let module = dir.join("greeter.py");
+    let module_arg = module.to_string_lossy().into_owned();
+    succeeds(&fidius(
+        root,
+        &[
+            "python-stub",
+            "--interface",
+            GREETER,
+            "--trait-name",
+            "Greeter",
+            "--out",
+            &module_arg,
+        ],
+    ));
+    let stub = fs::read_to_string(&module)?
+        .replace(
+            "    \"\"\"Greets someone by name.\"\"\"\n    raise NotImplementedError",
+            "    \"\"\"Greets someone by name.\"\"\"\n    if not name:\n        raise PluginError(\"EMPTY_INPUT\", \"name must not be empty\")\n    return f\"Hello, {name}!\"",
+        )
+        .replace(
+            "    \"\"\"Returns its input unchanged, as raw bytes.\"\"\"\n    raise NotImplementedError",
+            "    \"\"\"Returns its input unchanged, as raw bytes.\"\"\"\n    return data[::-1]",
+        );
+    let stub = match stub.find("# Optional since") {
+        Some(optional) => stub[..optional].to_owned(),
+        None => stub,
+    };
+    fs::write(&module, stub)?;
+    fs::write(
+        dir.join("package.toml"),
+        "[package]\nname = \"my-greeter\"\nversion = \"0.1.0\"\ninterface = \"Greeter\"\n\
+         interface_version = 1\nruntime = \"python\"\n\n[python]\nentry_module = \"greeter\"\n",
+    )?;
+    Ok(dir)
+}
+
+fn call(root: &Path, plugin: &Path, extra: &[&str]) -> std::process::Output {
+    let plugin = plugin.to_string_lossy().into_owned();
+    let mut args = vec!["call", "my-greeter", &plugin];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--interface", GREETER, "--trait-name", "Greeter"]);
+    fidius(root, &args)
+}
+
+#[test]
+fn typed_call_prints_the_json_result() -> TestResult {
+    let root = tempfile::tempdir()?;
+    let plugin = greeter_plugin(root.path())?;
+    let out = succeeds(&call(root.path(), &plugin, &["greet", r#"["World"]"#]));
+    assert_eq!(out.trim(), r#""Hello, World!""#);
+    Ok(())
+}
+
+#[test]
+fn plugin_errors_and_bad_input_exit_non_zero_with_one_line() -> TestResult {
+    let root = tempfile::tempdir()?;
+    let plugin = greeter_plugin(root.path())?;
+    fails_with(
+        &call(root.path(), &plugin, &["greet", r#"[""]"#]),
+        &["EMPTY_INPUT", "name must not be empty"],
+    );
+    fails_with(
+        &call(root.path(), &plugin, &["greet", r#"{"name": "x"}"#]),
+        &["JSON array"],
+    );
+    fails_with(
+        &call(root.path(), &plugin, &["shout", "[]"]),
+        &["no method `shout`", "greet, stats, echo, farewell"],
+    );
+    fails_with(
+        &call(root.path(), &plugin, &["farewell", r#"["x"]"#]),
+        &["does not implement optional method `farewell`"],
+    );
+    let wrong_name = fidius(
+        root.path(),
+        &[
+            "call",
+            "someone-else",
+            &plugin.to_string_lossy(),
+            "greet",
+            "[]",
+            "--interface",
+            GREETER,
+            "--trait-name",
+            "Greeter",
+        ],
+    );
+    fails_with(
+        &wrong_name,
+        &["holds plugin `my-greeter`, not `someone-else`"],
+    );
+    Ok(())
+}
+
+#[test]
+fn raw_calls_read_and_write_files() -> TestResult {
+    let root = tempfile::tempdir()?;
+    let plugin = greeter_plugin(root.path())?;
+    let input = root.path().join("in.bin");
+    let output = root.path().join("out.bin");
+    fs::write(&input, [0u8, 1, 2, 255])?;
+    succeeds(&call(
+        root.path(),
+        &plugin,
+        &[
+            "echo",
+            "--raw-in",
+            &input.to_string_lossy(),
+            "--raw-out",
+            &output.to_string_lossy(),
+        ],
+    ));
+    assert_eq!(fs::read(&output)?, [255u8, 2, 1, 0]);
+    Ok(())
+}
+
+#[test]
+fn repeat_reports_throughput_and_latency() -> TestResult {
+    let root = tempfile::tempdir()?;
+    let plugin = greeter_plugin(root.path())?;
+    let output = call(
+        root.path(),
+        &plugin,
+        &[
+            "greet",
+            r#"["x"]"#,
+            "--repeat",
+            "200",
+            "--threads",
+            "2",
+            "--instances",
+            "2",
+        ],
+    );
+    succeeds(&output);
+    let report = stderr(&output);
+    assert!(report.contains("200 calls on 2 thread(s)"), "{report}");
+    assert!(
+        report.contains("calls/s") && report.contains("p99"),
+        "{report}"
+    );
+    Ok(())
+}
