@@ -10,5 +10,6 @@ mod help;
 #[path = "../../../fidius-core/tests/all/support.rs"]
 mod package_support;
 mod support;
+mod tutorial;
 mod vendoring;
 mod workflow;
