@@ -39,6 +39,9 @@ pub enum FfiError {
     /// Python code raised.
     #[error(transparent)]
     Python(#[from] PythonException),
+    /// CPython could not allocate a thread state for an interrupting thread.
+    #[error("CPython could not create a thread state to interrupt an interpreter")]
+    ThreadState,
     /// A Rust string handed to Python contained a NUL byte.
     #[error("text passed to Python contains a NUL byte at offset {offset}")]
     NulByte { offset: usize },

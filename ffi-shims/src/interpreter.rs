@@ -8,6 +8,7 @@ use std::ptr;
 use pyo3_ffi as ffi;
 
 use crate::error::{FfiError, PythonException};
+use crate::interrupt::{self, SharedTarget};
 use crate::object::{self, PyObj};
 use crate::runtime::ensure_initialized;
 
@@ -45,6 +46,8 @@ pub struct SubInterpreter {
     tstate: *mut ffi::PyThreadState,
     /// The interpreter itself; identifies it to tokens and handles.
     state: *mut ffi::PyInterpreterState,
+    /// What [`InterruptHandle`](crate::InterruptHandle)s aim at; emptied before the interpreter ends.
+    interrupt: SharedTarget,
 }
 
 /// Proof that the current thread is attached to one interpreter (holds its GIL).
@@ -93,7 +96,11 @@ impl SubInterpreter {
             ffi::PyEval_SaveThread();
             state
         };
-        Ok(Self { tstate, state })
+        Ok(Self {
+            tstate,
+            state,
+            interrupt: interrupt::new_target(state, interrupt::current_thread_ident()),
+        })
     }
 
     /// Attaches the calling thread to this interpreter, runs `f`, and detaches again.
@@ -117,6 +124,9 @@ impl Drop for SubInterpreter {
             // we restore it below.
             unsafe { ffi::PyEval_SaveThread() };
         }
+        // No interrupter may hold a thread state of this interpreter when it ends (CPython aborts):
+        // this waits for one in progress and turns later ones away.
+        interrupt::retire_target(&self.interrupt);
         // SAFETY: no thread state is current now; ours is bound to this thread and not yet ended.
         // Py_EndInterpreter needs it current with its GIL held, and leaves nothing current.
         unsafe {
@@ -173,6 +183,15 @@ impl SubInterpreter {
     pub(crate) fn state(&self) -> *mut ffi::PyInterpreterState {
         self.state
     }
+
+    pub(crate) fn interrupt_target(&self) -> &SharedTarget {
+        &self.interrupt
+    }
+}
+
+/// Whether the calling thread is attached to any interpreter through fidius.
+pub(crate) fn attached_here() -> bool {
+    !ATTACHED.get().is_null()
 }
 
 impl<'i> Interp<'i> {

@@ -11,6 +11,9 @@
 //!   interpreter's GIL) and hands out an [`Interp`] token whose lifetime ends when the GIL is released
 //!   again. Every object handle ([`PyObj`]) borrows that token, so no Python object outlives the
 //!   attachment or leaves its interpreter.
+//! * Other threads can interrupt the Python code an interpreter's owning thread runs through an
+//!   [`InterruptHandle`], which raises `KeyboardInterrupt` there asynchronously; the interrupter's
+//!   temporary thread state is always gone before the interpreter ends.
 //! * Python exceptions are captured inside the interpreter as a plain-data [`PythonException`] before
 //!   anything crosses a thread.
 //!
@@ -34,6 +37,7 @@ mod error;
 mod exception;
 mod handle;
 mod interpreter;
+mod interrupt;
 mod json;
 mod object;
 mod runtime;
@@ -44,6 +48,7 @@ pub use error::{FfiError, PythonException};
 pub use exception::Raised;
 pub use handle::PyHandle;
 pub use interpreter::{Interp, InterpreterOptions, SubInterpreter};
+pub use interrupt::{InterruptHandle, InterruptOutcome};
 pub use json::JsonError;
 pub use object::PyObj;
 pub use runtime::{ensure_initialized, python_version};

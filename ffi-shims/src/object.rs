@@ -109,6 +109,18 @@ impl<'i> PyObj<'i> {
         PyObj::from_owned_or_raised(self.interp, result)
     }
 
+    /// `len(self)`.
+    pub fn len(&self) -> Result<usize, FfiError> {
+        // SAFETY: attached; `self` is live. Returns the length, or -1 with an exception set.
+        let length = unsafe { ffi::PyObject_Size(self.as_ptr()) };
+        usize::try_from(length).map_err(|_| fetch_exception(self.interp).describe().into())
+    }
+
+    /// `len(self) == 0`.
+    pub fn is_empty(&self) -> Result<bool, FfiError> {
+        self.len().map(|length| length == 0)
+    }
+
     /// `isinstance(self, class)`; an error while checking counts as "no".
     pub fn is_instance(&self, class: &PyObj<'i>) -> bool {
         // SAFETY: attached; both objects are live.

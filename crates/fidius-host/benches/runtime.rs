@@ -10,12 +10,13 @@ use std::sync::Barrier;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use fidius_core::interface::{
-    PythonArgDescriptor, PythonInterfaceDescriptor, PythonMethodDescriptor, WireMode,
-};
+use fidius_core::interface::{PythonArgDescriptor, PythonInterfaceDescriptor, WireMode};
 use fidius_core::PluginCall;
 use fidius_ffi::{MainHandle, MainInterpreter};
 use fidius_host::{LoadOptions, PluginSource, PythonPluginHandle};
+
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 const HASH: u64 = 0x0bad_cafe_f00d_d00d;
 const PLUGIN: &str = r#"
@@ -43,30 +44,16 @@ def spin(n):
 "#;
 const SDK: &str = include_str!("../python-sdk/fidius/__init__.py");
 
-const fn method(
-    name: &'static str,
-    wire: WireMode,
-    args: &'static [PythonArgDescriptor],
-) -> PythonMethodDescriptor {
-    PythonMethodDescriptor {
-        name,
-        wire,
-        args,
-        returns: "",
-        optional_since: None,
-        signature: "",
-    }
-}
-const ARG: PythonArgDescriptor = PythonArgDescriptor { name: "x", ty: "" };
+const ARG: PythonArgDescriptor = support::arg("x");
 static BENCH: PythonInterfaceDescriptor = PythonInterfaceDescriptor {
     trait_name: "Bench",
     version: 1,
     interface_hash: HASH,
     methods: &[
-        method("echo", WireMode::Raw, &[ARG]),
-        method("add", WireMode::TypedJson, &[ARG, ARG]),
-        method("size", WireMode::TypedJson, &[ARG]),
-        method("spin", WireMode::TypedJson, &[ARG]),
+        support::method("echo", WireMode::Raw, &[ARG], None),
+        support::method("add", WireMode::TypedJson, &[ARG, ARG], None),
+        support::method("size", WireMode::TypedJson, &[ARG], None),
+        support::method("spin", WireMode::TypedJson, &[ARG], None),
     ],
 };
 const ECHO: usize = 0;
@@ -176,17 +163,6 @@ fn load(dir: &Path, name: &str, instances: usize) -> PythonPluginHandle {
         &LoadOptions::default().instances(instances),
     )
     .expect("bench plugin loads")
-}
-
-#[cfg(target_os = "linux")]
-fn rss_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse::<u64>().ok())
-        .unwrap_or(0)
-        * 4096
 }
 
 /// Process CPU time (user + system) from /proc, in clock ticks of 10 ms.
@@ -348,18 +324,18 @@ fn main() {
             .collect();
         let mut sorted = starts.clone();
         sorted.sort_unstable();
-        let before = rss_bytes();
+        let before = support::rss_bytes();
         let idle = load(&dir, "idle", 8);
-        let per_instance = rss_bytes().saturating_sub(before) / 8;
+        let per_instance = support::rss_bytes().saturating_sub(before) / 8;
         let ticks_before = cpu_ticks();
         thread::sleep(Duration::from_secs(1));
         let idle_ticks = cpu_ticks().saturating_sub(ticks_before);
         drop(idle);
-        let cycles_before = rss_bytes();
+        let cycles_before = support::rss_bytes();
         for i in 0..10 {
             drop(load(&dir, &format!("cycle{i}"), 1));
         }
-        let per_cycle = rss_bytes().saturating_sub(cycles_before) / 10;
+        let per_cycle = support::rss_bytes().saturating_sub(cycles_before) / 10;
         let _ = writeln!(
             report,
             "\n## Instances\n\n| measure | value |\n|---|---|\n| instance start (interpreter + import of a small plugin), p50 of 10 | {:.1} ms |\n| idle RSS per instance (pool of 8) | {:.2} MiB |\n| CPU used by 8 idle instances + 2 idle plugins over 1 s | {} ms |\n| RSS kept per load/unload cycle (CPython leak, see README) | {:.2} MiB |",

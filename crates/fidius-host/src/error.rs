@@ -152,6 +152,17 @@ pub enum LoadError {
         expected: usize,
         signature: String,
     },
+    /// Importing the plugin did not finish within `LoadOptions::load_timeout`. The import was
+    /// interrupted, or, if it did not come back within the grace period (stuck in C code such as
+    /// `time.sleep`), its thread was detached.
+    #[error("plugin `{plugin}`: loading did not finish within {after:?}")]
+    LoadTimeout {
+        plugin: String,
+        after: std::time::Duration,
+    },
+    /// A reload found a different plugin where this one was loaded from.
+    #[error("plugin `{plugin}`: reload found plugin `{found}` in its place")]
+    ReloadFoundOtherPlugin { plugin: String, found: String },
     /// A worker thread ended before saying whether its instance loaded.
     #[error("plugin `{plugin}`: worker thread ended during load")]
     WorkerDied { plugin: String },

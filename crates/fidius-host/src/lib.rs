@@ -11,6 +11,14 @@
 //!   of a library each see their own.
 //! * Each plugin's `sys.path` is its `vendor/`, then its directory, then the standard library; the
 //!   `fidius` SDK module is the host's embedded copy; no bytecode is written.
+//! * What a plugin writes (`print`, `sys.stdout`/`sys.stderr`, `logging`) goes to `tracing`
+//!   (target [`OUTPUT_TARGET`], fields `plugin`, `version`, `instance`, `stream`, `logger`) and to
+//!   [`PythonPluginHandle::recent_output`], never to the host's own streams.
+//! * Calls can have a timeout ([`LoadOptions::call_timeout`], [`CallOptions::timeout`]): runaway
+//!   Python is interrupted and its instance keeps serving; an instance stuck in C code is retired and
+//!   replaced ([`PoolStats`]). [`LoadOptions::call_timeout`] documents exactly what can be interrupted.
+//! * [`PythonPluginHandle::reload`] swaps in a re-verified, re-imported version of the plugin without
+//!   failing a call.
 #![forbid(unsafe_code)]
 
 mod error;
@@ -27,5 +35,7 @@ pub use handle::{PluginInfo, PythonPluginHandle};
 pub use host::{
     BrokenPackage, DiscoveredPlugin, Discovery, HostError, PluginHost, PluginHostBuilder, PublicKey,
 };
-pub use options::LoadOptions;
+pub use options::{CallOptions, LoadOptions};
+pub use runtime::output::{OutputLine, OutputStream, OUTPUT_TARGET};
+pub use runtime::pool::PoolStats;
 pub use runtime::source::PluginSource;

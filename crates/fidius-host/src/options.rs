@@ -1,14 +1,26 @@
-//! Per-load settings.
+//! Per-load and per-call settings.
 
-/// How a plugin is loaded. `LoadOptions::default()` gives one instance.
+use std::time::Duration;
+
+/// How a plugin is loaded. `LoadOptions::default()` gives one instance, no timeouts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadOptions {
     pub(crate) instances: usize,
+    pub(crate) recent_output_lines: usize,
+    pub(crate) call_timeout: Option<Duration>,
+    pub(crate) load_timeout: Option<Duration>,
+    pub(crate) retire_after: Duration,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { instances: 1 }
+        Self {
+            instances: 1,
+            recent_output_lines: 200,
+            call_timeout: None,
+            load_timeout: None,
+            retire_after: Duration::from_secs(1),
+        }
     }
 }
 
@@ -17,6 +29,107 @@ impl LoadOptions {
     /// from one shared queue. Default: 1. Zero is rejected when loading.
     pub fn instances(mut self, instances: usize) -> Self {
         self.instances = instances;
+        self
+    }
+
+    /// How many of the plugin's latest output lines (`print`, `sys.stdout`, `sys.stderr`, `logging`)
+    /// [`PythonPluginHandle::recent_output`](crate::PythonPluginHandle::recent_output) keeps, over all
+    /// instances. Default: 200. Zero keeps none; every line still goes to `tracing`.
+    pub fn recent_output_lines(mut self, lines: usize) -> Self {
+        self.recent_output_lines = lines;
+        self
+    }
+
+    /// The longest a call may take, from the moment it is made (time spent queued counts). Default:
+    /// none, and a call without a timeout costs nothing extra. A call can override it with
+    /// [`CallOptions`].
+    ///
+    /// # What happens when a call times out
+    ///
+    /// The caller gets [`CallError::Timeout`](crate::CallError::Timeout) at the deadline, whatever
+    /// the plugin is doing. A call still queued at its deadline is dropped without running. A call
+    /// that is running is interrupted: a process-wide watchdog thread takes the instance's GIL (one
+    /// switch interval, about 5 ms, while the plugin runs bytecode) and raises `KeyboardInterrupt`
+    /// in it, as Ctrl-C would in a script. The exception unwinds the plugin's code (`finally`
+    /// blocks and `with` exits run) and the instance serves the next call, keeping its module state.
+    ///
+    /// # Blocking calls and C code
+    ///
+    /// The exception is delivered only when the instance's thread next executes Python bytecode. Pure
+    /// Python loops (`while True: pass`, deep recursion, a slow algorithm) are interrupted within
+    /// milliseconds. Code inside a C function is not: `time.sleep`, a blocking `socket.recv`,
+    /// `threading.Lock.acquire`/`Thread.join`, a long `re` match, `sum(range(10**12))` or a compiled
+    /// extension's loop notice the interrupt only once the C function returns. If the instance has
+    /// not come back [`retire_after`](Self::retire_after) past the deadline, it is **retired**: its
+    /// thread is detached (it keeps its interpreter and memory until the C code returns, then ends),
+    /// a fresh instance replaces it, and [`PoolStats`](crate::PoolStats) counts both.
+    ///
+    /// # Limits
+    ///
+    /// This protects a host from plugins that are slow or buggy, not from hostile ones: plugin code
+    /// can catch `KeyboardInterrupt` (a bare `except:`) and carry on, which ends in retirement too,
+    /// but a detached thread still uses a core for as long as it spins, and code that never returns
+    /// keeps its memory forever. Code that must be stopped for certain belongs in a separate process
+    /// (the process tier, not available yet).
+    ///
+    /// # Which mechanism when
+    ///
+    /// * `call_timeout`: bounds every call of a plugin, e.g. a request handler's budget.
+    /// * [`CallOptions::timeout`]: one call with a different budget, or none.
+    /// * [`load_timeout`](Self::load_timeout): a plugin that may hang while importing.
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = Some(timeout);
+        self
+    }
+
+    /// The longest importing and checking the plugin may take in each instance. Default: none.
+    ///
+    /// Past it, the import is interrupted the same way a call is (see
+    /// [`call_timeout`](Self::call_timeout)) and loading fails with
+    /// [`LoadError::LoadTimeout`](crate::LoadError::LoadTimeout); an instance whose import has not
+    /// come back [`retire_after`](Self::retire_after) later (blocked in C code) is detached.
+    /// Instances that replace retired ones import without this limit.
+    pub fn load_timeout(mut self, timeout: Duration) -> Self {
+        self.load_timeout = Some(timeout);
+        self
+    }
+
+    /// How long an interrupted call (or load) gets to come back before its instance is retired and
+    /// replaced. Default: 1 s.
+    pub fn retire_after(mut self, grace: Duration) -> Self {
+        self.retire_after = grace;
+        self
+    }
+}
+
+/// Settings for one call, overriding the plugin's [`LoadOptions`]. `CallOptions::default()` changes
+/// nothing.
+///
+/// ```no_run
+/// # fn demo(handle: &fidius_host::PythonPluginHandle) -> Result<(), fidius_host::CallError> {
+/// use std::time::Duration;
+/// use fidius_host::CallOptions;
+///
+/// let quick = CallOptions::default().timeout(Duration::from_millis(200));
+/// let out = handle.call_typed_json_with(0, br#"["World"]"#, &quick)?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallOptions {
+    /// `None`: the plugin's default; `Some(None)`: no timeout for this call.
+    pub(crate) timeout: Option<Option<Duration>>,
+}
+
+impl CallOptions {
+    /// This call's timeout instead of [`LoadOptions::call_timeout`]; same semantics.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(Some(timeout));
+        self
+    }
+
+    /// No timeout for this call, even if the plugin has a default one.
+    pub fn without_timeout(mut self) -> Self {
+        self.timeout = Some(None);
         self
     }
 }

@@ -315,3 +315,106 @@ fn packages_made_by_the_original_tool_verify_load_and_answer() {
     assert_eq!(out["result"], 20);
     assert_eq!(handle.info().signer, Some(public(&key).fingerprint()));
 }
+
+fn manifest_version(handle: &fidius_host::PythonPluginHandle) -> String {
+    let manifest = handle.info().manifest.as_ref().unwrap();
+    manifest.package.version.to_string()
+}
+
+/// Issue 8: eight threads call without pause while the plugin is replaced 20 times by a newer
+/// version; no call fails, each answers from a version that was loaded, and once the last reload
+/// returned only the newest version answers.
+#[test]
+fn reloading_under_load_drops_no_call_and_ends_on_the_new_version() {
+    let root = tempfile::tempdir().unwrap();
+    let marker = root.path().join("marker");
+    let plugins = root.path().join("plugins");
+    package(&plugins, "v0", "hot", "1.0.0", &marker);
+    let host = host_for(&plugins, &root.path().join("cache"), None);
+    let handle = host
+        .load_python_with(
+            "hot",
+            &TESTER,
+            fidius_host::LoadOptions::default().instances(2),
+        )
+        .unwrap();
+    const RELOADS: u64 = 20;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let seen: Vec<std::collections::BTreeSet<u64>> = std::thread::scope(|scope| {
+        let callers: Vec<_> = (0..8)
+            .map(|_| {
+                let (handle, stop) = (&handle, &stop);
+                scope.spawn(move || {
+                    let mut seen = std::collections::BTreeSet::new();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let version = version_of(handle);
+                        let minor: u64 = version.split('.').nth(1).unwrap().parse().unwrap();
+                        assert!(minor <= RELOADS, "{version}");
+                        seen.insert(minor);
+                    }
+                    seen
+                })
+            })
+            .collect();
+        for reload in 1..=RELOADS {
+            package(
+                &plugins,
+                &format!("v{reload}"),
+                "hot",
+                &format!("1.{reload}.0"),
+                &marker,
+            );
+            handle.reload().unwrap();
+            assert_eq!(manifest_version(&handle), format!("1.{reload}.0"));
+        }
+        // Only the newest version answers now, whichever instance takes the call.
+        for _ in 0..50 {
+            assert_eq!(version_of(&handle), format!("1.{RELOADS}.0"));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        callers.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    let all: std::collections::BTreeSet<u64> = seen.into_iter().flatten().collect();
+    assert!(
+        all.len() > 2,
+        "calls kept going during the reloads: {all:?}"
+    );
+    assert_eq!(handle.stats().instances, 2, "old instances have ended");
+}
+
+#[test]
+fn a_reload_is_verified_like_a_load_and_a_rejected_one_leaves_the_old_version_serving() {
+    let root = tempfile::tempdir().unwrap();
+    let marker = root.path().join("marker");
+    let plugins = root.path().join("plugins");
+    let key = generate_signing_key();
+    let signed = package(&plugins, "v1", "guarded", "1.0.0", &marker);
+    sign_dir(&signed, &key).unwrap();
+    let host = host_for(&plugins, &root.path().join("cache"), Some(&key));
+    let handle = host.load_python("guarded", &TESTER).unwrap();
+    std::fs::remove_file(&marker).unwrap();
+
+    // A newer version that nobody signed: refused before any of its code runs.
+    package(&plugins, "v2", "guarded", "2.0.0", &marker);
+    assert!(matches!(
+        handle.reload(),
+        Err(LoadError::Unsigned { ref plugin, .. }) if plugin == "guarded"
+    ));
+    assert!(!marker.exists(), "plugin code ran before verification");
+    assert_eq!(version_of(&handle), "1.0.0");
+
+    // Signed, but broken: the import fails and the old version keeps serving.
+    let broken = package(&plugins, "v3", "guarded", "3.0.0", &marker);
+    std::fs::write(broken.join("tester.py"), "def broken(:\n").unwrap();
+    sign_dir(&broken, &key).unwrap();
+    assert!(matches!(handle.reload(), Err(LoadError::Syntax { .. })));
+    assert_eq!(version_of(&handle), "1.0.0");
+    assert_eq!(manifest_version(&handle), "1.0.0");
+
+    // A good, signed version goes in.
+    let good = package(&plugins, "v4", "guarded", "4.0.0", &marker);
+    sign_dir(&good, &key).unwrap();
+    handle.reload().unwrap();
+    assert_eq!(version_of(&handle), "4.0.0");
+    assert_eq!(handle.info().signer, Some(public(&key).fingerprint()));
+}

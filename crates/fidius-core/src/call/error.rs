@@ -96,6 +96,15 @@ pub enum CallError {
         actual: crate::interface::WireMode,
         requested: crate::interface::WireMode,
     },
+    /// The call did not finish within its timeout (`LoadOptions::call_timeout` or a per-call
+    /// override in the host). The plugin code was interrupted, or the call was dropped before it
+    /// started; see the host's documentation for what can be interrupted.
+    #[error("`{method}` of plugin `{plugin}` timed out after {after:?}")]
+    Timeout {
+        plugin: String,
+        method: String,
+        after: std::time::Duration,
+    },
     /// The plugin's instances are gone (shut down, or their worker thread died).
     #[error("plugin `{plugin}` is no longer running")]
     Unavailable { plugin: String },

@@ -18,7 +18,7 @@ pub use discovery::{BrokenPackage, DiscoveredPlugin, Discovery};
 pub use keys::PublicKey;
 
 use crate::error::LoadError;
-use crate::handle::{PluginInfo, PythonPluginHandle};
+use crate::handle::{PluginInfo, PythonPluginHandle, Reloader};
 use crate::options::LoadOptions;
 use crate::runtime::source::PluginSource;
 use cache::{ArchiveCache, CacheError};
@@ -175,7 +175,11 @@ impl PluginHost {
         options: LoadOptions,
     ) -> Result<PythonPluginHandle, LoadError> {
         let found = self.find(name)?;
-        self.load_found(found, descriptor, options)
+        let (source, info) = self.verify(found, descriptor)?;
+        let host = self.clone();
+        let request = name.to_owned();
+        let reloader: Reloader = Box::new(move || host.verify(host.find(&request)?, descriptor));
+        PythonPluginHandle::start_with_info(source, descriptor, &options, info, Some(reloader))
     }
 
     /// Loads the package at `path` (a plugin directory or a `.fid` file, whether or not it is on a
@@ -186,27 +190,20 @@ impl PluginHost {
         descriptor: &'static PythonInterfaceDescriptor,
         options: LoadOptions,
     ) -> Result<PythonPluginHandle, LoadError> {
-        let package_error = |source| LoadError::Package {
-            plugin: path.display().to_string(),
-            path: path.to_path_buf(),
-            source: Box::new(source),
-        };
-        let found = discovery::read_candidate(path)
-            .unwrap_or_else(|| {
-                Err(PackageError::NotAPackage {
-                    path: path.to_path_buf(),
-                })
-            })
-            .map_err(package_error)?;
-        self.load_found(found, descriptor, options)
+        let (source, info) = self.verify(read_path(path)?, descriptor)?;
+        let host = self.clone();
+        let path = path.to_path_buf();
+        let reloader: Reloader = Box::new(move || host.verify(read_path(&path)?, descriptor));
+        PythonPluginHandle::start_with_info(source, descriptor, &options, info, Some(reloader))
     }
 
-    fn load_found(
+    /// Everything that can be checked without running plugin code (manifest, interface, signature
+    /// policy; archives unpacked into the cache), for a load or a reload.
+    fn verify(
         &self,
         found: DiscoveredPlugin,
         descriptor: &'static PythonInterfaceDescriptor,
-        options: LoadOptions,
-    ) -> Result<PythonPluginHandle, LoadError> {
+    ) -> Result<(PluginSource, PluginInfo), LoadError> {
         let plugin = found.name().to_owned();
         check_manifest(&found.manifest, descriptor)?;
         let (root, signer) = if found.archive {
@@ -260,7 +257,7 @@ impl PluginHost {
             path: found.path.clone(),
             signer,
         };
-        PythonPluginHandle::start_with_info(source, descriptor, &options, info)
+        Ok((source, info))
     }
 
     fn find(&self, request: &str) -> Result<DiscoveredPlugin, LoadError> {
@@ -355,4 +352,19 @@ fn check_manifest(
         }
     }
     Ok(())
+}
+
+/// The package at `path` (a plugin directory or a `.fid` file), manifest read.
+fn read_path(path: &Path) -> Result<DiscoveredPlugin, LoadError> {
+    discovery::read_candidate(path)
+        .unwrap_or_else(|| {
+            Err(PackageError::NotAPackage {
+                path: path.to_path_buf(),
+            })
+        })
+        .map_err(|source| LoadError::Package {
+            plugin: path.display().to_string(),
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })
 }

@@ -6,10 +6,156 @@
 # callables wait in `_fidius_loaded_methods`, in descriptor order (None for absent optional methods),
 # for the host to take.
 #
+# It also routes everything the plugin writes (`print`, `sys.stdout`/`sys.stderr`, the `logging` module
+# once the plugin imports it) into `_fidius_output`, which the host drains after the load and after each
+# call and hands to `tracing`: nothing a plugin writes reaches the host process's own streams.
+#
 # It imports nothing beyond what every interpreter already has: each module imported here would cost
 # start time and, because CPython 3.13 keeps part of every ended interpreter, memory per reload.
 import importlib
+import io
 import sys
+
+# Lines kept between two drains (one call); beyond that they are counted, not kept, so a plugin that
+# prints in a loop cannot exhaust memory.
+_FIDIUS_OUTPUT_LIMIT = 10_000
+# A line without a newline is cut here for the same reason.
+_FIDIUS_PARTIAL_LIMIT = 64 * 1024
+
+_fidius_output = []  # (stream, python level or None, logger name or None, text)
+_fidius_output_dropped = 0
+
+
+def _fidius_record(stream, level, logger, text):
+    global _fidius_output_dropped
+    if len(_fidius_output) < _FIDIUS_OUTPUT_LIMIT:
+        _fidius_output.append((stream, level, logger, text))
+    else:
+        _fidius_output_dropped += 1
+
+
+def _fidius_take_output():
+    """What the host drains: the recorded lines (a copy; the list keeps its identity) and how many
+    were dropped since the last drain."""
+    global _fidius_output_dropped
+    taken = _fidius_output[:]
+    _fidius_output.clear()
+    dropped, _fidius_output_dropped = _fidius_output_dropped, 0
+    return [taken, dropped]
+
+
+class _FidiusStream(io.TextIOBase):
+    """`sys.stdout`/`sys.stderr` of a plugin: complete lines go to the host, never to a file descriptor."""
+
+    def __init__(self, name):
+        self._name = name
+        self._partial = ""
+
+    @property
+    def name(self):
+        return f"<fidius {self._name}>"
+
+    @property
+    def encoding(self):
+        return "utf-8"
+
+    @property
+    def errors(self):
+        return "backslashreplace"
+
+    def writable(self):
+        return True
+
+    def isatty(self):
+        return False
+
+    def write(self, text):
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        pending = self._partial + text
+        if "\n" in text:
+            *lines, pending = pending.split("\n")
+            for line in lines:
+                _fidius_record(self._name, None, None, line)
+        if len(pending) > _FIDIUS_PARTIAL_LIMIT:
+            _fidius_record(self._name, None, None, pending)
+            pending = ""
+        self._partial = pending
+        return len(text)
+
+    def flush(self):
+        if self._partial:
+            _fidius_record(self._name, None, None, self._partial)
+            self._partial = ""
+
+
+def _fidius_attach_logging(logging, level):
+    root = logging.getLogger()
+    if any(getattr(handler, "_fidius", False) for handler in root.handlers):
+        return  # importlib.reload(logging)
+
+    class _FidiusLogHandler(logging.Handler):
+        _fidius = True
+
+        def emit(self, record):
+            try:
+                text = self.format(record)
+            except Exception:
+                self.handleError(record)
+                return
+            _fidius_record("log", record.levelno, record.name, text)
+
+    root.addHandler(_FidiusLogHandler())
+    root.setLevel(level)
+
+
+class _FidiusLoggingLoader:
+    """Wraps the real loader of `logging` to attach the host's handler once the module exists."""
+
+    def __init__(self, loader, level):
+        self._loader = loader
+        self._level = level
+
+    def __getattr__(self, name):
+        return getattr(self._loader, name)
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        self._loader.exec_module(module)
+        _fidius_attach_logging(module, self._level)
+
+
+class _FidiusLoggingHook:
+    """A `sys.meta_path` entry that only reacts to `import logging`: importing it up front would cost
+    every instance start time and memory, and most plugins never log."""
+
+    level = 30
+
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        if name != "logging":
+            return None
+        if cls in sys.meta_path:
+            sys.meta_path.remove(cls)
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None)
+            spec = find(name, path, target) if find is not None else None
+            if spec is not None:
+                spec.loader = _FidiusLoggingLoader(spec.loader, cls.level)
+                return spec
+        return None
+
+
+def _fidius_route_output(log_level):
+    sys.stdout = sys.__stdout__ = _FidiusStream("stdout")
+    sys.stderr = sys.__stderr__ = _FidiusStream("stderr")
+    if "logging" in sys.modules:
+        _fidius_attach_logging(sys.modules["logging"], log_level)
+    else:
+        _FidiusLoggingHook.level = log_level
+        sys.meta_path.insert(0, _FidiusLoggingHook)
 
 
 def _fidius_install_sdk(sdk_source):
@@ -122,6 +268,7 @@ def _fidius_check(module, spec, sdk):
 
 def _fidius_load(spec, sdk_source):
     sys.dont_write_bytecode = True
+    _fidius_route_output(spec["log_level"])
     stdlib = [entry for entry in sys.path if entry]
     sys.path[:] = [spec["vendor_dir"], spec["plugin_dir"], *stdlib]
     sdk = _fidius_install_sdk(sdk_source)

@@ -5,6 +5,7 @@ use fidius_ffi::{FfiError, PyHandle, SubInterpreter};
 use serde::Deserialize;
 
 use crate::error::LoadError;
+use crate::runtime::output::{self, OutputRoute};
 use crate::runtime::source::PluginSource;
 use crate::sdk::SDK_SOURCE;
 
@@ -15,6 +16,9 @@ pub(crate) struct LoadedInstance<'s> {
     /// `None` for optional methods the plugin does not define.
     pub(crate) methods: Vec<Option<PyHandle<'s>>>,
     pub(crate) plugin_error_class: PyHandle<'s>,
+    /// The bootstrap's `_fidius_output` list and `_fidius_take_output` function.
+    pub(crate) output_buffer: PyHandle<'s>,
+    pub(crate) take_output: PyHandle<'s>,
 }
 
 impl LoadedInstance<'_> {
@@ -73,6 +77,7 @@ pub(crate) fn load<'s>(
     interp: &'s SubInterpreter,
     source: &PluginSource,
     descriptor: &PythonInterfaceDescriptor,
+    route: &OutputRoute<'_>,
 ) -> Result<LoadedInstance<'s>, LoadError> {
     let plugin = &source.name;
     let bootstrap_failed = |source: FfiError| LoadError::Bootstrap {
@@ -86,6 +91,7 @@ pub(crate) fn load<'s>(
         "hash": descriptor.interface_hash,
         "trait": descriptor.trait_name,
         "version": descriptor.version,
+        "log_level": output::python_log_level(),
         "methods": descriptor.methods.iter().map(|method| serde_json::json!({
             "name": method.name,
             "arity": method.args.len(),
@@ -105,7 +111,14 @@ pub(crate) fn load<'s>(
             report.to_json().map_err(internal)
         })
         .map_err(bootstrap_failed)?
-        .map_err(bootstrap_failed)?;
+        .map_err(bootstrap_failed);
+    // What the plugin printed at import time, even when the load failed: often the best clue.
+    let _ = interp.with(|py| {
+        if let Ok((buffer, take)) = output::buffer_and_take(py) {
+            route.drain(&buffer, &take);
+        }
+    });
+    let report = report?;
 
     let unreadable = |error| LoadError::BootstrapReport {
         plugin: plugin.clone(),
@@ -128,9 +141,12 @@ pub(crate) fn load<'s>(
                 .collect::<Result<Vec<_>, FfiError>>()?;
             let plugin_error_class = interp.persist(py.eval("sys.modules['fidius'].PluginError")?);
             py.run("del _fidius_loaded_methods")?;
+            let (buffer, take) = output::buffer_and_take(py)?;
             Ok(LoadedInstance {
                 methods,
                 plugin_error_class,
+                output_buffer: interp.persist(buffer),
+                take_output: interp.persist(take),
             })
         })
         .map_err(bootstrap_failed)?

@@ -1,7 +1,11 @@
 //! Plugin instances: own-GIL sub-interpreters on dedicated worker threads.
 
 mod dispatch;
+pub(crate) mod generation;
 pub(crate) mod instance;
 mod loader;
+pub(crate) mod output;
+pub(crate) mod pool;
 pub(crate) mod source;
 pub(crate) mod wait;
+mod watchdog;

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvError, TryRecvError};
+use crossbeam_channel::{Receiver, RecvError, RecvTimeoutError, TryRecvError};
 
 /// How long a waiting thread polls before it parks.
 pub(crate) const SPIN_BEFORE_PARKING: Duration = Duration::from_micros(50);
@@ -24,6 +24,19 @@ pub(crate) fn recv<T>(receiver: &Receiver<T>, spin: Duration) -> Result<T, RecvE
         Polled::Ready(value) => Ok(value),
         Polled::Disconnected => Err(RecvError),
         Polled::Empty => receiver.recv(),
+    }
+}
+
+/// `receiver.recv_deadline(deadline)`, polling for up to `spin` before parking.
+pub(crate) fn recv_deadline<T>(
+    receiver: &Receiver<T>,
+    spin: Duration,
+    deadline: Instant,
+) -> Result<T, RecvTimeoutError> {
+    match poll(receiver, spin) {
+        Polled::Ready(value) => Ok(value),
+        Polled::Disconnected => Err(RecvTimeoutError::Disconnected),
+        Polled::Empty => receiver.recv_deadline(deadline),
     }
 }
 

@@ -104,3 +104,31 @@ fn a_pool_spreads_calls_and_loses_none() {
     }
     assert_eq!(total, THREADS * CALLS);
 }
+
+#[test]
+fn a_bare_handle_reloads_from_its_directory() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = support::tester_plugin(root.path(), "bare", "1.0", 2);
+    let handle = support::start(&dir, "bare", 2);
+    let version = |handle: &fidius_host::PythonPluginHandle| -> Value {
+        let out = handle.call_typed_json(TRANSFORM, b"[5]").unwrap();
+        serde_json::from_slice(&out).unwrap()
+    };
+    assert_eq!(version(&handle)["result"], 10);
+    std::fs::write(
+        dir.join("vendor/conflictlib/__init__.py"),
+        support::conflictlib("2.0", 7),
+    )
+    .unwrap();
+    // Nothing changes until the reload: the code was imported once per instance.
+    assert_eq!(version(&handle)["version"], "1.0");
+    handle.reload().unwrap();
+    for _ in 0..20 {
+        let out = version(&handle);
+        assert_eq!(
+            (out["version"].as_str(), out["result"].as_i64()),
+            (Some("2.0"), Some(35))
+        );
+    }
+    assert_eq!(handle.instances(), 2);
+}

@@ -13,7 +13,8 @@ use fidius_host::{LoadOptions, PluginSource, PythonPluginHandle};
 
 pub const TESTER_HASH: u64 = 0x9e37_79b9_7f4a_7c15;
 
-const fn method(
+/// A method descriptor with only what the runtime looks at.
+pub const fn method(
     name: &'static str,
     wire: WireMode,
     args: &'static [PythonArgDescriptor],
@@ -29,7 +30,7 @@ const fn method(
     }
 }
 
-const fn arg(name: &'static str) -> PythonArgDescriptor {
+pub const fn arg(name: &'static str) -> PythonArgDescriptor {
     PythonArgDescriptor { name, ty: "" }
 }
 
@@ -131,10 +132,14 @@ pub fn tester_plugin(root: &Path, name: &str, version: &str, factor: i64) -> Pat
 }
 
 pub fn start(dir: &Path, name: &str, instances: usize) -> PythonPluginHandle {
+    start_with(dir, name, &LoadOptions::default().instances(instances))
+}
+
+pub fn start_with(dir: &Path, name: &str, options: &LoadOptions) -> PythonPluginHandle {
     PythonPluginHandle::start(
         PluginSource::new(name, "1.0.0", dir, "tester"),
         &TESTER,
-        &LoadOptions::default().instances(instances),
+        options,
     )
     .unwrap_or_else(|error| panic!("loading {name}: {error}"))
 }

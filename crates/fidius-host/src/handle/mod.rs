@@ -1,0 +1,357 @@
+//! The handle a host calls a loaded Python plugin through.
+
+mod reload;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+pub(crate) use reload::Reloader;
+use reload::Version;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use fidius_core::interface::{PythonInterfaceDescriptor, WireMode};
+use fidius_core::{CallError, PluginCall};
+
+use crate::error::LoadError;
+use crate::options::{CallOptions, LoadOptions};
+use crate::runtime::generation;
+use crate::runtime::instance::{Deadline, Reply, ReplyTo, Request};
+use crate::runtime::output::OutputLine;
+use crate::runtime::pool::{PoolSettings, PoolShared, PoolStats};
+use crate::runtime::source::PluginSource;
+use crate::runtime::wait;
+
+/// A loaded plugin: a pool of instances fed from one queue.
+///
+/// Cheap to clone (clones share the pool); `Send + Sync`, and every call takes `&self`, so any number
+/// of host threads may call at once: each call goes to whichever instance is idle first. Dropping the
+/// last clone lets the instances finish the calls already queued, ends their interpreters on their
+/// own threads and joins the threads (an instance stuck past a call's timeout is retired and
+/// detached instead; see [`LoadOptions::call_timeout`]).
+#[derive(Clone)]
+pub struct PythonPluginHandle {
+    pool: Arc<Pool>,
+}
+
+/// Where a loaded plugin came from.
+#[derive(Debug, Clone)]
+pub struct PluginInfo {
+    /// The package manifest (absent when started from a bare [`PluginSource`]).
+    pub manifest: Option<fidius_core::manifest::Manifest>,
+    /// The plugin directory or `.fid` file it was loaded from.
+    pub path: std::path::PathBuf,
+    /// The trusted key whose signature verified, if any.
+    pub signer: Option<fidius_core::signing::KeyFingerprint>,
+}
+
+struct Pool {
+    shared: Arc<PoolShared>,
+    /// The loaded version and every version reloads brought in since, newest last.
+    versions: Version,
+    /// Which descriptor methods the serving version defines (optional ones may be absent).
+    implemented: Box<[AtomicBool]>,
+    instances: usize,
+    call_timeout: Option<Duration>,
+    /// How a reload finds and verifies the package again (set by `PluginHost`).
+    reloader: Option<Reloader>,
+    /// One reload at a time.
+    reloading: Mutex<()>,
+    /// `None` only while dropping.
+    requests: Option<Sender<Request>>,
+}
+
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<PythonPluginHandle>();
+};
+
+impl PythonPluginHandle {
+    /// Starts `options`' number of instances of the plugin at `source` and waits until each has
+    /// imported it and checked it against `descriptor`.
+    ///
+    /// The caller is responsible for what must happen before any plugin code runs (manifest and
+    /// signature checks); `PluginHost` does that.
+    pub fn start(
+        source: PluginSource,
+        descriptor: &'static PythonInterfaceDescriptor,
+        options: &LoadOptions,
+    ) -> Result<Self, LoadError> {
+        let info = PluginInfo {
+            manifest: None,
+            path: source.dir.clone(),
+            signer: None,
+        };
+        Self::start_with_info(source, descriptor, options, info, None)
+    }
+
+    pub(crate) fn start_with_info(
+        source: PluginSource,
+        descriptor: &'static PythonInterfaceDescriptor,
+        options: &LoadOptions,
+        info: PluginInfo,
+        reloader: Option<Reloader>,
+    ) -> Result<Self, LoadError> {
+        if options.instances == 0 {
+            return Err(LoadError::InvalidOptions {
+                plugin: source.name,
+                reason: "instances must be at least 1".to_owned(),
+            });
+        }
+        if options.call_timeout == Some(Duration::ZERO)
+            || options.load_timeout == Some(Duration::ZERO)
+        {
+            return Err(LoadError::InvalidOptions {
+                plugin: source.name,
+                reason: "a timeout must be longer than zero".to_owned(),
+            });
+        }
+        let (requests, queue) = crossbeam_channel::unbounded();
+        let serving = Arc::new(source.clone());
+        let shared = PoolShared::new(
+            Arc::clone(&serving),
+            descriptor,
+            (requests.clone(), queue),
+            PoolSettings {
+                recent_output_lines: options.recent_output_lines,
+                load_timeout: options.load_timeout,
+                retire_after: options.retire_after,
+            },
+        );
+        let mut pool = Pool {
+            shared: Arc::clone(&shared),
+            versions: Version {
+                source,
+                info,
+                next: OnceLock::new(),
+            },
+            implemented: Box::default(),
+            instances: options.instances,
+            call_timeout: options.call_timeout,
+            reloader,
+            reloading: Mutex::new(()),
+            requests: Some(requests),
+        };
+        // On error `pool` drops here, which stops and joins the instances that did start.
+        let loaded = generation::start(&shared, &serving, 0, options.instances, false)?;
+        pool.implemented = loaded
+            .implemented
+            .iter()
+            .map(|&on| AtomicBool::new(on))
+            .collect();
+        tracing::info!(plugin = %serving.name, version = %serving.version, instances = options.instances, "plugin loaded");
+        Ok(Self {
+            pool: Arc::new(pool),
+        })
+    }
+
+    /// The interface this plugin was loaded against.
+    pub fn descriptor(&self) -> &'static PythonInterfaceDescriptor {
+        self.pool.shared.descriptor
+    }
+
+    /// Where the serving version of the plugin was loaded from.
+    pub fn source(&self) -> &PluginSource {
+        &self.pool.versions.latest().source
+    }
+
+    /// Manifest, origin and signer of the serving version of the plugin.
+    pub fn info(&self) -> &PluginInfo {
+        &self.pool.versions.latest().info
+    }
+
+    /// How many instances serve this plugin (as loaded; a retired instance is replaced).
+    pub fn instances(&self) -> usize {
+        self.pool.instances
+    }
+
+    /// Timeouts, retired instances and detached threads so far.
+    pub fn stats(&self) -> PoolStats {
+        self.pool.shared.stats()
+    }
+
+    /// [`call_typed_json`](PluginCall::call_typed_json) with per-call settings, e.g. a timeout.
+    pub fn call_typed_json_with(
+        &self,
+        method_index: usize,
+        args_json: &[u8],
+        options: &CallOptions,
+    ) -> Result<Vec<u8>, CallError> {
+        let timeout = options.timeout.unwrap_or(self.pool.call_timeout);
+        self.call(
+            method_index,
+            WireMode::TypedJson,
+            args_json.to_vec(),
+            timeout,
+        )
+    }
+
+    /// [`call_raw`](PluginCall::call_raw) with per-call settings, e.g. a timeout.
+    pub fn call_raw_with(
+        &self,
+        method_index: usize,
+        input: &[u8],
+        options: &CallOptions,
+    ) -> Result<Vec<u8>, CallError> {
+        let timeout = options.timeout.unwrap_or(self.pool.call_timeout);
+        self.call(method_index, WireMode::Raw, input.to_vec(), timeout)
+    }
+
+    /// The plugin's most recent output lines, oldest first, from all its instances:
+    /// `print`, `sys.stdout`, `sys.stderr` and `logging` records (see [`LoadOptions::recent_output_lines`]).
+    ///
+    /// Every line also went to `tracing` (target `fidius::plugin`) with the fields `plugin`,
+    /// `version`, `instance`, `stream` and `logger`. Output is collected when a call (or the load)
+    /// finishes; text without a trailing newline waits for the newline or a `flush()`.
+    pub fn recent_output(&self) -> Vec<OutputLine> {
+        self.pool.shared.recent_output.snapshot()
+    }
+
+    fn call(
+        &self,
+        index: usize,
+        requested: WireMode,
+        payload: Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<u8>, CallError> {
+        let pool = &*self.pool;
+        let method = pool
+            .shared
+            .descriptor
+            .method(index)
+            .ok_or(CallError::UnknownMethod {
+                interface: pool.shared.descriptor.trait_name,
+                index,
+            })?;
+        if method.wire != requested {
+            return Err(CallError::WireModeMismatch {
+                method: method.name.to_owned(),
+                actual: method.wire,
+                requested,
+            });
+        }
+        if !pool
+            .implemented
+            .get(index)
+            .is_some_and(|flag| flag.load(Ordering::Relaxed))
+        {
+            return Err(CallError::NotImplemented {
+                method: method.name.to_owned(),
+            });
+        }
+        let unavailable = || CallError::Unavailable {
+            plugin: pool.shared.name.clone(),
+        };
+        // Calls without a timeout never read the clock. A timeout too large to represent is none.
+        let deadline = timeout.and_then(|after| {
+            let at = Instant::now().checked_add(after)?;
+            Some(Deadline { at, after })
+        });
+        let requests = pool.requests.as_ref().ok_or_else(unavailable)?;
+        REPLIES.with(|replies| {
+            let call_id = replies.next_call_id();
+            requests
+                .send(Request {
+                    method: index,
+                    payload,
+                    reply: ReplyTo::new(replies.sender.clone(), call_id),
+                    deadline,
+                })
+                .map_err(|_| unavailable())?;
+            loop {
+                // Never disconnected: this thread's own sender keeps the channel open, and an
+                // instance that drops a request unanswered still replies (see `ReplyTo`).
+                let reply = match deadline {
+                    None => wait::recv(&replies.receiver, wait::SPIN_BEFORE_PARKING)
+                        .map_err(|_| unavailable())?,
+                    Some(deadline) => {
+                        match wait::recv_deadline(
+                            &replies.receiver,
+                            wait::SPIN_BEFORE_PARKING,
+                            deadline.at,
+                        ) {
+                            Ok(reply) => reply,
+                            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                                pool.shared.timeouts.fetch_add(1, Ordering::Relaxed);
+                                return Err(CallError::Timeout {
+                                    plugin: pool.shared.name.clone(),
+                                    method: method.name.to_owned(),
+                                    after: deadline.after,
+                                });
+                            }
+                            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                                return Err(unavailable())
+                            }
+                        }
+                    }
+                };
+                if reply.call_id == call_id {
+                    let result = reply.result.unwrap_or_else(|| Err(unavailable()));
+                    if matches!(result, Err(CallError::Timeout { .. })) {
+                        pool.shared.timeouts.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return result;
+                }
+                // A reply to a call this thread stopped waiting for; drop it.
+            }
+        })
+    }
+}
+
+/// Each calling thread's reply channel, reused for every call it makes (creating a channel per call
+/// would cost an allocation on the fast path).
+struct ReplyChannel {
+    sender: Sender<Reply>,
+    receiver: crossbeam_channel::Receiver<Reply>,
+    last_call_id: std::cell::Cell<u64>,
+}
+
+impl ReplyChannel {
+    fn next_call_id(&self) -> u64 {
+        let id = self.last_call_id.get().wrapping_add(1);
+        self.last_call_id.set(id);
+        id
+    }
+}
+
+thread_local! {
+    static REPLIES: ReplyChannel = {
+        let (sender, receiver) = crossbeam_channel::unbounded();
+        ReplyChannel { sender, receiver, last_call_id: std::cell::Cell::new(0) }
+    };
+}
+
+impl PluginCall for PythonPluginHandle {
+    fn call_typed_json(&self, method_index: usize, args_json: &[u8]) -> Result<Vec<u8>, CallError> {
+        self.call(
+            method_index,
+            WireMode::TypedJson,
+            args_json.to_vec(),
+            self.pool.call_timeout,
+        )
+    }
+
+    fn call_raw(&self, method_index: usize, input: &[u8]) -> Result<Vec<u8>, CallError> {
+        self.call(
+            method_index,
+            WireMode::Raw,
+            input.to_vec(),
+            self.pool.call_timeout,
+        )
+    }
+
+    fn implements(&self, method_index: usize) -> bool {
+        self.pool
+            .implemented
+            .get(method_index)
+            .is_some_and(|flag| flag.load(Ordering::Relaxed))
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // Closing the queue lets each worker finish what is queued, then end its interpreter.
+        self.requests = None;
+        self.shared.wait_for_workers();
+    }
+}

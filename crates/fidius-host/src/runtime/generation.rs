@@ -1,0 +1,93 @@
+//! Starting one generation of a plugin's instances (at load, and again at each reload) and waiting
+//! until every instance has imported and checked the plugin.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_channel::{RecvTimeoutError, Sender};
+
+use crate::error::LoadError;
+use crate::runtime::pool::{PoolShared, WorkerStart};
+use crate::runtime::source::PluginSource;
+
+/// A generation whose instances all loaded.
+pub(crate) struct Loaded {
+    /// Which descriptor methods this version defines.
+    pub(crate) implemented: Vec<bool>,
+    /// Releases gated instances; dropping it unsent ends them unused.
+    go: Option<Sender<()>>,
+    instances: usize,
+}
+
+impl Loaded {
+    /// Lets gated instances start serving.
+    pub(crate) fn release(self) {
+        if let Some(go) = self.go {
+            for _ in 0..self.instances {
+                let _ = go.send(());
+            }
+        }
+    }
+}
+
+/// Starts `instances` instances of `source` as `generation` and waits until each has loaded. With
+/// `gated`, they wait for [`Loaded::release`] before serving. On error, the instances that did load
+/// end unused (gated) or end with the pool; instances stuck past the load timeout are detached.
+pub(crate) fn start(
+    pool: &Arc<PoolShared>,
+    source: &Arc<PluginSource>,
+    generation: u64,
+    instances: usize,
+    gated: bool,
+) -> Result<Loaded, LoadError> {
+    let (started_tx, started_rx) = crossbeam_channel::bounded(instances);
+    let (go_tx, go_rx) = if gated {
+        let (go_tx, go_rx) = crossbeam_channel::bounded(instances);
+        (Some(go_tx), Some(go_rx))
+    } else {
+        (None, None)
+    };
+    for _ in 0..instances {
+        pool.spawn_worker(WorkerStart {
+            source: Arc::clone(source),
+            generation,
+            started: Some(started_tx.clone()),
+            go: go_rx.clone(),
+        })?;
+    }
+    drop(started_tx);
+    // Past this, instances still importing are given up on (the watchdog interrupted them at the
+    // load timeout itself).
+    let give_up_at = pool.load_timeout.and_then(|timeout| {
+        Instant::now()
+            .checked_add(timeout)?
+            .checked_add(pool.retire_after)
+    });
+    let plugin = &pool.name;
+    let mut implemented = Vec::new();
+    for _ in 0..instances {
+        let started = match give_up_at {
+            None => started_rx.recv().ok(),
+            Some(at) => match started_rx.recv_deadline(at) {
+                Ok(started) => Some(started),
+                Err(RecvTimeoutError::Disconnected) => None,
+                Err(RecvTimeoutError::Timeout) => {
+                    pool.retire_loading(generation);
+                    return Err(LoadError::LoadTimeout {
+                        plugin: plugin.clone(),
+                        after: pool.load_timeout.unwrap_or_default(),
+                    });
+                }
+            },
+        };
+        let started = started.ok_or_else(|| LoadError::WorkerDied {
+            plugin: plugin.clone(),
+        })?;
+        implemented = started?;
+    }
+    Ok(Loaded {
+        implemented,
+        go: go_tx,
+        instances,
+    })
+}

@@ -1,0 +1,221 @@
+//! What plugins write (`print`, `sys.stdout`/`sys.stderr`, `logging`), routed to `tracing` and kept
+//! in a small per-plugin ring the host can read.
+//!
+//! The bootstrap replaces the interpreter's streams with writers that append complete lines to a
+//! Python list and attaches a `logging` handler when the plugin imports `logging`. The worker drains
+//! that list after the load and after every call, while it still holds the GIL; when nothing was
+//! written, draining costs one length check.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use fidius_ffi::{Interp, PyObj};
+use serde::Deserialize;
+use tracing::Level;
+
+/// The `tracing` target of every event that carries plugin output.
+pub const OUTPUT_TARGET: &str = "fidius::plugin";
+
+/// Where a line of plugin output came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OutputStream {
+    /// `print()` or `sys.stdout.write()`.
+    Stdout,
+    /// `sys.stderr.write()` (tracebacks printed by the plugin included).
+    Stderr,
+    /// A record of Python's `logging` module.
+    Log {
+        /// The logger's name, e.g. `root` or `mypkg.parser`.
+        logger: String,
+    },
+}
+
+/// One line a plugin wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputLine {
+    /// The instance (0-based, as in the worker thread's name) that wrote it.
+    pub instance: usize,
+    /// stdout, stderr or a `logging` record.
+    pub stream: OutputStream,
+    /// The level the line was logged at: stdout is `INFO`, stderr `WARN`, a `logging` record keeps
+    /// its own (`DEBUG`, `INFO`, `WARNING`→`WARN`, `ERROR` and `CRITICAL`→`ERROR`).
+    pub level: Level,
+    /// The line without its newline (a `logging` record formatted by its handler's formatter, so a
+    /// logged exception's traceback is part of it).
+    pub text: String,
+}
+
+/// A plugin's most recent output lines, shared by its instances.
+#[derive(Debug)]
+pub(crate) struct RecentOutput {
+    lines: Mutex<VecDeque<OutputLine>>,
+    capacity: usize,
+}
+
+impl RecentOutput {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            lines: Mutex::new(VecDeque::with_capacity(capacity.min(1024))),
+            capacity,
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> Vec<OutputLine> {
+        let lines = self
+            .lines
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        lines.iter().cloned().collect()
+    }
+
+    fn extend(&self, new: impl IntoIterator<Item = OutputLine>) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut lines = self
+            .lines
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for line in new {
+            if lines.len() == self.capacity {
+                lines.pop_front();
+            }
+            lines.push_back(line);
+        }
+    }
+}
+
+/// Who an instance's output is attributed to.
+pub(crate) struct OutputRoute<'a> {
+    pub(crate) plugin: &'a str,
+    pub(crate) version: &'a str,
+    pub(crate) instance: usize,
+    pub(crate) recent: &'a RecentOutput,
+}
+
+/// What `_fidius_take_output()` returns: the lines, and how many were dropped over the limit.
+#[derive(Deserialize)]
+struct Taken(Vec<(String, Option<u32>, Option<String>, String)>, u64);
+
+/// Python's `logging` level for the most verbose `tracing` level any subscriber enables, so records
+/// the host would discard anyway are not even formatted.
+pub(crate) fn python_log_level() -> u32 {
+    match tracing::level_filters::LevelFilter::current().into_level() {
+        None => 100,
+        Some(Level::ERROR) => 40,
+        Some(Level::WARN) => 30,
+        Some(Level::INFO) => 20,
+        Some(_) => 10,
+    }
+}
+
+impl OutputRoute<'_> {
+    /// Emits and keeps whatever the plugin wrote since the last drain. `buffer` is the bootstrap's
+    /// `_fidius_output` list and `take` its `_fidius_take_output` function.
+    pub(crate) fn drain(&self, buffer: &PyObj<'_>, take: &PyObj<'_>) {
+        if buffer.is_empty().unwrap_or(true) {
+            return;
+        }
+        let taken = take
+            .call(&[])
+            .map_err(|raised| raised.describe().to_string())
+            .and_then(|taken| taken.to_json().map_err(|error| error.to_string()))
+            .and_then(|json| {
+                serde_json::from_slice::<Taken>(&json).map_err(|error| error.to_string())
+            });
+        let Taken(lines, dropped) = match taken {
+            Ok(taken) => taken,
+            Err(error) => {
+                tracing::error!(plugin = self.plugin, %error, "could not read the plugin's output");
+                return;
+            }
+        };
+        if dropped > 0 {
+            tracing::warn!(
+                target: OUTPUT_TARGET,
+                plugin = self.plugin,
+                version = self.version,
+                instance = self.instance,
+                dropped,
+                "plugin output lines dropped (more than 10,000 in one call)"
+            );
+        }
+        let lines: Vec<OutputLine> = lines
+            .into_iter()
+            .map(|(stream, level, logger, text)| self.line(&stream, level, logger, text))
+            .collect();
+        for line in &lines {
+            self.emit(line);
+        }
+        self.recent.extend(lines);
+    }
+
+    fn line(
+        &self,
+        stream: &str,
+        level: Option<u32>,
+        logger: Option<String>,
+        text: String,
+    ) -> OutputLine {
+        let (stream, level) = match (stream, level) {
+            ("stdout", _) => (OutputStream::Stdout, Level::INFO),
+            ("stderr", _) => (OutputStream::Stderr, Level::WARN),
+            (_, level) => (
+                OutputStream::Log {
+                    logger: logger.unwrap_or_default(),
+                },
+                match level.unwrap_or(0) {
+                    0..=10 => Level::DEBUG,
+                    11..=20 => Level::INFO,
+                    21..=30 => Level::WARN,
+                    _ => Level::ERROR,
+                },
+            ),
+        };
+        OutputLine {
+            instance: self.instance,
+            stream,
+            level,
+            text,
+        }
+    }
+
+    fn emit(&self, line: &OutputLine) {
+        let (stream, logger) = match &line.stream {
+            OutputStream::Stdout => ("stdout", ""),
+            OutputStream::Stderr => ("stderr", ""),
+            OutputStream::Log { logger } => ("log", logger.as_str()),
+        };
+        // `tracing` needs the level at compile time, hence one arm per level.
+        macro_rules! emit_at {
+            ($level:expr) => {
+                tracing::event!(
+                    target: OUTPUT_TARGET,
+                    $level,
+                    plugin = self.plugin,
+                    version = self.version,
+                    instance = self.instance,
+                    stream,
+                    logger,
+                    "{}",
+                    line.text
+                )
+            };
+        }
+        match line.level {
+            Level::ERROR => emit_at!(Level::ERROR),
+            Level::WARN => emit_at!(Level::WARN),
+            Level::INFO => emit_at!(Level::INFO),
+            Level::DEBUG => emit_at!(Level::DEBUG),
+            _ => emit_at!(Level::TRACE),
+        }
+    }
+}
+
+/// Reads the bootstrap's output buffer and drain function from `__main__`.
+pub(crate) fn buffer_and_take<'i>(
+    py: Interp<'i>,
+) -> Result<(PyObj<'i>, PyObj<'i>), fidius_ffi::FfiError> {
+    Ok((py.eval("_fidius_output")?, py.eval("_fidius_take_output")?))
+}
