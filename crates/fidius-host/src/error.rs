@@ -16,6 +16,9 @@ pub enum LoadError {
         /// `name@version` of every package that was found.
         available: Vec<String>,
     },
+    /// `PluginHost::reload` was asked for a plugin it has no live handle for.
+    #[error("plugin `{name}` is not loaded by this host, so there is nothing to reload")]
+    NotLoaded { name: String },
     /// The package could not be read, unpacked or hashed.
     #[error("plugin `{plugin}`: package at {} is unusable", path.display())]
     Package {

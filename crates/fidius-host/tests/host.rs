@@ -418,3 +418,34 @@ fn a_reload_is_verified_like_a_load_and_a_rejected_one_leaves_the_old_version_se
     assert_eq!(version_of(&handle), "4.0.0");
     assert_eq!(handle.info().signer, Some(public(&key).fingerprint()));
 }
+
+#[test]
+fn host_reload_by_name_reaches_every_live_handle_of_that_plugin() {
+    let root = tempfile::tempdir().unwrap();
+    let marker = root.path().join("marker");
+    let plugins = root.path().join("plugins");
+    package(&plugins, "a1", "alpha", "1.0.0", &marker);
+    package(&plugins, "b1", "beta", "1.0.0", &marker);
+    let host = host_for(&plugins, &root.path().join("cache"), None);
+    let first = host.load_python("alpha", &TESTER).unwrap();
+    let second = host.load_python("alpha", &TESTER).unwrap();
+    let other = host.load_python("beta", &TESTER).unwrap();
+    let dropped = host.load_python("alpha", &TESTER).unwrap();
+    drop(dropped);
+
+    package(&plugins, "a2", "alpha", "2.0.0", &marker);
+    package(&plugins, "b2", "beta", "2.0.0", &marker);
+    assert_eq!(
+        host.reload("alpha").unwrap(),
+        2,
+        "the dropped handle is not reloaded"
+    );
+    assert_eq!(version_of(&first), "2.0.0");
+    assert_eq!(version_of(&second), "2.0.0");
+    assert_eq!(version_of(&other), "1.0.0", "another plugin was reloaded");
+
+    assert!(matches!(
+        host.reload("gamma"),
+        Err(LoadError::NotLoaded { ref name }) if name == "gamma"
+    ));
+}

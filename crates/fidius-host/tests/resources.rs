@@ -12,9 +12,10 @@ const MIB: u64 = 1 << 20;
 
 /// What one load/unload cycle may keep. CPython 3.13 frees an ended interpreter's object arenas only
 /// if not a single block in them leaked, and CPython itself always leaks some, so each cycle keeps
-/// roughly the interpreter's whole heap: measured 1.3 MiB for a bare interpreter and 3.8 MiB for a
-/// cycle of this test's plugin (2 cores, CPython 3.13.5). The bound is that measurement plus 30%.
-const LEAK_PER_CYCLE_BOUND: u64 = 5 * MIB;
+/// roughly the interpreter's whole heap: measured 1.3 MiB for a bare interpreter and 1.6 MiB for a
+/// cycle of this test's plugin (2 cores, CPython 3.13.5, debug build). The bound is that measurement
+/// plus about 50%, for noise from allocator fragmentation.
+const LEAK_PER_CYCLE_BOUND: u64 = 5 * MIB / 2;
 
 #[test]
 fn calls_leave_rss_flat_and_load_unload_cycles_stay_bounded() {

@@ -34,6 +34,22 @@ pub struct PythonPluginHandle {
     pool: Arc<Pool>,
 }
 
+/// A handle that does not keep its plugin loaded (for the host's registry of loaded plugins).
+#[derive(Clone)]
+pub(crate) struct WeakPluginHandle {
+    pool: std::sync::Weak<Pool>,
+}
+
+impl WeakPluginHandle {
+    pub(crate) fn upgrade(&self) -> Option<PythonPluginHandle> {
+        self.pool.upgrade().map(|pool| PythonPluginHandle { pool })
+    }
+
+    pub(crate) fn is_alive(&self) -> bool {
+        self.pool.strong_count() > 0
+    }
+}
+
 /// Where a loaded plugin came from.
 #[derive(Debug, Clone)]
 pub struct PluginInfo {
@@ -67,6 +83,12 @@ const _: () = {
 };
 
 impl PythonPluginHandle {
+    pub(crate) fn downgrade(&self) -> WeakPluginHandle {
+        WeakPluginHandle {
+            pool: Arc::downgrade(&self.pool),
+        }
+    }
+
     /// Starts `options`' number of instances of the plugin at `source` and waits until each has
     /// imported it and checked it against `descriptor`.
     ///

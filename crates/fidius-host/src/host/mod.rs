@@ -5,7 +5,7 @@ mod discovery;
 mod keys;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use fidius_core::archive::UnpackLimits;
 use fidius_core::interface::PythonInterfaceDescriptor;
@@ -18,7 +18,7 @@ pub use discovery::{BrokenPackage, DiscoveredPlugin, Discovery};
 pub use keys::PublicKey;
 
 use crate::error::LoadError;
-use crate::handle::{PluginInfo, PythonPluginHandle, Reloader};
+use crate::handle::{PluginInfo, PythonPluginHandle, Reloader, WeakPluginHandle};
 use crate::options::LoadOptions;
 use crate::runtime::source::PluginSource;
 use cache::{ArchiveCache, CacheError};
@@ -66,6 +66,9 @@ struct HostInner {
     require_signature: bool,
     trusted_keys: Vec<VerifyingKey>,
     cache: ArchiveCache,
+    /// Every handle this host loaded, by plugin name, for [`PluginHost::reload`]. Weak: the host
+    /// keeps no plugin alive.
+    loaded: Mutex<Vec<(String, WeakPluginHandle)>>,
 }
 
 /// Configures a [`PluginHost`]; validation happens once, in [`build`](Self::build).
@@ -129,6 +132,7 @@ impl PluginHostBuilder {
                     .map(PublicKey::verifying_key)
                     .collect(),
                 cache: ArchiveCache::new(cache_dir, self.unpack_limits),
+                loaded: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -179,7 +183,14 @@ impl PluginHost {
         let host = self.clone();
         let request = name.to_owned();
         let reloader: Reloader = Box::new(move || host.verify(host.find(&request)?, descriptor));
-        PythonPluginHandle::start_with_info(source, descriptor, &options, info, Some(reloader))
+        let handle = PythonPluginHandle::start_with_info(
+            source,
+            descriptor,
+            &options,
+            info,
+            Some(reloader),
+        )?;
+        Ok(self.remember(handle))
     }
 
     /// Loads the package at `path` (a plugin directory or a `.fid` file, whether or not it is on a
@@ -194,7 +205,53 @@ impl PluginHost {
         let host = self.clone();
         let path = path.to_path_buf();
         let reloader: Reloader = Box::new(move || host.verify(read_path(&path)?, descriptor));
-        PythonPluginHandle::start_with_info(source, descriptor, &options, info, Some(reloader))
+        let handle = PythonPluginHandle::start_with_info(
+            source,
+            descriptor,
+            &options,
+            info,
+            Some(reloader),
+        )?;
+        Ok(self.remember(handle))
+    }
+
+    /// Reloads every live handle this host loaded for the plugin `name` (see
+    /// [`PythonPluginHandle::reload`]: verified like a load, no call fails, a failed reload leaves
+    /// the old version serving). Returns how many handles were reloaded; stops at the first error.
+    pub fn reload(&self, name: &str) -> Result<usize, LoadError> {
+        let handles: Vec<PythonPluginHandle> = {
+            let mut loaded = self
+                .inner
+                .loaded
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            loaded.retain(|(_, handle)| handle.is_alive());
+            loaded
+                .iter()
+                .filter(|(loaded_name, _)| loaded_name == name)
+                .filter_map(|(_, handle)| handle.upgrade())
+                .collect()
+        };
+        if handles.is_empty() {
+            return Err(LoadError::NotLoaded {
+                name: name.to_owned(),
+            });
+        }
+        for handle in &handles {
+            handle.reload()?;
+        }
+        Ok(handles.len())
+    }
+
+    fn remember(&self, handle: PythonPluginHandle) -> PythonPluginHandle {
+        let mut loaded = self
+            .inner
+            .loaded
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        loaded.retain(|(_, handle)| handle.is_alive());
+        loaded.push((handle.source().name.clone(), handle.downgrade()));
+        handle
     }
 
     /// Everything that can be checked without running plugin code (manifest, interface, signature
