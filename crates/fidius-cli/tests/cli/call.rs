@@ -158,3 +158,25 @@ fn repeat_reports_throughput_and_latency() -> TestResult {
     );
     Ok(())
 }
+
+#[test]
+fn timeout_interrupts_a_runaway_call_and_exits_non_zero() -> TestResult {
+    let root = tempfile::tempdir()?;
+    let plugin = greeter_plugin(root.path())?;
+    let module = plugin.join("greeter.py");
+    let runaway = fs::read_to_string(&module)?.replace(
+        "    \"\"\"Summarises `values`; fails with `EMPTY_INPUT` when there are none.\"\"\"\n    raise NotImplementedError",
+        "    \"\"\"Summarises `values`; fails with `EMPTY_INPUT` when there are none.\"\"\"\n    while True:\n        pass",
+    );
+    assert!(runaway.contains("while True"), "the stub changed shape");
+    fs::write(&module, runaway)?;
+    fails_with(
+        &call(
+            root.path(),
+            &plugin,
+            &["stats", "[[1.0], null]", "--timeout", "300ms"],
+        ),
+        &["`stats`", "my-greeter", "timed out"],
+    );
+    Ok(())
+}
