@@ -183,14 +183,7 @@ impl PluginHost {
         let host = self.clone();
         let request = name.to_owned();
         let reloader: Reloader = Box::new(move || host.verify(host.find(&request)?, descriptor));
-        let handle = PythonPluginHandle::start_with_info(
-            source,
-            descriptor,
-            &options,
-            info,
-            Some(reloader),
-        )?;
-        Ok(self.remember(handle))
+        self.start(source, info, descriptor, &options, reloader)
     }
 
     /// Loads the package at `path` (a plugin directory or a `.fid` file, whether or not it is on a
@@ -205,14 +198,7 @@ impl PluginHost {
         let host = self.clone();
         let path = path.to_path_buf();
         let reloader: Reloader = Box::new(move || host.verify(read_path(&path)?, descriptor));
-        let handle = PythonPluginHandle::start_with_info(
-            source,
-            descriptor,
-            &options,
-            info,
-            Some(reloader),
-        )?;
-        Ok(self.remember(handle))
+        self.start(source, info, descriptor, &options, reloader)
     }
 
     /// Reloads every live handle this host loaded for the plugin `name` (see
@@ -220,12 +206,7 @@ impl PluginHost {
     /// the old version serving). Returns how many handles were reloaded; stops at the first error.
     pub fn reload(&self, name: &str) -> Result<usize, LoadError> {
         let handles: Vec<PythonPluginHandle> = {
-            let mut loaded = self
-                .inner
-                .loaded
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            loaded.retain(|(_, handle)| handle.is_alive());
+            let loaded = self.loaded();
             loaded
                 .iter()
                 .filter(|(loaded_name, _)| loaded_name == name)
@@ -243,15 +224,31 @@ impl PluginHost {
         Ok(handles.len())
     }
 
-    fn remember(&self, handle: PythonPluginHandle) -> PythonPluginHandle {
+    /// Starts the verified plugin's instances and remembers the handle for [`reload`](Self::reload).
+    fn start(
+        &self,
+        source: PluginSource,
+        info: PluginInfo,
+        descriptor: &'static PythonInterfaceDescriptor,
+        options: &LoadOptions,
+        reloader: Reloader,
+    ) -> Result<PythonPluginHandle, LoadError> {
+        let handle =
+            PythonPluginHandle::start_with_info(source, descriptor, options, info, Some(reloader))?;
+        self.loaded()
+            .push((handle.source().name.clone(), handle.downgrade()));
+        Ok(handle)
+    }
+
+    /// The registry of loaded handles, with the dropped ones already forgotten.
+    fn loaded(&self) -> std::sync::MutexGuard<'_, Vec<(String, WeakPluginHandle)>> {
         let mut loaded = self
             .inner
             .loaded
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         loaded.retain(|(_, handle)| handle.is_alive());
-        loaded.push((handle.source().name.clone(), handle.downgrade()));
-        handle
+        loaded
     }
 
     /// Everything that can be checked without running plugin code (manifest, interface, signature
