@@ -7,11 +7,7 @@ use crate::support::{self, ECHO, FAIL, MAYBE, RETURN, TRANSFORM, WHOAMI};
 
 fn plugin() -> (tempfile::TempDir, fidius_host::PythonPluginHandle) {
     let root = tempfile::tempdir().unwrap();
-    let handle = support::start(
-        &support::tester_plugin(root.path(), "calls", "1.0", 2),
-        "calls",
-        1,
-    );
+    let handle = support::start_tester(root.path(), "calls", "1.0", 2, 1);
     (root, handle)
 }
 

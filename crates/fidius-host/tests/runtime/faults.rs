@@ -22,16 +22,8 @@ fn assert_healthy(handle: &PythonPluginHandle) {
 #[test]
 fn faults_inside_a_call_are_errors_for_that_call_only() {
     let root = tempfile::tempdir().unwrap();
-    let faulty = support::start(
-        &support::tester_plugin(root.path(), "faulty", "1.0", 2),
-        "faulty",
-        1,
-    );
-    let bystander = support::start(
-        &support::tester_plugin(root.path(), "bystander", "1.0", 2),
-        "bystander",
-        1,
-    );
+    let faulty = support::start_tester(root.path(), "faulty", "1.0", 2, 1);
+    let bystander = support::start_tester(root.path(), "bystander", "1.0", 2, 1);
     let faults: &[(&str, &str, &str)] = &[
         ("raise SystemExit(3)", "SystemExit", "3"),
         ("import sys\nsys.exit('bye')", "SystemExit", "bye"),
@@ -88,11 +80,7 @@ fn faults_inside_a_call_are_errors_for_that_call_only() {
 #[test]
 fn plugin_threads_work_across_calls_and_their_output_is_routed() {
     let root = tempfile::tempdir().unwrap();
-    let handle = support::start(
-        &support::tester_plugin(root.path(), "threaded", "1.0", 2),
-        "threaded",
-        1,
-    );
+    let handle = support::start_tester(root.path(), "threaded", "1.0", 2, 1);
     run(
         &handle,
         "import threading\n\

@@ -11,16 +11,8 @@ use crate::support::{self, TRANSFORM, WHOAMI};
 #[test]
 fn two_versions_of_one_library_stay_apart_under_concurrent_load() {
     let root = tempfile::tempdir().unwrap();
-    let old = support::start(
-        &support::tester_plugin(root.path(), "old", "1.0", 2),
-        "old",
-        1,
-    );
-    let new = support::start(
-        &support::tester_plugin(root.path(), "new", "2.0", 3),
-        "new",
-        1,
-    );
+    let old = support::start_tester(root.path(), "old", "1.0", 2, 1);
+    let new = support::start_tester(root.path(), "new", "2.0", 3, 1);
     const THREADS: i64 = 8;
     const CALLS: i64 = 1_000;
     thread::scope(|scope| {
@@ -56,11 +48,7 @@ fn two_versions_of_one_library_stay_apart_under_concurrent_load() {
 #[test]
 fn a_pool_spreads_calls_and_loses_none() {
     let root = tempfile::tempdir().unwrap();
-    let pool = support::start(
-        &support::tester_plugin(root.path(), "pooled", "1.0", 1),
-        "pooled",
-        4,
-    );
+    let pool = support::start_tester(root.path(), "pooled", "1.0", 1, 4);
     assert_eq!(pool.instances(), 4);
     const THREADS: usize = 16;
     const CALLS: usize = 250;

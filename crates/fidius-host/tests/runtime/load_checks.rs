@@ -175,11 +175,7 @@ fn a_rejected_plugin_leaves_the_host_able_to_load_others() {
         let _ = load_with("def broken(:\n", &[]);
     }
     let root = tempfile::tempdir().unwrap();
-    let good = support::start(
-        &support::tester_plugin(root.path(), "good", "1.0", 5),
-        "good",
-        2,
-    );
+    let good = support::start_tester(root.path(), "good", "1.0", 5, 2);
     let out = good.call_typed_json(TRANSFORM, b"[2]").unwrap();
     assert!(String::from_utf8(out).unwrap().contains("\"result\":10"));
 }

@@ -249,11 +249,7 @@ fn load_hanging(root: &Path, name: &str, body: &str) -> Result<PythonPluginHandl
 #[test]
 fn an_import_that_hangs_fails_the_load_and_other_plugins_keep_working() {
     let root = tempfile::tempdir().unwrap();
-    let healthy = support::start(
-        &support::tester_plugin(root.path(), "healthy", "1.0", 2),
-        "healthy",
-        1,
-    );
+    let healthy = support::start_tester(root.path(), "healthy", "1.0", 2, 1);
     for (name, body) in [
         ("spins-at-import", "while True:\n    pass"),
         ("sleeps-at-import", "import time\ntime.sleep(3600)"),

@@ -131,6 +131,17 @@ pub fn tester_plugin(root: &Path, name: &str, version: &str, factor: i64) -> Pat
     )
 }
 
+/// Writes a `Tester` plugin (see [`tester_plugin`]) under `root` and starts it.
+pub fn start_tester(
+    root: &Path,
+    name: &str,
+    version: &str,
+    factor: i64,
+    instances: usize,
+) -> PythonPluginHandle {
+    start(&tester_plugin(root, name, version, factor), name, instances)
+}
+
 pub fn start(dir: &Path, name: &str, instances: usize) -> PythonPluginHandle {
     start_with(dir, name, &LoadOptions::default().instances(instances))
 }
