@@ -31,6 +31,12 @@ enum Command {
     Keygen(KeygenCommand),
     PythonStub(PythonStubCommand),
     Call(CallCommand),
+    /// Runs a process-tier worker (started by fidius hosts, never by hand).
+    #[command(hide = true)]
+    Worker {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 impl Command {
@@ -41,6 +47,8 @@ impl Command {
             Command::Keygen(command) => command.execute(),
             Command::PythonStub(command) => command.execute(),
             Command::Call(command) => command.execute(),
+            // Handled in `main`, before logging starts.
+            Command::Worker { .. } => anyhow::bail!("`fidius worker` is run by fidius hosts"),
         }
     }
 }
@@ -59,6 +67,10 @@ fn init_logging() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Worker { args } = cli.command {
+        // A worker's stdout and stderr belong to its plugin; it reports through its host.
+        return fidius_host::worker::main(args);
+    }
     init_logging();
     match cli.command.execute() {
         Ok(()) => ExitCode::SUCCESS,

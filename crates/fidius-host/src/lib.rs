@@ -25,8 +25,11 @@ mod error;
 mod handle;
 mod host;
 mod options;
+mod process;
 mod runtime;
 mod sdk;
+mod tier;
+pub mod worker;
 
 pub use error::LoadError;
 pub use fidius_core::{CallError, PluginCall, PluginError};
@@ -36,6 +39,8 @@ pub use host::{
     BrokenPackage, DiscoveredPlugin, Discovery, HostError, PluginHost, PluginHostBuilder, PublicKey,
 };
 pub use options::{CallOptions, LoadOptions};
+pub use process::command::{WorkerCommand, WorkerNotFound, WORKER_BINARY, WORKER_ENV};
 pub use runtime::output::{OutputLine, OutputStream, OUTPUT_TARGET};
 pub use runtime::pool::PoolStats;
 pub use runtime::source::PluginSource;
+pub use tier::{Tier, TierChoice};

@@ -1,0 +1,3 @@
+//! The process tier: plugin instances in worker processes, behind the same handle.
+
+pub(crate) mod command;
