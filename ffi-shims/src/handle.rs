@@ -4,8 +4,32 @@ use std::ptr::NonNull;
 
 use pyo3_ffi as ffi;
 
+use crate::error::FfiError;
 use crate::interpreter::{Interp, SubInterpreter};
 use crate::object::PyObj;
+
+/// What a [`PyHandle`] needs from the interpreter that owns its object.
+pub(crate) trait HandleOwner {
+    fn state(&self) -> *mut ffi::PyInterpreterState;
+    /// Whether the calling thread is attached to this interpreter right now.
+    fn is_attached_here(&self) -> bool;
+    /// Runs `f` attached to this interpreter.
+    fn attached(&self, f: &mut dyn FnMut()) -> Result<(), FfiError>;
+}
+
+impl HandleOwner for SubInterpreter {
+    fn state(&self) -> *mut ffi::PyInterpreterState {
+        SubInterpreter::state(self)
+    }
+
+    fn is_attached_here(&self) -> bool {
+        SubInterpreter::is_attached_here(self)
+    }
+
+    fn attached(&self, f: &mut dyn FnMut()) -> Result<(), FfiError> {
+        self.with(|_| f())
+    }
+}
 
 /// A strong reference that outlives one [`SubInterpreter::with`] call but not its interpreter.
 ///
@@ -13,21 +37,21 @@ use crate::object::PyObj;
 /// Use it from inside `with` through [`bind`](Self::bind).
 pub struct PyHandle<'s> {
     ptr: NonNull<ffi::PyObject>,
-    owner: &'s SubInterpreter,
+    owner: &'s dyn HandleOwner,
 }
 
-impl SubInterpreter {
-    /// Keeps `object` alive beyond the current attachment.
+impl<'s> PyHandle<'s> {
+    /// Keeps `object` alive beyond the current attachment to `owner`.
     ///
     /// # Panics
     /// If `object` belongs to another interpreter (a bug in the caller, not bad input).
-    pub fn persist<'s>(&'s self, object: PyObj<'_>) -> PyHandle<'s> {
+    pub(crate) fn new(owner: &'s dyn HandleOwner, object: PyObj<'_>) -> Self {
         assert!(
-            object.interp().state() == self.state(),
+            object.interp().state() == owner.state(),
             "PyHandle: object belongs to another interpreter"
         );
         let ptr = NonNull::new(object.into_ptr()).expect("PyObj is never null");
-        PyHandle { ptr, owner: self }
+        PyHandle { ptr, owner }
     }
 }
 
@@ -58,7 +82,7 @@ impl Drop for PyHandle<'_> {
         };
         if self.owner.is_attached_here() {
             release();
-        } else if self.owner.with(|_| release()).is_err() {
+        } else if self.owner.attached(&mut || release()).is_err() {
             // Attached to another interpreter right now: the reference is leaked rather than released
             // without its GIL. The interpreter reclaims it when it ends.
         }

@@ -60,7 +60,41 @@ pub struct Interp<'i> {
     _attached: PhantomData<&'i ()>,
 }
 
+/// An interpreter a plugin can be loaded into: an own-GIL [`SubInterpreter`] (in the host), or a
+/// process-tier worker's main interpreter ([`WorkerInterpreter`](crate::WorkerInterpreter)).
+pub trait Interpreter {
+    /// Attaches the calling thread to this interpreter, runs `f`, and detaches again.
+    ///
+    /// Fails with [`FfiError::AlreadyAttached`] when called from inside another `with` on this thread.
+    fn with<R>(&self, f: impl for<'i> FnOnce(Interp<'i>) -> R) -> Result<R, FfiError>;
+
+    /// Keeps `object` alive beyond the current attachment (until the handle or the interpreter
+    /// goes).
+    ///
+    /// # Panics
+    /// If `object` belongs to another interpreter (a bug in the caller, not bad input).
+    fn persist<'s>(&'s self, object: PyObj<'_>) -> crate::PyHandle<'s>;
+}
+
+impl Interpreter for SubInterpreter {
+    fn with<R>(&self, f: impl for<'i> FnOnce(Interp<'i>) -> R) -> Result<R, FfiError> {
+        SubInterpreter::with(self, f)
+    }
+
+    fn persist<'s>(&'s self, object: PyObj<'_>) -> crate::PyHandle<'s> {
+        crate::PyHandle::new(self, object)
+    }
+}
+
 impl SubInterpreter {
+    /// Keeps `object` alive beyond the current attachment.
+    ///
+    /// # Panics
+    /// If `object` belongs to another interpreter (a bug in the caller, not bad input).
+    pub fn persist<'s>(&'s self, object: PyObj<'_>) -> crate::PyHandle<'s> {
+        crate::PyHandle::new(self, object)
+    }
+
     /// Creates an own-GIL sub-interpreter on the calling thread.
     ///
     /// Initialises CPython first if needed. Fails if the thread is attached to another interpreter.
@@ -192,6 +226,11 @@ impl SubInterpreter {
 /// Whether the calling thread is attached to any interpreter through fidius.
 pub(crate) fn attached_here() -> bool {
     !ATTACHED.get().is_null()
+}
+
+/// The thread state the calling thread is attached to through fidius, or null.
+pub(crate) fn attached_tstate() -> *mut ffi::PyThreadState {
+    ATTACHED.get()
 }
 
 impl<'i> Interp<'i> {

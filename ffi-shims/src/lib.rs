@@ -1,4 +1,5 @@
-//! The only fidius crate that calls CPython's C API (through [`pyo3_ffi`]); everything above it is safe Rust.
+//! The only fidius crate with unsafe code: CPython's C API (through [`pyo3_ffi`]), and the memory a
+//! process-tier worker shares with its host ([`SharedMemory`]); everything above it is safe Rust.
 //!
 //! # Contract
 //!
@@ -41,14 +42,18 @@ mod interrupt;
 mod json;
 mod object;
 mod runtime;
+mod shared_memory;
+mod worker_interpreter;
 
 pub use baseline::{MainHandle, MainInterpreter};
 pub use bytes::NotBytes;
 pub use error::{FfiError, PythonException};
 pub use exception::Raised;
 pub use handle::PyHandle;
-pub use interpreter::{Interp, InterpreterOptions, SubInterpreter};
+pub use interpreter::{Interp, Interpreter, InterpreterOptions, SubInterpreter};
 pub use interrupt::{InterruptHandle, InterruptOutcome};
 pub use json::JsonError;
 pub use object::PyObj;
 pub use runtime::{ensure_initialized, python_version};
+pub use shared_memory::SharedMemory;
+pub use worker_interpreter::WorkerInterpreter;

@@ -37,9 +37,36 @@ pub enum LoadError {
         #[source]
         source: Box<PackageError>,
     },
-    /// The manifest asks for an isolation this host cannot provide yet.
-    #[error("plugin `{plugin}`: isolation = \"{isolation}\" is not available in this build; use \"subinterpreter\" or \"auto\"")]
-    IsolationUnavailable { plugin: String, isolation: String },
+    /// The plugin must run in the process tier and no worker executable was found.
+    #[error("plugin `{plugin}`: cannot run in the process tier")]
+    WorkerNotFound {
+        plugin: String,
+        #[source]
+        source: crate::process::command::WorkerNotFound,
+    },
+    /// The operating system refused to start a worker process.
+    #[error("plugin `{plugin}`: could not start worker process {}", program.display())]
+    WorkerSpawn {
+        plugin: String,
+        program: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A worker process died (crashed, exited, was killed) while loading the plugin.
+    #[error(
+        "plugin `{plugin}`: worker process died while loading the plugin ({status}){}",
+        tail_suffix(stderr_tail)
+    )]
+    WorkerExited {
+        plugin: String,
+        /// `exit status N` or `killed by signal N (NAME)`.
+        status: String,
+        /// The last lines the worker wrote to its stderr.
+        stderr_tail: String,
+    },
+    /// A worker process answered with something that is not the protocol (killed).
+    #[error("plugin `{plugin}`: worker process broke the protocol: {reason}")]
+    WorkerProtocol { plugin: String, reason: String },
     /// The operating system refused to start a worker thread.
     #[error("plugin `{plugin}`: could not start worker thread")]
     Spawn {
@@ -171,6 +198,15 @@ pub enum LoadError {
     WorkerDied { plugin: String },
 }
 
+/// The last lines of a worker's stderr, on their own lines after the message, when there are any.
+fn tail_suffix(tail: &str) -> String {
+    if tail.trim().is_empty() {
+        String::new()
+    } else {
+        format!("; its stderr ended with:\n{}", tail.trim_end())
+    }
+}
+
 /// Points plugin authors at the process tier when an extension refused to load in a sub-interpreter.
 fn subinterpreter_hint(exception: &PythonException) -> &'static str {
     if exception
@@ -178,7 +214,7 @@ fn subinterpreter_hint(exception: &PythonException) -> &'static str {
         .contains("does not support loading in subinterpreters")
     {
         " (this compiled extension cannot run in an own-GIL sub-interpreter; pure-Python plugins load \
-         here, plugins with such extensions need isolation = \"process\")"
+         here, load it with isolation = \"process\" or \"auto\")"
     } else {
         ""
     }

@@ -2,6 +2,10 @@
 
 use std::time::Duration;
 
+use fidius_core::manifest::Isolation;
+
+use crate::process::command::WorkerCommand;
+
 /// How a plugin is loaded. `LoadOptions::default()` gives one instance, no timeouts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadOptions {
@@ -10,6 +14,9 @@ pub struct LoadOptions {
     pub(crate) call_timeout: Option<Duration>,
     pub(crate) load_timeout: Option<Duration>,
     pub(crate) retire_after: Duration,
+    pub(crate) isolation: Option<Isolation>,
+    pub(crate) memory_limit: Option<u64>,
+    pub(crate) worker_command: Option<WorkerCommand>,
 }
 
 impl Default for LoadOptions {
@@ -20,6 +27,9 @@ impl Default for LoadOptions {
             call_timeout: None,
             load_timeout: None,
             retire_after: Duration::from_secs(1),
+            isolation: None,
+            memory_limit: None,
+            worker_command: None,
         }
     }
 }
@@ -95,9 +105,46 @@ impl LoadOptions {
     }
 
     /// How long an interrupted call (or load) gets to come back before its instance is retired and
-    /// replaced. Default: 1 s.
+    /// replaced. Default: 1 s. (Sub-interpreter tier only: a process-tier worker that overruns a
+    /// deadline is killed at once.)
     pub fn retire_after(mut self, grace: Duration) -> Self {
         self.retire_after = grace;
+        self
+    }
+
+    /// Overrides the package's `[python] isolation`. Default: the manifest's value (`auto` when it
+    /// has none).
+    ///
+    /// * [`Isolation::Subinterpreter`]: own-GIL sub-interpreters on threads of the host process.
+    /// * [`Isolation::Process`]: one worker process per instance. The plugin runs in the worker's
+    ///   main interpreter, so every compiled extension works; a crash, `os._exit` or runaway memory
+    ///   kills only that worker ([`CallError::WorkerCrashed`](crate::CallError::WorkerCrashed)) and
+    ///   the next call gets a fresh one; a call past its timeout kills its worker.
+    /// * [`Isolation::Auto`]: the process tier if any compiled extension in the plugin's `vendor/`
+    ///   cannot run in a sub-interpreter (as recorded by `fidius pack`, or probed in a throwaway
+    ///   child process at load), otherwise sub-interpreters.
+    ///
+    /// [`PythonPluginHandle::tier`](crate::PythonPluginHandle::tier) tells which tier was chosen and why.
+    pub fn isolation(mut self, isolation: Isolation) -> Self {
+        self.isolation = Some(isolation);
+        self
+    }
+
+    /// Limits each worker process's address space (`RLIMIT_AS`) to `bytes`: allocations beyond it
+    /// fail (`MemoryError` in Python; C code that does not check may crash its worker, which is
+    /// then replaced). Only a process can be limited, so this puts the plugin in the process tier;
+    /// combined with an explicit `isolation = "subinterpreter"` the load fails. Leave room for the
+    /// interpreter and libraries: address space counts mappings, not just used memory (numpy with
+    /// OpenBLAS reserves hundreds of MiB per thread pool).
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.memory_limit = Some(bytes);
+        self
+    }
+
+    /// How process-tier workers are started. Default: [`WorkerCommand::find`] (the
+    /// `FIDIUS_WORKER` variable, else `fidius-worker` next to the running executable or on `PATH`).
+    pub fn worker_command(mut self, command: WorkerCommand) -> Self {
+        self.worker_command = Some(command);
         self
     }
 }

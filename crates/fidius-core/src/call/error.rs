@@ -108,6 +108,22 @@ pub enum CallError {
     /// The plugin's instances are gone (shut down, or their worker thread died).
     #[error("plugin `{plugin}` is no longer running")]
     Unavailable { plugin: String },
+    /// Process tier: the worker process serving the call died before answering (a segfault,
+    /// `os._exit`, killed for memory...). The host and the plugin's other instances are unaffected,
+    /// and the next call gets a fresh worker.
+    #[error("the worker process of plugin `{plugin}` died during `{method}` ({status})")]
+    WorkerCrashed {
+        plugin: String,
+        method: String,
+        /// `exit status N` or `killed by signal N (NAME)`.
+        status: String,
+        /// The last lines the worker wrote to stderr (C-level output, fatal error messages).
+        stderr_tail: String,
+    },
+    /// Process tier: no worker process could be started for this call (the plugin crashed its
+    /// previous workers and is in back-off, or its load fails now).
+    #[error("plugin `{plugin}`: no worker process available: {reason}")]
+    WorkerUnavailable { plugin: String, reason: String },
 }
 
 impl From<PluginError> for CallError {

@@ -15,12 +15,15 @@ use fidius_core::{CallError, PluginCall};
 
 use crate::error::LoadError;
 use crate::options::{CallOptions, LoadOptions};
+use crate::process::command::WorkerCommand;
+use crate::process::pool::{ProcessPool, ProcessSettings};
 use crate::runtime::generation;
 use crate::runtime::instance::{Deadline, Reply, ReplyTo, Request};
 use crate::runtime::output::OutputLine;
 use crate::runtime::pool::{PoolSettings, PoolShared, PoolStats};
 use crate::runtime::source::PluginSource;
 use crate::runtime::wait;
+use crate::tier::{self, Tier, TierChoice};
 
 /// A loaded plugin: a pool of instances fed from one queue.
 ///
@@ -63,6 +66,11 @@ pub struct PluginInfo {
 
 struct Pool {
     shared: Arc<PoolShared>,
+    /// Where the instances run, and why.
+    tier: TierChoice,
+    /// The worker processes, in the process tier (the thread pool in `shared` then has no
+    /// instances).
+    processes: Option<ProcessPool>,
     /// The loaded version and every version reloads brought in since, newest last.
     versions: Version,
     /// Which descriptor methods the serving version defines (optional ones may be absent).
@@ -128,6 +136,13 @@ impl PythonPluginHandle {
                 reason: "a timeout must be longer than zero".to_owned(),
             });
         }
+        let manifest_isolation = info
+            .manifest
+            .as_ref()
+            .and_then(|manifest| manifest.python.as_ref())
+            .map(|python| python.isolation);
+        let tier = tier::decide(&source, manifest_isolation, options)?;
+        tracing::info!(plugin = %source.name, version = %source.version, tier = %tier.tier, reason = %tier.reason, "tier chosen");
         let (requests, queue) = crossbeam_channel::unbounded();
         let serving = Arc::new(source.clone());
         let shared = PoolShared::new(
@@ -142,6 +157,8 @@ impl PythonPluginHandle {
         );
         let mut pool = Pool {
             shared: Arc::clone(&shared),
+            tier: tier.clone(),
+            processes: None,
             versions: Version {
                 source,
                 info,
@@ -154,13 +171,34 @@ impl PythonPluginHandle {
             reloading: Mutex::new(()),
             requests: Some(requests),
         };
-        // On error `pool` drops here, which stops and joins the instances that did start.
-        let loaded = generation::start(&shared, &serving, 0, options.instances, false)?;
-        pool.implemented = loaded
-            .implemented
-            .iter()
-            .map(|&on| AtomicBool::new(on))
-            .collect();
+        let implemented = match tier.tier {
+            Tier::Process => {
+                let command = match &options.worker_command {
+                    Some(command) => command.clone(),
+                    None => WorkerCommand::find().map_err(|source| LoadError::WorkerNotFound {
+                        plugin: serving.name.clone(),
+                        source,
+                    })?,
+                };
+                let settings = ProcessSettings {
+                    command,
+                    memory_limit: options.memory_limit,
+                    load_timeout: options.load_timeout,
+                };
+                let (processes, implemented) = ProcessPool::start(
+                    &serving,
+                    descriptor,
+                    options.instances,
+                    Arc::clone(&shared.recent_output),
+                    settings,
+                )?;
+                pool.processes = Some(processes);
+                implemented
+            }
+            // On error `pool` drops here, which stops and joins the instances that did start.
+            _ => generation::start(&shared, &serving, 0, options.instances, false)?.implemented,
+        };
+        pool.implemented = implemented.iter().map(|&on| AtomicBool::new(on)).collect();
         tracing::info!(plugin = %serving.name, version = %serving.version, instances = options.instances, "plugin loaded");
         Ok(Self {
             pool: Arc::new(pool),
@@ -187,9 +225,20 @@ impl PythonPluginHandle {
         self.pool.instances
     }
 
-    /// Timeouts, retired instances and detached threads so far.
+    /// Where this plugin's instances run (sub-interpreters or worker processes), and why.
+    pub fn tier(&self) -> &TierChoice {
+        &self.pool.tier
+    }
+
+    /// Timeouts, retired instances, detached threads and worker crashes so far.
     pub fn stats(&self) -> PoolStats {
-        self.pool.shared.stats()
+        let mut stats = self.pool.shared.stats();
+        if let Some(processes) = &self.pool.processes {
+            stats.instances = processes.running();
+            stats.worker_crashes = processes.counters.crashes.load(Ordering::Relaxed);
+            stats.worker_restarts = processes.counters.restarts.load(Ordering::Relaxed);
+        }
+        stats
     }
 
     /// [`call_typed_json`](PluginCall::call_typed_json) with per-call settings, e.g. a timeout.
@@ -200,12 +249,7 @@ impl PythonPluginHandle {
         options: &CallOptions,
     ) -> Result<Vec<u8>, CallError> {
         let timeout = options.timeout.unwrap_or(self.pool.call_timeout);
-        self.call(
-            method_index,
-            WireMode::TypedJson,
-            args_json.to_vec(),
-            timeout,
-        )
+        self.call(method_index, WireMode::TypedJson, args_json, timeout)
     }
 
     /// [`call_raw`](PluginCall::call_raw) with per-call settings, e.g. a timeout.
@@ -216,7 +260,7 @@ impl PythonPluginHandle {
         options: &CallOptions,
     ) -> Result<Vec<u8>, CallError> {
         let timeout = options.timeout.unwrap_or(self.pool.call_timeout);
-        self.call(method_index, WireMode::Raw, input.to_vec(), timeout)
+        self.call(method_index, WireMode::Raw, input, timeout)
     }
 
     /// The plugin's most recent output lines, oldest first, from all its instances:
@@ -233,7 +277,7 @@ impl PythonPluginHandle {
         &self,
         index: usize,
         requested: WireMode,
-        payload: Vec<u8>,
+        payload: &[u8],
         timeout: Option<Duration>,
     ) -> Result<Vec<u8>, CallError> {
         let pool = &*self.pool;
@@ -269,13 +313,20 @@ impl PythonPluginHandle {
             let at = Instant::now().checked_add(after)?;
             Some(Deadline { at, after })
         });
+        if let Some(processes) = &pool.processes {
+            let result = processes.call(index, payload, deadline);
+            if matches!(result, Err(CallError::Timeout { .. })) {
+                pool.shared.timeouts.fetch_add(1, Ordering::Relaxed);
+            }
+            return result;
+        }
         let requests = pool.requests.as_ref().ok_or_else(unavailable)?;
         REPLIES.with(|replies| {
             let call_id = replies.next_call_id();
             requests
                 .send(Request {
                     method: index,
-                    payload,
+                    payload: payload.to_vec(),
                     reply: ReplyTo::new(replies.sender.clone(), call_id),
                     deadline,
                 })
@@ -348,18 +399,13 @@ impl PluginCall for PythonPluginHandle {
         self.call(
             method_index,
             WireMode::TypedJson,
-            args_json.to_vec(),
+            args_json,
             self.pool.call_timeout,
         )
     }
 
     fn call_raw(&self, method_index: usize, input: &[u8]) -> Result<Vec<u8>, CallError> {
-        self.call(
-            method_index,
-            WireMode::Raw,
-            input.to_vec(),
-            self.pool.call_timeout,
-        )
+        self.call(method_index, WireMode::Raw, input, self.pool.call_timeout)
     }
 
     fn implements(&self, method_index: usize) -> bool {

@@ -63,14 +63,21 @@ impl PythonPluginHandle {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let shared = &pool.shared;
-        let generation = shared.generation.load(Ordering::Acquire) + 1;
         let serving = Arc::new(source.clone());
-        let loaded = generation::start(shared, &serving, generation, pool.instances, true)?;
-        let implemented = loaded.implemented.clone();
-        // New instances serve from here on, next to the old ones until those take their next
-        // request, hand it back, and end.
-        loaded.release();
-        shared.promote(Arc::clone(&serving), generation);
+        let implemented = match &pool.processes {
+            // The new workers serve from the next call on; the old ones end once their calls did.
+            Some(processes) => processes.reload(&serving, pool.instances)?,
+            None => {
+                let generation = shared.generation.load(Ordering::Acquire) + 1;
+                let loaded = generation::start(shared, &serving, generation, pool.instances, true)?;
+                let implemented = loaded.implemented.clone();
+                // New instances serve from here on, next to the old ones until those take their
+                // next request, hand it back, and end.
+                loaded.release();
+                shared.promote(Arc::clone(&serving), generation);
+                implemented
+            }
+        };
         for (flag, now) in pool.implemented.iter().zip(implemented) {
             flag.store(now, Ordering::Relaxed);
         }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use fidius_core::archive::UnpackLimits;
 use fidius_core::interface::PythonInterfaceDescriptor;
-use fidius_core::manifest::{Isolation, Manifest};
+use fidius_core::manifest::Manifest;
 use fidius_core::signing::{verify_dir, KeyFingerprint, VerifyingKey};
 use fidius_core::tree::SIGNATURE_FILE;
 use fidius_core::PackageError;
@@ -396,14 +396,6 @@ fn check_manifest(
             expected: descriptor.version,
             found: manifest.package.interface_version.to_string(),
         });
-    }
-    if let Some(python) = &manifest.python {
-        if python.isolation == Isolation::Process {
-            return Err(LoadError::IsolationUnavailable {
-                plugin,
-                isolation: "process".to_owned(),
-            });
-        }
     }
     Ok(())
 }

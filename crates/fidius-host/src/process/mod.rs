@@ -1,3 +1,7 @@
 //! The process tier: plugin instances in worker processes, behind the same handle.
 
+pub(crate) mod child;
 pub(crate) mod command;
+pub(crate) mod mailbox;
+pub(crate) mod pool;
+pub(crate) mod protocol;

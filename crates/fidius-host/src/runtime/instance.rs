@@ -12,7 +12,7 @@ use fidius_ffi::{Interp, InterpreterOptions, SubInterpreter};
 use crate::error::LoadError;
 use crate::runtime::dispatch::dispatch;
 use crate::runtime::loader::{self, LoadedInstance};
-use crate::runtime::output::OutputRoute;
+use crate::runtime::output::{OutputRoute, OutputSink};
 use crate::runtime::pool::{PoolShared, WorkerStart};
 use crate::runtime::source::PluginSource;
 use crate::runtime::wait;

@@ -1,11 +1,11 @@
 //! Loading a plugin into a fresh sub-interpreter and checking it against the interface.
 
 use fidius_core::interface::PythonInterfaceDescriptor;
-use fidius_ffi::{FfiError, PyHandle, SubInterpreter};
+use fidius_ffi::{FfiError, Interpreter, PyHandle};
 use serde::Deserialize;
 
 use crate::error::LoadError;
-use crate::runtime::output::{self, OutputRoute};
+use crate::runtime::output::{self, OutputSink};
 use crate::runtime::source::PluginSource;
 use crate::sdk::SDK_SOURCE;
 
@@ -73,17 +73,37 @@ enum Rejection {
 }
 
 /// Imports the plugin into `interp` and checks it; no plugin code runs before this call.
-pub(crate) fn load<'s>(
-    interp: &'s SubInterpreter,
+pub(crate) fn load<'s, I: Interpreter>(
+    interp: &'s I,
     source: &PluginSource,
     descriptor: &PythonInterfaceDescriptor,
-    route: &OutputRoute<'_>,
+    output: &dyn OutputSink,
 ) -> Result<LoadedInstance<'s>, LoadError> {
-    let plugin = &source.name;
-    let bootstrap_failed = |source: FfiError| LoadError::Bootstrap {
-        plugin: plugin.clone(),
-        source,
-    };
+    let log_level = output::python_log_level();
+    let report =
+        bootstrap(interp, source, descriptor, log_level, output).map_err(|source_error| {
+            LoadError::Bootstrap {
+                plugin: source.name.clone(),
+                source: source_error,
+            }
+        })?;
+    check_report(&report, source, descriptor)?;
+    instance(interp, descriptor).map_err(|source_error| LoadError::Bootstrap {
+        plugin: source.name.clone(),
+        source: source_error,
+    })
+}
+
+/// Runs the bootstrap (sets up `sys.path`, the SDK and output capture, imports the plugin and
+/// checks it), drains what the import printed, and returns the bootstrap's JSON report for
+/// [`check_report`].
+pub(crate) fn bootstrap<I: Interpreter>(
+    interp: &I,
+    source: &PluginSource,
+    descriptor: &PythonInterfaceDescriptor,
+    log_level: u32,
+    output: &dyn OutputSink,
+) -> Result<Vec<u8>, FfiError> {
     let spec = serde_json::json!({
         "vendor_dir": source.vendor_dir(),
         "plugin_dir": source.dir(),
@@ -91,7 +111,7 @@ pub(crate) fn load<'s>(
         "hash": descriptor.interface_hash,
         "trait": descriptor.trait_name,
         "version": descriptor.version,
-        "log_level": output::python_log_level(),
+        "log_level": log_level,
         "methods": descriptor.methods.iter().map(|method| serde_json::json!({
             "name": method.name,
             "arity": method.args.len(),
@@ -110,27 +130,40 @@ pub(crate) fn load<'s>(
                 .map_err(|raised| FfiError::Python(raised.describe()))?;
             report.to_json().map_err(internal)
         })
-        .map_err(bootstrap_failed)?
-        .map_err(bootstrap_failed);
+        .and_then(|report| report);
     // What the plugin printed at import time, even when the load failed: often the best clue.
     let _ = interp.with(|py| {
         if let Ok((buffer, take)) = output::buffer_and_take(py) {
-            route.drain(&buffer, &take);
+            output.drain(&buffer, &take);
         }
     });
-    let report = report?;
+    report
+}
 
+/// Turns the bootstrap's report into the load error it describes, if any.
+pub(crate) fn check_report(
+    report: &[u8],
+    source: &PluginSource,
+    descriptor: &PythonInterfaceDescriptor,
+) -> Result<(), LoadError> {
     let unreadable = |error| LoadError::BootstrapReport {
-        plugin: plugin.clone(),
-        report: String::from_utf8_lossy(&report).into_owned(),
+        plugin: source.name.clone(),
+        report: String::from_utf8_lossy(report).into_owned(),
         source: error,
     };
-    let parsed: serde_json::Value = serde_json::from_slice(&report).map_err(unreadable)?;
+    let parsed: serde_json::Value = serde_json::from_slice(report).map_err(unreadable)?;
     if parsed.get("ok").is_none() {
         let rejection = Rejection::deserialize(&parsed).map_err(unreadable)?;
         return Err(rejection_to_error(rejection, source, descriptor));
     }
+    Ok(())
+}
 
+/// Keeps the accepted plugin's methods, error class and output capture for serving calls.
+pub(crate) fn instance<'s, I: Interpreter>(
+    interp: &'s I,
+    descriptor: &PythonInterfaceDescriptor,
+) -> Result<LoadedInstance<'s>, FfiError> {
     interp
         .with(|py| -> Result<LoadedInstance<'s>, FfiError> {
             let methods = (0..descriptor.methods.len())
@@ -149,8 +182,7 @@ pub(crate) fn load<'s>(
                 take_output: interp.persist(take),
             })
         })
-        .map_err(bootstrap_failed)?
-        .map_err(bootstrap_failed)
+        .and_then(|instance| instance)
 }
 
 /// A conversion failure inside the bootstrap (the data is the host's own, so this is a fidius bug).

@@ -1,9 +1,9 @@
 //! Plugin instances: own-GIL sub-interpreters on dedicated worker threads.
 
-mod dispatch;
+pub(crate) mod dispatch;
 pub(crate) mod generation;
 pub(crate) mod instance;
-mod loader;
+pub(crate) mod loader;
 pub(crate) mod output;
 pub(crate) mod pool;
 pub(crate) mod source;

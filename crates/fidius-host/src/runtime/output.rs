@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use fidius_ffi::{Interp, PyObj};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tracing::Level;
 
 /// The `tracing` target of every event that carries plugin output.
@@ -94,9 +94,37 @@ pub(crate) struct OutputRoute<'a> {
     pub(crate) recent: &'a RecentOutput,
 }
 
-/// What `_fidius_take_output()` returns: the lines, and how many were dropped over the limit.
-#[derive(Deserialize)]
-struct Taken(Vec<(String, Option<u32>, Option<String>, String)>, u64);
+/// What `_fidius_take_output()` returns: the lines (stream, logging level, logger, text), and how
+/// many were dropped over the limit. Process-tier workers send it to their host as it is.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Taken(Vec<(String, Option<u32>, Option<String>, String)>, u64);
+
+impl Taken {
+    /// One line the host itself read for the plugin (a worker process's stdout/stderr file
+    /// descriptors, written by C code or `os.write`).
+    pub(crate) fn line(stream: &str, text: String) -> Self {
+        Self(vec![(stream.to_owned(), None, None, text)], 0)
+    }
+}
+
+/// Where an attached interpreter's output goes once drained.
+pub(crate) trait OutputSink {
+    /// Takes whatever the plugin wrote since the last drain out of the interpreter. `buffer` is
+    /// the bootstrap's `_fidius_output` list and `take` its `_fidius_take_output` function.
+    fn drain(&self, buffer: &PyObj<'_>, take: &PyObj<'_>);
+}
+
+/// Takes the plugin's pending output; `Ok(None)` when it wrote nothing (one length check).
+pub(crate) fn take(buffer: &PyObj<'_>, take: &PyObj<'_>) -> Result<Option<Taken>, String> {
+    if buffer.is_empty().unwrap_or(true) {
+        return Ok(None);
+    }
+    take.call(&[])
+        .map_err(|raised| raised.describe().to_string())
+        .and_then(|taken| taken.to_json().map_err(|error| error.to_string()))
+        .and_then(|json| serde_json::from_slice::<Taken>(&json).map_err(|error| error.to_string()))
+        .map(Some)
+}
 
 /// Python's `logging` level for the most verbose `tracing` level any subscriber enables, so records
 /// the host would discard anyway are not even formatted.
@@ -110,27 +138,21 @@ pub(crate) fn python_log_level() -> u32 {
     }
 }
 
-impl OutputRoute<'_> {
-    /// Emits and keeps whatever the plugin wrote since the last drain. `buffer` is the bootstrap's
-    /// `_fidius_output` list and `take` its `_fidius_take_output` function.
-    pub(crate) fn drain(&self, buffer: &PyObj<'_>, take: &PyObj<'_>) {
-        if buffer.is_empty().unwrap_or(true) {
-            return;
-        }
-        let taken = take
-            .call(&[])
-            .map_err(|raised| raised.describe().to_string())
-            .and_then(|taken| taken.to_json().map_err(|error| error.to_string()))
-            .and_then(|json| {
-                serde_json::from_slice::<Taken>(&json).map_err(|error| error.to_string())
-            });
-        let Taken(lines, dropped) = match taken {
-            Ok(taken) => taken,
+impl OutputSink for OutputRoute<'_> {
+    fn drain(&self, buffer: &PyObj<'_>, take_output: &PyObj<'_>) {
+        match take(buffer, take_output) {
+            Ok(Some(taken)) => self.deliver(taken),
+            Ok(None) => {}
             Err(error) => {
                 tracing::error!(plugin = self.plugin, %error, "could not read the plugin's output");
-                return;
             }
-        };
+        }
+    }
+}
+
+impl OutputRoute<'_> {
+    /// Emits and keeps lines the plugin wrote.
+    pub(crate) fn deliver(&self, Taken(lines, dropped): Taken) {
         if dropped > 0 {
             tracing::warn!(
                 target: OUTPUT_TARGET,

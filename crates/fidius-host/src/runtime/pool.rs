@@ -29,13 +29,18 @@ pub struct PoolStats {
     /// Threads of retired instances that are still running (stuck in C code), detached from the
     /// pool. Each holds its interpreter's memory until the code it is stuck in returns.
     pub detached_threads: u64,
+    /// Process tier: worker processes that died (crashed, exited, were killed for memory) or
+    /// broke the protocol. Workers killed at a call's timeout count under `timeouts` instead.
+    pub worker_crashes: u64,
+    /// Process tier: worker processes started to replace one that died, timed out or was killed.
+    pub worker_restarts: u64,
 }
 
 pub(crate) struct PoolShared {
     /// The plugin's name (the same for every version a reload brings in).
     pub(crate) name: String,
     pub(crate) descriptor: &'static PythonInterfaceDescriptor,
-    pub(crate) recent_output: RecentOutput,
+    pub(crate) recent_output: Arc<RecentOutput>,
     pub(crate) queue: Receiver<Request>,
     pub(crate) load_timeout: Option<Duration>,
     pub(crate) retire_after: Duration,
@@ -98,7 +103,7 @@ impl PoolShared {
         Arc::new(Self {
             name: source.name.clone(),
             descriptor,
-            recent_output: RecentOutput::new(settings.recent_output_lines),
+            recent_output: Arc::new(RecentOutput::new(settings.recent_output_lines)),
             queue,
             load_timeout: settings.load_timeout,
             retire_after: settings.retire_after,
@@ -278,6 +283,8 @@ impl PoolShared {
             timeouts: self.timeouts.load(Ordering::Relaxed),
             retired_instances: self.retired.load(Ordering::Relaxed),
             detached_threads: self.detached_running.load(Ordering::Relaxed),
+            worker_crashes: 0,
+            worker_restarts: 0,
         }
     }
 

@@ -1,8 +1,266 @@
-//! `serve` mode: one plugin instance in this process's main interpreter.
+//! `serve` mode: one plugin instance in this process's main interpreter, answering its host through
+//! the mailbox it was handed as stdin.
 
+use std::cell::RefCell;
 use std::ffi::OsString;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use fidius_core::interface::PythonInterfaceDescriptor;
+use fidius_core::CallError;
+use fidius_ffi::{FfiError, Interpreter, PyObj, WorkerInterpreter};
+use rustix::event::{poll, PollFd, PollFlags};
+use rustix::process::{getppid, pidfd_open, Pid, PidfdFlags, Resource, Rlimit};
+
+use crate::process::mailbox::{Interrupted, Mailbox, ReceiveError, Wait};
+use crate::process::protocol::{self, RemoteError, StartSpec, Started};
+use crate::runtime::dispatch::dispatch;
+use crate::runtime::loader::{self, LoadedInstance};
+use crate::runtime::output::{self, OutputSink, Taken};
+
+/// How long the worker polls for the next call after answering one before it sleeps (a host making
+/// back-to-back calls never waits for a wake-up).
+const KEEP_POLLING: Duration = Duration::from_micros(100);
+
+/// Exit status when the host broke the protocol or went away.
+const HOST_GONE: u8 = 70;
 
 pub(super) fn main(_args: Vec<OsString>) -> ExitCode {
-    ExitCode::FAILURE
+    match serve() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(reason) => {
+            eprintln!("fidius worker: {reason}");
+            ExitCode::from(HOST_GONE)
+        }
+    }
+}
+
+fn serve() -> Result<(), String> {
+    let host = getppid().ok_or_else(|| "started without a host process".to_owned())?;
+    exit_with_host(host)?;
+    let file = rustix::io::dup(std::io::stdin())
+        .map_err(|error| format!("no mailbox on stdin: {error}"))?;
+    let mut mailbox =
+        Mailbox::open(file.into()).map_err(|error| format!("no mailbox on stdin: {error}"))?;
+    // The plugin reads no input; its stdout and stderr already go to the host's pipe.
+    if let Ok(null) = std::fs::File::open("/dev/null") {
+        let _ = rustix::stdio::dup2_stdin(&null);
+    }
+    let mut host_alive = || getppid() == Some(host);
+    let mut wait = Wait {
+        spin: KEEP_POLLING,
+        deadline: None,
+        alive: &mut host_alive,
+    };
+    let (kind, body) = mailbox
+        .receive(64 << 20, &mut wait)
+        .map_err(|error| describe(&error))?;
+    if kind != protocol::START {
+        return Err(format!("expected a start message, got kind {kind}"));
+    }
+    let spec: StartSpec =
+        serde_json::from_slice(&body).map_err(|error| format!("bad start message: {error}"))?;
+    if let Some(limit) = spec.memory_limit {
+        rustix::process::setrlimit(
+            Resource::As,
+            Rlimit {
+                current: Some(limit),
+                maximum: Some(limit),
+            },
+        )
+        .map_err(|error| format!("cannot set the memory limit: {error}"))?;
+    }
+    let descriptor = spec.interface.leak();
+    let interp = match WorkerInterpreter::claim() {
+        Ok(interp) => interp,
+        Err(error) => {
+            send_json(&mut mailbox, protocol::STARTED, &failed(&error), &mut wait)?;
+            return Ok(());
+        }
+    };
+    let collected = Collected::default();
+    let Some(instance) = load(
+        &interp,
+        &spec,
+        descriptor,
+        &collected,
+        &mut mailbox,
+        &mut wait,
+    )?
+    else {
+        return Ok(());
+    };
+    loop {
+        let (kind, body) = match mailbox.receive(usize::MAX, &mut wait) {
+            Ok(message) => message,
+            Err(ReceiveError::Interrupted(Interrupted::PeerGone)) => return Ok(()),
+            Err(error) => return Err(describe(&error)),
+        };
+        match kind {
+            protocol::CALL => {
+                let (index, payload) = split_call(&body)?;
+                let result = interp
+                    .with(|py| {
+                        let result = match descriptor.methods.get(index) {
+                            Some(method) => dispatch(py, &instance, method, index, payload),
+                            None => Err(CallError::UnknownMethod {
+                                interface: descriptor.trait_name,
+                                index,
+                            }),
+                        };
+                        collected.drain(
+                            &instance.output_buffer.bind(py),
+                            &instance.take_output.bind(py),
+                        );
+                        result
+                    })
+                    .map_err(|error| format!("cannot enter the interpreter: {error}"))?;
+                send_output(&collected, &mut mailbox, &mut wait)?;
+                match result {
+                    Ok(bytes) => mailbox
+                        .send(protocol::REPLY_OK, &[&bytes], &mut wait)
+                        .map_err(|_| "the host went away".to_owned())?,
+                    Err(error) => send_json(
+                        &mut mailbox,
+                        protocol::REPLY_ERR,
+                        &RemoteError::from_call_error(error),
+                        &mut wait,
+                    )?,
+                }
+            }
+            protocol::SHUTDOWN => return Ok(()),
+            other => return Err(format!("unexpected message kind {other}")),
+        }
+    }
+}
+
+/// Ends this worker as soon as its host process ends, whatever the plugin is doing (also stuck in C
+/// code). Not `PR_SET_PDEATHSIG`: that fires when the host *thread* that started the worker ends.
+fn exit_with_host(host: Pid) -> Result<(), String> {
+    let host_fd = pidfd_open(host, PidfdFlags::empty())
+        .map_err(|error| format!("cannot watch the host process: {error}"))?;
+    if getppid() != Some(host) {
+        return Err("the host exited before the worker started".to_owned());
+    }
+    std::thread::Builder::new()
+        .name("fidius:host-watch".to_owned())
+        .spawn(move || {
+            let mut fds = [PollFd::new(&host_fd, PollFlags::IN)];
+            // Readable once the host has exited; an error means we cannot tell, so keep serving.
+            while poll(&mut fds, None).is_err() {}
+            std::process::exit(i32::from(HOST_GONE));
+        })
+        .map(drop)
+        .map_err(|error| format!("cannot watch the host process: {error}"))
+}
+
+/// Loads the plugin and reports the outcome; `None` when it was rejected (the host has the reason).
+fn load<'s>(
+    interp: &'s WorkerInterpreter,
+    spec: &StartSpec,
+    descriptor: &'static PythonInterfaceDescriptor,
+    collected: &Collected,
+    mailbox: &mut Mailbox,
+    wait: &mut Wait<'_>,
+) -> Result<Option<LoadedInstance<'s>>, String> {
+    let source = spec.source();
+    let report = loader::bootstrap(interp, &source, descriptor, spec.log_level, collected);
+    send_output(collected, mailbox, wait)?;
+    let report = match report {
+        Ok(report) => report,
+        Err(error) => {
+            send_json(mailbox, protocol::STARTED, &failed(&error), wait)?;
+            return Ok(None);
+        }
+    };
+    let accepted = loader::check_report(&report, &source, descriptor).is_ok();
+    let instance = if accepted {
+        match loader::instance(interp, descriptor) {
+            Ok(instance) => Some(instance),
+            Err(error) => {
+                send_json(mailbox, protocol::STARTED, &failed(&error), wait)?;
+                return Ok(None);
+            }
+        }
+    } else {
+        None
+    };
+    let started = Started::Report {
+        report: String::from_utf8_lossy(&report).into_owned(),
+        implemented: instance
+            .as_ref()
+            .map(LoadedInstance::implemented)
+            .unwrap_or_default(),
+    };
+    send_json(mailbox, protocol::STARTED, &started, wait)?;
+    Ok(instance)
+}
+
+fn failed(error: &FfiError) -> Started {
+    match error {
+        FfiError::Python(exception) => Started::Failed {
+            type_name: exception.type_name.clone(),
+            message: exception.message.clone(),
+            traceback: exception.traceback.clone(),
+        },
+        other => Started::Failed {
+            type_name: "fidius.WorkerError".to_owned(),
+            message: other.to_string(),
+            traceback: None,
+        },
+    }
+}
+
+fn split_call(body: &[u8]) -> Result<(usize, &[u8]), String> {
+    let (index, payload) = body
+        .split_first_chunk::<4>()
+        .ok_or_else(|| "call message without a method index".to_owned())?;
+    Ok((u32::from_le_bytes(*index) as usize, payload))
+}
+
+fn send_json(
+    mailbox: &mut Mailbox,
+    kind: u8,
+    value: &impl serde::Serialize,
+    wait: &mut Wait<'_>,
+) -> Result<(), String> {
+    let json = serde_json::to_vec(value).map_err(|error| format!("cannot encode: {error}"))?;
+    mailbox
+        .send(kind, &[&json], wait)
+        .map_err(|_| "the host went away".to_owned())
+}
+
+fn send_output(
+    collected: &Collected,
+    mailbox: &mut Mailbox,
+    wait: &mut Wait<'_>,
+) -> Result<(), String> {
+    for taken in collected.0.take() {
+        send_json(mailbox, protocol::OUTPUT, &taken, wait)?;
+    }
+    Ok(())
+}
+
+fn describe(error: &ReceiveError) -> String {
+    match error {
+        ReceiveError::Interrupted(_) => "the host went away".to_owned(),
+        ReceiveError::Protocol(reason) => format!("protocol error: {reason}"),
+    }
+}
+
+/// Output drained from the interpreter, waiting to be sent to the host.
+#[derive(Default)]
+struct Collected(RefCell<Vec<Taken>>);
+
+impl OutputSink for Collected {
+    fn drain(&self, buffer: &PyObj<'_>, take: &PyObj<'_>) {
+        match output::take(buffer, take) {
+            Ok(Some(taken)) => self.0.borrow_mut().push(taken),
+            Ok(None) => {}
+            Err(error) => self.0.borrow_mut().push(Taken::line(
+                "stderr",
+                format!("fidius: could not read output: {error}"),
+            )),
+        }
+    }
 }

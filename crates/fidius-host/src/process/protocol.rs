@@ -1,0 +1,236 @@
+//! What host and worker say to each other over the mailbox. Both sides come from one build, so the
+//! format is private and versioned only by the mailbox's magic number.
+
+use std::path::PathBuf;
+
+use fidius_core::interface::{
+    PythonArgDescriptor, PythonInterfaceDescriptor, PythonMethodDescriptor, WireMode,
+};
+use fidius_core::{CallError, PluginError};
+use serde::{Deserialize, Serialize};
+
+use crate::runtime::source::PluginSource;
+
+/// Host → worker: load this plugin (JSON [`StartSpec`]).
+pub(crate) const START: u8 = 1;
+/// Host → worker: call a method (u32 method index, little-endian, then the payload).
+pub(crate) const CALL: u8 = 2;
+/// Host → worker: exit now.
+pub(crate) const SHUTDOWN: u8 = 3;
+/// Worker → host: the load's outcome (JSON [`Started`]).
+pub(crate) const STARTED: u8 = 11;
+/// Worker → host: output the plugin wrote (JSON, as the bootstrap hands it over).
+pub(crate) const OUTPUT: u8 = 12;
+/// Worker → host: a call's result bytes.
+pub(crate) const REPLY_OK: u8 = 13;
+/// Worker → host: a call's error (JSON [`RemoteError`]).
+pub(crate) const REPLY_ERR: u8 = 14;
+
+/// Everything a worker needs to load its plugin.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct StartSpec {
+    pub(crate) plugin: String,
+    pub(crate) version: String,
+    pub(crate) dir: PathBuf,
+    pub(crate) entry_module: String,
+    pub(crate) interface: InterfaceSpec,
+    /// Python `logging` level the host wants records from.
+    pub(crate) log_level: u32,
+    /// Address-space limit for the worker (`RLIMIT_AS`), in bytes.
+    pub(crate) memory_limit: Option<u64>,
+}
+
+impl StartSpec {
+    pub(crate) fn source(&self) -> PluginSource {
+        PluginSource::new(&self.plugin, &self.version, &self.dir, &self.entry_module)
+    }
+}
+
+/// The interface descriptor, in a form that crosses a process boundary.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct InterfaceSpec {
+    trait_name: String,
+    version: u32,
+    hash: u64,
+    methods: Vec<MethodSpec>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct MethodSpec {
+    name: String,
+    raw: bool,
+    args: Vec<(String, String)>,
+    returns: String,
+    optional_since: Option<u32>,
+    signature: String,
+}
+
+impl InterfaceSpec {
+    pub(crate) fn of(descriptor: &PythonInterfaceDescriptor) -> Self {
+        Self {
+            trait_name: descriptor.trait_name.to_owned(),
+            version: descriptor.version,
+            hash: descriptor.interface_hash,
+            methods: descriptor
+                .methods
+                .iter()
+                .map(|method| MethodSpec {
+                    name: method.name.to_owned(),
+                    raw: method.wire == WireMode::Raw,
+                    args: method
+                        .args
+                        .iter()
+                        .map(|arg| (arg.name.to_owned(), arg.ty.to_owned()))
+                        .collect(),
+                    returns: method.returns.to_owned(),
+                    optional_since: method.optional_since,
+                    signature: method.signature.to_owned(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The descriptor again, for the worker's lifetime (a worker loads one plugin, once).
+    pub(crate) fn leak(&self) -> &'static PythonInterfaceDescriptor {
+        fn leak(text: &str) -> &'static str {
+            Box::leak(text.to_owned().into_boxed_str())
+        }
+        let methods: Vec<PythonMethodDescriptor> = self
+            .methods
+            .iter()
+            .map(|method| PythonMethodDescriptor {
+                name: leak(&method.name),
+                wire: if method.raw {
+                    WireMode::Raw
+                } else {
+                    WireMode::TypedJson
+                },
+                args: Box::leak(
+                    method
+                        .args
+                        .iter()
+                        .map(|(name, ty)| PythonArgDescriptor {
+                            name: leak(name),
+                            ty: leak(ty),
+                        })
+                        .collect::<Vec<_>>()
+                        .into_boxed_slice(),
+                ),
+                returns: leak(&method.returns),
+                optional_since: method.optional_since,
+                signature: leak(&method.signature),
+            })
+            .collect();
+        Box::leak(Box::new(PythonInterfaceDescriptor {
+            trait_name: leak(&self.trait_name),
+            version: self.version,
+            interface_hash: self.hash,
+            methods: Box::leak(methods.into_boxed_slice()),
+        }))
+    }
+}
+
+/// The worker's answer to [`START`].
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Started {
+    /// The bootstrap ran; its JSON report says whether the plugin was accepted (the host checks it
+    /// with the same code as for a sub-interpreter). `implemented` is filled when it was.
+    Report {
+        report: String,
+        implemented: Vec<bool>,
+    },
+    /// The bootstrap itself failed (no report).
+    Failed {
+        type_name: String,
+        message: String,
+        traceback: Option<String>,
+    },
+}
+
+/// A call error as it crosses from the worker. Only what `dispatch` can produce.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum RemoteError {
+    Plugin(PluginError),
+    NotImplemented {
+        method: String,
+    },
+    Python {
+        method: String,
+        exception_type: String,
+        message: String,
+        traceback: Option<String>,
+    },
+    InvalidResult {
+        method: String,
+        reason: String,
+    },
+    InvalidArguments {
+        method: String,
+        reason: String,
+    },
+    UnknownMethod {
+        index: usize,
+    },
+    /// Anything else, described.
+    Other {
+        message: String,
+    },
+}
+
+impl RemoteError {
+    pub(crate) fn from_call_error(error: CallError) -> Self {
+        match error {
+            CallError::Plugin(error) => Self::Plugin(error),
+            CallError::NotImplemented { method } => Self::NotImplemented { method },
+            CallError::Python {
+                method,
+                exception_type,
+                message,
+                traceback,
+            } => Self::Python {
+                method,
+                exception_type,
+                message,
+                traceback,
+            },
+            CallError::InvalidResult { method, reason } => Self::InvalidResult { method, reason },
+            CallError::InvalidArguments { method, reason } => {
+                Self::InvalidArguments { method, reason }
+            }
+            CallError::UnknownMethod { index, .. } => Self::UnknownMethod { index },
+            other => Self::Other {
+                message: other.to_string(),
+            },
+        }
+    }
+
+    pub(crate) fn into_call_error(self, descriptor: &PythonInterfaceDescriptor) -> CallError {
+        match self {
+            Self::Plugin(error) => CallError::Plugin(error),
+            Self::NotImplemented { method } => CallError::NotImplemented { method },
+            Self::Python {
+                method,
+                exception_type,
+                message,
+                traceback,
+            } => CallError::Python {
+                method,
+                exception_type,
+                message,
+                traceback,
+            },
+            Self::InvalidResult { method, reason } => CallError::InvalidResult { method, reason },
+            Self::InvalidArguments { method, reason } => {
+                CallError::InvalidArguments { method, reason }
+            }
+            Self::UnknownMethod { index } => CallError::UnknownMethod {
+                interface: descriptor.trait_name,
+                index,
+            },
+            Self::Other { message } => CallError::InvalidResult {
+                method: String::new(),
+                reason: message,
+            },
+        }
+    }
+}

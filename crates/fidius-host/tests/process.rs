@@ -1,0 +1,452 @@
+//! The process tier through the public handle: the same calls and errors as sub-interpreters, and
+//! faults no thread can contain (`os._exit`, segfaults, C code that never returns, memory) costing
+//! only the worker process that had them.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use fidius_core::manifest::Isolation;
+use fidius_host::{
+    CallError, CallOptions, LoadError, LoadOptions, OutputStream, PluginCall, PluginSource,
+    PythonPluginHandle, Tier, WorkerCommand,
+};
+use serde_json::{json, Value};
+
+use support::{ECHO, FAIL, RETURN, TESTER, TRANSFORM, WHOAMI};
+
+fn process_options() -> LoadOptions {
+    LoadOptions::default()
+        .isolation(Isolation::Process)
+        .worker_command(WorkerCommand::new(env!("CARGO_BIN_EXE_fidius-worker")))
+}
+
+fn start(root: &std::path::Path, name: &str, options: &LoadOptions) -> PythonPluginHandle {
+    let dir = support::tester_plugin(root, name, "1.0", 2);
+    support::start_with(&dir, name, options)
+}
+
+/// Runs `code` as statements in the plugin module (through `give_back`'s `eval`).
+fn run(handle: &PythonPluginHandle, code: &str) -> Result<Value, CallError> {
+    let expression = format!("exec({code:?}, globals())");
+    run_expression(handle, &expression)
+}
+
+fn run_expression(handle: &PythonPluginHandle, expression: &str) -> Result<Value, CallError> {
+    let out = handle.call_typed_json(RETURN, json!([expression]).to_string().as_bytes())?;
+    Ok(serde_json::from_slice(&out).expect("JSON result"))
+}
+
+fn worker_pid(handle: &PythonPluginHandle) -> u64 {
+    run_expression(handle, "__import__('os').getpid()")
+        .expect("getpid")
+        .as_u64()
+        .expect("a pid")
+}
+
+fn assert_healthy(handle: &PythonPluginHandle) {
+    let out = handle
+        .call_typed_json(TRANSFORM, b"[21]")
+        .expect("healthy call");
+    let out: Value = serde_json::from_slice(&out).expect("JSON");
+    assert_eq!(out["result"], 42);
+}
+
+#[test]
+fn calls_results_and_errors_match_the_subinterpreter_tier() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let handle = start(root.path(), "proc", &process_options());
+    assert_eq!(handle.tier().tier, Tier::Process);
+    assert!(
+        handle.tier().reason.contains("LoadOptions"),
+        "{:?}",
+        handle.tier()
+    );
+    assert_ne!(worker_pid(&handle), u64::from(std::process::id()));
+
+    let out: Value =
+        serde_json::from_slice(&handle.call_typed_json(WHOAMI, b"[]").unwrap()).unwrap();
+    assert_eq!(out[0], "1.0");
+    assert_healthy(&handle);
+    let big: Vec<u8> = (0..3 * (1 << 20) + 7)
+        .map(|byte| (byte % 251) as u8)
+        .collect();
+    assert_eq!(handle.call_raw(ECHO, &big).unwrap(), big);
+    assert_eq!(handle.call_raw(ECHO, b"").unwrap(), b"");
+
+    match handle.call_typed_json(FAIL, br#"["plugin"]"#) {
+        Err(CallError::Plugin(error)) => {
+            assert_eq!(error.code, "EMPTY_INPUT");
+            assert_eq!(
+                error.details,
+                Some(json!({"field": "name", "limits": [1, 64]}))
+            );
+        }
+        other => panic!("expected a PluginError, got {other:?}"),
+    }
+    match handle.call_typed_json(FAIL, br#"["value"]"#) {
+        Err(CallError::Python {
+            exception_type,
+            message,
+            traceback,
+            ..
+        }) => {
+            assert_eq!(exception_type, "ValueError");
+            assert_eq!(message, "bad value");
+            assert!(traceback.unwrap_or_default().contains("tester.py"));
+        }
+        other => panic!("expected ValueError, got {other:?}"),
+    }
+    // sys.exit is an exception here too, not the end of the worker.
+    let pid = worker_pid(&handle);
+    assert!(matches!(
+        handle.call_typed_json(FAIL, br#"["exit"]"#),
+        Err(CallError::Python { ref exception_type, .. }) if exception_type == "SystemExit"
+    ));
+    assert!(matches!(
+        handle.call_typed_json(TRANSFORM, b"not json"),
+        Err(CallError::InvalidArguments { .. })
+    ));
+    assert!(matches!(
+        run_expression(&handle, "object()"),
+        Err(CallError::InvalidResult { .. })
+    ));
+    assert_eq!(worker_pid(&handle), pid, "errors must not cost the worker");
+    assert_eq!(handle.stats().worker_crashes, 0);
+}
+
+#[test]
+fn a_pool_of_workers_serves_concurrent_callers_from_distinct_processes() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let handle = start(root.path(), "pool", &process_options().instances(3));
+    assert_eq!(handle.stats().instances, 3);
+    let pids = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    std::thread::scope(|scope| {
+        for _ in 0..6 {
+            scope.spawn(|| {
+                for _ in 0..50 {
+                    // Long enough that callers overlap and every worker gets some.
+                    let pid = run_expression(
+                        &handle,
+                        "[__import__('time').sleep(0.002), __import__('os').getpid()][1]",
+                    )
+                    .unwrap()
+                    .as_u64()
+                    .unwrap();
+                    pids.lock().unwrap().insert(pid);
+                }
+            });
+        }
+    });
+    assert_eq!(pids.into_inner().unwrap().len(), 3);
+}
+
+#[test]
+fn a_worker_that_exits_or_segfaults_fails_its_call_and_the_next_call_gets_a_fresh_worker() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let handle = start(root.path(), "crashy", &process_options());
+    let bystander = support::start_tester(root.path(), "bystander", "1.0", 2, 1);
+    let crashes: &[(&str, &str)] = &[
+        ("import os\nos._exit(3)", "exit status 3"),
+        ("import ctypes\nctypes.string_at(0)", "signal 11 (SIGSEGV)"),
+        (
+            "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)",
+            "signal 9",
+        ),
+        (
+            "import sys, os\nos.write(2, b'about to abort\\n')\nos.abort()",
+            "signal 6 (SIGABRT)",
+        ),
+    ];
+    for (count, (code, status_part)) in crashes.iter().enumerate() {
+        let before = worker_pid(&handle);
+        match run(&handle, code) {
+            Err(CallError::WorkerCrashed {
+                plugin,
+                method,
+                status,
+                stderr_tail,
+            }) => {
+                assert_eq!(plugin, "crashy");
+                assert_eq!(method, "give_back");
+                assert!(status.contains(status_part), "{code}: {status}");
+                if code.contains("about to abort") {
+                    assert!(stderr_tail.contains("about to abort"), "{stderr_tail:?}");
+                }
+            }
+            other => panic!("{code}: expected WorkerCrashed, got {other:?}"),
+        }
+        assert_healthy(&handle);
+        assert_ne!(
+            worker_pid(&handle),
+            before,
+            "a fresh worker serves after a crash"
+        );
+        assert_healthy(&bystander);
+        let stats = handle.stats();
+        assert_eq!(stats.worker_crashes, count as u64 + 1);
+        assert_eq!(stats.worker_restarts, count as u64 + 1);
+    }
+}
+
+#[test]
+fn a_worker_killed_while_idle_is_replaced_before_the_next_call() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let handle = start(root.path(), "idle", &process_options());
+    let pid = worker_pid(&handle);
+    std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .expect("kill");
+    std::thread::sleep(Duration::from_millis(50));
+    assert_healthy(&handle);
+    assert_ne!(worker_pid(&handle), pid);
+}
+
+#[test]
+fn a_worker_that_keeps_dying_is_restarted_with_back_off() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let handle = start(root.path(), "doomed", &process_options());
+    let started = Instant::now();
+    for _ in 0..4 {
+        assert!(matches!(
+            run(&handle, "import os\nos._exit(1)"),
+            Err(CallError::WorkerCrashed { .. })
+        ));
+    }
+    // Deaths 2, 3 and 4 without an answered call in between wait 100 + 200 ms before restarting
+    // (the third wait comes with the next call).
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
+    let quick = CallOptions::default().timeout(Duration::from_millis(50));
+    assert!(matches!(
+        handle.call_typed_json_with(TRANSFORM, b"[1]", &quick),
+        Err(CallError::Timeout { .. })
+    ));
+    // An answered call resets the back-off.
+    assert_healthy(&handle);
+    assert!(matches!(
+        run(&handle, "import os\nos._exit(1)"),
+        Err(CallError::WorkerCrashed { .. })
+    ));
+    let restarted = Instant::now();
+    assert_healthy(&handle);
+    assert!(restarted.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn a_call_past_its_timeout_kills_the_worker_even_inside_c_code() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let handle = start(
+        root.path(),
+        "slow",
+        &process_options().call_timeout(Duration::from_millis(300)),
+    );
+    for code in ["import time\ntime.sleep(3600)", "while True: pass"] {
+        let pid = worker_pid(&handle);
+        let started = Instant::now();
+        match run(&handle, code) {
+            Err(CallError::Timeout {
+                plugin,
+                method,
+                after,
+            }) => {
+                assert_eq!((plugin.as_str(), method.as_str()), ("slow", "give_back"));
+                assert_eq!(after, Duration::from_millis(300));
+            }
+            other => panic!("{code}: expected a timeout, got {other:?}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_healthy(&handle);
+        assert_ne!(worker_pid(&handle), pid, "the stuck worker was replaced");
+    }
+    assert_eq!(handle.stats().timeouts, 2);
+    assert_eq!(handle.stats().worker_crashes, 0);
+}
+
+#[test]
+fn memory_limit_turns_runaway_allocation_into_memory_error() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let handle = start(
+        root.path(),
+        "hungry",
+        &LoadOptions::default()
+            .memory_limit(512 << 20)
+            .worker_command(WorkerCommand::new(env!("CARGO_BIN_EXE_fidius-worker"))),
+    );
+    assert_eq!(handle.tier().tier, Tier::Process);
+    let pid = worker_pid(&handle);
+    match run(&handle, "x = bytearray(1 << 30)") {
+        Err(CallError::Python { exception_type, .. }) => assert_eq!(exception_type, "MemoryError"),
+        other => panic!("expected MemoryError, got {other:?}"),
+    }
+    assert_eq!(worker_pid(&handle), pid);
+    assert_healthy(&handle);
+}
+
+#[test]
+fn memory_limit_with_explicit_subinterpreter_isolation_is_refused() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = support::tester_plugin(root.path(), "mixed", "1.0", 2);
+    let result = PythonPluginHandle::start(
+        PluginSource::new("mixed", "1.0.0", &dir, "tester"),
+        &TESTER,
+        &LoadOptions::default()
+            .memory_limit(1 << 30)
+            .isolation(Isolation::Subinterpreter),
+    );
+    match result {
+        Err(LoadError::InvalidOptions { plugin, reason }) => {
+            assert_eq!(plugin, "mixed");
+            assert!(reason.contains("memory_limit"), "{reason}");
+        }
+        Err(other) => panic!("expected InvalidOptions, got {other}"),
+        Ok(_) => panic!("expected InvalidOptions"),
+    }
+}
+
+#[test]
+fn load_failures_in_a_worker_are_the_same_load_errors() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let wrong_hash = support::write_plugin(
+        root.path(),
+        "wronghash",
+        &[(
+            "tester.py",
+            "__interface__ = 'Tester'\n__interface_version__ = 1\n__interface_hash__ = 1\n",
+        )],
+    );
+    let result = PythonPluginHandle::start(
+        PluginSource::new("wronghash", "1.0.0", &wrong_hash, "tester"),
+        &TESTER,
+        &process_options(),
+    );
+    assert!(
+        matches!(
+            result,
+            Err(LoadError::InterfaceHashMismatch { found: 1, .. })
+        ),
+        "{:?}",
+        result.err().map(|error| error.to_string())
+    );
+
+    let exits = support::write_plugin(
+        root.path(),
+        "exits",
+        &[(
+            "tester.py",
+            "import os\nos.write(2, b'giving up\\n')\nos._exit(5)\n",
+        )],
+    );
+    let result = PythonPluginHandle::start(
+        PluginSource::new("exits", "1.0.0", &exits, "tester"),
+        &TESTER,
+        &process_options(),
+    );
+    match result {
+        Err(LoadError::WorkerExited {
+            plugin,
+            status,
+            stderr_tail,
+        }) => {
+            assert_eq!(plugin, "exits");
+            assert_eq!(status, "exit status 5");
+            assert!(stderr_tail.contains("giving up"), "{stderr_tail:?}");
+        }
+        Err(other) => panic!("expected WorkerExited, got {other}"),
+        Ok(_) => panic!("expected WorkerExited"),
+    }
+
+    let missing = PythonPluginHandle::start(
+        PluginSource::new("nowhere", "1.0.0", root.path(), "tester"),
+        &TESTER,
+        &process_options().worker_command(WorkerCommand::new(root.path().join("no-such-worker"))),
+    );
+    assert!(matches!(missing, Err(LoadError::WorkerSpawn { .. })));
+}
+
+#[test]
+fn output_from_python_and_from_file_descriptors_is_routed() {
+    // Records below the most verbose level a subscriber wants are not even formatted.
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_test_writer()
+        .try_init();
+    let root = tempfile::tempdir().expect("tempdir");
+    let handle = start(root.path(), "chatty", &process_options());
+    run(
+        &handle,
+        "print('from print')\nimport logging\nlogging.getLogger('chatty.core').warning('from logging')\nimport os\nos.write(1, b'from fd 1\\n')\nos.write(2, b'from fd 2\\n')",
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let lines = handle.recent_output();
+        let has = |text: &str| lines.iter().any(|line| line.text == text);
+        if has("from print") && has("from logging") && has("from fd 1") && has("from fd 2") {
+            let print = lines.iter().find(|line| line.text == "from print").unwrap();
+            assert_eq!(print.stream, OutputStream::Stdout);
+            let log = lines
+                .iter()
+                .find(|line| line.text.contains("from logging"))
+                .unwrap();
+            assert_eq!(
+                log.stream,
+                OutputStream::Log {
+                    logger: "chatty.core".to_owned()
+                }
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "output not routed: {lines:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn reload_swaps_in_new_workers_without_failing_calls() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = support::tester_plugin(root.path(), "reloading", "1.0", 2);
+    let handle = support::start_with(&dir, "reloading", &process_options().instances(2));
+    let old_pid = worker_pid(&handle);
+    std::fs::write(
+        dir.join("vendor/conflictlib/__init__.py"),
+        support::conflictlib("2.0", 3),
+    )
+    .unwrap();
+    std::thread::scope(|scope| {
+        let caller = scope.spawn(|| {
+            for _ in 0..200 {
+                handle
+                    .call_typed_json(TRANSFORM, b"[1]")
+                    .expect("no call fails during reload");
+            }
+        });
+        handle.reload().expect("reload");
+        caller.join().unwrap();
+    });
+    let out: Value =
+        serde_json::from_slice(&handle.call_typed_json(TRANSFORM, b"[7]").unwrap()).unwrap();
+    assert_eq!(out["result"], 21);
+    assert_ne!(worker_pid(&handle), old_pid);
+}
+
+#[test]
+fn dropping_the_handle_ends_its_workers() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let handle = start(root.path(), "ending", &process_options().instances(2));
+    let pid = worker_pid(&handle);
+    drop(handle);
+    let proc_dir = std::path::PathBuf::from(format!("/proc/{pid}"));
+    assert!(
+        !proc_dir.exists(),
+        "worker {pid} still running after the handle dropped"
+    );
+}
