@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use fidius_core::interface::{PythonArgDescriptor, PythonInterfaceDescriptor, WireMode};
 use fidius_core::PluginCall;
 use fidius_ffi::{MainHandle, MainInterpreter};
-use fidius_host::{CallOptions, LoadOptions, PluginSource, PythonPluginHandle};
+use fidius_core::manifest::Isolation;
+use fidius_host::{CallOptions, LoadOptions, PluginSource, PythonPluginHandle, WorkerCommand};
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -157,12 +158,70 @@ impl Baseline {
 }
 
 fn load(dir: &Path, name: &str, instances: usize) -> PythonPluginHandle {
+    load_with(dir, name, LoadOptions::default().instances(instances))
+}
+
+fn load_with(dir: &Path, name: &str, options: LoadOptions) -> PythonPluginHandle {
     PythonPluginHandle::start(
         PluginSource::new(name, "1.0.0", dir, "bench_plugin"),
         &BENCH,
-        &LoadOptions::default().instances(instances),
+        &options,
     )
     .expect("bench plugin loads")
+}
+
+/// The process tier, with the worker binary Cargo built next to this benchmark.
+fn load_process(dir: &Path, name: &str, instances: usize) -> PythonPluginHandle {
+    load_with(
+        dir,
+        name,
+        LoadOptions::default()
+            .instances(instances)
+            .isolation(Isolation::Process)
+            .worker_command(WorkerCommand::new(env!("CARGO_BIN_EXE_fidius-worker"))),
+    )
+}
+
+/// What `multiprocessing_baseline.py` reports.
+#[derive(serde::Deserialize)]
+struct MultiprocessingReport {
+    raw: PythonLatency,
+    typed: PythonLatency,
+    pipe: PythonLatency,
+    cpu_calls_per_s: std::collections::BTreeMap<String, f64>,
+}
+
+#[derive(serde::Deserialize)]
+struct PythonLatency {
+    p50_ns: u64,
+    p99_ns: u64,
+}
+
+impl PythonLatency {
+    fn latency(&self) -> Latency {
+        Latency {
+            p50: Duration::from_nanos(self.p50_ns),
+            p99: Duration::from_nanos(self.p99_ns),
+        }
+    }
+}
+
+/// Runs the `multiprocessing` baseline with the Python fidius was built against.
+fn multiprocessing_baseline(
+    iterations: usize,
+    spin_n: u64,
+    calls_each: usize,
+    workers: usize,
+) -> MultiprocessingReport {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/multiprocessing_baseline.py");
+    let output = std::process::Command::new(env!("FIDIUS_BUILD_PYTHON"))
+        .arg(&script)
+        .args([iterations, spin_n as usize, calls_each, workers].map(|n| n.to_string()))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("run the multiprocessing baseline");
+    assert!(output.status.success(), "multiprocessing baseline failed");
+    serde_json::from_slice(&output.stdout).expect("multiprocessing baseline report")
 }
 
 /// Process CPU time (user + system) from /proc, in clock ticks of 10 ms.
@@ -360,6 +419,8 @@ fn main() {
     }
     drop(plugins);
 
+    process_tier(&mut report, &dir, iterations, quick, cores, spin_n, &spin_args);
+
     #[cfg(target_os = "linux")]
     {
         let starts: Vec<Duration> = (0..10)
@@ -409,5 +470,95 @@ fn main() {
     let out_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench");
     if std::fs::create_dir_all(&out_dir).is_ok() {
         let _ = std::fs::write(out_dir.join("runtime.md"), &report);
+    }
+}
+
+/// The process tier against `multiprocessing`, the usual hand-rolled way to isolate Python in
+/// processes: round trips, worker start, CPU-bound throughput.
+fn process_tier(
+    report: &mut String,
+    dir: &Path,
+    iterations: usize,
+    quick: bool,
+    cores: usize,
+    spin_n: u64,
+    spin_args: &[u8],
+) {
+    let calls_each = if quick { 5 } else { 25 };
+    let baseline = multiprocessing_baseline(iterations, spin_n, calls_each, cores);
+    let plugin = load_process(dir, "process", 1);
+    let small_args = br#"[40, 2]"#;
+    let raw = latency(iterations, || {
+        drop(plugin.call_raw(ECHO, b"0123456789abcdef").unwrap())
+    });
+    let typed = latency(iterations, || {
+        drop(plugin.call_typed_json(ADD, small_args).unwrap())
+    });
+    let _ = writeln!(report, "\n## Process tier: round trip, one caller\n\n| call | fidius process tier p50 | p99 | `multiprocessing.Pool.apply` p50 | p99 | Pool p50 / fidius p50 |\n|---|---|---|---|---|---|");
+    for (name, ours, theirs) in [
+        ("raw echo, 16 B", &raw, baseline.raw.latency()),
+        ("typed, small JSON", &typed, baseline.typed.latency()),
+    ] {
+        let _ = writeln!(
+            report,
+            "| {name} | {} | {} | {} | {} | {:.1}× |",
+            micros(ours.p50),
+            micros(ours.p99),
+            micros(theirs.p50),
+            micros(theirs.p99),
+            theirs.p50.as_secs_f64() / ours.p50.as_secs_f64()
+        );
+    }
+    let pipe = baseline.pipe.latency();
+    let _ = writeln!(
+        report,
+        "\nFor scale: a bare `multiprocessing.Pipe` ping-pong of 16 B (no pool, no pickling of a call) takes p50 {} / p99 {} here.",
+        micros(pipe.p50),
+        micros(pipe.p99)
+    );
+    drop(plugin);
+
+    let starts: Vec<Duration> = (0..10)
+        .map(|i| {
+            let started = Instant::now();
+            let handle = load_process(dir, &format!("pstart{i}"), 1);
+            let elapsed = started.elapsed();
+            drop(handle);
+            elapsed
+        })
+        .collect();
+    let mut starts = starts;
+    starts.sort_unstable();
+    let _ = writeln!(
+        report,
+        "\nWorker start (spawn, interpreter, import of a small plugin, checked), p50 of 10: {:.1} ms (p90 {:.1} ms).",
+        starts[starts.len() / 2].as_secs_f64() * 1e3,
+        starts[starts.len() * 9 / 10].as_secs_f64() * 1e3,
+    );
+
+    let _ = writeln!(report, "\n## Process tier: CPU-bound calls (same ~10 ms function), K concurrent callers, median of 3 rounds\n\n| K | fidius process tier calls/s (K workers) | `multiprocessing.Pool(K).map` calls/s | fidius / Pool |\n|---|---|---|---|");
+    for workers in 1..=cores {
+        let plugin = load_process(dir, &format!("pcpu{workers}"), workers);
+        for _ in 0..workers {
+            plugin.call_typed_json(SPIN, spin_args).unwrap();
+        }
+        let rounds: Vec<f64> = (0..3)
+            .map(|_| {
+                throughput(workers, calls_each, |_| {
+                    plugin.call_typed_json(SPIN, spin_args).unwrap();
+                })
+            })
+            .collect();
+        let ours = median(rounds);
+        let theirs = baseline
+            .cpu_calls_per_s
+            .get(&workers.to_string())
+            .copied()
+            .unwrap_or(f64::NAN);
+        let _ = writeln!(
+            report,
+            "| {workers} | {ours:.1} | {theirs:.1} | {:.2}× |",
+            ours / theirs
+        );
     }
 }
