@@ -62,10 +62,7 @@ impl WorkerCommand {
         let mut searched = Vec::new();
         if let Ok(exe) = std::env::current_exe() {
             let beside = exe.parent().map(Path::to_path_buf);
-            let above = beside
-                .as_deref()
-                .and_then(Path::parent)
-                .map(Path::to_path_buf);
+            let above = beside.as_deref().and_then(Path::parent).map(Path::to_path_buf);
             for dir in [beside, above].into_iter().flatten() {
                 let candidate = dir.join(WORKER_BINARY);
                 if candidate.is_file() {
