@@ -5,6 +5,7 @@ pub mod archive;
 pub mod call;
 pub mod digest;
 pub mod dist_info;
+pub mod extensions;
 pub mod interface;
 pub mod manifest;
 pub mod package_error;

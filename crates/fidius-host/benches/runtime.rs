@@ -11,9 +11,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use fidius_core::interface::{PythonArgDescriptor, PythonInterfaceDescriptor, WireMode};
+use fidius_core::manifest::Isolation;
 use fidius_core::PluginCall;
 use fidius_ffi::{MainHandle, MainInterpreter};
-use fidius_core::manifest::Isolation;
 use fidius_host::{CallOptions, LoadOptions, PluginSource, PythonPluginHandle, WorkerCommand};
 
 #[path = "../tests/support/mod.rs"]
@@ -419,7 +419,15 @@ fn main() {
     }
     drop(plugins);
 
-    process_tier(&mut report, &dir, iterations, quick, cores, spin_n, &spin_args);
+    process_tier(
+        &mut report,
+        &dir,
+        iterations,
+        quick,
+        cores,
+        spin_n,
+        &spin_args,
+    );
 
     #[cfg(target_os = "linux")]
     {

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use fidius_core::PackageError;
 use fidius_ffi::{FfiError, PythonException};
 
+use crate::process::probe::ProbeError;
+
 /// Why loading a plugin into its interpreters failed. Every variant names the plugin.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -193,6 +195,15 @@ pub enum LoadError {
     /// A reload found a different plugin where this one was loaded from.
     #[error("plugin `{plugin}`: reload found plugin `{found}` in its place")]
     ReloadFoundOtherPlugin { plugin: String, found: String },
+    /// `isolation = "auto"` needed the plugin's compiled extensions probed, and probing failed
+    /// (no worker executable, or a broken one). A module that fails its probe is not an error: it
+    /// sends the plugin to the process tier.
+    #[error("plugin `{plugin}`: cannot choose a tier for isolation = \"auto\"")]
+    Probe {
+        plugin: String,
+        #[source]
+        source: Box<ProbeError>,
+    },
     /// A worker thread ended before saying whether its instance loaded.
     #[error("plugin `{plugin}`: worker thread ended during load")]
     WorkerDied { plugin: String },

@@ -40,7 +40,8 @@ pub use host::{
 };
 pub use options::{CallOptions, LoadOptions};
 pub use process::command::{WorkerCommand, WorkerNotFound, WORKER_BINARY, WORKER_ENV};
+pub use process::probe::{probe_extensions, ProbeError, ProbeOptions};
 pub use runtime::output::{OutputLine, OutputStream, OUTPUT_TARGET};
 pub use runtime::pool::PoolStats;
 pub use runtime::source::PluginSource;
-pub use tier::{Tier, TierChoice};
+pub use tier::{choose_tier, Tier, TierChoice};

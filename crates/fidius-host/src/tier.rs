@@ -1,12 +1,19 @@
 //! Which tier runs a plugin's instances, and why.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::time::SystemTime;
 
+use fidius_core::extensions::{
+    find_extension_modules, ExtensionFile, ExtensionProbe, ExtensionRecord, EXTENSIONS_FILE,
+};
 use fidius_core::manifest::Isolation;
 
 use crate::error::LoadError;
-use crate::options::LoadOptions;
-use crate::runtime::source::PluginSource;
+use crate::process::command::{WorkerCommand, WorkerNotFound};
+use crate::process::probe::{host_python, probe_files, ProbeError, ProbeOptions};
 
 /// Where a plugin's instances run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,47 +44,223 @@ pub struct TierChoice {
     pub reason: String,
 }
 
-/// Decides where `source` runs: `LoadOptions` first, then the manifest's isolation (`manifest`:
-/// `None` for a bare [`PluginSource`], which counts as `auto`).
-pub(crate) fn decide(
-    source: &PluginSource,
-    manifest: Option<Isolation>,
-    options: &LoadOptions,
+impl TierChoice {
+    fn new(tier: Tier, reason: String) -> Self {
+        Self { tier, reason }
+    }
+
+    /// What `isolation = "auto"` chooses for a plugin with these probe results: the process tier
+    /// when any module cannot run in a sub-interpreter, else the sub-interpreter tier. `source` says
+    /// where the results come from, e.g. `recorded in extensions.toml` or `probed at load`.
+    ///
+    /// A plugin without compiled extensions needs no results: see [`TierChoice::auto_without_extensions`].
+    pub fn auto_from_record(record: &ExtensionRecord, source: &str) -> Self {
+        let refused: Vec<&ExtensionProbe> = record.refused().collect();
+        let total = record.modules.len();
+        if refused.is_empty() {
+            return Self::new(
+                Tier::Subinterpreter,
+                format!(
+                    "isolation = \"auto\" and all {total} compiled extension module(s) import in a \
+                     sub-interpreter ({source})"
+                ),
+            );
+        }
+        let mut deciding: Vec<String> = refused
+            .iter()
+            .take(MAX_LISTED)
+            .map(|module| {
+                let reason = module.reason.as_deref().unwrap_or("no reason recorded");
+                format!("{} ({})", module.name, shorten(reason, MAX_REASON_CHARS))
+            })
+            .collect();
+        if refused.len() > MAX_LISTED {
+            deciding.push(format!("and {} more", refused.len() - MAX_LISTED));
+        }
+        Self::new(
+            Tier::Process,
+            format!(
+                "isolation = \"auto\" and {} of {total} compiled extension module(s) cannot run in a \
+                 sub-interpreter ({source}): {}",
+                refused.len(),
+                deciding.join("; ")
+            ),
+        )
+    }
+
+    /// What `isolation = "auto"` chooses for a plugin with no compiled extension under `vendor/`.
+    pub fn auto_without_extensions() -> Self {
+        Self::new(
+            Tier::Subinterpreter,
+            "isolation = \"auto\" and no compiled extensions under vendor/".to_owned(),
+        )
+    }
+}
+
+/// How many deciding modules a reason names before "and N more".
+const MAX_LISTED: usize = 3;
+/// How much of each deciding module's reason a tier reason keeps.
+const MAX_REASON_CHARS: usize = 120;
+
+fn shorten(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        None => text.to_owned(),
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+    }
+}
+
+/// Chooses the tier for plugin `plugin` at `root` whose manifest says `manifest` and whose load
+/// options say `requested` (which wins when set), and logs the choice (`tracing` info, fields
+/// `plugin`, `tier`, `reason`).
+///
+/// For `isolation = "auto"`: no compiled extension under `vendor/` means the sub-interpreter tier;
+/// otherwise the package's `extensions.toml` decides when it was probed with this host's Python
+/// `major.minor` and lists exactly the extension files present, and else the extensions are probed
+/// now in worker processes started with `worker()` (called only then), never in this process. Probe
+/// results are remembered for the life of the process, keyed by the plugin root and the extension
+/// files' sizes and modification times; nothing is written into the plugin tree.
+///
+/// # Errors
+///
+/// [`LoadError::Probe`] when a probe is needed and no worker can be started or it misbehaves. A
+/// module that fails its probe is not an error: it chooses the process tier.
+pub fn choose_tier(
+    plugin: &str,
+    manifest: Isolation,
+    requested: Option<Isolation>,
+    root: &Path,
+    worker: impl FnOnce() -> Result<WorkerCommand, WorkerNotFound>,
 ) -> Result<TierChoice, LoadError> {
-    let (isolation, from) = match (options.isolation, manifest) {
-        (Some(isolation), _) => (isolation, "LoadOptions"),
-        (None, Some(isolation)) => (isolation, "package.toml"),
-        (None, None) => (Isolation::Auto, "default"),
+    let (isolation, origin) = match requested {
+        Some(isolation) => (isolation, "the load options"),
+        None => (manifest, "package.toml"),
     };
-    let explicit = |tier| TierChoice {
-        tier,
-        reason: format!("isolation = \"{isolation}\" ({from})"),
+    let choice = match isolation {
+        Isolation::Subinterpreter => TierChoice::new(
+            Tier::Subinterpreter,
+            format!("isolation = \"subinterpreter\" in {origin}"),
+        ),
+        Isolation::Process => TierChoice::new(
+            Tier::Process,
+            format!("isolation = \"process\" in {origin}"),
+        ),
+        // `Auto`, and any isolation added to the manifest later that this host does not know.
+        _ => choose_auto(root, worker).map_err(|source| LoadError::Probe {
+            plugin: plugin.to_owned(),
+            source: Box::new(source),
+        })?,
     };
+    tracing::info!(plugin = %plugin, tier = %choice.tier, reason = %choice.reason, "tier chosen");
+    Ok(choice)
+}
+
+fn choose_auto(
+    root: &Path,
+    worker: impl FnOnce() -> Result<WorkerCommand, WorkerNotFound>,
+) -> Result<TierChoice, ProbeError> {
+    let python = host_python()?;
+    let files = find_extension_modules(root, python).map_err(ProbeError::Scan)?;
+    if files.is_empty() {
+        return Ok(TierChoice::auto_without_extensions());
+    }
+    match ExtensionRecord::load(root) {
+        Ok(Some(record)) if record.matches(python, &files) => {
+            return Ok(TierChoice::auto_from_record(
+                &record,
+                &format!("recorded in {EXTENSIONS_FILE}"),
+            ));
+        }
+        Ok(Some(record)) => tracing::debug!(
+            plugin_dir = %root.display(),
+            recorded_python = %record.python,
+            "{EXTENSIONS_FILE} was made for other extension files or another Python; probing again"
+        ),
+        Ok(None) => {}
+        Err(error) => tracing::warn!(
+            plugin_dir = %root.display(),
+            error = %error,
+            "ignoring an unusable {EXTENSIONS_FILE}; probing again"
+        ),
+    }
+    let key = MemoKey::new(root, &files);
+    let remembered = memo().lock().ok().and_then(|memo| memo.get(&key).cloned());
+    let record = match remembered {
+        Some(record) => record,
+        None => {
+            let worker = worker().map_err(ProbeError::WorkerNotFound)?;
+            let record = probe_files(root, &files, &worker, &ProbeOptions::default(), python)?;
+            if let Ok(mut memo) = memo().lock() {
+                memo.insert(key, record.clone());
+            }
+            record
+        }
+    };
+    Ok(TierChoice::auto_from_record(&record, "probed at load"))
+}
+
+/// Identifies one state of a plugin's extension files.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct MemoKey {
+    root: PathBuf,
+    files: Vec<(String, u64, Option<SystemTime>)>,
+}
+
+impl MemoKey {
+    fn new(root: &Path, files: &[ExtensionFile]) -> Self {
+        Self {
+            root: root.canonicalize().unwrap_or_else(|_| root.to_path_buf()),
+            files: files
+                .iter()
+                .map(|file| (file.relative_path.clone(), file.len, file.modified))
+                .collect(),
+        }
+    }
+}
+
+/// Probe results of this process, so loading a plugin again does not probe again.
+fn memo() -> &'static Mutex<HashMap<MemoKey, ExtensionRecord>> {
+    static MEMO: OnceLock<Mutex<HashMap<MemoKey, ExtensionRecord>>> = OnceLock::new();
+    MEMO.get_or_init(Mutex::default)
+}
+
+/// The tier for a plugin being loaded with `options`: [`choose_tier`], except that a memory limit
+/// needs the process tier (only a process can be limited).
+pub(crate) fn decide(
+    source: &crate::runtime::source::PluginSource,
+    manifest: Option<Isolation>,
+    options: &crate::options::LoadOptions,
+) -> Result<TierChoice, LoadError> {
     if options.memory_limit.is_some() {
+        let (isolation, origin) = match (options.isolation, manifest) {
+            (Some(isolation), _) => (isolation, "the load options"),
+            (None, Some(isolation)) => (isolation, "package.toml"),
+            (None, None) => (Isolation::Auto, "the defaults"),
+        };
         if isolation == Isolation::Subinterpreter {
             return Err(LoadError::InvalidOptions {
                 plugin: source.name.clone(),
                 reason: format!(
-                    "memory_limit needs the process tier, but isolation = \"subinterpreter\" ({from})"
+                    "memory_limit needs the process tier, but isolation = \"subinterpreter\" in {origin}"
                 ),
             });
         }
-        return Ok(TierChoice {
-            tier: Tier::Process,
-            reason: "memory_limit is set (only a process can be limited)".to_owned(),
-        });
+        let choice = TierChoice::new(
+            Tier::Process,
+            "memory_limit is set in the load options (only a process can be limited)".to_owned(),
+        );
+        tracing::info!(plugin = %source.name, tier = %choice.tier, reason = %choice.reason, "tier chosen");
+        return Ok(choice);
     }
-    Ok(match isolation {
-        Isolation::Subinterpreter => explicit(Tier::Subinterpreter),
-        Isolation::Process => explicit(Tier::Process),
-        _ => auto(source)?,
-    })
-}
-
-/// `isolation = "auto"`.
-fn auto(_source: &PluginSource) -> Result<TierChoice, LoadError> {
-    Ok(TierChoice {
-        tier: Tier::Subinterpreter,
-        reason: "isolation = \"auto\"".to_owned(),
-    })
+    choose_tier(
+        &source.name,
+        manifest.unwrap_or_default(),
+        options.isolation,
+        &source.dir,
+        || {
+            options
+                .worker_command
+                .clone()
+                .map_or_else(WorkerCommand::find, Ok)
+        },
+    )
 }

@@ -58,7 +58,7 @@ fn calls_results_and_errors_match_the_subinterpreter_tier() {
     let handle = start(root.path(), "proc", &process_options());
     assert_eq!(handle.tier().tier, Tier::Process);
     assert!(
-        handle.tier().reason.contains("LoadOptions"),
+        handle.tier().reason.contains("load options"),
         "{:?}",
         handle.tier()
     );

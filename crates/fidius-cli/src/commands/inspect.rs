@@ -9,9 +9,10 @@ use fidius_core::manifest::Manifest;
 use fidius_core::signing::verify_dir;
 use fidius_core::tree::{PackageTree, Selection};
 
-use super::{open_package, read_trusted_keys};
+use super::{extensions, open_package, read_trusted_keys};
 
-/// Show a package's manifest, files with sizes, signature status and vendored distributions.
+/// Show a package's manifest, files with sizes, signature status, vendored distributions, and
+/// which tier its plugin runs in (from extensions.toml; inspect never runs package code).
 #[derive(Debug, Args)]
 pub struct InspectCommand {
     /// A package directory or .fid archive.
@@ -62,6 +63,9 @@ impl InspectCommand {
             },
         };
         println!("signature:   {signature}");
+        if let Some(python) = &manifest.python {
+            extensions::show(root, python.isolation).with_context(context)?;
+        }
 
         let vendored = vendored_distributions(root).with_context(context)?;
         if !vendored.is_empty() {

@@ -1,6 +1,7 @@
 //! One module per subcommand; each turns its arguments into library calls in `execute`.
 
 pub mod call;
+mod extensions;
 pub mod inspect;
 pub mod keygen;
 pub mod pack;

@@ -9,10 +9,15 @@ use fidius_core::dist_info::VENDOR_DIR;
 use fidius_core::manifest::Manifest;
 use fidius_core::tree::SIGNATURE_FILE;
 
-use super::{read_secret_key, read_trusted_keys};
+use super::{extensions, read_secret_key, read_trusted_keys};
 use crate::python::{choose_python, vendor_requirements};
 
 /// Vendor `[python] requirements` into vendor/ (unless vendor/ exists) and write NAME-VERSION.fid.
+///
+/// Each compiled extension module under vendor/ is then imported in an own-GIL sub-interpreter,
+/// in a child process, and the results are recorded in extensions.toml (part of the package, so
+/// signed with it): hosts use them to run isolation = "auto" plugins in a worker process when an
+/// extension cannot run in a sub-interpreter.
 ///
 /// The archive is deterministic: packing the same tree twice gives identical bytes.
 /// target/, .git/, __pycache__/ and *.pyc are left out.
@@ -67,6 +72,10 @@ impl PackCommand {
                     );
                 }
             }
+        }
+
+        if manifest.python.is_some() {
+            extensions::record(&self.dir, signing_key.is_some())?;
         }
 
         let policy = match (&signing_key, trusted.is_empty()) {

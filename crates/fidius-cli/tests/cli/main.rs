@@ -1,6 +1,7 @@
 //! End-to-end tests of the `fidius` binary: one test binary, a module per feature.
 
 mod call;
+mod extensions;
 mod failures;
 mod help;
 #[allow(

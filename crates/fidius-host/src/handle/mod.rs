@@ -142,7 +142,6 @@ impl PythonPluginHandle {
             .and_then(|manifest| manifest.python.as_ref())
             .map(|python| python.isolation);
         let tier = tier::decide(&source, manifest_isolation, options)?;
-        tracing::info!(plugin = %source.name, version = %source.version, tier = %tier.tier, reason = %tier.reason, "tier chosen");
         let (requests, queue) = crossbeam_channel::unbounded();
         let serving = Arc::new(source.clone());
         let shared = PoolShared::new(

@@ -4,4 +4,5 @@ pub(crate) mod child;
 pub(crate) mod command;
 pub(crate) mod mailbox;
 pub(crate) mod pool;
+pub(crate) mod probe;
 pub(crate) mod protocol;

@@ -3,7 +3,7 @@
 //! Not an API: hosts start workers through [`WorkerCommand`](crate::WorkerCommand), and the protocol
 //! between host and worker may change with any release (both sides always come from one build).
 
-mod probe;
+pub(crate) mod probe;
 mod serve;
 
 use std::ffi::OsString;

@@ -1,0 +1,157 @@
+//! The `extensions.toml` record: written by `fidius pack`, shown by `fidius package inspect`.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use fidius_core::extensions::{
+    find_extension_modules, ExtensionFile, ExtensionRecord, PythonVersion, EXTENSIONS_FILE,
+};
+use fidius_core::manifest::Isolation;
+use fidius_core::tree::SIGNATURE_FILE;
+use fidius_host::{probe_extensions, ProbeOptions, TierChoice, WorkerCommand};
+
+/// The CPython this fidius embeds, the one whose hosts will load the package.
+fn host_python() -> anyhow::Result<PythonVersion> {
+    fidius_ffi::python_version()
+        .parse()
+        .context("cannot tell the embedded Python's version")
+}
+
+/// Probes the compiled extension modules under `dir/vendor/` in `fidius worker` processes and
+/// records the results in `extensions.toml`. Does nothing for a package without compiled
+/// extensions. `will_sign`: the archive is signed afterwards, so an existing `package.sig` may go
+/// stale; otherwise the record is left unwritten rather than invalidate that signature.
+pub fn record(dir: &Path, will_sign: bool) -> anyhow::Result<()> {
+    let python = host_python()?;
+    let files = find_extension_modules(dir, python)
+        .with_context(|| format!("cannot look for compiled extensions in {}", dir.display()))?;
+    if files.is_empty() {
+        return Ok(());
+    }
+    eprintln!(
+        "probing {} compiled extension module(s) for sub-interpreter support, each in a child process",
+        files.len()
+    );
+    let exe = std::env::current_exe().context("cannot find the running fidius executable")?;
+    let worker = WorkerCommand::new(exe).arg("worker");
+    let record = probe_extensions(dir, &worker, &ProbeOptions::default())
+        .with_context(|| format!("cannot probe the compiled extensions of {}", dir.display()))?;
+    for module in record.refused() {
+        eprintln!(
+            "  {} cannot run in a sub-interpreter: {}",
+            module.name,
+            module.reason.as_deref().unwrap_or("no reason given")
+        );
+    }
+    let path = dir.join(EXTENSIONS_FILE);
+    let unchanged =
+        ExtensionRecord::load(dir).is_ok_and(|existing| existing.as_ref() == Some(&record));
+    if unchanged {
+        eprintln!("{} is up to date", path.display());
+    } else if !will_sign && dir.join(SIGNATURE_FILE).exists() {
+        eprintln!(
+            "warning: not writing {}: {} would no longer match; sign after packing (or pack with \
+             --key) to record the probe, otherwise hosts probe at load",
+            path.display(),
+            SIGNATURE_FILE
+        );
+    } else {
+        record
+            .write(dir)
+            .with_context(|| format!("cannot record the probe in {}", path.display()))?;
+        eprintln!("recorded the probe in {}", path.display());
+    }
+    let choice = TierChoice::auto_from_record(&record, "probed by fidius pack");
+    println!(
+        "tier:        {} if isolation = \"auto\" ({})",
+        choice.tier, choice.reason
+    );
+    Ok(())
+}
+
+/// Prints what `extensions.toml` says and the tier `isolation` leads to, without running any of
+/// the package's code (inspect looks, it does not probe).
+pub fn show(root: &Path, isolation: Isolation) -> anyhow::Result<()> {
+    let python = host_python()?;
+    let files = find_extension_modules(root, python)
+        .with_context(|| format!("cannot look for compiled extensions in {}", root.display()))?;
+    let record = match ExtensionRecord::load(root) {
+        Ok(record) => record,
+        Err(error) => {
+            println!("extensions:  BAD: {:#}", anyhow::Error::new(error));
+            None
+        }
+    };
+    let current = record
+        .as_ref()
+        .is_some_and(|record| record.matches(python, &files));
+    let auto = match (&record, files.is_empty()) {
+        (_, true) => Ok(TierChoice::auto_without_extensions()),
+        (Some(record), false) if current => Ok(TierChoice::auto_from_record(
+            record,
+            &format!("recorded in {EXTENSIONS_FILE}"),
+        )),
+        (_, false) => Err(stale_reason(record.as_ref(), python, &files)),
+    };
+    if let Some(record) = &record {
+        println!(
+            "extensions:  {EXTENSIONS_FILE}, probed with Python {}{}",
+            record.python,
+            if current {
+                ""
+            } else {
+                " (out of date, not used)"
+            }
+        );
+        let deciding = matches!(&auto, Ok(choice) if choice.tier == fidius_host::Tier::Process);
+        for module in &record.modules {
+            match (&module.reason, module.subinterpreter) {
+                (_, true) => println!("  ok   {}", module.name),
+                (reason, false) => println!(
+                    "  no   {} ({}){}",
+                    module.name,
+                    reason.as_deref().unwrap_or("no reason given"),
+                    if deciding { " <- decides the tier" } else { "" }
+                ),
+            }
+        }
+    } else if !files.is_empty() {
+        println!(
+            "extensions:  {} compiled module(s), not probed",
+            files.len()
+        );
+    }
+    let tier = match isolation {
+        Isolation::Subinterpreter => {
+            "subinterpreter (isolation = \"subinterpreter\" in package.toml)".to_owned()
+        }
+        Isolation::Process => "process (isolation = \"process\" in package.toml)".to_owned(),
+        _ => match auto {
+            Ok(choice) => format!("{} ({})", choice.tier, choice.reason),
+            Err(why) => format!("decided at load ({why})"),
+        },
+    };
+    println!("tier:        {tier}");
+    Ok(())
+}
+
+fn stale_reason(
+    record: Option<&ExtensionRecord>,
+    python: PythonVersion,
+    files: &[ExtensionFile],
+) -> String {
+    let probe = format!(
+        "the host will probe its {} compiled extension module(s) in a child process",
+        files.len()
+    );
+    match record {
+        None => format!("isolation = \"auto\" and no {EXTENSIONS_FILE}; {probe}"),
+        Some(record) if record.python != python => format!(
+            "isolation = \"auto\" and {EXTENSIONS_FILE} was probed with Python {}, hosts run {python}; {probe}",
+            record.python
+        ),
+        Some(_) => format!(
+            "isolation = \"auto\" and {EXTENSIONS_FILE} lists other files than vendor/ holds; {probe}"
+        ),
+    }
+}

@@ -1,0 +1,345 @@
+//! Probing a plugin's compiled extension modules in throwaway worker processes.
+//!
+//! An unknown extension is never imported inside the host: one that is not ready for
+//! sub-interpreters may crash the process that tries. The worker ([`crate::worker`], `probe` mode)
+//! imports each module in its own own-GIL sub-interpreter and reports one line per module; when it
+//! crashes or hangs, the module it was on counts as "no" and a new worker takes the rest.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus, Stdio};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use fidius_core::extensions::{
+    find_extension_modules, BadPythonVersion, ExtensionFile, ExtensionProbe, ExtensionRecord,
+    ExtensionsError, PythonVersion,
+};
+
+use crate::process::command::{WorkerCommand, WorkerNotFound};
+use crate::worker::probe::Report;
+
+/// How probing runs. `ProbeOptions::default()` gives each module 30 s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeOptions {
+    module_timeout: Duration,
+}
+
+impl Default for ProbeOptions {
+    fn default() -> Self {
+        Self {
+            module_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ProbeOptions {
+    /// The longest one module's import may take (the first one's includes starting the worker)
+    /// before its worker is killed and the module recorded as "no (timed out)". Default: 30 s.
+    pub fn module_timeout(mut self, timeout: Duration) -> Self {
+        self.module_timeout = timeout;
+        self
+    }
+}
+
+/// Why probing could not produce results (a module failing its probe is a result, not an error).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProbeError {
+    /// A probe was needed and no worker executable was found.
+    #[error("a compiled extension must be probed in a worker process, and none is available")]
+    WorkerNotFound(#[source] WorkerNotFound),
+    /// `vendor/` could not be scanned, or the package's record could not be read.
+    #[error("cannot look for compiled extensions")]
+    Scan(#[source] ExtensionsError),
+    /// The host's own CPython version string could not be read (a fidius bug).
+    #[error("cannot tell this host's Python version")]
+    HostVersion(#[source] BadPythonVersion),
+    /// The worker could not be started.
+    #[error("cannot start the probe worker {}", program.display())]
+    Spawn {
+        program: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The worker ended before it was ready to probe: it is broken or from another build.
+    #[error("the probe worker {} ended before probing anything ({status}){}", program.display(), last_words(output))]
+    WorkerFailed {
+        program: PathBuf,
+        status: String,
+        /// The end of what it wrote to stderr.
+        output: String,
+    },
+    /// The worker wrote something that is not a probe report (it is from another fidius build).
+    #[error("the probe worker {} sent {line:?}, not a probe report; is it from the same fidius build?", program.display())]
+    Protocol { program: PathBuf, line: String },
+    /// The worker runs another CPython feature version than the host, so its results do not apply.
+    #[error("the probe worker {} runs Python {worker}, this host runs Python {host}; they must be built against the same CPython", program.display())]
+    PythonMismatch {
+        program: PathBuf,
+        worker: String,
+        host: PythonVersion,
+    },
+}
+
+fn last_words(output: &str) -> String {
+    match output.lines().rev().find(|line| !line.trim().is_empty()) {
+        Some(line) => format!(": {}", line.trim()),
+        None => String::new(),
+    }
+}
+
+/// The CPython feature version this process runs.
+pub(crate) fn host_python() -> Result<PythonVersion, ProbeError> {
+    fidius_ffi::python_version()
+        .parse()
+        .map_err(ProbeError::HostVersion)
+}
+
+/// Probes every compiled extension module under `root/vendor/` in worker processes started with
+/// `worker`, and returns the results as an `extensions.toml` record (sorted by file; empty when the
+/// plugin has no compiled extensions, in which case no worker starts).
+///
+/// Nothing is written into the plugin directory.
+pub fn probe_extensions(
+    root: &Path,
+    worker: &WorkerCommand,
+    options: &ProbeOptions,
+) -> Result<ExtensionRecord, ProbeError> {
+    let python = host_python()?;
+    let files = find_extension_modules(root, python).map_err(ProbeError::Scan)?;
+    probe_files(root, &files, worker, options, python)
+}
+
+/// Probes `files` (found under `root` for `python`).
+pub(crate) fn probe_files(
+    root: &Path,
+    files: &[ExtensionFile],
+    worker: &WorkerCommand,
+    options: &ProbeOptions,
+    python: PythonVersion,
+) -> Result<ExtensionRecord, ProbeError> {
+    let mut modules = Vec::with_capacity(files.len());
+    while modules.len() < files.len() {
+        let remaining = &files[modules.len()..];
+        let mut run = ProbeRun::start(root, remaining, worker)?;
+        run.collect(remaining, python, options, &mut modules)?;
+    }
+    tracing::debug!(
+        plugin_dir = %root.display(),
+        modules = modules.len(),
+        refused = modules.iter().filter(|m: &&ExtensionProbe| !m.subinterpreter).count(),
+        "probed compiled extensions"
+    );
+    Ok(ExtensionRecord { python, modules })
+}
+
+/// One probe worker process and the threads that read its pipes.
+struct ProbeRun {
+    child: Child,
+    program: PathBuf,
+    lines: Receiver<std::io::Result<String>>,
+    stderr: Receiver<String>,
+    ready: bool,
+}
+
+/// How much of a worker's stderr is kept for error messages.
+const STDERR_TAIL: usize = 4096;
+
+impl ProbeRun {
+    fn start(
+        root: &Path,
+        files: &[ExtensionFile],
+        worker: &WorkerCommand,
+    ) -> Result<Self, ProbeError> {
+        let program = worker.program().to_path_buf();
+        let mut command = worker.command("probe");
+        command
+            .arg(root)
+            .args(files.iter().map(|file| &file.module))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().map_err(|source| ProbeError::Spawn {
+            program: program.clone(),
+            source,
+        })?;
+        let (line_sender, lines) = crossbeam_channel::unbounded();
+        if let Some(stdout) = child.stdout.take() {
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines() {
+                    if line_sender.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let (tail_sender, stderr) = crossbeam_channel::bounded(1);
+        if let Some(mut pipe) = child.stderr.take() {
+            std::thread::spawn(move || {
+                let mut tail = VecDeque::with_capacity(STDERR_TAIL);
+                let mut buffer = [0_u8; 4096];
+                while let Ok(read @ 1..) = pipe.read(&mut buffer) {
+                    tail.extend(&buffer[..read]);
+                    let excess = tail.len().saturating_sub(STDERR_TAIL);
+                    tail.drain(..excess);
+                }
+                let _ =
+                    tail_sender.send(String::from_utf8_lossy(tail.make_contiguous()).into_owned());
+            });
+        }
+        Ok(Self {
+            child,
+            program,
+            lines,
+            stderr,
+            ready: false,
+        })
+    }
+
+    /// Reads reports until the worker is done, crashes or hangs, appending one result per module
+    /// it got through (plus the one it crashed or hung on).
+    fn collect(
+        &mut self,
+        files: &[ExtensionFile],
+        python: PythonVersion,
+        options: &ProbeOptions,
+        results: &mut Vec<ExtensionProbe>,
+    ) -> Result<(), ProbeError> {
+        let mut next = 0;
+        while next < files.len() {
+            let file = &files[next];
+            let line = match self.lines.recv_timeout(options.module_timeout) {
+                Ok(Ok(line)) => line,
+                // The pipe closed or broke: the worker ended.
+                Ok(Err(_)) | Err(RecvTimeoutError::Disconnected) => {
+                    let status = self.reap();
+                    let output = self.stderr_tail();
+                    if !self.ready {
+                        return Err(ProbeError::WorkerFailed {
+                            program: self.program.clone(),
+                            status: describe_status(status),
+                            output,
+                        });
+                    }
+                    let reason = format!(
+                        "crashed: {}{}",
+                        describe_status(status),
+                        last_words(&output)
+                    );
+                    tracing::debug!(module = %file.module, output = %output, "probe worker crashed");
+                    results.push(refused(file, reason));
+                    return Ok(());
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    let _ = self.child.kill();
+                    self.reap();
+                    let reason = format!(
+                        "timed out: importing took over {:?}",
+                        options.module_timeout
+                    );
+                    results.push(refused(file, reason));
+                    return Ok(());
+                }
+            };
+            let report: Report = serde_json::from_str(&line).map_err(|_| self.protocol(&line))?;
+            match report {
+                Report::Ready { python: worker } if !self.ready => {
+                    if worker.parse::<PythonVersion>().ok() != Some(python) {
+                        self.kill();
+                        return Err(ProbeError::PythonMismatch {
+                            program: self.program.clone(),
+                            worker,
+                            host: python,
+                        });
+                    }
+                    self.ready = true;
+                }
+                Report::Module { name, error } if self.ready && name == file.module => {
+                    results.push(match error {
+                        None => ExtensionProbe {
+                            name,
+                            file: file.relative_path.clone(),
+                            subinterpreter: true,
+                            reason: None,
+                        },
+                        Some(error) => refused(file, error),
+                    });
+                    next += 1;
+                }
+                _ => return Err(self.protocol(&line)),
+            }
+        }
+        self.reap();
+        Ok(())
+    }
+
+    fn protocol(&mut self, line: &str) -> ProbeError {
+        self.kill();
+        ProbeError::Protocol {
+            program: self.program.clone(),
+            line: line.chars().take(200).collect(),
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        self.reap();
+    }
+
+    /// Waits for the worker to end (it has, or was killed).
+    fn reap(&mut self) -> Option<ExitStatus> {
+        self.child.wait().ok()
+    }
+
+    /// The end of the worker's stderr, once the pipe is closed. A grandchild process holding the
+    /// pipe open must not hang the host, so this waits only briefly.
+    fn stderr_tail(&self) -> String {
+        self.stderr
+            .recv_timeout(Duration::from_secs(1))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for ProbeRun {
+    fn drop(&mut self) {
+        // An error path left it running: it must not outlive the probe.
+        if let Ok(None) = self.child.try_wait() {
+            self.kill();
+        }
+    }
+}
+
+fn refused(file: &ExtensionFile, reason: String) -> ExtensionProbe {
+    ExtensionProbe {
+        name: file.module.clone(),
+        file: file.relative_path.clone(),
+        subinterpreter: false,
+        reason: Some(reason),
+    }
+}
+
+fn describe_status(status: Option<ExitStatus>) -> String {
+    let Some(status) = status else {
+        return "its status is unknown".to_owned();
+    };
+    if let Some(signal) = status.signal() {
+        let name = match signal {
+            4 => " (SIGILL)",
+            6 => " (SIGABRT)",
+            7 => " (SIGBUS)",
+            8 => " (SIGFPE)",
+            9 => " (SIGKILL)",
+            11 => " (SIGSEGV)",
+            15 => " (SIGTERM)",
+            _ => "",
+        };
+        return format!("signal {signal}{name}");
+    }
+    match status.code() {
+        Some(code) => format!("exit status {code}"),
+        None => status.to_string(),
+    }
+}
