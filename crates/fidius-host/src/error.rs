@@ -224,8 +224,8 @@ fn subinterpreter_hint(exception: &PythonException) -> &'static str {
         .message
         .contains("does not support loading in subinterpreters")
     {
-        " (this compiled extension cannot run in an own-GIL sub-interpreter; pure-Python plugins load \
-         here, load it with isolation = \"process\" or \"auto\")"
+        " (this compiled extension cannot run in an own-GIL sub-interpreter; load the plugin with \
+         isolation = \"process\", or \"auto\" to let fidius decide)"
     } else {
         ""
     }

@@ -19,6 +19,13 @@
 //!   replaced ([`PoolStats`]). [`LoadOptions::call_timeout`] documents exactly what can be interrupted.
 //! * [`PythonPluginHandle::reload`] swaps in a re-verified, re-imported version of the plugin without
 //!   failing a call.
+//! * The **process tier** ([`LoadOptions::isolation`], `isolation = "process"` in the manifest, or
+//!   chosen by `auto` when a vendored compiled extension cannot run in a sub-interpreter) runs each
+//!   instance in a worker process ([`WorkerCommand`]) behind the same handle: the plugin runs in the
+//!   worker's main interpreter, calls cross a shared-memory mailbox, and a worker that crashes, exits
+//!   or overruns its timeout costs only the call it was serving
+//!   ([`CallError::WorkerCrashed`], [`CallError::Timeout`]); the next call gets a fresh worker.
+//!   [`PythonPluginHandle::tier`] says which tier a plugin got and why.
 #![forbid(unsafe_code)]
 
 mod error;

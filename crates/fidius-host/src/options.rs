@@ -54,6 +54,10 @@ impl LoadOptions {
     /// none, and a call without a timeout costs nothing extra. A call can override it with
     /// [`CallOptions`].
     ///
+    /// In the process tier a call past its deadline kills its worker process (SIGKILL), whatever
+    /// it is doing, and the next call gets a fresh one; the rest of this section describes the
+    /// sub-interpreter tier.
+    ///
     /// # What happens when a call times out
     ///
     /// The caller gets [`CallError::Timeout`](crate::CallError::Timeout) at the deadline, whatever
@@ -80,7 +84,8 @@ impl LoadOptions {
     /// can catch `KeyboardInterrupt` (a bare `except:`) and carry on, which ends in retirement too,
     /// but a detached thread still uses a core for as long as it spins, and code that never returns
     /// keeps its memory forever. Code that must be stopped for certain belongs in a separate process
-    /// (the process tier, not available yet).
+    /// (the process tier: see [`isolation`](Self::isolation); a worker process past its deadline is
+    /// killed outright, whatever it is doing).
     ///
     /// # Which mechanism when
     ///

@@ -7,9 +7,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use clap::Args;
 use fidius_core::interface::WireMode;
+use fidius_core::manifest::Isolation;
 use fidius_core::PluginCall;
 use fidius_host::{LoadOptions, PluginHost, PublicKey, PythonPluginHandle};
 
+use super::extensions::own_worker;
 use super::python_stub::read_interface;
 
 /// Load a plugin (directory or .fid) through the host and call one method.
@@ -56,9 +58,14 @@ pub struct CallCommand {
     #[arg(long, default_value_t = 1, value_name = "K")]
     threads: usize,
 
-    /// Instances (own-GIL interpreters) serving the plugin.
+    /// Instances (own-GIL interpreters, or worker processes in the process tier) serving the plugin.
     #[arg(long, default_value_t = 1, value_name = "N")]
     instances: usize,
+
+    /// Override the package's isolation: auto, subinterpreter or process. The tier chosen and why
+    /// is printed to stderr either way.
+    #[arg(long, value_name = "MODE", value_parser = parse_isolation)]
+    isolation: Option<Isolation>,
 
     /// Trust signatures by this public key (repeatable).
     #[arg(long = "key", value_name = "KEY.public")]
@@ -107,7 +114,12 @@ impl CallCommand {
             builder = builder.cache_dir(dir);
         }
         let host = builder.build()?;
-        let mut options = LoadOptions::default().instances(self.instances);
+        let mut options = LoadOptions::default()
+            .instances(self.instances)
+            .worker_command(own_worker()?);
+        if let Some(isolation) = self.isolation {
+            options = options.isolation(isolation);
+        }
         if let Some(timeout) = self.timeout {
             options = options.call_timeout(timeout);
         }
@@ -125,6 +137,9 @@ impl CallCommand {
                 self.plugin
             );
         }
+
+        let tier = handle.tier();
+        eprintln!("tier: {} ({})", tier.tier, tier.reason);
 
         let output = call(&handle, index, wire, &input)?;
         self.print(wire, &output)?;
@@ -185,15 +200,31 @@ fn call(
         WireMode::TypedJson => handle.call_typed_json(index, input),
     };
     result.map_err(|error| {
-        if let fidius_core::CallError::Python {
-            traceback: Some(traceback),
-            ..
-        } = &error
-        {
-            eprint!("{traceback}");
+        match &error {
+            fidius_core::CallError::Python {
+                traceback: Some(traceback),
+                ..
+            } => eprint!("{traceback}"),
+            fidius_core::CallError::WorkerCrashed { stderr_tail, .. }
+                if !stderr_tail.is_empty() =>
+            {
+                eprint!("the worker's stderr ended with:\n{stderr_tail}")
+            }
+            _ => {}
         }
         anyhow::Error::new(error)
     })
+}
+
+fn parse_isolation(text: &str) -> Result<Isolation, String> {
+    match text {
+        "auto" => Ok(Isolation::Auto),
+        "subinterpreter" => Ok(Isolation::Subinterpreter),
+        "process" => Ok(Isolation::Process),
+        _ => Err(format!(
+            "`{text}`: isolation is one of auto, subinterpreter, process"
+        )),
+    }
 }
 
 /// A duration such as `250ms`, `2s`, `1.5s` or `1m`.

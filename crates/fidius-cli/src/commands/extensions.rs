@@ -17,6 +17,13 @@ fn host_python() -> anyhow::Result<PythonVersion> {
         .context("cannot tell the embedded Python's version")
 }
 
+/// This executable as the process-tier worker (`fidius worker`, a hidden subcommand), so the CLI
+/// needs no separate `fidius-worker` binary.
+pub fn own_worker() -> anyhow::Result<WorkerCommand> {
+    let exe = std::env::current_exe().context("cannot find the running fidius executable")?;
+    Ok(WorkerCommand::new(exe).arg("worker"))
+}
+
 /// Probes the compiled extension modules under `dir/vendor/` in `fidius worker` processes and
 /// records the results in `extensions.toml`. Does nothing for a package without compiled
 /// extensions. `will_sign`: the archive is signed afterwards, so an existing `package.sig` may go
@@ -32,8 +39,7 @@ pub fn record(dir: &Path, will_sign: bool) -> anyhow::Result<()> {
         "probing {} compiled extension module(s) for sub-interpreter support, each in a child process",
         files.len()
     );
-    let exe = std::env::current_exe().context("cannot find the running fidius executable")?;
-    let worker = WorkerCommand::new(exe).arg("worker");
+    let worker = own_worker()?;
     let record = probe_extensions(dir, &worker, &ProbeOptions::default())
         .with_context(|| format!("cannot probe the compiled extensions of {}", dir.display()))?;
     for module in record.refused() {

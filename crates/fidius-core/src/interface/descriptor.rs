@@ -2,7 +2,7 @@
 //! `#[plugin_interface]` (`__fidius_<Trait>::<Trait>_PYTHON_DESCRIPTOR`).
 
 /// How a method's arguments and result cross into Python.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum WireMode {
     /// Arguments go as a JSON array (positional), the result comes back as JSON.
     TypedJson,
@@ -76,5 +76,93 @@ impl PythonInterfaceDescriptor {
                 .filter(|method| !method.is_optional())
                 .map(|method| method.signature),
         )
+    }
+}
+
+/// A [`PythonInterfaceDescriptor`] that owns its strings: built at run time (from an interface's
+/// source, or received from another process) and turned into the `'static` form with [`leak`](Self::leak).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OwnedInterfaceDescriptor {
+    pub trait_name: String,
+    pub version: u32,
+    pub interface_hash: u64,
+    pub methods: Vec<OwnedMethodDescriptor>,
+}
+
+/// One method of an [`OwnedInterfaceDescriptor`]; the fields mean what [`PythonMethodDescriptor`]'s do.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OwnedMethodDescriptor {
+    pub name: String,
+    pub wire: WireMode,
+    /// `(name, canonical type)` of each argument.
+    pub args: Vec<(String, String)>,
+    pub returns: String,
+    pub optional_since: Option<u32>,
+    pub signature: String,
+}
+
+impl From<&PythonInterfaceDescriptor> for OwnedInterfaceDescriptor {
+    fn from(descriptor: &PythonInterfaceDescriptor) -> Self {
+        Self {
+            trait_name: descriptor.trait_name.to_owned(),
+            version: descriptor.version,
+            interface_hash: descriptor.interface_hash,
+            methods: descriptor
+                .methods
+                .iter()
+                .map(|method| OwnedMethodDescriptor {
+                    name: method.name.to_owned(),
+                    wire: method.wire,
+                    args: method
+                        .args
+                        .iter()
+                        .map(|arg| (arg.name.to_owned(), arg.ty.to_owned()))
+                        .collect(),
+                    returns: method.returns.to_owned(),
+                    optional_since: method.optional_since,
+                    signature: method.signature.to_owned(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl OwnedInterfaceDescriptor {
+    /// The `'static` descriptor a host loads plugins against.
+    ///
+    /// This leaks a few hundred bytes per call: meant for a process that loads one interface (a
+    /// tool such as `fidius call`, a process-tier worker), not for a loop.
+    pub fn leak(&self) -> &'static PythonInterfaceDescriptor {
+        fn leak(text: &str) -> &'static str {
+            Box::leak(text.to_owned().into_boxed_str())
+        }
+        let methods: Vec<PythonMethodDescriptor> = self
+            .methods
+            .iter()
+            .map(|method| PythonMethodDescriptor {
+                name: leak(&method.name),
+                wire: method.wire,
+                args: Box::leak(
+                    method
+                        .args
+                        .iter()
+                        .map(|(name, ty)| PythonArgDescriptor {
+                            name: leak(name),
+                            ty: leak(ty),
+                        })
+                        .collect::<Vec<_>>()
+                        .into_boxed_slice(),
+                ),
+                returns: leak(&method.returns),
+                optional_since: method.optional_since,
+                signature: leak(&method.signature),
+            })
+            .collect();
+        Box::leak(Box::new(PythonInterfaceDescriptor {
+            trait_name: leak(&self.trait_name),
+            version: self.version,
+            interface_hash: self.interface_hash,
+            methods: Box::leak(methods.into_boxed_slice()),
+        }))
     }
 }

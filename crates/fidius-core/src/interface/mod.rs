@@ -19,7 +19,8 @@ pub mod stub;
 pub use attr::{is_interface_attribute, InterfaceAttr};
 pub use canonical::canonical_type;
 pub use descriptor::{
-    PythonArgDescriptor, PythonInterfaceDescriptor, PythonMethodDescriptor, WireMode,
+    OwnedInterfaceDescriptor, OwnedMethodDescriptor, PythonArgDescriptor,
+    PythonInterfaceDescriptor, PythonMethodDescriptor, WireMode,
 };
 pub use error::{InterfaceError, InterfaceErrors};
 pub use source::{

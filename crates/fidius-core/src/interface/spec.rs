@@ -8,7 +8,7 @@ use syn::{Attribute, FnArg, ItemTrait, Pat, ReturnType, TraitItem, TraitItemFn, 
 use super::attr::InterfaceAttr;
 use super::canonical::canonical_type;
 use super::descriptor::{
-    PythonArgDescriptor, PythonInterfaceDescriptor, PythonMethodDescriptor, WireMode,
+    OwnedInterfaceDescriptor, OwnedMethodDescriptor, PythonInterfaceDescriptor, WireMode,
 };
 use super::error::{InterfaceError, InterfaceErrors};
 use super::{hash_signatures, shape};
@@ -342,36 +342,32 @@ impl InterfaceSpec {
     /// The descriptor borrows `'static` strings, so this leaks a few hundred bytes per call: meant
     /// for a process that loads one interface, not for a loop.
     pub fn leak_descriptor(&self) -> &'static PythonInterfaceDescriptor {
-        fn leak(text: &str) -> &'static str {
-            Box::leak(text.to_owned().into_boxed_str())
-        }
-        let methods: Vec<PythonMethodDescriptor> = self
-            .methods
-            .iter()
-            .map(|method| PythonMethodDescriptor {
-                name: leak(&method.name),
-                wire: method.wire,
-                args: Box::leak(
-                    method
-                        .args
-                        .iter()
-                        .map(|arg| PythonArgDescriptor {
-                            name: leak(arg.name.as_deref().unwrap_or("_")),
-                            ty: leak(&arg.canonical),
-                        })
-                        .collect::<Vec<_>>()
-                        .into_boxed_slice(),
-                ),
-                returns: leak(&method.output_canonical),
-                optional_since: method.optional_since,
-                signature: leak(&method.signature),
-            })
-            .collect();
-        Box::leak(Box::new(PythonInterfaceDescriptor {
-            trait_name: leak(&self.trait_name),
+        OwnedInterfaceDescriptor {
+            trait_name: self.trait_name.clone(),
             version: self.version,
             interface_hash: self.hash,
-            methods: Box::leak(methods.into_boxed_slice()),
-        }))
+            methods: self
+                .methods
+                .iter()
+                .map(|method| OwnedMethodDescriptor {
+                    name: method.name.clone(),
+                    wire: method.wire,
+                    args: method
+                        .args
+                        .iter()
+                        .map(|arg| {
+                            (
+                                arg.name.clone().unwrap_or_else(|| "_".to_owned()),
+                                arg.canonical.clone(),
+                            )
+                        })
+                        .collect(),
+                    returns: method.output_canonical.clone(),
+                    optional_since: method.optional_since,
+                    signature: method.signature.clone(),
+                })
+                .collect(),
+        }
+        .leak()
     }
 }

@@ -87,7 +87,8 @@ impl WorkerProcess {
             source,
         };
         let mailbox = Mailbox::create().map_err(spawn_failed)?;
-        let (reader, writer) = std::io::pipe().map_err(spawn_failed)?;
+        let (reader, writer) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+            .map_err(|errno| spawn_failed(errno.into()))?;
         let mut process = command.command("serve");
         process
             .stdin(Stdio::from(
@@ -98,7 +99,7 @@ impl WorkerProcess {
         let child = process.spawn().map_err(spawn_failed)?;
         // The pipe's write ends now live only in the child, so the reader sees EOF when it exits.
         drop(process);
-        let stderr = StderrTail::follow(reader, attribution.clone());
+        let stderr = StderrTail::follow(std::fs::File::from(reader), attribution.clone());
         let mut worker = Self {
             child,
             mailbox,
@@ -374,7 +375,7 @@ struct StderrTail {
 }
 
 impl StderrTail {
-    fn follow(pipe: std::io::PipeReader, attribution: Attribution) -> Self {
+    fn follow(pipe: std::fs::File, attribution: Attribution) -> Self {
         let lines = Arc::new(Mutex::new(VecDeque::with_capacity(STDERR_TAIL_LINES)));
         let (done_tx, done_rx) = crossbeam_channel::bounded(1);
         let kept = Arc::clone(&lines);

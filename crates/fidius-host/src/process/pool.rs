@@ -13,7 +13,7 @@ use fidius_core::CallError;
 use crate::error::LoadError;
 use crate::process::child::{Attribution, Failure, WorkerProcess};
 use crate::process::command::WorkerCommand;
-use crate::process::protocol::{InterfaceSpec, StartSpec};
+use crate::process::protocol::StartSpec;
 use crate::runtime::output::{self, RecentOutput};
 use crate::runtime::source::PluginSource;
 
@@ -390,7 +390,7 @@ impl WorkerSet {
                 version: source.version.clone(),
                 dir: source.dir.clone(),
                 entry_module: source.entry_module.clone(),
-                interface: InterfaceSpec::of(descriptor),
+                interface: descriptor.into(),
                 log_level: output::python_log_level(),
                 memory_limit,
             },

@@ -3,9 +3,7 @@
 
 use std::path::PathBuf;
 
-use fidius_core::interface::{
-    PythonArgDescriptor, PythonInterfaceDescriptor, PythonMethodDescriptor, WireMode,
-};
+use fidius_core::interface::{OwnedInterfaceDescriptor, PythonInterfaceDescriptor};
 use fidius_core::{CallError, PluginError};
 use serde::{Deserialize, Serialize};
 
@@ -33,7 +31,7 @@ pub(crate) struct StartSpec {
     pub(crate) version: String,
     pub(crate) dir: PathBuf,
     pub(crate) entry_module: String,
-    pub(crate) interface: InterfaceSpec,
+    pub(crate) interface: OwnedInterfaceDescriptor,
     /// Python `logging` level the host wants records from.
     pub(crate) log_level: u32,
     /// Address-space limit for the worker (`RLIMIT_AS`), in bytes.
@@ -43,90 +41,6 @@ pub(crate) struct StartSpec {
 impl StartSpec {
     pub(crate) fn source(&self) -> PluginSource {
         PluginSource::new(&self.plugin, &self.version, &self.dir, &self.entry_module)
-    }
-}
-
-/// The interface descriptor, in a form that crosses a process boundary.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct InterfaceSpec {
-    trait_name: String,
-    version: u32,
-    hash: u64,
-    methods: Vec<MethodSpec>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct MethodSpec {
-    name: String,
-    raw: bool,
-    args: Vec<(String, String)>,
-    returns: String,
-    optional_since: Option<u32>,
-    signature: String,
-}
-
-impl InterfaceSpec {
-    pub(crate) fn of(descriptor: &PythonInterfaceDescriptor) -> Self {
-        Self {
-            trait_name: descriptor.trait_name.to_owned(),
-            version: descriptor.version,
-            hash: descriptor.interface_hash,
-            methods: descriptor
-                .methods
-                .iter()
-                .map(|method| MethodSpec {
-                    name: method.name.to_owned(),
-                    raw: method.wire == WireMode::Raw,
-                    args: method
-                        .args
-                        .iter()
-                        .map(|arg| (arg.name.to_owned(), arg.ty.to_owned()))
-                        .collect(),
-                    returns: method.returns.to_owned(),
-                    optional_since: method.optional_since,
-                    signature: method.signature.to_owned(),
-                })
-                .collect(),
-        }
-    }
-
-    /// The descriptor again, for the worker's lifetime (a worker loads one plugin, once).
-    pub(crate) fn leak(&self) -> &'static PythonInterfaceDescriptor {
-        fn leak(text: &str) -> &'static str {
-            Box::leak(text.to_owned().into_boxed_str())
-        }
-        let methods: Vec<PythonMethodDescriptor> = self
-            .methods
-            .iter()
-            .map(|method| PythonMethodDescriptor {
-                name: leak(&method.name),
-                wire: if method.raw {
-                    WireMode::Raw
-                } else {
-                    WireMode::TypedJson
-                },
-                args: Box::leak(
-                    method
-                        .args
-                        .iter()
-                        .map(|(name, ty)| PythonArgDescriptor {
-                            name: leak(name),
-                            ty: leak(ty),
-                        })
-                        .collect::<Vec<_>>()
-                        .into_boxed_slice(),
-                ),
-                returns: leak(&method.returns),
-                optional_since: method.optional_since,
-                signature: leak(&method.signature),
-            })
-            .collect();
-        Box::leak(Box::new(PythonInterfaceDescriptor {
-            trait_name: leak(&self.trait_name),
-            version: self.version,
-            interface_hash: self.hash,
-            methods: Box::leak(methods.into_boxed_slice()),
-        }))
     }
 }
 

@@ -1,7 +1,21 @@
 //! The worker side of the process tier: the code a `fidius-worker` (or `fidius worker`) process runs.
 //!
-//! Not an API: hosts start workers through [`WorkerCommand`](crate::WorkerCommand), and the protocol
-//! between host and worker may change with any release (both sides always come from one build).
+//! Hosts start workers through [`WorkerCommand`](crate::WorkerCommand). The protocol between host and
+//! worker is private and may change with any release, so both sides must come from one build: the
+//! `fidius-worker` binary built with your host, or your host binary itself, when it hands its
+//! arguments to [`main`] (as the `fidius` CLI does for `fidius worker`):
+//!
+//! ```no_run
+//! fn main() -> std::process::ExitCode {
+//!     let mut args = std::env::args_os().skip(1);
+//!     if args.next().as_deref() == Some(std::ffi::OsStr::new("fidius-worker")) {
+//!         return fidius_host::worker::main(args.collect());
+//!     }
+//!     // ... the host, loading plugins with
+//!     // LoadOptions::default().worker_command(WorkerCommand::new(std::env::current_exe()?).arg("fidius-worker"))
+//!     std::process::ExitCode::SUCCESS
+//! }
+//! ```
 
 pub(crate) mod probe;
 mod serve;
@@ -12,8 +26,9 @@ use std::process::ExitCode;
 /// Exit status of a worker that was started wrongly (not by a fidius host).
 const USAGE: u8 = 64;
 
-/// Runs the worker subcommand in `args` (`serve` or `probe`, then its arguments).
-#[doc(hidden)]
+/// Runs a worker: `args` are what [`WorkerCommand`](crate::WorkerCommand) put after its leading
+/// arguments (a mode, `serve` or `probe`, then that mode's arguments). Returns the process's exit
+/// status; call it only in a process started by a fidius host.
 pub fn main(args: Vec<OsString>) -> ExitCode {
     let mut args = args.into_iter();
     let mode = args.next();

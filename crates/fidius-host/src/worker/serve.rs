@@ -41,7 +41,7 @@ fn serve() -> Result<(), String> {
     let file = rustix::io::dup(std::io::stdin())
         .map_err(|error| format!("no mailbox on stdin: {error}"))?;
     let mut mailbox =
-        Mailbox::open(file.into()).map_err(|error| format!("no mailbox on stdin: {error}"))?;
+        Mailbox::open(file).map_err(|error| format!("no mailbox on stdin: {error}"))?;
     // The plugin reads no input; its stdout and stderr already go to the host's pipe.
     if let Ok(null) = std::fs::File::open("/dev/null") {
         let _ = rustix::stdio::dup2_stdin(&null);
