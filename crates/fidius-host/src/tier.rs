@@ -66,16 +66,31 @@ impl TierChoice {
                 ),
             );
         }
-        let mut deciding: Vec<String> = refused
+        // Modules refused for the same reason (all of numpy's, when `import numpy` fails) are named
+        // once, with the most telling module first: tests modules are rarely what matters.
+        let mut by_reason: Vec<(&str, Vec<&str>)> = Vec::new();
+        for module in &refused {
+            let reason = module.reason.as_deref().unwrap_or("no reason recorded");
+            match by_reason.iter_mut().find(|(known, _)| *known == reason) {
+                Some((_, names)) => names.push(&module.name),
+                None => by_reason.push((reason, vec![&module.name])),
+            }
+        }
+        let mut deciding: Vec<String> = by_reason
             .iter()
             .take(MAX_LISTED)
-            .map(|module| {
-                let reason = module.reason.as_deref().unwrap_or("no reason recorded");
-                format!("{} ({})", module.name, shorten(reason, MAX_REASON_CHARS))
+            .map(|(reason, names)| {
+                let mut names = names.clone();
+                names.sort_by_key(|name| (name.contains("test"), name.len()));
+                let who = match names.len() {
+                    1 => names[0].to_owned(),
+                    n => format!("{} and {} more", names[0], n - 1),
+                };
+                format!("{who} ({})", shorten(reason, MAX_REASON_CHARS))
             })
             .collect();
-        if refused.len() > MAX_LISTED {
-            deciding.push(format!("and {} more", refused.len() - MAX_LISTED));
+        if by_reason.len() > MAX_LISTED {
+            deciding.push(format!("and {} more reasons", by_reason.len() - MAX_LISTED));
         }
         Self::new(
             Tier::Process,
@@ -97,10 +112,10 @@ impl TierChoice {
     }
 }
 
-/// How many deciding modules a reason names before "and N more".
+/// How many distinct reasons (each with its modules) a tier reason lists.
 const MAX_LISTED: usize = 3;
 /// How much of each deciding module's reason a tier reason keeps.
-const MAX_REASON_CHARS: usize = 120;
+const MAX_REASON_CHARS: usize = 200;
 
 fn shorten(text: &str, max_chars: usize) -> String {
     match text.char_indices().nth(max_chars) {

@@ -251,7 +251,7 @@ fn a_crashing_extension_is_a_no_and_the_rest_are_still_probed() -> TestResult {
     let (ok, reason) = outcome(&record, "_fidius_aborts")?;
     assert!(!ok);
     assert!(
-        reason.starts_with("crashed: signal 6 (SIGABRT)"),
+        reason.starts_with("crashed: killed by signal 6 (SIGABRT)"),
         "{reason}"
     );
     // Probed by a fresh worker after the crash; its forged stdout line did not count.
@@ -262,7 +262,9 @@ fn a_crashing_extension_is_a_no_and_the_rest_are_still_probed() -> TestResult {
     assert_eq!(choice.tier, Tier::Process);
     assert!(choice.reason.contains("1 of 3"), "{}", choice.reason);
     assert!(
-        choice.reason.contains("_fidius_aborts (crashed: signal 6"),
+        choice
+            .reason
+            .contains("_fidius_aborts (crashed: killed by signal 6"),
         "{}",
         choice.reason
     );
@@ -398,6 +400,50 @@ fn a_worker_that_is_not_a_worker_is_an_error_not_a_verdict() -> TestResult {
     assert!(
         error.to_string().contains("ended before probing anything"),
         "{error}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_package_that_cannot_be_imported_refuses_all_its_modules_with_one_probe() -> TestResult {
+    let py = python()?;
+    let work = tempfile::tempdir()?;
+    let plugin = plugin(work.path())?;
+    // Both modules would import on their own; the package around them re-raises a misleading
+    // error from the real one, as numpy does.
+    fs::create_dir_all(plugin.join("vendor/pkg"))?;
+    fs::write(
+        plugin.join("vendor/pkg/__init__.py"),
+        "try:\n    raise ImportError('the real cause')\nexcept ImportError as exc:\n    raise ImportError('misleading advice') from exc\n",
+    )?;
+    vendor_stdlib_module(&py, &plugin, "pkg", "_testmultiphase")?;
+    vendor_stdlib_module(&py, &plugin, "pkg", "xxlimited")?;
+    vendor_stdlib_module(&py, &plugin, "", "_testsinglephase")?;
+
+    let record = probe_extensions(&plugin, &worker(), &ProbeOptions::default())?;
+    for module in ["pkg._testmultiphase", "pkg.xxlimited"] {
+        let (ok, reason) = outcome(&record, module)?;
+        assert!(!ok, "{module}");
+        assert_eq!(
+            reason,
+            "importing its package `pkg` fails: ImportError: misleading advice \
+             (caused by ImportError: the real cause)"
+        );
+    }
+    assert!(!outcome(&record, "_testsinglephase")?.0);
+    let choice = fidius_host::TierChoice::auto_from_record(&record, "probed");
+    assert_eq!(choice.tier, Tier::Process);
+    // One mention of the shared reason, naming the modules it covers (test modules last).
+    assert_eq!(
+        choice.reason.matches("misleading advice").count(),
+        1,
+        "{}",
+        choice.reason
+    );
+    assert!(
+        choice.reason.contains("pkg.xxlimited and 1 more"),
+        "{}",
+        choice.reason
     );
     Ok(())
 }

@@ -4,6 +4,7 @@ mod call;
 mod extensions;
 mod failures;
 mod help;
+mod numpy;
 #[allow(
     dead_code,
     reason = "shared with fidius-core's tests; this suite uses part of it"

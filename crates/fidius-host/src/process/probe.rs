@@ -5,9 +5,8 @@
 //! imports each module in its own own-GIL sub-interpreter and reports one line per module; when it
 //! crashes or hangs, the module it was on counts as "no" and a new worker takes the rest.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::{BufRead, BufReader, Read};
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
 use std::time::Duration;
@@ -18,6 +17,7 @@ use fidius_core::extensions::{
     ExtensionsError, PythonVersion,
 };
 
+use crate::process::child::describe_status;
 use crate::process::command::{WorkerCommand, WorkerNotFound};
 use crate::worker::probe::Report;
 
@@ -114,6 +114,10 @@ pub fn probe_extensions(
 }
 
 /// Probes `files` (found under `root` for `python`).
+///
+/// Top-level packages first: when importing `numpy` itself fails in a sub-interpreter, every
+/// extension module under it fails the same way (importing one runs the package's `__init__`), so
+/// one probe answers for all of them. Modules of packages that import are probed one by one.
 pub(crate) fn probe_files(
     root: &Path,
     files: &[ExtensionFile],
@@ -121,19 +125,69 @@ pub(crate) fn probe_files(
     options: &ProbeOptions,
     python: PythonVersion,
 ) -> Result<ExtensionRecord, ProbeError> {
-    let mut modules = Vec::with_capacity(files.len());
-    while modules.len() < files.len() {
-        let remaining = &files[modules.len()..];
-        let mut run = ProbeRun::start(root, remaining, worker)?;
-        run.collect(remaining, python, options, &mut modules)?;
-    }
+    let top_level =
+        |file: &ExtensionFile| file.module.split('.').next().unwrap_or_default().to_owned();
+    let packages: BTreeSet<String> = files
+        .iter()
+        .filter(|file| file.module.contains('.'))
+        .map(top_level)
+        .collect();
+    let packages: Vec<String> = packages.into_iter().collect();
+    let package_errors: BTreeMap<String, String> = packages
+        .iter()
+        .cloned()
+        .zip(probe_names(root, &packages, worker, options, python)?)
+        .filter_map(|(package, error)| Some((package, error?)))
+        .collect();
+    let modules: Vec<&ExtensionFile> = files
+        .iter()
+        .filter(|file| !package_errors.contains_key(&top_level(file)))
+        .collect();
+    let names: Vec<String> = modules.iter().map(|file| file.module.clone()).collect();
+    let mut module_errors = probe_names(root, &names, worker, options, python)?.into_iter();
+    let modules = files
+        .iter()
+        .map(|file| match package_errors.get(&top_level(file)) {
+            Some(error) => refused(
+                file,
+                format!("importing its package `{}` fails: {error}", top_level(file)),
+            ),
+            None => match module_errors.next().flatten() {
+                Some(error) => refused(file, error),
+                None => ExtensionProbe {
+                    name: file.module.clone(),
+                    file: file.relative_path.clone(),
+                    subinterpreter: true,
+                    reason: None,
+                },
+            },
+        })
+        .collect::<Vec<_>>();
     tracing::debug!(
         plugin_dir = %root.display(),
         modules = modules.len(),
-        refused = modules.iter().filter(|m: &&ExtensionProbe| !m.subinterpreter).count(),
+        refused = modules.iter().filter(|m| !m.subinterpreter).count(),
         "probed compiled extensions"
     );
     Ok(ExtensionRecord { python, modules })
+}
+
+/// Imports each of `names` in its own sub-interpreter in throwaway workers; one entry per name:
+/// `None` when it imported (and its interpreter ended cleanly), else why not.
+fn probe_names(
+    root: &Path,
+    names: &[String],
+    worker: &WorkerCommand,
+    options: &ProbeOptions,
+    python: PythonVersion,
+) -> Result<Vec<Option<String>>, ProbeError> {
+    let mut outcomes = Vec::with_capacity(names.len());
+    while outcomes.len() < names.len() {
+        let remaining = &names[outcomes.len()..];
+        let mut run = ProbeRun::start(root, remaining, worker)?;
+        run.collect(remaining, python, options, &mut outcomes)?;
+    }
+    Ok(outcomes)
 }
 
 /// One probe worker process and the threads that read its pipes.
@@ -149,16 +203,12 @@ struct ProbeRun {
 const STDERR_TAIL: usize = 4096;
 
 impl ProbeRun {
-    fn start(
-        root: &Path,
-        files: &[ExtensionFile],
-        worker: &WorkerCommand,
-    ) -> Result<Self, ProbeError> {
+    fn start(root: &Path, names: &[String], worker: &WorkerCommand) -> Result<Self, ProbeError> {
         let program = worker.program().to_path_buf();
         let mut command = worker.command("probe");
         command
             .arg(root)
-            .args(files.iter().map(|file| &file.module))
+            .args(names)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -199,18 +249,20 @@ impl ProbeRun {
         })
     }
 
-    /// Reads reports until the worker is done, crashes or hangs, appending one result per module
-    /// it got through (plus the one it crashed or hung on).
+    /// Reads reports until the worker is done, crashes or hangs, appending one outcome per name it
+    /// got through (plus the one it crashed or hung on).
     fn collect(
         &mut self,
-        files: &[ExtensionFile],
+        names: &[String],
         python: PythonVersion,
         options: &ProbeOptions,
-        results: &mut Vec<ExtensionProbe>,
+        outcomes: &mut Vec<Option<String>>,
     ) -> Result<(), ProbeError> {
         let mut next = 0;
-        while next < files.len() {
-            let file = &files[next];
+        // The import outcome of `names[next]`, once reported, until its interpreter has ended.
+        let mut imported: Option<Option<String>> = None;
+        while next < names.len() {
+            let name = &names[next];
             let line = match self.lines.recv_timeout(options.module_timeout) {
                 Ok(Ok(line)) => line,
                 // The pipe closed or broke: the worker ended.
@@ -220,27 +272,29 @@ impl ProbeRun {
                     if !self.ready {
                         return Err(ProbeError::WorkerFailed {
                             program: self.program.clone(),
-                            status: describe_status(status),
+                            status: describe(status),
                             output,
                         });
                     }
-                    let reason = format!(
-                        "crashed: {}{}",
-                        describe_status(status),
-                        last_words(&output)
-                    );
-                    tracing::debug!(module = %file.module, output = %output, "probe worker crashed");
-                    results.push(refused(file, reason));
+                    let crash = format!("{}{}", describe(status), last_words(&output));
+                    tracing::debug!(module = %name, output = %output, "probe worker crashed");
+                    outcomes.push(Some(match imported {
+                        None => format!("crashed: {crash}"),
+                        Some(None) => {
+                            format!("imports, but ending its interpreter crashed: {crash}")
+                        }
+                        Some(Some(error)) => {
+                            format!("{error}; then ending its interpreter crashed: {crash}")
+                        }
+                    }));
                     return Ok(());
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    let _ = self.child.kill();
-                    self.reap();
-                    let reason = format!(
+                    self.kill();
+                    outcomes.push(Some(format!(
                         "timed out: importing took over {:?}",
                         options.module_timeout
-                    );
-                    results.push(refused(file, reason));
+                    )));
                     return Ok(());
                 }
             };
@@ -257,18 +311,18 @@ impl ProbeRun {
                     }
                     self.ready = true;
                 }
-                Report::Module { name, error } if self.ready && name == file.module => {
-                    results.push(match error {
-                        None => ExtensionProbe {
-                            name,
-                            file: file.relative_path.clone(),
-                            subinterpreter: true,
-                            reason: None,
-                        },
-                        Some(error) => refused(file, error),
-                    });
-                    next += 1;
+                Report::Imported { name: got, error }
+                    if self.ready && imported.is_none() && got == *name =>
+                {
+                    imported = Some(error);
                 }
+                Report::Ended { name: got } if got == *name => match imported.take() {
+                    Some(outcome) => {
+                        outcomes.push(outcome);
+                        next += 1;
+                    }
+                    None => return Err(self.protocol(&line)),
+                },
                 _ => return Err(self.protocol(&line)),
             }
         }
@@ -321,25 +375,6 @@ fn refused(file: &ExtensionFile, reason: String) -> ExtensionProbe {
     }
 }
 
-fn describe_status(status: Option<ExitStatus>) -> String {
-    let Some(status) = status else {
-        return "its status is unknown".to_owned();
-    };
-    if let Some(signal) = status.signal() {
-        let name = match signal {
-            4 => " (SIGILL)",
-            6 => " (SIGABRT)",
-            7 => " (SIGBUS)",
-            8 => " (SIGFPE)",
-            9 => " (SIGKILL)",
-            11 => " (SIGSEGV)",
-            15 => " (SIGTERM)",
-            _ => "",
-        };
-        return format!("signal {signal}{name}");
-    }
-    match status.code() {
-        Some(code) => format!("exit status {code}"),
-        None => status.to_string(),
-    }
+fn describe(status: Option<ExitStatus>) -> String {
+    status.map_or_else(|| "its status is unknown".to_owned(), describe_status)
 }

@@ -3,10 +3,11 @@
 //! Arguments: the plugin directory, then the dotted names of the modules to try. For each module,
 //! in order, the worker creates a fresh own-GIL sub-interpreter whose `sys.path` is the plugin's
 //! (`vendor/`, the plugin directory, the standard library, as for a loaded plugin), imports the
-//! module by its full name (which runs its parent packages' `__init__` too), ends the interpreter,
-//! and only then reports the result, so a crash while importing or while ending the interpreter is
-//! blamed on the right module. A module whose package would fall back to pure Python is reported as
-//! failing: it is the compiled module itself that is imported.
+//! module by its full name (which runs its parent packages' `__init__` too) and reports the outcome
+//! ([`Report::Imported`]), then ends the interpreter and says so ([`Report::Ended`]): a crash while
+//! ending the interpreter (numpy corrupts the heap after refusing to load) is blamed on the right
+//! module, with the import's own error kept. A module whose package would fall back to pure Python
+//! is reported as failing: it is the compiled module itself that is imported.
 //!
 //! Reports are JSON lines ([`Report`]) on a private copy of the original stdout; file descriptor 1
 //! is pointed at stderr before any module is imported, so whatever a module's C code writes cannot
@@ -25,7 +26,7 @@ use fidius_ffi::{FfiError, InterpreterOptions, SubInterpreter};
 use serde::{Deserialize, Serialize};
 
 /// Defines `_fidius_probe(vendor_dir, plugin_dir, name)`: `None` if `name` imports, else a one-line
-/// `Type: message`.
+/// `Type: message`, followed by `(caused by Type: message)` of the first exception in its chain.
 const PROBE_SOURCE: &str = r#"
 def _fidius_probe(vendor_dir, plugin_dir, name):
     import importlib
@@ -37,12 +38,25 @@ def _fidius_probe(vendor_dir, plugin_dir, name):
     try:
         importlib.import_module(name)
     except BaseException as exc:  # SystemExit and KeyboardInterrupt at import count as failures too
-        kind = type(exc).__qualname__
-        if type(exc).__module__ != "builtins":
-            kind = f"{type(exc).__module__}.{kind}"
-        message = " ".join(str(exc).split())
-        return f"{kind}: {message}" if message else kind
+        # Packages often re-raise a clearer-sounding error from the real one (numpy: "you should
+        # not import numpy from its source directory"); the first cause is what the author needs.
+        root = exc
+        while root.__cause__ is not None or (
+            root.__context__ is not None and not root.__suppress_context__
+        ):
+            root = root.__cause__ or root.__context__
+        described = _fidius_describe(exc)
+        if root is not exc:
+            described += f" (caused by {_fidius_describe(root)})"
+        return described
     return None
+
+def _fidius_describe(exc):
+    kind = type(exc).__qualname__
+    if type(exc).__module__ != "builtins":
+        kind = f"{type(exc).__module__}.{kind}"
+    message = " ".join(str(exc).split())
+    return f"{kind}: {message}" if message else kind
 "#;
 
 /// One line the probe worker writes on its report channel.
@@ -51,8 +65,11 @@ def _fidius_probe(vendor_dir, plugin_dir, name):
 pub(crate) enum Report {
     /// First line, once CPython is initialised: the full version it runs, e.g. `3.13.5`.
     Ready { python: String },
-    /// One module's outcome; `error` is `None` when the import succeeded.
-    Module { name: String, error: Option<String> },
+    /// One module's import outcome; `error` is `None` when the import succeeded. Sent before its
+    /// interpreter ends.
+    Imported { name: String, error: Option<String> },
+    /// The module's interpreter has ended cleanly.
+    Ended { name: String },
 }
 
 pub(super) fn main(args: Vec<OsString>) -> ExitCode {
@@ -98,11 +115,19 @@ fn run(args: Vec<OsString>) -> Result<(), String> {
         python: fidius_ffi::python_version(),
     })?;
     for name in modules {
-        let error = match probe_one(&vendor_dir, &plugin_dir, &name) {
+        let interp = SubInterpreter::new(InterpreterOptions::default())
+            .map_err(|error| format!("cannot create a sub-interpreter: {error}"))?;
+        let error = match probe_one(&interp, &vendor_dir, &plugin_dir, &name) {
             Ok(outcome) => outcome,
             Err(error) => Some(format!("fidius could not probe it: {error}")),
         };
-        send(&Report::Module { name, error })?;
+        send(&Report::Imported {
+            name: name.clone(),
+            error,
+        })?;
+        // A crash here belongs to this module too: the host saw `Imported` but not `Ended`.
+        drop(interp);
+        send(&Report::Ended { name })?;
     }
     Ok(())
 }
@@ -115,10 +140,14 @@ fn private_report_channel() -> io::Result<File> {
     Ok(File::from(reports))
 }
 
-/// Imports `name` in a fresh own-GIL sub-interpreter; `Ok(None)` when it imported.
-fn probe_one(vendor_dir: &str, plugin_dir: &str, name: &str) -> Result<Option<String>, FfiError> {
-    let interp = SubInterpreter::new(InterpreterOptions::default())?;
-    let outcome = interp.with(|py| -> Result<Option<String>, FfiError> {
+/// Imports `name` in `interp` (a fresh own-GIL sub-interpreter); `Ok(None)` when it imported.
+fn probe_one(
+    interp: &SubInterpreter,
+    vendor_dir: &str,
+    plugin_dir: &str,
+    name: &str,
+) -> Result<Option<String>, FfiError> {
+    interp.with(|py| -> Result<Option<String>, FfiError> {
         py.run(PROBE_SOURCE)?;
         let probe = py.eval("_fidius_probe")?;
         let result = probe
@@ -129,8 +158,5 @@ fn probe_one(vendor_dir: &str, plugin_dir: &str, name: &str) -> Result<Option<St
         } else {
             result.to_str_lossy().map(Some)
         }
-    })?;
-    // Ended before reporting: a crash while the interpreter ends belongs to this module.
-    drop(interp);
-    outcome
+    })?
 }
