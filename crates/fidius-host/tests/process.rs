@@ -207,34 +207,34 @@ fn a_worker_killed_while_idle_is_replaced_before_the_next_call() {
 fn a_worker_that_keeps_dying_is_restarted_with_back_off() {
     let root = tempfile::tempdir().expect("tempdir");
     let handle = start(root.path(), "doomed", &process_options());
-    let started = Instant::now();
-    for _ in 0..4 {
+    let die = || {
         assert!(matches!(
             run(&handle, "import os\nos._exit(1)"),
             Err(CallError::WorkerCrashed { .. })
         ));
+    };
+    // A first death restarts at once, for the next call.
+    die();
+    assert_healthy(&handle);
+    // Deaths without an answered call in between: each restart waits longer (100 ms, 200 ms, ...).
+    for _ in 0..4 {
+        die();
     }
-    // Deaths 2, 3 and 4 without an answered call in between wait 100 + 200 ms before restarting
-    // (the third wait comes with the next call).
-    assert!(
-        started.elapsed() >= Duration::from_millis(300),
-        "{:?}",
-        started.elapsed()
-    );
+    let restarts = handle.stats().worker_restarts;
     let quick = CallOptions::default().timeout(Duration::from_millis(50));
     assert!(matches!(
         handle.call_typed_json_with(TRANSFORM, b"[1]", &quick),
         Err(CallError::Timeout { .. })
     ));
-    // An answered call resets the back-off.
+    assert_eq!(
+        handle.stats().worker_restarts,
+        restarts,
+        "a call that cannot wait out the back-off must not start a worker"
+    );
+    // A call that can wait gets a fresh worker once the back-off has passed.
     assert_healthy(&handle);
-    assert!(matches!(
-        run(&handle, "import os\nos._exit(1)"),
-        Err(CallError::WorkerCrashed { .. })
-    ));
-    let restarted = Instant::now();
-    assert_healthy(&handle);
-    assert!(restarted.elapsed() < Duration::from_secs(5));
+    assert_eq!(handle.stats().worker_restarts, restarts + 1);
+    assert_eq!(handle.stats().worker_crashes, 5);
 }
 
 #[test]
@@ -247,7 +247,6 @@ fn a_call_past_its_timeout_kills_the_worker_even_inside_c_code() {
     );
     for code in ["import time\ntime.sleep(3600)", "while True: pass"] {
         let pid = worker_pid(&handle);
-        let started = Instant::now();
         match run(&handle, code) {
             Err(CallError::Timeout {
                 plugin,
@@ -259,11 +258,6 @@ fn a_call_past_its_timeout_kills_the_worker_even_inside_c_code() {
             }
             other => panic!("{code}: expected a timeout, got {other:?}"),
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(3),
-            "{:?}",
-            started.elapsed()
-        );
         assert_healthy(&handle);
         assert_ne!(worker_pid(&handle), pid, "the stuck worker was replaced");
     }
