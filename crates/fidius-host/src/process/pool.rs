@@ -223,18 +223,16 @@ impl ProcessPool {
                 .method(index)
                 .map_or_else(String::new, |method| method.name.to_owned())
         };
-        let timed_out = |after| CallError::Timeout {
+        let timed_out = || CallError::Timeout {
             plugin: self.plugin.clone(),
             method: method_name(),
-            after,
+            after: deadline.map_or(Duration::ZERO, |deadline| deadline.after),
         };
         let taken = match deadline {
             None => set.idle_rx.recv().ok(),
             Some(deadline) => match set.idle_rx.recv_deadline(deadline.at) {
                 Ok(index) => Some(index),
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                    return Err(timed_out(deadline.after))
-                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => return Err(timed_out()),
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => None,
             },
         };
@@ -250,11 +248,7 @@ impl ProcessPool {
         let worker = match self.ready_worker(&set, &mut slot, deadline.map(|deadline| deadline.at))
         {
             Ok(worker) => worker,
-            Err(Unready::Timeout) => {
-                return Err(timed_out(
-                    deadline.map(|deadline| deadline.after).unwrap_or_default(),
-                ))
-            }
+            Err(Unready::Timeout) => return Err(timed_out()),
             Err(Unready::Failed(reason)) => {
                 return Err(CallError::WorkerUnavailable {
                     plugin: self.plugin.clone(),
@@ -280,9 +274,7 @@ impl ProcessPool {
             Err(Failure::Deadline) => {
                 tracing::warn!(plugin = %self.plugin, instance = slot.number, "call timed out; worker process killed");
                 slot.worker = None;
-                Err(timed_out(
-                    deadline.map(|deadline| deadline.after).unwrap_or_default(),
-                ))
+                Err(timed_out())
             }
             Err(Failure::Died {
                 status,
