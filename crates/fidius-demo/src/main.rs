@@ -1,8 +1,10 @@
 //! `fidius-demo`: the host half of `ci/demo`.
 //!
 //! It requires signatures from one trusted key, discovers the `VersionReport` packages in a
-//! folder, loads each into its own pool of own-GIL sub-interpreters, shows what each plugin's copy
-//! of `semver` makes of the same inputs, then calls all of them from several threads at once.
+//! folder, loads each into its own pool of instances (own-GIL sub-interpreters, or worker processes
+//! for the plugin built on numpy, which `isolation = "auto"` sends to the process tier), shows what
+//! each plugin's library makes of the same inputs, then calls all of them from several threads at
+//! once.
 #![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
@@ -14,7 +16,7 @@ use clap::Parser;
 use fidius_core::CallError;
 use fidius_demo::__fidius_VersionReport::VersionReport_PYTHON_DESCRIPTOR;
 use fidius_demo::VersionReportClient;
-use fidius_host::{LoadOptions, PluginHost, PublicKey, PythonPluginHandle};
+use fidius_host::{LoadOptions, PluginHost, PublicKey, PythonPluginHandle, Tier};
 
 /// Load the signed `VersionReport` plugins in a folder and call them concurrently.
 #[derive(Debug, Parser)]
@@ -32,7 +34,7 @@ struct DemoArgs {
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
 
-    /// Sub-interpreters per plugin.
+    /// Instances per plugin (sub-interpreters, or worker processes in the process tier).
     #[arg(long, default_value_t = 2)]
     instances: usize,
 
@@ -93,7 +95,7 @@ fn run(args: DemoArgs) -> anyhow::Result<()> {
     let elapsed = call_concurrently(&plugins, args.threads, args.calls_per_thread)?;
     let calls = args.threads * args.calls_per_thread;
     println!(
-        "timing: {calls} calls from {} threads over {} interpreters in {:.2} s = {:.0} calls/s",
+        "timing: {calls} calls from {} threads over {} instances in {:.2} s = {:.0} calls/s",
         args.threads,
         plugins.len() * args.instances,
         elapsed.as_secs_f64(),
@@ -149,11 +151,17 @@ fn load(host: &PluginHost, name: &str, instances: usize) -> anyhow::Result<Loade
         .signer
         .as_ref()
         .context("the host loaded a plugin without a verified signature")?;
+    let tier = handle.tier();
+    let instances = match tier.tier {
+        Tier::Process => "worker processes",
+        _ => "sub-interpreters",
+    };
     println!(
-        "loaded {name} from {} (signed by key {signer}, {} interpreters)",
+        "loaded {name} from {} (signed by key {signer}, {} {instances})",
         handle.info().path.display(),
         handle.instances(),
     );
+    println!("  tier: {} ({})", tier.tier, tier.reason);
     let client = VersionReportClient(handle);
     let library = client.describe(SAMPLES[0].to_owned())?.library;
     Ok(Loaded {
@@ -185,7 +193,8 @@ fn show(plugin: &Loaded) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The point of the demo, checked rather than assumed: one import name, several versions.
+/// The point of the demo, checked rather than assumed: one import name, several versions, in
+/// one host process; and a plugin whose library cannot live in a sub-interpreter, beside them.
 fn show_isolation(plugins: &[Loaded]) -> anyhow::Result<()> {
     let mut libraries: Vec<&str> = plugins.iter().map(|p| p.library.as_str()).collect();
     libraries.sort_unstable();
@@ -193,11 +202,31 @@ fn show_isolation(plugins: &[Loaded]) -> anyhow::Result<()> {
     if libraries.len() != plugins.len() {
         bail!("plugins share a library version ({libraries:?}); the demo needs different pins");
     }
+    let in_tier = |tier: Tier| -> Vec<&str> {
+        plugins
+            .iter()
+            .filter(|plugin| plugin.client.0.tier().tier == tier)
+            .map(|plugin| plugin.library.as_str())
+            .collect()
+    };
+    let in_process = in_tier(Tier::Subinterpreter);
+    let semver: Vec<&str> = in_process
+        .iter()
+        .copied()
+        .filter(|library| library.starts_with("semver "))
+        .collect();
+    ensure!(
+        semver.len() >= 2,
+        "expected two semver plugins in sub-interpreters, found {semver:?}"
+    );
     println!(
         "isolation: `import semver` is {} in one process (pid {})",
-        libraries.join(" and "),
+        semver.join(" and "),
         std::process::id()
     );
+    for library in in_tier(Tier::Process) {
+        println!("isolation: {library} runs in worker processes beside them (process tier)");
+    }
     Ok(())
 }
 

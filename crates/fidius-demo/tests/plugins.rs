@@ -1,5 +1,6 @@
 //! The committed demo plugins stay what `ci/demo` claims they are: the generated stub for
-//! `VersionReport`, filled in, each pinning a different major version of python-semver.
+//! `VersionReport`, filled in; two pin different major versions of python-semver, one builds on
+//! numpy (which `isolation = "auto"` sends to the process tier).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -9,7 +10,8 @@ use fidius_core::interface::{find_interface, InterfaceSource};
 use fidius_core::manifest::Manifest;
 use fidius_demo::__fidius_VersionReport::VersionReport_PYTHON_DESCRIPTOR;
 
-const PLUGINS: [&str; 2] = ["semver2", "semver3"];
+const PLUGINS: [&str; 3] = ["semver2", "semver3", "numpy"];
+const SEMVER_PLUGINS: [&str; 2] = ["semver2", "semver3"];
 
 fn plugin_dir(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -61,7 +63,7 @@ fn each_plugin_is_the_generated_stub_filled_in() {
 #[test]
 fn the_plugins_pin_different_major_versions_of_one_library() {
     let mut pins = Vec::new();
-    for name in PLUGINS {
+    for name in SEMVER_PLUGINS {
         let dir = plugin_dir(name);
         let manifest = Manifest::load(&dir).expect("valid package.toml");
         assert_eq!(
@@ -89,4 +91,19 @@ fn the_plugins_pin_different_major_versions_of_one_library() {
         .filter_map(|pin| pin.split('.').next())
         .collect();
     assert_eq!(majors, ["2", "3"], "{pins:?}");
+}
+
+#[test]
+fn the_numpy_plugin_leaves_the_tier_to_auto() {
+    let dir = plugin_dir("numpy");
+    let manifest = Manifest::load(&dir).expect("valid package.toml");
+    let python = manifest.python.expect("a python package");
+    // Routed by the probe `fidius pack` records, not by a hand-written `isolation = "process"`.
+    assert_eq!(python.isolation, fidius_core::manifest::Isolation::Auto);
+    let requirements = fs::read_to_string(dir.join(python.requirements.expect("requirements")))
+        .expect("read requirements");
+    assert!(
+        requirements.trim().starts_with("numpy=="),
+        "{requirements:?}"
+    );
 }

@@ -13,7 +13,9 @@ use fidius_core::manifest::Isolation;
 
 use crate::error::LoadError;
 use crate::process::command::{WorkerCommand, WorkerNotFound};
-use crate::process::probe::{host_python, probe_files, ProbeError, ProbeOptions};
+use crate::process::probe::{
+    host_python, parse_package_failure, probe_files, ProbeError, ProbeOptions,
+};
 
 /// Where a plugin's instances run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +82,12 @@ impl TierChoice {
             .iter()
             .take(MAX_LISTED)
             .map(|(reason, names)| {
+                if let Some((package, error)) = parse_package_failure(reason) {
+                    return format!(
+                        "package `{package}` (import fails: {})",
+                        shorten(error, MAX_REASON_CHARS)
+                    );
+                }
                 let mut names = names.clone();
                 names.sort_by_key(|name| (name.contains("test"), name.len()));
                 let who = match names.len() {
@@ -115,7 +123,7 @@ impl TierChoice {
 /// How many distinct reasons (each with its modules) a tier reason lists.
 const MAX_LISTED: usize = 3;
 /// How much of each deciding module's reason a tier reason keeps.
-const MAX_REASON_CHARS: usize = 200;
+const MAX_REASON_CHARS: usize = 120;
 
 fn shorten(text: &str, max_chars: usize) -> String {
     match text.char_indices().nth(max_chars) {

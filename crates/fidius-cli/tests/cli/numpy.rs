@@ -34,9 +34,9 @@ const PLUGINS: [(&str, &str); 2] = [("numeric-a", "2.1.3"), ("numeric-b", "2.2.6
 const NUMPY_CORE: &str = "numpy._core._multiarray_umath";
 
 /// How the tier reason of a packed numpy plugin goes on after `isolation = "auto" and N of N
-/// compiled extension module(s)`: the recorded probe decided, and it names numpy's modules.
+/// compiled extension module(s)`: the recorded probe decided, and it names the numpy package.
 const RECORDED: &str =
-    "cannot run in a sub-interpreter (recorded in extensions.toml): numpy._core.";
+    "cannot run in a sub-interpreter (recorded in extensions.toml): package `numpy`";
 
 /// The generated stub's bodies, and what the plugins put there.
 const BODIES: [(&str, &str); 3] = [

@@ -148,10 +148,7 @@ pub(crate) fn probe_files(
     let modules = files
         .iter()
         .map(|file| match package_errors.get(&top_level(file)) {
-            Some(error) => refused(
-                file,
-                format!("importing its package `{}` fails: {error}", top_level(file)),
-            ),
+            Some(error) => refused(file, package_failure(&top_level(file), error)),
             None => match module_errors.next().flatten() {
                 Some(error) => refused(file, error),
                 None => ExtensionProbe {
@@ -170,6 +167,18 @@ pub(crate) fn probe_files(
         "probed compiled extensions"
     );
     Ok(ExtensionRecord { python, modules })
+}
+
+/// The reason recorded for a module whose package fails to import in a sub-interpreter.
+fn package_failure(package: &str, error: &str) -> String {
+    format!("importing its package `{package}` fails: {error}")
+}
+
+/// The package and its import error, when `reason` was recorded by [`package_failure`].
+pub(crate) fn parse_package_failure(reason: &str) -> Option<(&str, &str)> {
+    reason
+        .strip_prefix("importing its package `")?
+        .split_once("` fails: ")
 }
 
 /// Imports each of `names` in its own sub-interpreter in throwaway workers; one entry per name:
