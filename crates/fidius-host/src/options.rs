@@ -146,6 +146,15 @@ impl LoadOptions {
         self
     }
 
+    /// The configured worker command, else [`WorkerCommand::find`]'s.
+    pub(crate) fn resolved_worker_command(
+        &self,
+    ) -> Result<WorkerCommand, crate::process::command::WorkerNotFound> {
+        self.worker_command
+            .clone()
+            .map_or_else(WorkerCommand::find, Ok)
+    }
+
     /// How process-tier workers are started. Default: [`WorkerCommand::find`] (the
     /// `FIDIUS_WORKER` variable, else `fidius-worker` next to the running executable or on `PATH`).
     pub fn worker_command(mut self, command: WorkerCommand) -> Self {

@@ -154,10 +154,7 @@ pub fn choose_tier(
     root: &Path,
     worker: impl FnOnce() -> Result<WorkerCommand, WorkerNotFound>,
 ) -> Result<TierChoice, LoadError> {
-    let (isolation, origin) = match requested {
-        Some(isolation) => (isolation, "the load options"),
-        None => (manifest, "package.toml"),
-    };
+    let (isolation, origin) = requested_isolation(Some(manifest), requested);
     let choice = match isolation {
         Isolation::Subinterpreter => TierChoice::new(
             Tier::Subinterpreter,
@@ -254,11 +251,7 @@ pub(crate) fn decide(
     options: &crate::options::LoadOptions,
 ) -> Result<TierChoice, LoadError> {
     if options.memory_limit.is_some() {
-        let (isolation, origin) = match (options.isolation, manifest) {
-            (Some(isolation), _) => (isolation, "the load options"),
-            (None, Some(isolation)) => (isolation, "package.toml"),
-            (None, None) => (Isolation::Auto, "the defaults"),
-        };
+        let (isolation, origin) = requested_isolation(manifest, options.isolation);
         if isolation == Isolation::Subinterpreter {
             return Err(LoadError::InvalidOptions {
                 plugin: source.name.clone(),
@@ -279,11 +272,19 @@ pub(crate) fn decide(
         manifest.unwrap_or_default(),
         options.isolation,
         &source.dir,
-        || {
-            options
-                .worker_command
-                .clone()
-                .map_or_else(WorkerCommand::find, Ok)
-        },
+        || options.resolved_worker_command(),
     )
+}
+
+/// The isolation that applies, and where it was asked for: the load options win over the manifest
+/// (`None` for a bare [`PluginSource`](crate::PluginSource), which counts as `auto`).
+fn requested_isolation(
+    manifest: Option<Isolation>,
+    requested: Option<Isolation>,
+) -> (Isolation, &'static str) {
+    match (requested, manifest) {
+        (Some(isolation), _) => (isolation, "the load options"),
+        (None, Some(isolation)) => (isolation, "package.toml"),
+        (None, None) => (Isolation::Auto, "the defaults"),
+    }
 }

@@ -15,7 +15,6 @@ use fidius_core::{CallError, PluginCall};
 
 use crate::error::LoadError;
 use crate::options::{CallOptions, LoadOptions};
-use crate::process::command::WorkerCommand;
 use crate::process::pool::{ProcessPool, ProcessSettings};
 use crate::runtime::generation;
 use crate::runtime::instance::{Deadline, Reply, ReplyTo, Request};
@@ -172,13 +171,12 @@ impl PythonPluginHandle {
         };
         let implemented = match tier.tier {
             Tier::Process => {
-                let command = match &options.worker_command {
-                    Some(command) => command.clone(),
-                    None => WorkerCommand::find().map_err(|source| LoadError::WorkerNotFound {
+                let command = options.resolved_worker_command().map_err(|source| {
+                    LoadError::WorkerNotFound {
                         plugin: serving.name.clone(),
                         source,
-                    })?,
-                };
+                    }
+                })?;
                 let settings = ProcessSettings {
                     command,
                     memory_limit: options.memory_limit,

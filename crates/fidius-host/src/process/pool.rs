@@ -68,12 +68,12 @@ struct Slot {
 }
 
 /// Gives a slot back to the idle list however the call ends.
-struct Taken<'a> {
+struct SlotLease<'a> {
     set: &'a WorkerSet,
     index: usize,
 }
 
-impl Drop for Taken<'_> {
+impl Drop for SlotLease<'_> {
     fn drop(&mut self) {
         let _ = self.set.idle_tx.send(self.index);
     }
@@ -236,7 +236,7 @@ impl ProcessPool {
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => None,
             },
         };
-        let taken = Taken {
+        let taken = SlotLease {
             set: &set,
             index: taken.ok_or_else(|| CallError::Unavailable {
                 plugin: self.plugin.clone(),
