@@ -1,6 +1,5 @@
 //! Process-wide CPython initialisation.
 
-use std::ffi::CStr;
 use std::mem::MaybeUninit;
 use std::sync::OnceLock;
 
@@ -31,15 +30,20 @@ pub fn ensure_initialized() -> Result<(), FfiError> {
 }
 
 /// The version of the linked CPython, e.g. `"3.13.5"`.
+///
+/// Read from the `Py_Version` constant, not `Py_GetVersion()`: CPython 3.13 marks that one's static
+/// buffer initialised before formatting it on first use, so a second thread asking at the same
+/// moment (parallel plugin loads choosing their tier in a fresh process) got an empty string.
 pub fn python_version() -> String {
-    // SAFETY: Py_GetVersion only reads a static string built into libpython; it needs no GIL and no
-    // initialisation.
-    let raw = unsafe { CStr::from_ptr(ffi::Py_GetVersion()) };
-    raw.to_string_lossy()
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_owned()
+    // SAFETY: `Py_Version` is an immutable constant exported by libpython (3.11+); reading it needs
+    // no GIL and no initialisation.
+    let hex = unsafe { ffi::Py_Version };
+    format!(
+        "{}.{}.{}",
+        (hex >> 24) & 0xff,
+        (hex >> 16) & 0xff,
+        (hex >> 8) & 0xff
+    )
 }
 
 fn initialize_main_interpreter() -> Result<(), String> {
