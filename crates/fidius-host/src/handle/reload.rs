@@ -73,8 +73,8 @@ impl PythonPluginHandle {
                 let implemented = loaded.implemented.clone();
                 // New instances serve from here on, next to the old ones until those take their
                 // next request, hand it back, and end.
-                loaded.release();
-                shared.promote(Arc::clone(&serving), generation);
+                let signal = loaded.release();
+                shared.promote(Arc::clone(&serving), generation, signal);
                 implemented
             }
         };

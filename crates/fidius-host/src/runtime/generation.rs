@@ -7,7 +7,7 @@ use std::time::Instant;
 use crossbeam_channel::{RecvTimeoutError, Sender};
 
 use crate::error::LoadError;
-use crate::runtime::pool::{PoolShared, WorkerStart};
+use crate::runtime::pool::{GenerationSignal, PoolShared, WorkerStart};
 use crate::runtime::source::PluginSource;
 
 /// A generation whose instances all loaded.
@@ -17,16 +17,20 @@ pub(crate) struct Loaded {
     /// Releases gated instances; dropping it unsent ends them unused.
     go: Option<Sender<()>>,
     instances: usize,
+    /// The generation's signal, for [`PoolShared::promote`]; dropping it unused (an abandoned
+    /// reload) ends the generation's instances.
+    signal: GenerationSignal,
 }
 
 impl Loaded {
-    /// Lets gated instances start serving.
-    pub(crate) fn release(self) {
+    /// Lets gated instances start serving; returns their generation's signal for `promote`.
+    pub(crate) fn release(self) -> GenerationSignal {
         if let Some(go) = self.go {
             for _ in 0..self.instances {
                 let _ = go.send(());
             }
         }
+        self.signal
     }
 }
 
@@ -41,6 +45,12 @@ pub(crate) fn start(
     gated: bool,
 ) -> Result<Loaded, LoadError> {
     let (started_tx, started_rx) = crossbeam_channel::bounded(instances);
+    // A reload's generation gets its own signal; the first one watches the pool's.
+    let signal = if gated {
+        GenerationSignal::new()
+    } else {
+        pool.serving_signal()
+    };
     let (go_tx, go_rx) = if gated {
         let (go_tx, go_rx) = crossbeam_channel::bounded(instances);
         (Some(go_tx), Some(go_rx))
@@ -53,6 +63,7 @@ pub(crate) fn start(
             generation,
             started: Some(started_tx.clone()),
             go: go_rx.clone(),
+            superseded: signal.watch.clone(),
         })?;
     }
     drop(started_tx);
@@ -89,5 +100,6 @@ pub(crate) fn start(
         implemented,
         go: go_tx,
         instances,
+        signal,
     })
 }

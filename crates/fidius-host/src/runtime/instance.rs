@@ -35,21 +35,6 @@ pub(crate) struct Request {
     pub(crate) deadline: Option<Deadline>,
 }
 
-impl Request {
-    /// A request no method answers, sent after a reload so that idle instances of the older
-    /// generation wake up, notice they were superseded, and end. An instance of the serving
-    /// generation answers it with `UnknownMethod`, to nobody.
-    pub(crate) fn wake() -> Self {
-        let (nobody, _) = crossbeam_channel::unbounded();
-        Self {
-            method: usize::MAX,
-            payload: Vec::new(),
-            reply: ReplyTo::new(nobody, 0),
-            deadline: None,
-        }
-    }
-}
-
 /// When a call must have finished, and the timeout it came from (for the error).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Deadline {
@@ -220,7 +205,8 @@ fn run(
     tracing::debug!("instance ready");
     let generation = start.generation;
     let requests = &pool.queue;
-    while let Ok(first) = wait::recv(requests, wait::SPIN_BEFORE_PARKING) {
+    while let Ok(first) = wait::recv_unless(requests, &start.superseded, wait::SPIN_BEFORE_PARKING)
+    {
         let attached = interp.with(|py| {
             let output_buffer = instance.output_buffer.bind(py);
             let take_output = instance.take_output.bind(py);

@@ -65,6 +65,24 @@ struct Workers {
     closing: bool,
     /// What a replacement for a retired instance loads: the serving generation's package.
     current: Arc<PluginSource>,
+    /// The serving generation's signal; replaced (which disconnects it) when a newer one serves.
+    serving: GenerationSignal,
+}
+
+/// Tells a generation's instances when a newer generation serves: nothing is ever sent; the
+/// channel disconnects when the pool drops `_keep`, which wakes every instance parked on `watch`
+/// at once (a request on the shared queue would reach only one, maybe of the new generation).
+#[derive(Clone)]
+pub(crate) struct GenerationSignal {
+    _keep: Sender<()>,
+    pub(crate) watch: Receiver<()>,
+}
+
+impl GenerationSignal {
+    pub(crate) fn new() -> Self {
+        let (keep, watch) = crossbeam_channel::bounded(0);
+        Self { _keep: keep, watch }
+    }
 }
 
 struct Worker {
@@ -84,6 +102,8 @@ pub(crate) struct WorkerStart {
     /// When given, the loaded instance waits for a message here before serving (a reload releases
     /// its instances only once all loaded); a disconnect ends it unused.
     pub(crate) go: Option<Receiver<()>>,
+    /// Disconnects once a newer generation serves (or this one's reload was abandoned).
+    pub(crate) superseded: Receiver<()>,
 }
 
 /// How [`PoolShared::new`] is configured.
@@ -112,6 +132,7 @@ impl PoolShared {
                 next_number: 0,
                 closing: false,
                 current: source,
+                serving: GenerationSignal::new(),
             }),
             changed: Condvar::new(),
             timeouts: AtomicU64::new(0),
@@ -146,31 +167,31 @@ impl PoolShared {
         Ok(())
     }
 
-    /// Makes `generation` (loaded from `source`) the one that serves: from now on instances of
-    /// older generations step aside, and retired instances are replaced from `source`.
-    pub(crate) fn promote(&self, source: Arc<PluginSource>, generation: u64) {
-        let superseded = {
-            let mut workers = self.lock();
-            workers.current = source;
-            self.generation.store(generation, Ordering::Release);
-            // Instances that ended since the last look (older generations, aborted reloads).
-            let (exited, live): (Vec<Worker>, Vec<Worker>) =
-                workers.live.drain(..).partition(|worker| worker.exited);
-            workers.live = live;
-            for worker in exited {
-                let _ = worker.thread.join();
-            }
-            workers
-                .live
-                .iter()
-                .filter(|worker| worker.generation < generation)
-                .count()
-        };
-        // Idle older instances are parked on the queue: a request that does nothing wakes one each
-        // (best effort: an instance of the new generation may take it instead; busy older ones
-        // notice with their next request anyway).
-        for _ in 0..superseded {
-            self.requeue(Request::wake());
+    /// The signal of the serving generation, for instances started for it.
+    pub(crate) fn serving_signal(&self) -> GenerationSignal {
+        self.lock().serving.clone()
+    }
+
+    /// Makes `generation` (loaded from `source`, watching `signal`) the one that serves: from now
+    /// on instances of older generations step aside (idle ones wake and end at once, busy ones
+    /// when their call returns), and retired instances are replaced from `source`.
+    pub(crate) fn promote(
+        &self,
+        source: Arc<PluginSource>,
+        generation: u64,
+        signal: GenerationSignal,
+    ) {
+        let mut workers = self.lock();
+        workers.current = source;
+        self.generation.store(generation, Ordering::Release);
+        // Dropping the old generation's last sender wakes its parked instances.
+        workers.serving = signal;
+        // Instances that ended since the last look (older generations, aborted reloads).
+        let (exited, live): (Vec<Worker>, Vec<Worker>) =
+            workers.live.drain(..).partition(|worker| worker.exited);
+        workers.live = live;
+        for worker in exited {
+            let _ = worker.thread.join();
         }
     }
 
@@ -220,11 +241,15 @@ impl PoolShared {
             "an instance did not come back from an interrupted call; retired (its thread is detached)"
         );
         if !closing {
-            let replacement = WorkerStart {
-                source: Arc::clone(&self.lock().current),
-                generation: self.generation.load(Ordering::Acquire),
-                started: None,
-                go: None,
+            let replacement = {
+                let workers = self.lock();
+                WorkerStart {
+                    source: Arc::clone(&workers.current),
+                    generation: self.generation.load(Ordering::Acquire),
+                    started: None,
+                    go: None,
+                    superseded: workers.serving.watch.clone(),
+                }
             };
             if let Err(error) = self.spawn_worker(replacement) {
                 tracing::error!(plugin = %self.name, %error, "could not start a replacement instance");

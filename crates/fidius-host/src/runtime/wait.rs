@@ -27,6 +27,23 @@ pub(crate) fn recv<T>(receiver: &Receiver<T>, spin: Duration) -> Result<T, RecvE
     }
 }
 
+/// `receiver.recv()` that also gives up when `unless` disconnects (a channel that never carries a
+/// message), polling for up to `spin` before parking on both.
+pub(crate) fn recv_unless<T>(
+    receiver: &Receiver<T>,
+    unless: &Receiver<()>,
+    spin: Duration,
+) -> Result<T, RecvError> {
+    match poll(receiver, spin) {
+        Polled::Ready(value) => Ok(value),
+        Polled::Disconnected => Err(RecvError),
+        Polled::Empty => crossbeam_channel::select! {
+            recv(receiver) -> value => value,
+            recv(unless) -> _ => Err(RecvError),
+        },
+    }
+}
+
 /// `receiver.recv_deadline(deadline)`, polling for up to `spin` before parking.
 pub(crate) fn recv_deadline<T>(
     receiver: &Receiver<T>,

@@ -120,3 +120,24 @@ fn a_bare_handle_reloads_from_its_directory() {
     }
     assert_eq!(handle.instances(), 2);
 }
+
+#[test]
+fn a_reload_ends_every_idle_instance_of_the_old_version() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = support::tester_plugin(root.path(), "idle", "1.0", 2);
+    let handle = support::start(&dir, "idle", 3);
+    for _ in 0..3 {
+        handle.reload().unwrap();
+    }
+    // Nobody calls: the old instances are parked, and each must still notice it was superseded
+    // (a wake-up request on the shared queue could be taken by a new instance instead).
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while handle.stats().instances != 3 && std::time::Instant::now() < give_up {
+        thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(
+        handle.stats().instances,
+        3,
+        "superseded instances still running"
+    );
+}
