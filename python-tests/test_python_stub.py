@@ -21,7 +21,7 @@ from conftest import (
 )
 from fidius import PluginError, is_method
 
-VECTORS = REPO_ROOT.parent / "shared" / "interop" / "hash-vectors.json"
+VECTORS = REPO_ROOT / "crates" / "fidius-core" / "interop" / "hash-vectors.json"
 
 # The tutorial's filled-in Greeter plugin bodies.
 GREETER_BODIES = {
@@ -202,7 +202,7 @@ def test_missing_interface_file_is_a_clear_error(fidius_bin: Path, tmp_path: Pat
 
 def test_every_interop_vector_gets_the_original_macro_hash(fidius_bin: Path, tmp_path: Path) -> None:
     if not VECTORS.is_file():
-        pytest.fail(f"interop vectors not found at {VECTORS} (shared/ must sit beside the checkout)")
+        pytest.fail(f"interop vectors not found at {VECTORS}")
     vectors = json.loads(VECTORS.read_text())
     assert len(vectors) == 128
     mismatches = []

@@ -2,7 +2,7 @@
 //!
 //! The original ran `syn::Type::to_token_stream().to_string()` inside a proc macro, i.e. rustc's
 //! token-stream printer over the tokens syn re-emits. We reproduce that printer's spacing from the
-//! token tree ourselves (rules in `shared/interop/HASH.md`), so the string depends on neither the
+//! token tree ourselves (rules in `crates/fidius-core/interop/HASH.md`), so the string depends on neither the
 //! compiler version nor the source layout.
 
 use proc_macro2::{Delimiter, Spacing, TokenStream, TokenTree};

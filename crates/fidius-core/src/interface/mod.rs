@@ -1,5 +1,5 @@
 //! The interface contract: a Rust trait marked `#[plugin_interface]`, its canonical signature
-//! strings and hash (compatible with the original fidius, see `shared/interop/HASH.md`), and the
+//! strings and hash (compatible with the original fidius, see `crates/fidius-core/interop/HASH.md`), and the
 //! `const` descriptor a host checks Python plugins against.
 //!
 //! [`InterfaceSpec::from_trait`] is the one place the hash is computed: the macro calls it at

@@ -1,4 +1,4 @@
-//! Every vector the original fidius macro produced (`shared/interop/hash-vectors.json`) must get
+//! Every vector the original fidius macro produced (`crates/fidius-core/interop/hash-vectors.json`) must get
 //! the same canonical strings and hash from `fidius_core::interface`.
 
 use std::path::PathBuf;
@@ -16,14 +16,9 @@ struct Vector {
 }
 
 fn vectors() -> Vec<Vector> {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/interop/hash-vectors.json");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("interop/hash-vectors.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|error| {
-        panic!(
-            "cannot read the interop vectors at {}: {error}. They live in shared/interop/ \
-             beside the repository checkout; these tests need them.",
-            path.display()
-        )
+        panic!("cannot read the interop vectors at {}: {error}", path.display())
     });
     serde_json::from_str(&text).expect("hash-vectors.json is valid JSON")
 }
