@@ -11,12 +11,21 @@ from types import ModuleType
 
 import pytest
 
+import fidius
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 GREETER_INTERFACE = REPO_ROOT / "crates" / "fidius-macro" / "tests" / "fixtures" / "greeter.rs"
 RICH_INTERFACE = FIXTURES / "rich_interface.rs"
 # `--cache-dir` to the null device: no .mypy_cache is left in the checkout.
 MYPY_STRICT = [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--cache-dir", os.devnull]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_method_registry() -> None:
+    """Each test starts with no registered methods: tests define same-named functions, and
+    `@method` refuses a second registration from one module."""
+    fidius.reset_registry()
 
 
 @pytest.fixture(scope="session")

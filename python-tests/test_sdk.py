@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import pickle
 import subprocess
+import types
 from pathlib import Path
 from typing import Callable
 
@@ -12,7 +13,7 @@ import pytest
 
 import fidius
 from conftest import MYPY_STRICT
-from fidius import PluginError, is_method, method
+from fidius import PluginError, get_method, is_method, list_methods, method, reset_registry
 
 
 def test_method_returns_the_same_function_marked() -> None:
@@ -61,6 +62,51 @@ def test_method_rejects_classes() -> None:
         method(Greeter)
 
 
+def test_registry_finds_methods_by_name_as_the_original_sdk_does() -> None:
+    @method
+    def greet(name: str) -> str:
+        return f"hi {name}"
+
+    @method
+    def shout(text: str) -> str:
+        return text.upper()
+
+    def helper() -> None:
+        pass
+
+    assert list_methods() == ["greet", "shout"]
+    assert list_methods(__name__) == ["greet", "shout"]
+    assert list_methods("elsewhere") == []
+    assert get_method("greet")("alice") == "hi alice"
+    assert get_method("shout", module=__name__) is shout
+    with pytest.raises(KeyError):
+        get_method("helper")
+    reset_registry()
+    assert list_methods() == []
+
+
+def test_registering_one_name_twice_in_a_module_is_refused() -> None:
+    @method
+    def dup() -> int:
+        return 1
+
+    with pytest.raises(ValueError, match="already registered in module"):
+        @method  # type: ignore[no-redef]
+        def dup() -> int:
+            return 2
+
+
+def test_same_name_in_two_modules_needs_the_module_to_choose() -> None:
+    first = types.FunctionType((lambda: 1).__code__, {"__name__": "plugin_a"}, "process")
+    second = types.FunctionType((lambda: 2).__code__, {"__name__": "plugin_b"}, "process")
+    method(first)
+    method(second)
+    assert list_methods() == ["process"]
+    assert get_method("process", module="plugin_b") is second
+    with pytest.raises(KeyError, match="several modules"):
+        get_method("process")
+
+
 def test_plugin_error_attributes() -> None:
     error = PluginError("EMPTY_INPUT", "name must not be empty", {"field": "name"})
     assert error.code == "EMPTY_INPUT"
@@ -74,7 +120,8 @@ def test_plugin_error_details_default_to_none() -> None:
 
 
 def test_plugin_error_str_and_repr() -> None:
-    assert str(PluginError("EMPTY_INPUT", "name must not be empty")) == "EMPTY_INPUT: name must not be empty"
+    # The message alone, as the original fidius SDK gives it.
+    assert str(PluginError("EMPTY_INPUT", "name must not be empty")) == "name must not be empty"
     assert repr(PluginError("A", "b")) == "PluginError('A', 'b')"
     assert repr(PluginError("A", "b", {"n": 1})) == "PluginError('A', 'b', details={'n': 1})"
 
@@ -111,7 +158,10 @@ def test_package_ships_py_typed() -> None:
 
 
 def test_public_api() -> None:
-    assert set(fidius.__all__) == {"METHOD_MARKER", "PluginError", "is_method", "method"}
+    assert set(fidius.__all__) == {
+        "METHOD_MARKER", "PluginError", "get_method", "is_method", "list_methods", "method",
+        "reset_registry",
+    }
 
 
 def test_sdk_passes_mypy_strict() -> None:

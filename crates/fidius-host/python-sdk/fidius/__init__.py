@@ -20,12 +20,24 @@ if TYPE_CHECKING:
 
 _FunctionType = type(lambda: None)
 
-__all__ = ["METHOD_MARKER", "PluginError", "is_method", "method"]
+__all__ = [
+    "METHOD_MARKER",
+    "PluginError",
+    "get_method",
+    "is_method",
+    "list_methods",
+    "method",
+    "reset_registry",
+]
 
 __version__ = "0.1.0"
 
 METHOD_MARKER: Final = "__fidius_method__"
 """Attribute that :func:`method` sets to ``True`` on the functions it registers."""
+
+# Registered methods by (module name, function name), as in the original fidius SDK: scoping by
+# module lets two plugin modules tested in one interpreter both define `process`.
+_REGISTRY: dict[tuple[str, str], Callable[..., Any]] = {}
 
 
 def method(function: _Function) -> _Function:
@@ -33,15 +45,54 @@ def method(function: _Function) -> _Function:
 
     The function is marked and returned unchanged, so it can still be called directly in unit
     tests. Only plain functions (``def`` or ``async def``, including lambdas) can be methods;
-    anything else raises :class:`TypeError`.
+    anything else raises :class:`TypeError`. Registering a second function of the same name from
+    the same module raises :class:`ValueError` (a plugin module defines each method once).
     """
     if not isinstance(function, _FunctionType):
         raise TypeError(
             "@fidius.method expects a plain function defined with `def`, "
             f"got {type(function).__name__} {function!r}"
         )
+    module = getattr(function, "__module__", None) or "<unknown>"
+    key = (module, function.__name__)
+    if key in _REGISTRY:
+        raise ValueError(
+            f"fidius: method '{function.__name__}' is already registered in module '{module}'. "
+            "Method names must be unique within a plugin module."
+        )
+    _REGISTRY[key] = function
     setattr(function, METHOD_MARKER, True)
     return function
+
+
+def get_method(name: str, module: str | None = None) -> Callable[..., Any]:
+    """The method registered as ``name`` (in ``module``, when given).
+
+    Raises :class:`KeyError` when no such method is registered, or when ``module`` is not given and
+    more than one module registered ``name``.
+    """
+    if module is not None:
+        return _REGISTRY[(module, name)]
+    matches = [function for (_, registered), function in _REGISTRY.items() if registered == name]
+    if not matches:
+        raise KeyError(name)
+    if len(matches) > 1:
+        raise KeyError(
+            f"fidius: method '{name}' is registered in several modules; pass `module=` to choose"
+        )
+    return matches[0]
+
+
+def list_methods(module: str | None = None) -> list[str]:
+    """Sorted names of the registered methods (of ``module`` only, when given)."""
+    return sorted(
+        {registered for (owner, registered) in _REGISTRY if module is None or owner == module}
+    )
+
+
+def reset_registry() -> None:
+    """Forget every registered method (for tests that define methods in one interpreter)."""
+    _REGISTRY.clear()
 
 
 def is_method(candidate: object) -> bool:
@@ -75,7 +126,8 @@ class PluginError(Exception):
         self.details = details
 
     def __str__(self) -> str:
-        return f"{self.code}: {self.message}"
+        # The message alone, as in the original fidius SDK; the code is an attribute.
+        return self.message
 
     def __repr__(self) -> str:
         if self.details is None:
