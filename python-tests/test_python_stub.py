@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -75,7 +77,7 @@ def test_greeter_stub_header_and_methods(greeter_stub: Path) -> None:
     assert 'def greet(name: str) -> str:\n    """Greets someone by name."""\n    raise NotImplementedError' in text
     assert "def echo(data: bytes) -> bytes:" in text
     assert "def stats(values: list[float], labels: dict[str, str] | None) -> Summary:" in text
-    assert "class Summary(TypedDict):\n    count: int\n    mean: float\n" in text
+    assert "    class Summary(TypedDict):\n        count: int\n        mean: float\n" in text
 
 
 def test_unfilled_stub_imports_and_raises_not_implemented(greeter_stub: Path) -> None:
@@ -130,6 +132,59 @@ def test_check_lists_every_drift(fidius_bin: Path, greeter_stub: Path, tmp_path:
     assert "method `stats` is missing" in message
     assert "@method `shout` is not a method of the interface" in message
     assert drifted.read_bytes() == before, "--check must not modify the plugin"
+
+
+def test_importing_a_stub_imports_no_typing(greeter_stub: Path) -> None:
+    # Each plugin instance starts an interpreter; `typing` alone costs about 12 ms of that. Run in a
+    # fresh interpreter (pytest itself has imported typing) and import nothing else on the way.
+    probe = (
+        "import sys\n"
+        f"path = {str(greeter_stub)!r}\n"
+        "namespace = {'__name__': 'greeter'}\n"
+        "exec(compile(open(path).read(), path, 'exec'), namespace)\n"
+        "print(sorted(name for name in ('typing', 'typing_extensions') if name in sys.modules))\n"
+        "print(namespace['Summary'](count=1, mean=2.0, labels=None))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["[]", "{'count': 1, 'mean': 2.0, 'labels': None}"]
+
+
+@pytest.mark.parametrize(
+    "doc",
+    ['ends in a quote "', 'ends in three quotes """', 'holds """ three quotes', 'ends in a backslash \\',
+     '""""', 'a \\" mix """"'],
+    ids=["trailing-quote", "trailing-triple-quote", "triple-quote", "trailing-backslash", "only-quotes", "mixed"],
+)
+def test_any_doc_comment_gives_valid_python(fidius_bin: Path, tmp_path: Path, doc: str) -> None:
+    interface = tmp_path / "docs.rs"
+    interface.write_text(
+        "#[plugin_interface(version = 1)]\n"
+        f"pub trait Docs {{\n    /// {doc}\n    fn ping(&self) -> String;\n}}\n"
+    )
+    out = tmp_path / "docs.py"
+    result = python_stub(fidius_bin, interface, "Docs", out)
+    assert result.returncode == 0, result.stderr
+    module = load_module(out)
+    assert module.ping.__doc__ == doc
+
+
+def test_out_dash_prints_the_stub(fidius_bin: Path, greeter_stub: Path, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [str(fidius_bin), "python-stub", "--interface", str(GREETER_INTERFACE), "--trait-name", "Greeter",
+         "--out", "-"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == greeter_stub.read_text()
+    assert not (tmp_path / "-").exists()
+
+
+def test_out_creates_missing_folders(fidius_bin: Path, tmp_path: Path) -> None:
+    out = tmp_path / "my-greeter-py" / "nested" / "greeter.py"
+    result = python_stub(fidius_bin, GREETER_INTERFACE, "Greeter", out)
+    assert result.returncode == 0, result.stderr
+    assert "__interface_hash__" in out.read_text()
 
 
 def test_refuses_to_overwrite_without_force(fidius_bin: Path, tmp_path: Path) -> None:

@@ -73,7 +73,8 @@ def test_rich_stub_maps_types_per_the_table(rich_stub: Path) -> None:
         "def validate(arg0: str, _unused: str | None) -> None:",
         "# `std :: time :: Duration` has no Python mapping; typed as Any.\n@method\ndef wait(timeout: Any) -> bool:",
         "def compress(data: bytes) -> bytes:",
-        "class Polygon(TypedDict):\n    name: str\n    points: list[Point]\n    tags: dict[str, list[str]]\n    parent: Polygon | None\n",
+        "    class Polygon(TypedDict):\n        name: str\n        points: list[Point]\n"
+        "        tags: dict[str, list[str]]\n        parent: Polygon | None\n",
         '    """Counts the words in `text`.\n\n    Words are separated by "whitespace" \\\\ nothing else.\n    """',
     ]:
         assert expected in text, f"missing {expected!r} in:\n{text}"

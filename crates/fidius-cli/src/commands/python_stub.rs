@@ -22,7 +22,7 @@ pub struct PythonStubCommand {
     #[arg(long, value_name = "T")]
     trait_name: String,
 
-    /// Write the stub to this file.
+    /// Write the stub to this file (its folder is created if needed); `-` prints it instead.
     #[arg(long, value_name = "FILE.py")]
     out: Option<PathBuf>,
 
@@ -44,6 +44,13 @@ impl PythonStubCommand {
             (Some(out), None) => {
                 let stub = render_stub(&interface)
                     .with_context(|| format!("in {}", self.interface.display()))?;
+                if out.as_os_str() == "-" {
+                    // As in the original tool: `--out -` is standard output.
+                    std::io::stdout()
+                        .write_all(stub.as_bytes())
+                        .context("cannot write the stub to standard output")?;
+                    return Ok(());
+                }
                 write_stub(&interface, &stub, out, self.force)
             }
             (None, None) => bail!("pass --out FILE.py or --check FILE.py"),
@@ -78,6 +85,8 @@ fn write_stub(
     let file_name = out
         .file_name()
         .with_context(|| format!("--out {} does not name a file", out.display()))?;
+    fs::create_dir_all(directory)
+        .with_context(|| format!("cannot create the folder {}", directory.display()))?;
     let temporary = directory.join(format!(
         ".{}.{}.tmp",
         file_name.to_string_lossy(),

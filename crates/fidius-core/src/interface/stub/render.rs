@@ -58,17 +58,42 @@ pub fn render_stub(source: &InterfaceSource) -> Result<String, StubError> {
         .filter_map(|(name, used)| used.then_some(name))
         .collect();
     if !typing.is_empty() {
-        let _ = writeln!(out, "from typing import {}\n", typing.join(", "));
+        out.push_str(&typing_block(&typing, &classes));
     }
     out.push_str("from fidius import method, PluginError\n\n");
     let _ = writeln!(out, "__interface__ = \"{}\"", spec.trait_name);
     let _ = writeln!(out, "__interface_version__ = {}", spec.version);
     let _ = writeln!(out, "__interface_hash__ = {:#018x}", spec.hash);
-    for block in classes.iter().chain(&functions) {
+    for block in &functions {
         out.push_str("\n\n");
         out.push_str(block);
     }
     Ok(out)
+}
+
+/// The names only type checkers need, behind `TYPE_CHECKING`: the host starts an interpreter per
+/// plugin instance, and importing `typing` at run time would cost each one about 12 ms. With
+/// `from __future__ import annotations` no annotation is evaluated at run time, so the structs'
+/// `TypedDict`s exist for the type checker only; at run time each name is `dict` (what calling a
+/// `TypedDict` returns), so `Summary(count=1, ...)` works in plugin code either way. Type checkers
+/// treat a module-level `TYPE_CHECKING` as true.
+fn typing_block(typing: &[&str], classes: &[(String, String)]) -> String {
+    let mut out = String::from("TYPE_CHECKING = False\nif TYPE_CHECKING:\n");
+    let _ = writeln!(out, "    from typing import {}", typing.join(", "));
+    for (_, block) in classes {
+        out.push('\n');
+        for line in block.lines() {
+            let _ = writeln!(out, "    {line}");
+        }
+    }
+    if !classes.is_empty() {
+        out.push_str("else:\n");
+        for (name, _) in classes {
+            let _ = writeln!(out, "    {name} = dict");
+        }
+    }
+    out.push('\n');
+    out
 }
 
 fn render_function(method: &MethodSpec, mapper: &mut TypeMapper<'_>) -> String {
@@ -119,11 +144,11 @@ fn render_function(method: &MethodSpec, mapper: &mut TypeMapper<'_>) -> String {
     out
 }
 
-/// `TypedDict`s for the structs the interface uses, directly or through other structs, in file
-/// order.
-fn render_structs(structs: &[SerdeStruct], mapper: &mut TypeMapper<'_>) -> Vec<String> {
+/// `TypedDict`s (name and definition) for the structs the interface uses, directly or through other
+/// structs, in file order.
+fn render_structs(structs: &[SerdeStruct], mapper: &mut TypeMapper<'_>) -> Vec<(String, String)> {
     let mut rendered: BTreeSet<String> = BTreeSet::new();
-    let mut blocks: Vec<(usize, String)> = Vec::new();
+    let mut blocks: Vec<(usize, (String, String))> = Vec::new();
     while let Some(name) = mapper
         .used_structs
         .iter()
@@ -132,7 +157,7 @@ fn render_structs(structs: &[SerdeStruct], mapper: &mut TypeMapper<'_>) -> Vec<S
     {
         rendered.insert(name.clone());
         if let Some((position, item)) = structs.iter().enumerate().find(|(_, s)| s.name == name) {
-            blocks.push((position, render_struct(item, mapper)));
+            blocks.push((position, (name, render_struct(item, mapper))));
         }
     }
     blocks.sort_by_key(|(position, _)| *position);
@@ -177,17 +202,14 @@ fn render_struct(item: &SerdeStruct, mapper: &mut TypeMapper<'_>) -> String {
     out
 }
 
-/// A triple-quoted docstring, indented, with quotes and backslashes escaped.
+/// A triple-quoted docstring, indented.
 fn docstring(lines: &[String], indent: &str) -> String {
-    let mut escaped: Vec<String> = lines
+    let last = lines.len().saturating_sub(1);
+    let escaped: Vec<String> = lines
         .iter()
-        .map(|line| line.replace('\\', "\\\\").replace("\"\"\"", "\\\"\\\"\\\""))
+        .enumerate()
+        .map(|(index, line)| escape_docstring_line(line, index == last))
         .collect();
-    // A quote right before the closing `"""` would end the string early.
-    if let Some(last) = escaped.last_mut().filter(|line| line.ends_with('"')) {
-        last.pop();
-        last.push_str("\\\"");
-    }
     let mut out = format!("{indent}\"\"\"{}", escaped[0]);
     if escaped.len() > 1 {
         out.push('\n');
@@ -201,5 +223,28 @@ fn docstring(lines: &[String], indent: &str) -> String {
         out.push_str(indent);
     }
     out.push_str("\"\"\"\n");
+    out
+}
+
+/// Escapes every backslash, and each double quote that could help end the string early: those in a
+/// run of two or more, and one at the very end (it would run into the closing `"""`). Lone quotes
+/// inside the text stay readable.
+fn escape_docstring_line(line: &str, is_last_line: bool) -> String {
+    let chars: Vec<char> = line.chars().collect();
+    let mut out = String::with_capacity(line.len());
+    for (index, &c) in chars.iter().enumerate() {
+        let before = index.checked_sub(1).map(|i| chars[i]);
+        let after = chars.get(index + 1).copied();
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' if before == Some('"')
+                || after == Some('"')
+                || (is_last_line && after.is_none()) =>
+            {
+                out.push_str("\\\"");
+            }
+            _ => out.push(c),
+        }
+    }
     out
 }
