@@ -444,3 +444,43 @@ fn dropping_the_handle_ends_its_workers() {
         "worker {pid} still running after the handle dropped"
     );
 }
+
+/// The generated stub's body for an optional method is `raise NotImplementedError`: left as it is,
+/// the method is not implemented (as if absent), in both tiers. A required method raising it is an
+/// ordinary Python error.
+#[test]
+fn an_optional_method_raising_not_implemented_error_is_not_implemented_in_both_tiers() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let plugin = format!(
+        "{}\n@method\ndef maybe():\n    raise NotImplementedError\n",
+        support::TESTER_PLUGIN
+    );
+    let dir = support::write_plugin(
+        root.path(),
+        "stubbed",
+        &[
+            ("tester.py", &plugin),
+            (
+                "vendor/conflictlib/__init__.py",
+                &support::conflictlib("1.0", 2),
+            ),
+        ],
+    );
+    for options in [LoadOptions::default(), process_options()] {
+        let handle = support::start_with(&dir, "stubbed", &options);
+        assert!(handle.implements(support::MAYBE));
+        assert!(
+            matches!(
+                handle.call_typed_json(support::MAYBE, b"[]"),
+                Err(CallError::NotImplemented { ref method }) if method == "maybe"
+            ),
+            "{:?} tier",
+            handle.tier().tier
+        );
+        assert!(matches!(
+            run(&handle, "raise NotImplementedError('required')"),
+            Err(CallError::Python { ref exception_type, .. }) if exception_type == "NotImplementedError"
+        ));
+        assert_healthy(&handle);
+    }
+}

@@ -72,7 +72,9 @@ fn typed_arguments<'i>(
 }
 
 /// A raised exception as a call error: the SDK's `PluginError` keeps its code, message and details;
-/// anything else (including `SystemExit` and `KeyboardInterrupt`) becomes [`CallError::Python`].
+/// `NotImplementedError` from an optional method (the generated stub's body, left as it is) is
+/// [`CallError::NotImplemented`], as if the function were absent; anything else (including
+/// `SystemExit` and `KeyboardInterrupt`) becomes [`CallError::Python`].
 fn exception_to_error(
     instance: &LoadedInstance<'_>,
     method: &PythonMethodDescriptor,
@@ -84,6 +86,13 @@ fn exception_to_error(
         if let Some(error) = plugin_error(exception) {
             return CallError::Plugin(error);
         }
+    }
+    if method.is_optional()
+        && exception.is_instance(&instance.not_implemented_class.bind(exception.interp()))
+    {
+        return CallError::NotImplemented {
+            method: method.name.to_owned(),
+        };
     }
     let described = raised.describe();
     CallError::Python {

@@ -16,6 +16,9 @@ pub(crate) struct LoadedInstance<'s> {
     /// `None` for optional methods the plugin does not define.
     pub(crate) methods: Vec<Option<PyHandle<'s>>>,
     pub(crate) plugin_error_class: PyHandle<'s>,
+    /// Builtin `NotImplementedError`: raised by an optional method (as the generated stub's body
+    /// does), it means the plugin does not implement it.
+    pub(crate) not_implemented_class: PyHandle<'s>,
     /// The bootstrap's `_fidius_output` list and `_fidius_take_output` function.
     pub(crate) output_buffer: PyHandle<'s>,
     pub(crate) take_output: PyHandle<'s>,
@@ -173,11 +176,13 @@ pub(crate) fn instance<'s, I: Interpreter>(
                 })
                 .collect::<Result<Vec<_>, FfiError>>()?;
             let plugin_error_class = interp.persist(py.eval("sys.modules['fidius'].PluginError")?);
+            let not_implemented_class = interp.persist(py.eval("NotImplementedError")?);
             py.run("del _fidius_loaded_methods")?;
             let (buffer, take) = output::buffer_and_take(py)?;
             Ok(LoadedInstance {
                 methods,
                 plugin_error_class,
+                not_implemented_class,
                 output_buffer: interp.persist(buffer),
                 take_output: interp.persist(take),
             })
