@@ -29,9 +29,50 @@ fn choose_python_from(flag: Option<PathBuf>, env: Option<OsString>) -> anyhow::R
         )
 }
 
+/// The file in vendor/ recording what it was made from: the SHA-256 of the requirements file.
+const VENDOR_RECORD: &str = ".fidius-requirements.sha256";
+
+/// What an existing vendor/ says about the requirements it was made from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VendorRecord {
+    /// Made by `fidius pack` from the requirements file as it is now.
+    Matches,
+    /// Made by `fidius pack` from a different requirements file.
+    Stale,
+    /// No record: made by hand (or by an older fidius).
+    Absent,
+}
+
+impl VendorRecord {
+    pub fn check(package_dir: &Path, requirements: &Path) -> anyhow::Result<Self> {
+        let record = package_dir.join(VENDOR_DIR).join(VENDOR_RECORD);
+        let recorded = match fs::read_to_string(&record) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Self::Absent),
+            Err(error) => {
+                return Err(error).with_context(|| format!("cannot read {}", record.display()))
+            }
+        };
+        let current = requirements_digest(&package_dir.join(requirements))?;
+        Ok(if recorded.trim() == current {
+            Self::Matches
+        } else {
+            Self::Stale
+        })
+    }
+}
+
+fn requirements_digest(path: &Path) -> anyhow::Result<String> {
+    use sha2::{Digest as _, Sha256};
+    let content = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(hex::encode(Sha256::digest(&content)))
+}
+
 /// Runs `PYTHON -m pip install -r REQUIREMENTS --target vendor/` in `package_dir`, streaming
 /// pip's output to stderr. pip installs into a staging directory that is renamed to `vendor/`
-/// only on success, so a failure leaves no half-filled `vendor/`.
+/// only on success, so a failure leaves no half-filled `vendor/` (and an existing one, when
+/// vendoring again, stays until the new one is complete). Console scripts (`vendor/bin/`) are
+/// dropped: nothing can run them inside a plugin, and their shebangs name the packer's Python.
 pub fn vendor_requirements(
     python: &Path,
     package_dir: &Path,
@@ -60,6 +101,8 @@ pub fn vendor_requirements(
             "install",
             "--disable-pip-version-check",
             "--no-input",
+            // pip --target writes into a folder we own; its warning about running as root is noise.
+            "--root-user-action=ignore",
         ])
         .arg("--no-compile")
         .arg("--target")
@@ -79,8 +122,29 @@ pub fn vendor_requirements(
             vendor.display()
         );
     }
+    let scripts = staging.path().join("bin");
+    if scripts.is_dir() {
+        fs::remove_dir_all(&scripts)
+            .with_context(|| format!("cannot remove {}", scripts.display()))?;
+    }
+    fs::write(
+        staging.path().join(VENDOR_RECORD),
+        requirements_digest(&package_dir.join(requirements))? + "\n",
+    )
+    .with_context(|| format!("cannot record what {} was made from", vendor.display()))?;
+    // Vendoring again: the old vendor/ moves aside only once the new one is complete.
+    let previous = package_dir.join(".fidius-vendor-previous");
+    if vendor.exists() {
+        let _ = fs::remove_dir_all(&previous);
+        fs::rename(&vendor, &previous)
+            .with_context(|| format!("cannot move the old {} aside", vendor.display()))?;
+    }
     fs::rename(staging.path(), &vendor)
         .with_context(|| format!("cannot move vendored packages to {}", vendor.display()))?;
+    if previous.exists() {
+        fs::remove_dir_all(&previous)
+            .with_context(|| format!("cannot remove the old vendor/ at {}", previous.display()))?;
+    }
     Ok(())
 }
 

@@ -10,9 +10,10 @@ use fidius_core::manifest::Manifest;
 use fidius_core::tree::SIGNATURE_FILE;
 
 use super::{extensions, read_secret_key, read_trusted_keys};
-use crate::python::{choose_python, vendor_requirements};
+use crate::python::{choose_python, vendor_requirements, VendorRecord};
 
-/// Vendor `[python] requirements` into vendor/ (unless vendor/ exists) and write NAME-VERSION.fid.
+/// Vendor `[python] requirements` into vendor/ (unless vendor/ exists and still matches them) and
+/// write NAME-VERSION.fid.
 ///
 /// Each compiled extension module under vendor/ is then imported in an own-GIL sub-interpreter,
 /// in a child process, and the results are recorded in extensions.toml (part of the package, so
@@ -27,9 +28,15 @@ pub struct PackCommand {
     #[arg(value_name = "DIR")]
     dir: PathBuf,
 
-    /// Directory to write the .fid into [default: the package directory's parent].
-    #[arg(long, value_name = "OUTDIR")]
+    /// Directory to write the .fid into [default: the current directory, as the original fidius
+    /// tool does].
+    #[arg(long, visible_alias = "output", value_name = "OUTDIR")]
     out: Option<PathBuf>,
+
+    /// Vendor the requirements again even though vendor/ exists (needed after requirements
+    /// changed; a hand-made vendor/ is otherwise used as it is).
+    #[arg(long)]
+    revendor: bool,
 
     /// Sign the package (after vendoring) with this secret key and include package.sig.
     #[arg(long, value_name = "KEY.secret")]
@@ -58,8 +65,9 @@ impl PackCommand {
             .as_ref()
             .and_then(|p| p.requirements.as_ref());
         if let Some(requirements) = requirements {
-            if self.dir.join(VENDOR_DIR).exists() {
-                eprintln!("using the existing {}/ as-is", VENDOR_DIR);
+            let existing = self.dir.join(VENDOR_DIR).exists() && !self.revendor;
+            if existing {
+                vendored_from(&self.dir, requirements)?;
             } else {
                 let python = choose_python(self.python)?;
                 vendor_requirements(&python, &self.dir, requirements)?;
@@ -85,7 +93,7 @@ impl PackCommand {
         };
         let out_dir = match self.out {
             Some(out) => out,
-            None => default_out_dir(&self.dir)?,
+            None => default_out_dir()?,
         };
         let packed = pack_dir(&self.dir, &out_dir, policy)
             .with_context(|| format!("cannot pack {}", self.dir.display()))?;
@@ -106,11 +114,27 @@ impl PackCommand {
     }
 }
 
-fn default_out_dir(dir: &Path) -> anyhow::Result<PathBuf> {
-    let absolute = dir
-        .canonicalize()
-        .with_context(|| format!("cannot resolve {}", dir.display()))?;
-    Ok(absolute
-        .parent()
-        .map_or_else(|| absolute.clone(), Path::to_path_buf))
+fn default_out_dir() -> anyhow::Result<PathBuf> {
+    std::env::current_dir().context("cannot resolve the current directory")
+}
+
+/// Decides whether an existing vendor/ may ship: one that `fidius pack` made records the
+/// requirements it was made from, and must still match them; a hand-made one is used as it is.
+fn vendored_from(package_dir: &Path, requirements: &Path) -> anyhow::Result<()> {
+    match VendorRecord::check(package_dir, requirements)? {
+        VendorRecord::Matches => eprintln!(
+            "using the existing {VENDOR_DIR}/ (made from the current {})",
+            requirements.display()
+        ),
+        VendorRecord::Absent => eprintln!(
+            "using the existing {VENDOR_DIR}/ as it is (not made by `fidius pack`, so it cannot \
+             be checked against {}; pass --revendor to vendor again)",
+            requirements.display()
+        ),
+        VendorRecord::Stale => bail!(
+            "{} changed since {VENDOR_DIR}/ was vendored from it; pass --revendor to vendor again",
+            package_dir.join(requirements).display()
+        ),
+    }
+    Ok(())
 }

@@ -71,7 +71,8 @@ fn pack_vendors_requirements_and_refuses_a_stale_signature() -> TestResult {
     );
     succeeds(&output);
     assert!(
-        stderr(&output).contains("using the existing vendor/ as-is"),
+        stderr(&output)
+            .contains("using the existing vendor/ (made from the current requirements.txt)"),
         "{}",
         stderr(&output)
     );
@@ -134,5 +135,61 @@ fn pip_failure_leaves_no_vendor_directory() -> TestResult {
         &["cannot run /nonexistent/python3 -m pip"],
     );
     assert_eq!(before, listing(&package)?);
+    Ok(())
+}
+
+/// A vendor/ made by `fidius pack` records the requirements it came from: edit them and the next
+/// pack refuses until `--revendor`; a hand-made vendor/ (no record) is used as it is.
+#[test]
+fn a_stale_vendor_folder_is_refused_until_revendored() -> TestResult {
+    let work = tempfile::tempdir()?;
+    let cwd = work.path();
+    let package = write_package(cwd, &[("requirements.txt", "six==1.16.0\n")])?;
+    fs::write(
+        package.join("package.toml"),
+        with_requirements(crate::support::MANIFEST),
+    )?;
+    succeeds(&fidius(cwd, &["pack", "my-greeter-py", "--output", "dist"]));
+    assert!(package.join("vendor/six-1.16.0.dist-info").is_dir());
+
+    fs::write(package.join("requirements.txt"), format!("{PINNED}\n"))?;
+    fails_with(
+        &fidius(cwd, &["pack", "my-greeter-py", "--out", "dist"]),
+        &[
+            "requirements.txt changed since vendor/ was vendored from it",
+            "--revendor",
+        ],
+    );
+    succeeds(&fidius(
+        cwd,
+        &["pack", "my-greeter-py", "--out", "dist", "--revendor"],
+    ));
+    assert!(package.join("vendor/six-1.17.0.dist-info").is_dir());
+    assert!(!package.join("vendor/six-1.16.0.dist-info").exists());
+
+    // Hand-made: no record, so fidius cannot judge it and says so.
+    fs::remove_dir_all(package.join("vendor"))?;
+    fs::create_dir_all(package.join("vendor/handmade"))?;
+    fs::write(package.join("vendor/handmade/__init__.py"), "")?;
+    let output = fidius(cwd, &["pack", "my-greeter-py", "--out", "dist"]);
+    succeeds(&output);
+    assert!(
+        stderr(&output).contains("as it is (not made by `fidius pack`"),
+        "{}",
+        stderr(&output)
+    );
+    Ok(())
+}
+
+/// Without --out the archive lands in the current directory, as with the original tool.
+#[test]
+fn pack_writes_into_the_current_directory_by_default() -> TestResult {
+    let work = tempfile::tempdir()?;
+    write_package(work.path(), &[])?;
+    let build = work.path().join("build");
+    fs::create_dir(&build)?;
+    succeeds(&fidius(&build, &["pack", "../my-greeter-py"]));
+    assert!(build.join("my-greeter-0.1.0.fid").is_file());
+    assert!(!work.path().join("my-greeter-0.1.0.fid").exists());
     Ok(())
 }
