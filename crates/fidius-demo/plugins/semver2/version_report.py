@@ -7,7 +7,16 @@ whose hash or methods do not match the interface.
 
 from __future__ import annotations
 
-from typing import TypedDict
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import TypedDict
+
+    class Report(TypedDict):
+        library: str
+        canonical: str
+        next_minor: str
+else:
+    Report = dict
 
 from fidius import method, PluginError
 
@@ -17,12 +26,6 @@ import semver
 __interface__ = "VersionReport"
 __interface_version__ = 1
 __interface_hash__ = 0xfedde370c7574362
-
-
-class Report(TypedDict):
-    library: str
-    canonical: str
-    next_minor: str
 
 
 @method
