@@ -6,6 +6,7 @@
 //! compile time and `fidius python-stub` calls it on the same source, so a generated stub always
 //! carries the hash the host expects.
 
+mod arguments;
 mod attr;
 mod canonical;
 mod descriptor;
@@ -16,6 +17,7 @@ mod source;
 mod spec;
 pub mod stub;
 
+pub use arguments::{ArgumentMismatch, ArgumentShapes, JsonShape};
 pub use attr::{is_interface_attribute, InterfaceAttr};
 pub use canonical::canonical_type;
 pub use descriptor::{

@@ -10,7 +10,7 @@ use reload::Version;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
-use fidius_core::interface::{PythonInterfaceDescriptor, WireMode};
+use fidius_core::interface::{ArgumentShapes, PythonInterfaceDescriptor, WireMode};
 use fidius_core::{CallError, PluginCall};
 
 use crate::error::LoadError;
@@ -74,6 +74,9 @@ struct Pool {
     versions: Version,
     /// Which descriptor methods the serving version defines (optional ones may be absent).
     implemented: Box<[AtomicBool]>,
+    /// Each method's argument types, parsed once from the descriptor: typed calls are checked
+    /// against them before they reach the plugin.
+    argument_shapes: Box<[ArgumentShapes]>,
     instances: usize,
     call_timeout: Option<Duration>,
     /// How a reload finds and verifies the package again (set by `PluginHost`).
@@ -163,6 +166,11 @@ impl PythonPluginHandle {
                 next: OnceLock::new(),
             },
             implemented: Box::default(),
+            argument_shapes: descriptor
+                .methods
+                .iter()
+                .map(ArgumentShapes::for_method)
+                .collect(),
             instances: options.instances,
             call_timeout: options.call_timeout,
             reloader,
@@ -301,6 +309,16 @@ impl PythonPluginHandle {
             return Err(CallError::NotImplemented {
                 method: method.name.to_owned(),
             });
+        }
+        if requested == WireMode::TypedJson {
+            if let Some(shapes) = pool.argument_shapes.get(index) {
+                shapes
+                    .check(payload)
+                    .map_err(|mismatch| CallError::InvalidArguments {
+                        method: method.name.to_owned(),
+                        reason: mismatch.to_string(),
+                    })?;
+            }
         }
         let unavailable = || CallError::Unavailable {
             plugin: pool.shared.name.clone(),

@@ -52,23 +52,18 @@ pub(crate) fn dispatch(
     }
 }
 
-/// Parses the JSON array of positional arguments into a Python list.
+/// Parses the JSON array of positional arguments into a Python list. The handle has checked them
+/// against the method's argument types (`ArgumentShapes`) before the call was sent.
 fn typed_arguments<'i>(
     py: Interp<'i>,
     method: &PythonMethodDescriptor,
     payload: &[u8],
 ) -> Result<PyObj<'i>, CallError> {
-    let invalid = |reason: String| CallError::InvalidArguments {
-        method: method.name.to_owned(),
-        reason,
-    };
-    if payload.iter().find(|byte| !byte.is_ascii_whitespace()) != Some(&b'[') {
-        return Err(invalid(
-            "expected a JSON array of positional arguments".to_owned(),
-        ));
-    }
     py.json_to_python(payload)
-        .map_err(|error| invalid(error.to_string()))
+        .map_err(|error| CallError::InvalidArguments {
+            method: method.name.to_owned(),
+            reason: error.to_string(),
+        })
 }
 
 /// A raised exception as a call error: the SDK's `PluginError` keeps its code, message and details;

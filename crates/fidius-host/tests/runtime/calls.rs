@@ -114,10 +114,10 @@ fn misuse_of_the_handle_is_an_error_not_a_panic() {
             Err(CallError::InvalidArguments { .. })
         ));
     }
-    // Wrong number of arguments reaches Python as a TypeError.
+    // The wrong number of arguments is refused before the call reaches Python.
     assert!(matches!(
         handle.call_typed_json(TRANSFORM, b"[1, 2]"),
-        Err(CallError::Python { exception_type, .. }) if exception_type == "TypeError"
+        Err(CallError::InvalidArguments { reason, .. }) if reason == "expected 1 argument(s), got 2"
     ));
     assert!(!handle.implements(MAYBE));
     assert!(matches!(
@@ -147,4 +147,77 @@ fn the_plugin_sees_only_its_own_paths_and_the_hosts_sdk() {
     assert_eq!(ask("sys.dont_write_bytecode"), json!(true));
     assert!(!plugin_dir.join("__pycache__").exists());
     assert!(!plugin_dir.join("vendor/conflictlib/__pycache__").exists());
+}
+
+/// The Tester interface with the argument types a real trait would declare: typed calls are
+/// checked against them before they reach the plugin.
+static TYPED_TESTER: fidius_core::interface::PythonInterfaceDescriptor = {
+    use fidius_core::interface::{PythonArgDescriptor, WireMode};
+    const fn typed(name: &'static str, ty: &'static str) -> PythonArgDescriptor {
+        PythonArgDescriptor { name, ty }
+    }
+    fidius_core::interface::PythonInterfaceDescriptor {
+        methods: &[
+            support::method("whoami", WireMode::TypedJson, &[], None),
+            support::method("echo", WireMode::Raw, &[typed("data", "Vec < u8 >")], None),
+            support::method(
+                "transform",
+                WireMode::TypedJson,
+                &[typed("value", "i32")],
+                None,
+            ),
+            support::method(
+                "fail",
+                WireMode::TypedJson,
+                &[typed("kind", "String")],
+                None,
+            ),
+            support::method(
+                "give_back",
+                WireMode::TypedJson,
+                &[typed("expression", "String")],
+                None,
+            ),
+            support::method("maybe", WireMode::TypedJson, &[], Some(2)),
+        ],
+        ..support::TESTER
+    }
+};
+
+#[test]
+fn typed_arguments_are_checked_against_the_traits_types() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = support::tester_plugin(root.path(), "typed", "1.0", 2);
+    let handle = fidius_host::PythonPluginHandle::start(
+        fidius_host::PluginSource::new("typed", "1.0.0", &dir, "tester"),
+        &TYPED_TESTER,
+        &fidius_host::LoadOptions::default(),
+    )
+    .unwrap();
+    let refused = |index: usize, args: &[u8]| match handle.call_typed_json(index, args) {
+        Err(CallError::InvalidArguments { method, reason }) => format!("{method}: {reason}"),
+        other => panic!(
+            "{} was not refused: {other:?}",
+            String::from_utf8_lossy(args)
+        ),
+    };
+    assert_eq!(
+        refused(RETURN, b"[42]"),
+        "give_back: argument `expression` (position 0): expected a string, found integer 42"
+    );
+    assert_eq!(
+        refused(TRANSFORM, b"[\"21\"]"),
+        "transform: argument `value` (position 0): expected i32 (an integer from -2147483648 to \
+         2147483647), found string \"21\""
+    );
+    assert!(refused(TRANSFORM, b"[4294967296]").contains("found integer 4294967296"));
+    assert!(refused(TRANSFORM, b"[123456789012345678901234567890]")
+        .contains("an integer beyond 64 bits (it would be rounded)"));
+    // Nothing refused ran: the plugin counted no call. Then a correct call goes through.
+    let out = handle.call_typed_json(TRANSFORM, b"[21]").unwrap();
+    let out: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(
+        (out["result"].clone(), out["calls"].clone()),
+        (json!(42), json!(1))
+    );
 }

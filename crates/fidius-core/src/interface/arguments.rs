@@ -1,0 +1,585 @@
+//! Checking a typed call's JSON arguments against the trait's argument types before the call.
+//!
+//! A Rust host that calls through the typed client always sends what serde made from the right
+//! types; a JSON caller (`call_typed_json`, `fidius call`) can send anything, and Python would
+//! accept `42` where the trait says `String`. The descriptor carries each argument's canonical
+//! type string (the one the hash is made of), so the shapes are parsed from those strings once,
+//! at load, and every typed call is checked against them: a wrong count or type is refused naming
+//! the argument, the expected type and what was found.
+//!
+//! What is checked is what JSON can tell: strings, booleans, integers (with the Rust type's
+//! range, so an integer that does not fit is refused, never rounded into a float), numbers,
+//! arrays, objects and `null` for `Option`. Types the checker cannot see into (serde structs and
+//! enums, `serde_json::Value`, anything unknown) accept any JSON value; Python's own errors, and
+//! the plugin's, cover those.
+
+use std::fmt;
+
+use serde_json::Value;
+
+use super::PythonMethodDescriptor;
+
+/// The shape of JSON a Rust argument type accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JsonShape {
+    /// Anything: a struct, an enum, `Value`, or a type the checker does not know.
+    Any,
+    /// `()`: JSON `null`.
+    Unit,
+    Bool,
+    /// A string; `char` is a string of exactly one character.
+    String {
+        single_char: bool,
+    },
+    /// An integer in `min..=max` (64-bit at most: JSON integers beyond that do not cross exactly).
+    Integer {
+        name: &'static str,
+        min: i128,
+        max: i128,
+    },
+    /// `f32`/`f64`: any JSON number.
+    Number,
+    /// `Vec<T>`, sets, slices and arrays.
+    List(Box<JsonShape>),
+    /// `HashMap<K, V>`/`BTreeMap<K, V>`: an object whose values are `V` (keys are JSON strings).
+    Map(Box<JsonShape>),
+    /// `Option<T>`: `null` or `T`.
+    Optional(Box<JsonShape>),
+    /// `(A, B, …)`: an array of exactly these.
+    Tuple(Vec<JsonShape>),
+}
+
+/// Why a typed call's arguments were refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArgumentMismatch {
+    /// The payload is not a JSON array.
+    NotAnArray,
+    /// The payload does not parse as JSON.
+    Syntax(String),
+    /// Too many or too few arguments.
+    Count { expected: usize, found: usize },
+    /// One argument (or a part of it, `at` being a JSON-pointer-like path) has the wrong type.
+    Type {
+        argument: String,
+        position: usize,
+        at: String,
+        expected: String,
+        found: String,
+    },
+}
+
+impl fmt::Display for ArgumentMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotAnArray => f.write_str("expected a JSON array of positional arguments"),
+            Self::Syntax(error) => write!(f, "the arguments are not valid JSON: {error}"),
+            Self::Count { expected, found } => {
+                write!(f, "expected {expected} argument(s), got {found}")
+            }
+            Self::Type {
+                argument,
+                position,
+                at,
+                expected,
+                found,
+            } => {
+                write!(f, "argument `{argument}` (position {position})")?;
+                if !at.is_empty() {
+                    write!(f, " at {at}")?;
+                }
+                write!(f, ": expected {expected}, found {found}")
+            }
+        }
+    }
+}
+
+/// The argument shapes of one typed method, parsed once from its descriptor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArgumentShapes {
+    arguments: Vec<(String, JsonShape)>,
+}
+
+impl ArgumentShapes {
+    /// Shapes for `method`'s arguments. An argument whose type string is empty or unknown is
+    /// [`JsonShape::Any`], so a descriptor without types checks only the count.
+    pub fn for_method(method: &PythonMethodDescriptor) -> Self {
+        Self {
+            arguments: method
+                .args
+                .iter()
+                .map(|arg| (arg.name.to_owned(), JsonShape::parse(arg.ty)))
+                .collect(),
+        }
+    }
+
+    /// Checks `payload` (a JSON array of positional arguments).
+    pub fn check(&self, payload: &[u8]) -> Result<(), ArgumentMismatch> {
+        if payload.iter().find(|byte| !byte.is_ascii_whitespace()) != Some(&b'[') {
+            return Err(ArgumentMismatch::NotAnArray);
+        }
+        let values: Vec<Value> = serde_json::from_slice(payload)
+            .map_err(|error| ArgumentMismatch::Syntax(error.to_string()))?;
+        if values.len() != self.arguments.len() {
+            return Err(ArgumentMismatch::Count {
+                expected: self.arguments.len(),
+                found: values.len(),
+            });
+        }
+        for (position, ((name, shape), value)) in self.arguments.iter().zip(&values).enumerate() {
+            let mut at = String::new();
+            if let Err((expected, found)) = shape.check(value, &mut at) {
+                return Err(ArgumentMismatch::Type {
+                    argument: name.clone(),
+                    position,
+                    at,
+                    expected,
+                    found,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl JsonShape {
+    /// The shape of a canonical type string such as `Option < HashMap < String, Vec < u8 > > >`.
+    /// Anything it cannot read is [`JsonShape::Any`]: the check never refuses what it does not
+    /// understand.
+    pub fn parse(canonical: &str) -> Self {
+        let tokens = tokenize(canonical);
+        let mut parser = Parser {
+            tokens: &tokens,
+            at: 0,
+        };
+        match parser.ty() {
+            Some(shape) if parser.at == tokens.len() => shape,
+            _ => Self::Any,
+        }
+    }
+
+    /// Checks `value`; on a mismatch, `at` holds the path to it and the error says what was
+    /// expected and found.
+    fn check(&self, value: &Value, at: &mut String) -> Result<(), (String, String)> {
+        let mismatch = || Err((self.to_string(), describe(value)));
+        match (self, value) {
+            (Self::Any, _) | (Self::Unit, Value::Null) | (Self::Bool, Value::Bool(_)) => Ok(()),
+            (Self::String { single_char }, Value::String(text)) => {
+                if *single_char && text.chars().count() != 1 {
+                    return mismatch();
+                }
+                Ok(())
+            }
+            (Self::Integer { min, max, .. }, Value::Number(number)) => {
+                let fits = number
+                    .as_i64()
+                    .map(i128::from)
+                    .or_else(|| number.as_u64().map(i128::from))
+                    .is_some_and(|n| (*min..=*max).contains(&n));
+                match number.as_f64() {
+                    _ if fits => Ok(()),
+                    // serde_json reads an integer literal beyond 64 bits as a rounded float.
+                    Some(float) if float.fract() == 0.0 && float.abs() >= 9.2e18 => Err((
+                        self.to_string(),
+                        format!("{number}, an integer beyond 64 bits (it would be rounded)"),
+                    )),
+                    _ => mismatch(),
+                }
+            }
+            (Self::Number, Value::Number(_)) => Ok(()),
+            (Self::Optional(_), Value::Null) => Ok(()),
+            (Self::Optional(inner), value) => inner.check(value, at),
+            (Self::List(item), Value::Array(items)) => {
+                for (index, item_value) in items.iter().enumerate() {
+                    let len = at.len();
+                    at.push_str(&format!("[{index}]"));
+                    item.check(item_value, at)?;
+                    at.truncate(len);
+                }
+                Ok(())
+            }
+            (Self::Map(value_shape), Value::Object(entries)) => {
+                for (key, entry) in entries {
+                    let len = at.len();
+                    at.push_str(&format!("[{key:?}]"));
+                    value_shape.check(entry, at)?;
+                    at.truncate(len);
+                }
+                Ok(())
+            }
+            (Self::Tuple(shapes), Value::Array(items)) if shapes.len() == items.len() => {
+                for (index, (shape, item)) in shapes.iter().zip(items).enumerate() {
+                    let len = at.len();
+                    at.push_str(&format!("[{index}]"));
+                    shape.check(item, at)?;
+                    at.truncate(len);
+                }
+                Ok(())
+            }
+            _ => mismatch(),
+        }
+    }
+}
+
+impl fmt::Display for JsonShape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Any => f.write_str("any value"),
+            Self::Unit => f.write_str("null"),
+            Self::Bool => f.write_str("a boolean"),
+            Self::String { single_char: false } => f.write_str("a string"),
+            Self::String { single_char: true } => f.write_str("a one-character string"),
+            Self::Integer { name, min, max } => {
+                write!(f, "{name} (an integer from {min} to {max})")
+            }
+            Self::Number => f.write_str("a number"),
+            Self::List(item) => write!(f, "an array of {item}"),
+            Self::Map(value) => write!(f, "an object of {value}"),
+            Self::Optional(inner) => write!(f, "{inner} or null"),
+            Self::Tuple(shapes) => {
+                write!(f, "an array of exactly {} item(s): ", shapes.len())?;
+                for (index, shape) in shapes.iter().enumerate() {
+                    if index > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{shape}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// What a JSON value is, briefly (numbers and short strings shown; nothing long is echoed).
+fn describe(value: &Value) -> String {
+    match value {
+        Value::Null => "null".to_owned(),
+        Value::Bool(flag) => format!("boolean {flag}"),
+        Value::Number(number) if number.is_f64() => format!("number {number}"),
+        Value::Number(number) => format!("integer {number}"),
+        Value::String(text) if text.chars().count() <= 32 => format!("string {text:?}"),
+        Value::String(_) => "a string".to_owned(),
+        Value::Array(items) => format!("an array of {} item(s)", items.len()),
+        Value::Object(_) => "an object".to_owned(),
+    }
+}
+
+/// Integer types and their ranges. 128-bit types get the 64-bit range: serde_json (and the wire
+/// to Python) carries no exact integer beyond it.
+fn integer(name: &str) -> Option<JsonShape> {
+    let (name, min, max): (&'static str, i128, i128) = match name {
+        "u8" => ("u8", 0, u8::MAX.into()),
+        "u16" => ("u16", 0, u16::MAX.into()),
+        "u32" => ("u32", 0, u32::MAX.into()),
+        "u64" => ("u64", 0, u64::MAX.into()),
+        "usize" => ("usize", 0, u64::MAX.into()),
+        "u128" => ("u128", 0, u64::MAX.into()),
+        "i8" => ("i8", i8::MIN.into(), i8::MAX.into()),
+        "i16" => ("i16", i16::MIN.into(), i16::MAX.into()),
+        "i32" => ("i32", i32::MIN.into(), i32::MAX.into()),
+        "i64" => ("i64", i64::MIN.into(), i64::MAX.into()),
+        "isize" => ("isize", i64::MIN.into(), i64::MAX.into()),
+        "i128" => ("i128", i64::MIN.into(), i64::MAX.into()),
+        _ => return None,
+    };
+    Some(JsonShape::Integer { name, min, max })
+}
+
+/// Canonical strings are token-printed (`Vec < u8 >`, `Vec :: < u8 >`, `:: std :: vec :: Vec`,
+/// `(String, u8)`, `[u8; 4]`, `& 'static str`): split into identifiers and punctuation.
+fn tokenize(text: &str) -> Vec<&str> {
+    let mut tokens = Vec::new();
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if c.is_whitespace() {
+            rest = &rest[c.len_utf8()..];
+        } else if let Some(after) = rest.strip_prefix("::") {
+            tokens.push("::");
+            rest = after;
+        } else if c.is_alphanumeric() || c == '_' || c == '\'' {
+            let end = rest
+                .char_indices()
+                .skip(1)
+                .find(|(_, c)| !(c.is_alphanumeric() || *c == '_'))
+                .map_or(rest.len(), |(index, _)| index);
+            tokens.push(&rest[..end]);
+            rest = &rest[end..];
+        } else {
+            tokens.push(&rest[..c.len_utf8()]);
+            rest = &rest[c.len_utf8()..];
+        }
+    }
+    tokens
+}
+
+struct Parser<'t> {
+    tokens: &'t [&'t str],
+    at: usize,
+}
+
+impl<'t> Parser<'t> {
+    fn peek(&self) -> Option<&'t str> {
+        self.tokens.get(self.at).copied()
+    }
+
+    fn eat(&mut self, token: &str) -> bool {
+        let matched = self.peek() == Some(token);
+        if matched {
+            self.at += 1;
+        }
+        matched
+    }
+
+    fn ty(&mut self) -> Option<JsonShape> {
+        match self.peek()? {
+            "&" => {
+                self.at += 1;
+                if self.peek().is_some_and(|token| token.starts_with('\'')) {
+                    self.at += 1;
+                }
+                self.eat("mut");
+                self.ty()
+            }
+            "(" => {
+                self.at += 1;
+                let items = self.list(")")?;
+                Some(match items.len() {
+                    0 => JsonShape::Unit,
+                    _ => JsonShape::Tuple(items),
+                })
+            }
+            "[" => {
+                self.at += 1;
+                let item = self.ty()?;
+                if self.eat(";") {
+                    // The length is an expression; JSON cannot be checked against it here.
+                    while self.peek().is_some_and(|token| token != "]") {
+                        self.at += 1;
+                    }
+                }
+                self.eat("]").then(|| JsonShape::List(Box::new(item)))
+            }
+            _ => self.path(),
+        }
+    }
+
+    /// Types separated by commas (a trailing one allowed) up to `close`.
+    fn list(&mut self, close: &str) -> Option<Vec<JsonShape>> {
+        let mut items = Vec::new();
+        while !self.eat(close) {
+            items.push(self.ty()?);
+            if !self.eat(",") && self.peek() != Some(close) {
+                return None;
+            }
+        }
+        Some(items)
+    }
+
+    fn path(&mut self) -> Option<JsonShape> {
+        self.eat("::");
+        let mut name = self.identifier()?;
+        let mut args = Vec::new();
+        loop {
+            if self.eat("::") {
+                if self.peek() == Some("<") {
+                    continue;
+                }
+                name = self.identifier()?;
+            } else if self.eat("<") {
+                args = self.list(">")?;
+            } else {
+                break;
+            }
+        }
+        Some(shape_of(name, args))
+    }
+
+    fn identifier(&mut self) -> Option<&'t str> {
+        let token = self.peek()?;
+        let is_identifier = token
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_alphabetic() || c == '_');
+        is_identifier.then(|| {
+            self.at += 1;
+            token
+        })
+    }
+}
+
+fn shape_of(name: &str, mut args: Vec<JsonShape>) -> JsonShape {
+    let single = |args: &mut Vec<JsonShape>| (args.len() == 1).then(|| args.remove(0));
+    match name {
+        "String" | "str" if args.is_empty() => JsonShape::String { single_char: false },
+        "char" if args.is_empty() => JsonShape::String { single_char: true },
+        "bool" if args.is_empty() => JsonShape::Bool,
+        "f32" | "f64" if args.is_empty() => JsonShape::Number,
+        "Vec" | "VecDeque" | "HashSet" | "BTreeSet" => {
+            single(&mut args).map_or(JsonShape::Any, |item| JsonShape::List(Box::new(item)))
+        }
+        "Option" => {
+            single(&mut args).map_or(JsonShape::Any, |inner| JsonShape::Optional(Box::new(inner)))
+        }
+        "HashMap" | "BTreeMap" if args.len() == 2 => args
+            .pop()
+            .map_or(JsonShape::Any, |value| JsonShape::Map(Box::new(value))),
+        "Box" | "Rc" | "Arc" => single(&mut args).unwrap_or(JsonShape::Any),
+        "Cow" => match single(&mut args) {
+            Some(JsonShape::String { .. }) => JsonShape::String { single_char: false },
+            _ => JsonShape::Any,
+        },
+        _ if args.is_empty() => integer(name).unwrap_or(JsonShape::Any),
+        _ => JsonShape::Any,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::interface::{PythonArgDescriptor, WireMode};
+
+    fn shapes(args: &'static [PythonArgDescriptor]) -> ArgumentShapes {
+        ArgumentShapes::for_method(&PythonMethodDescriptor {
+            name: "m",
+            wire: WireMode::TypedJson,
+            args,
+            returns: "",
+            optional_since: None,
+            signature: "",
+        })
+    }
+
+    #[test]
+    fn canonical_strings_parse_into_shapes() {
+        let string = || JsonShape::String { single_char: false };
+        let u8_shape = integer("u8").expect("u8");
+        for (canonical, expected) in [
+            ("String", string()),
+            ("& 'static str", string()),
+            ("& & str", string()),
+            ("Vec < u8 >", JsonShape::List(Box::new(u8_shape.clone()))),
+            ("Vec :: < u8 >", JsonShape::List(Box::new(u8_shape.clone()))),
+            (
+                ":: std :: vec :: Vec < u8 >",
+                JsonShape::List(Box::new(u8_shape.clone())),
+            ),
+            ("[u8; 0x10]", JsonShape::List(Box::new(u8_shape.clone()))),
+            ("& [String]", JsonShape::List(Box::new(string()))),
+            (
+                "Option < HashMap < String, String > >",
+                JsonShape::Optional(Box::new(JsonShape::Map(Box::new(string())))),
+            ),
+            (
+                "HashMap < String, i64, >",
+                JsonShape::Map(Box::new(integer("i64").expect("i64"))),
+            ),
+            (
+                "(String, (u8, bool))",
+                JsonShape::Tuple(vec![
+                    string(),
+                    JsonShape::Tuple(vec![u8_shape.clone(), JsonShape::Bool]),
+                ]),
+            ),
+            (
+                "(i64,)",
+                JsonShape::Tuple(vec![integer("i64").expect("i64")]),
+            ),
+            (
+                "(u32)",
+                JsonShape::Tuple(vec![integer("u32").expect("u32")]),
+            ),
+            ("()", JsonShape::Unit),
+            ("Summary", JsonShape::Any),
+            ("serde_json :: Value", JsonShape::Any),
+            ("Box < dyn std :: error :: Error + Send >", JsonShape::Any),
+            ("", JsonShape::Any),
+            ("char", JsonShape::String { single_char: true }),
+        ] {
+            assert_eq!(JsonShape::parse(canonical), expected, "{canonical}");
+        }
+    }
+
+    #[test]
+    fn wrong_types_name_the_argument_and_the_expected_type() {
+        static ARGS: [PythonArgDescriptor; 2] = [
+            PythonArgDescriptor {
+                name: "name",
+                ty: "String",
+            },
+            PythonArgDescriptor {
+                name: "counts",
+                ty: "Vec < u8 >",
+            },
+        ];
+        let shapes = shapes(&ARGS);
+        assert_eq!(shapes.check(br#"["World", [1, 2]]"#), Ok(()));
+        assert_eq!(
+            shapes.check(br#"[42, []]"#).map_err(|e| e.to_string()),
+            Err("argument `name` (position 0): expected a string, found integer 42".to_owned())
+        );
+        assert_eq!(
+            shapes
+                .check(br#"["x", [1, 256]]"#)
+                .map_err(|e| e.to_string()),
+            Err(
+                "argument `counts` (position 1) at [1]: expected u8 (an integer from 0 to 255), \
+                 found integer 256"
+                    .to_owned()
+            )
+        );
+        assert_eq!(
+            shapes.check(br#"["x"]"#),
+            Err(ArgumentMismatch::Count {
+                expected: 2,
+                found: 1
+            })
+        );
+        assert_eq!(
+            shapes.check(br#"{"name": 1}"#),
+            Err(ArgumentMismatch::NotAnArray)
+        );
+        assert!(matches!(
+            shapes.check(b"[1,"),
+            Err(ArgumentMismatch::Syntax(_))
+        ));
+    }
+
+    #[test]
+    fn integers_beyond_64_bits_are_refused_not_rounded() {
+        static ARGS: [PythonArgDescriptor; 1] = [PythonArgDescriptor {
+            name: "n",
+            ty: "u128",
+        }];
+        let shapes = shapes(&ARGS);
+        assert_eq!(shapes.check(b"[18446744073709551615]"), Ok(()));
+        let error = shapes
+            .check(b"[123456789012345678901234567890]")
+            .expect_err("too big");
+        assert!(
+            error.to_string().contains("an integer beyond 64 bits"),
+            "{error}"
+        );
+        assert!(shapes.check(b"[1.5]").is_err());
+    }
+
+    #[test]
+    fn optional_and_untyped_arguments() {
+        static ARGS: [PythonArgDescriptor; 2] = [
+            PythonArgDescriptor {
+                name: "labels",
+                ty: "Option < HashMap < String, String > >",
+            },
+            PythonArgDescriptor {
+                name: "anything",
+                ty: "",
+            },
+        ];
+        let shapes = shapes(&ARGS);
+        assert_eq!(shapes.check(br#"[null, {"deep": [1]}]"#), Ok(()));
+        assert_eq!(shapes.check(br#"[{"a": "b"}, 3]"#), Ok(()));
+        let error = shapes.check(br#"[{"a": 1}, 3]"#).expect_err("value type");
+        assert_eq!(
+            error.to_string(),
+            "argument `labels` (position 0) at [\"a\"]: expected a string, found integer 1"
+        );
+    }
+}
