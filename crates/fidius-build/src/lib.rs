@@ -76,7 +76,10 @@ impl LinkedPython {
 
     /// The `cargo:` metadata lines [`forward_python_metadata`] prints.
     pub fn forward_instructions(&self) -> Vec<String> {
-        let rpath = self.rpath.iter().map(|dirs| format!("cargo:rpath={}", dirs.to_string_lossy()));
+        let rpath = self
+            .rpath
+            .iter()
+            .map(|dirs| format!("cargo:rpath={}", dirs.to_string_lossy()));
         let executable = self
             .executable
             .iter()
@@ -145,7 +148,10 @@ mod tests {
         );
         assert_eq!(
             python.forward_instructions(),
-            ["cargo:rpath=/opt/py/lib", "cargo:executable=/opt/py/bin/python3"]
+            [
+                "cargo:rpath=/opt/py/lib",
+                "cargo:executable=/opt/py/bin/python3"
+            ]
         );
     }
 

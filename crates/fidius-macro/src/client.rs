@@ -51,9 +51,9 @@ fn client_method(
         })
         .collect();
     let arg_types = method.args.iter().map(|arg| &arg.ty);
-    let ensure_implemented = method.optional_since.map(|_| {
-        quote!(#root::call::__private::ensure_implemented(&self.0, #index, #method_name)?;)
-    });
+    let ensure_implemented = method.optional_since.map(
+        |_| quote!(#root::call::__private::ensure_implemented(&self.0, #index, #method_name)?;),
+    );
     let (returns, body) = match method.wire {
         WireMode::Raw => {
             let input = &arg_names[0];

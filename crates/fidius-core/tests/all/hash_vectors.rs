@@ -18,7 +18,10 @@ struct Vector {
 fn vectors() -> Vec<Vector> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("interop/hash-vectors.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|error| {
-        panic!("cannot read the interop vectors at {}: {error}", path.display())
+        panic!(
+            "cannot read the interop vectors at {}: {error}",
+            path.display()
+        )
     });
     serde_json::from_str(&text).expect("hash-vectors.json is valid JSON")
 }
