@@ -3,12 +3,11 @@
 //! Such an executable needs `libpython3.x.so` at start-up, before `main`. fidius-ffi knows the
 //! folder it linked against, but an rpath only reaches an executable through the build script of
 //! the package that owns it: cargo applies `cargo:rustc-link-arg` to the emitting package's own
-//! targets and never to dependents. So a host crate has a `build.rs` of one line:
+//! targets and never to dependents. So a host crate's `build.rs` is one line in `main`:
 //!
 //! ```no_run
-//! fn main() {
-//!     fidius_build::link_python();
-//! }
+//! // build.rs: fn main() { ... }
+//! fidius_build::link_python();
 //! ```
 //!
 //! with `fidius-build` under `[build-dependencies]` and `fidius` (feature `host`) under

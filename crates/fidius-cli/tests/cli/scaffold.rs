@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Instant;
 
-use crate::support::{fidius, succeeds, TestResult};
+use crate::support::{fails_with, fidius, listing, succeeds, TestResult};
 
 const CHECKOUT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
@@ -228,5 +228,81 @@ fn init_interface_plugin_and_host_make_a_working_project() -> TestResult {
     // No argument: the host searches `plugins/` beside its Cargo.toml.
     let stdout = run_host(&executable, &[], work);
     assert_eq!(stdout, "my-greeter greet: \"Hello, World!\"\n");
+    Ok(())
+}
+
+/// Bad input is one clear error, and a refused `init-*` leaves nothing behind: no folder, no
+/// staging leftovers, nothing overwritten.
+#[test]
+fn init_refuses_bad_input_and_leaves_nothing_behind() -> TestResult {
+    let scratch = tempfile::tempdir()?;
+    let work = scratch.path();
+    succeeds(&fidius(
+        work,
+        &["init-interface", "api", "--trait", "Greeter"],
+    ));
+    let lib = fs::read_to_string(work.join("api/src/lib.rs"))?;
+
+    fails_with(
+        &fidius(work, &["init-interface", "api", "--trait", "Other"]),
+        &["api already exists"],
+    );
+    fails_with(
+        &fidius(work, &["init-interface", "other", "--trait", "lower"]),
+        &["--trait \"lower\""],
+    );
+    fails_with(
+        &fidius(work, &["init-interface", "9lives", "--trait", "Greeter"]),
+        &["\"9lives\" is not a usable name"],
+    );
+    fails_with(
+        &fidius(
+            work,
+            &[
+                "init-plugin",
+                "plugin",
+                "--interface",
+                "api",
+                "--trait",
+                "Missing",
+            ],
+        ),
+        &["Missing"],
+    );
+    fails_with(
+        &fidius(
+            work,
+            &[
+                "init-host",
+                "host",
+                "--interface",
+                "nowhere",
+                "--trait",
+                "Greeter",
+            ],
+        ),
+        &["--interface nowhere"],
+    );
+    let not_a_checkout = work.to_string_lossy();
+    fails_with(
+        &fidius(
+            work,
+            &[
+                "init-host",
+                "host",
+                "--interface",
+                "api",
+                "--trait",
+                "Greeter",
+            ]
+            .into_iter()
+            .chain(["--fidius-path", &not_a_checkout])
+            .collect::<Vec<_>>(),
+        ),
+        &["is not a fidius checkout"],
+    );
+
+    assert_eq!(listing(work)?, ["api"]);
+    assert_eq!(fs::read_to_string(work.join("api/src/lib.rs"))?, lib);
     Ok(())
 }
