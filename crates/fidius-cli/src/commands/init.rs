@@ -75,6 +75,40 @@ impl Placement {
     }
 }
 
+/// What `init-plugin` and `init-host` take: the new package's name, the interface it is made for,
+/// and where it goes.
+#[derive(Debug, Args)]
+struct ForInterface {
+    /// The new package's name (letters, digits, `-`, `_`); a plugin's module is the name with `-`
+    /// as `_`.
+    #[arg(value_name = "NAME")]
+    name: String,
+
+    /// The interface crate's folder (holding Cargo.toml and src/lib.rs); `init-plugin` also takes
+    /// the `.rs` file declaring the trait.
+    #[arg(long, value_name = "DIR")]
+    interface: PathBuf,
+
+    /// The trait's name.
+    #[arg(long = "trait", value_name = "T")]
+    trait_name: String,
+
+    #[command(flatten)]
+    placement: Placement,
+}
+
+impl ForInterface {
+    /// Reads the trait from the folder's `src/lib.rs`, or from the given `.rs` file.
+    fn read(&self) -> anyhow::Result<InterfaceSource> {
+        let source = if self.interface.is_dir() {
+            self.interface.join("src/lib.rs")
+        } else {
+            self.interface.clone()
+        };
+        read_interface(&source, &self.trait_name)
+    }
+}
+
 /// Create an interface crate: a `#[plugin_interface]` trait with one example method.
 #[derive(Debug, Args)]
 pub struct InitInterfaceCommand {
@@ -138,39 +172,27 @@ impl InitInterfaceCommand {
 /// `requirements.txt` and pytest tests that run against the fidius SDK.
 #[derive(Debug, Args)]
 pub struct InitPluginCommand {
-    /// The package's name; its module is the name with `-` as `_`.
-    #[arg(value_name = "NAME")]
-    name: String,
-
-    /// The interface crate's folder (or the `.rs` file declaring the trait).
-    #[arg(long, value_name = "DIR")]
-    interface: PathBuf,
-
-    /// The trait's name.
-    #[arg(long = "trait", value_name = "T")]
-    trait_name: String,
-
     #[command(flatten)]
-    placement: Placement,
+    args: ForInterface,
 }
 
 impl InitPluginCommand {
     pub fn execute(self) -> anyhow::Result<()> {
-        check_package_name(&self.name)?;
-        let module = self.name.replace('-', "_");
-        let interface = read_interface(&interface_source(&self.interface), &self.trait_name)?;
-        let stub =
-            render_stub(&interface).with_context(|| format!("in {}", self.interface.display()))?;
+        check_package_name(&self.args.name)?;
+        let module = self.args.name.replace('-', "_");
+        let interface = self.args.read()?;
+        let stub = render_stub(&interface)
+            .with_context(|| format!("in {}", self.args.interface.display()))?;
         let spec = &interface.spec;
         let package = format!(
             "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\ninterface = \"{trait_name}\"\n\
              interface_version = {version}\nruntime = \"python\"\n\n\
              [python]\nentry_module = \"{module}\"\nrequirements = \"requirements.txt\"\n",
-            name = self.name,
+            name = self.args.name,
             trait_name = spec.trait_name,
             version = spec.version,
         );
-        let sdk = match self.placement.checkout()? {
+        let sdk = match self.args.placement.checkout()? {
             Some(checkout) => format!(
                 "{}\n",
                 checkout.join("crates/fidius-host/python-sdk").display()
@@ -195,12 +217,12 @@ impl InitPluginCommand {
              def test_defines_every_required_method():\n    \
                  for name in [{methods}]:\n        \
                      assert callable(getattr({module}, name, None)), name\n",
-            name = self.name,
+            name = self.args.name,
             trait_name = spec.trait_name,
             version = spec.version,
             methods = methods.join(", "),
         );
-        let folder = self.placement.folder(&self.name);
+        let folder = self.args.placement.folder(&self.args.name);
         write_tree(
             &folder,
             &[
@@ -219,7 +241,7 @@ impl InitPluginCommand {
         )?;
         println!(
             "created plugin {} for {} in {}; fill in {}",
-            self.name,
+            self.args.name,
             spec.trait_name,
             folder.display(),
             folder.join(format!("{module}.py")).display()
@@ -232,45 +254,37 @@ impl InitPluginCommand {
 /// calls each required method through the typed client.
 #[derive(Debug, Args)]
 pub struct InitHostCommand {
-    /// The crate's name (letters, digits, `-`, `_`).
-    #[arg(value_name = "NAME")]
-    name: String,
-
-    /// The interface crate's folder (holding its Cargo.toml).
-    #[arg(long, value_name = "DIR")]
-    interface: PathBuf,
-
-    /// The trait's name.
-    #[arg(long = "trait", value_name = "T")]
-    trait_name: String,
-
     #[command(flatten)]
-    placement: Placement,
+    args: ForInterface,
 }
 
 impl InitHostCommand {
     pub fn execute(self) -> anyhow::Result<()> {
-        check_package_name(&self.name)?;
-        let interface_dir = fs::canonicalize(&self.interface)
-            .with_context(|| format!("--interface {}", self.interface.display()))?;
+        check_package_name(&self.args.name)?;
+        let interface_dir = fs::canonicalize(&self.args.interface)
+            .with_context(|| format!("--interface {}", self.args.interface.display()))?;
         let interface_crate = crate_name(&interface_dir)?;
-        let interface = read_interface(&interface_source(&interface_dir), &self.trait_name)?;
+        let interface = self.args.read()?;
         let manifest = format!(
             "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n\
              [dependencies]\n{fidius}\n{interface_crate} = {{ path = {interface_path} }}\n\n\
              # build.rs records libpython's folder as the executable's rpath.\n\
              [build-dependencies]\n{fidius_build}\n\n\
              # A workspace of its own, so it builds wherever it was created.\n[workspace]\n",
-            name = self.name,
-            fidius = self.placement.dependency("fidius", &["host"])?,
+            name = self.args.name,
+            fidius = self.args.placement.dependency("fidius", &["host"])?,
             interface_path = toml_string(&interface_dir),
-            fidius_build = self.placement.dependency("fidius-build", &[])?,
+            fidius_build = self.args.placement.dependency("fidius-build", &[])?,
         );
         let build = "//! Lets the executable find libpython without LD_LIBRARY_PATH.\n\
                      fn main() {\n    fidius_build::link_python();\n}\n"
             .to_owned();
-        let main = host_main(&self.name, &interface_crate.replace('-', "_"), &interface);
-        let folder = self.placement.folder(&self.name);
+        let main = host_main(
+            &self.args.name,
+            &interface_crate.replace('-', "_"),
+            &interface,
+        );
+        let folder = self.args.placement.folder(&self.args.name);
         write_tree(
             &folder,
             &[
@@ -283,7 +297,7 @@ impl InitHostCommand {
         )?;
         println!(
             "created host {} in {}; `fidius pack PLUGIN --out {}` then `cargo run` there",
-            self.name,
+            self.args.name,
             folder.display(),
             folder.join("plugins").display()
         );
@@ -367,15 +381,6 @@ fn example_arguments(method: &MethodSpec) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// `--interface`: a crate folder means its `src/lib.rs`.
-fn interface_source(interface: &Path) -> PathBuf {
-    if interface.is_dir() {
-        interface.join("src/lib.rs")
-    } else {
-        interface.to_path_buf()
-    }
 }
 
 /// The `[package] name` of the crate in `dir`.
