@@ -142,8 +142,8 @@ impl InitInterfaceCommand {
         let lib = format!(
             "//! The `{trait_name}` interface: the contract between hosts and {trait_name} plugins.\n\
              //!\n\
-             //! Plugins: `fidius init-plugin NAME --interface . --trait {trait_name}`; hosts: \
-             `fidius init-host NAME --interface . --trait {trait_name}`.\n\n\
+             //! Plugins: `fidius init-plugin NAME --interface . --trait {trait_name}`;\n\
+             //! hosts: `fidius init-host NAME --interface . --trait {trait_name}`.\n\n\
              use fidius::plugin_interface;\n\n\
              #[plugin_interface(version = 1)]\n\
              pub trait {trait_name} {{\n    \
@@ -321,8 +321,8 @@ fn host_main(name: &str, interface_crate: &str, interface: &InterfaceSource) -> 
             None => {
                 let _ = writeln!(
                     calls,
-                    "        println!(\"{{}} {method_name}: {{:?}}\", plugin.name(), \
-                     client.{method_name}({args})?);",
+                    "        let result = client.{method_name}({args})?;\n        \
+                     println!(\"{{}} {method_name}: {{result:?}}\", plugin.name());",
                     args = example_arguments(method)
                 );
             }
@@ -334,7 +334,7 @@ fn host_main(name: &str, interface_crate: &str, interface: &InterfaceSource) -> 
          #![forbid(unsafe_code)]\n\n\
          use std::error::Error;\n\
          use std::path::PathBuf;\n\n\
-         use fidius::host::{{LoadOptions, PluginHost}};\n\
+         use fidius::host::{{LoadOptions, PluginHost}};\n\n\
          use {interface_crate}::__fidius_{trait_name}::{trait_name}_PYTHON_DESCRIPTOR;\n\
          use {interface_crate}::{trait_name}Client;\n\n\
          /// Where plugins are looked for by default: `plugins/` beside this crate's Cargo.toml\n\

@@ -31,23 +31,14 @@ fn build_python() -> Option<OsString> {
     std::env::var_os("PYO3_PYTHON").or_else(|| option_env!("FIDIUS_BUILD_PYTHON").map(Into::into))
 }
 
-/// `cargo build --offline` in `crate_dir`, with none of the outer cargo's per-package variables,
-/// returning the executable `target/debug/NAME`.
+/// `cargo build --offline` in `crate_dir`, returning the executable `target/debug/NAME`.
 fn cargo_build(crate_dir: &Path, name: &str) -> PathBuf {
     fs::copy(checkout().join("Cargo.lock"), crate_dir.join("Cargo.lock")).expect("copy Cargo.lock");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = Command::new(cargo);
+    let mut command = cargo(crate_dir);
     command
         .args(["build", "--offline", "--quiet"])
-        .current_dir(crate_dir)
         .env("CARGO_TARGET_DIR", shared_target())
         .env_remove("LD_LIBRARY_PATH");
-    for (key, _) in std::env::vars_os() {
-        let key = key.to_string_lossy();
-        if (key.starts_with("CARGO_") && key != "CARGO_HOME") || key.starts_with("DEP_") {
-            command.env_remove(key.as_ref());
-        }
-    }
     if let Some(python) = build_python() {
         command.env("PYO3_PYTHON", python);
     }
@@ -59,6 +50,19 @@ fn cargo_build(crate_dir: &Path, name: &str) -> PathBuf {
     );
     assert_succeeded("cargo build", &output);
     shared_target().join("debug").join(name)
+}
+
+/// `cargo` in `crate_dir`, without the outer cargo's per-package variables.
+fn cargo(crate_dir: &Path) -> Command {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.current_dir(crate_dir);
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if (key.starts_with("CARGO_") && key != "CARGO_HOME") || key.starts_with("DEP_") {
+            command.env_remove(key.as_ref());
+        }
+    }
+    command
 }
 
 /// Runs a built host the way a user would: no LD_LIBRARY_PATH, and its archive cache in `home`.
@@ -183,6 +187,13 @@ fn init_interface_plugin_and_host_make_a_working_project() -> TestResult {
         let mut args = args.to_vec();
         args.extend(["--fidius-path", &checkout]);
         succeeds(&fidius(work, &args));
+    }
+    // Generated Rust is formatted as `cargo fmt` would have it.
+    for crate_dir in ["greeter-api", "greeter-host"] {
+        let formatted = cargo(&work.join(crate_dir))
+            .args(["fmt", "--check"])
+            .output()?;
+        assert_succeeded(&format!("cargo fmt --check in {crate_dir}"), &formatted);
     }
     let plugin = work.join("my-greeter");
     fill_in_greet(&plugin.join("my_greeter.py"))?;
