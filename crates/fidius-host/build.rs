@@ -1,13 +1,7 @@
-//! This package's binaries and test executables embed libpython through fidius-ffi: give them the
-//! rpath fidius-ffi computed, so they run without LD_LIBRARY_PATH. Tests also learn that
-//! interpreter's path as `FIDIUS_BUILD_PYTHON` (pip, headers, `multiprocessing` baselines).
+//! This package's test executables (and fidius-demo's binary, which reuses this script) embed
+//! libpython through fidius-ffi: record its folder as rpath so they run without LD_LIBRARY_PATH,
+//! and tell tests that interpreter's path as `FIDIUS_BUILD_PYTHON` (pip, headers, `multiprocessing`
+//! baselines). The one implementation is `fidius_build::link_python`, which host crates call too.
 fn main() {
-    if let Some(dirs) = std::env::var_os("DEP_FIDIUS_PYTHON_RPATH") {
-        for dir in std::env::split_paths(&dirs) {
-            println!("cargo:rustc-link-arg=-Wl,-rpath,{}", dir.display());
-        }
-    }
-    if let Ok(executable) = std::env::var("DEP_FIDIUS_PYTHON_EXECUTABLE") {
-        println!("cargo:rustc-env=FIDIUS_BUILD_PYTHON={executable}");
-    }
+    fidius_build::link_python();
 }

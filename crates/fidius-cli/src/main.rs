@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use commands::call::CallCommand;
+use commands::init::{InitHostCommand, InitInterfaceCommand, InitPluginCommand};
 use commands::keygen::KeygenCommand;
 use commands::pack::PackCommand;
 use commands::package::PackageCommand;
@@ -31,6 +32,9 @@ enum Command {
     Keygen(KeygenCommand),
     PythonStub(PythonStubCommand),
     Call(CallCommand),
+    InitInterface(InitInterfaceCommand),
+    InitPlugin(InitPluginCommand),
+    InitHost(InitHostCommand),
     /// Runs a process-tier worker (started by fidius hosts, never by hand).
     #[command(hide = true)]
     Worker {
@@ -47,6 +51,9 @@ impl Command {
             Command::Keygen(command) => command.execute(),
             Command::PythonStub(command) => command.execute(),
             Command::Call(command) => command.execute(),
+            Command::InitInterface(command) => command.execute(),
+            Command::InitPlugin(command) => command.execute(),
+            Command::InitHost(command) => command.execute(),
             // Handled in `main`, before logging starts.
             Command::Worker { .. } => anyhow::bail!("`fidius worker` is run by fidius hosts"),
         }

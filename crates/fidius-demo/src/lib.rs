@@ -5,8 +5,7 @@
 //! imports its own copy under the same name, inside one host process.
 #![forbid(unsafe_code)]
 
-use fidius_core::PluginError;
-use fidius_macro::plugin_interface;
+use fidius::{plugin_interface, PluginError};
 use serde::{Deserialize, Serialize};
 
 /// What a plugin made of one version string.

@@ -7,7 +7,7 @@ use proc_macro2::{Literal, TokenStream};
 use quote::{format_ident, quote};
 use syn::ItemTrait;
 
-pub fn generate(item: &ItemTrait, spec: &InterfaceSpec) -> TokenStream {
+pub fn generate(item: &ItemTrait, spec: &InterfaceSpec, root: &TokenStream) -> TokenStream {
     let vis = &item.vis;
     let client = format_ident!("{}Client", item.ident);
     let trait_ident = &item.ident;
@@ -15,23 +15,28 @@ pub fn generate(item: &ItemTrait, spec: &InterfaceSpec) -> TokenStream {
         .methods
         .iter()
         .enumerate()
-        .map(|(index, method)| client_method(item, index, method));
+        .map(|(index, method)| client_method(item, index, method, root));
     let doc = format!(
         "Typed calls into a Python plugin implementing [`{trait_ident}`], over any handle that \
-         implements `fidius_core::PluginCall`. Wrap a handle with `{client}(handle)`."
+         implements `PluginCall` (`fidius::PluginCall`, or `fidius_core::PluginCall`). Wrap a handle with `{client}(handle)`."
     );
     quote! {
         #[doc = #doc]
         #[derive(Debug, Clone)]
         #vis struct #client<H>(pub H);
 
-        impl<H: ::fidius_core::PluginCall> #client<H> {
+        impl<H: #root::PluginCall> #client<H> {
             #(#methods)*
         }
     }
 }
 
-fn client_method(item: &ItemTrait, index: usize, method: &MethodSpec) -> TokenStream {
+fn client_method(
+    item: &ItemTrait,
+    index: usize,
+    method: &MethodSpec,
+    root: &TokenStream,
+) -> TokenStream {
     let name = format_ident!("{}", method.name);
     let method_name = &method.name;
     let index = Literal::usize_unsuffixed(index);
@@ -46,16 +51,16 @@ fn client_method(item: &ItemTrait, index: usize, method: &MethodSpec) -> TokenSt
         })
         .collect();
     let arg_types = method.args.iter().map(|arg| &arg.ty);
-    let ensure_implemented = method.optional_since.map(|_| {
-        quote!(::fidius_core::call::__private::ensure_implemented(&self.0, #index, #method_name)?;)
-    });
+    let ensure_implemented = method.optional_since.map(
+        |_| quote!(#root::call::__private::ensure_implemented(&self.0, #index, #method_name)?;),
+    );
     let (returns, body) = match method.wire {
         WireMode::Raw => {
             let input = &arg_names[0];
             (
                 quote!(::std::vec::Vec<u8>),
                 quote! {
-                    ::fidius_core::PluginCall::call_raw(
+                    #root::PluginCall::call_raw(
                         &self.0,
                         #index,
                         ::core::convert::AsRef::<[u8]>::as_ref(&#input),
@@ -71,7 +76,7 @@ fn client_method(item: &ItemTrait, index: usize, method: &MethodSpec) -> TokenSt
             };
             let call = |decoded: TokenStream| {
                 quote! {
-                    ::fidius_core::call::__private::call_json::<#decoded>(
+                    #root::call::__private::call_json::<#decoded>(
                         &self.0, #index, #method_name, #args,
                     )
                 }
@@ -82,7 +87,7 @@ fn client_method(item: &ItemTrait, index: usize, method: &MethodSpec) -> TokenSt
                     (quote!(#success), call(quote!(#success)))
                 }
                 None => {
-                    let ignored = call(quote!(::fidius_core::call::__private::IgnoredAny));
+                    let ignored = call(quote!(#root::call::__private::IgnoredAny));
                     (quote!(()), quote!(#ignored.map(|_| ())))
                 }
             }
@@ -91,7 +96,7 @@ fn client_method(item: &ItemTrait, index: usize, method: &MethodSpec) -> TokenSt
     quote! {
         #(#docs)*
         pub fn #name(&self, #(#arg_names: #arg_types),*)
-            -> ::core::result::Result<#returns, ::fidius_core::CallError>
+            -> ::core::result::Result<#returns, #root::CallError>
         {
             #ensure_implemented
             #body

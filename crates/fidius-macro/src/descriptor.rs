@@ -15,7 +15,7 @@ pub fn descriptor_ident(item: &ItemTrait) -> syn::Ident {
     format_ident!("{}_PYTHON_DESCRIPTOR", item.ident)
 }
 
-pub fn generate(item: &ItemTrait, spec: &InterfaceSpec) -> TokenStream {
+pub fn generate(item: &ItemTrait, spec: &InterfaceSpec, root: &TokenStream) -> TokenStream {
     let vis = &item.vis;
     let module = module_ident(item);
     let descriptor = descriptor_ident(item);
@@ -27,13 +27,13 @@ pub fn generate(item: &ItemTrait, spec: &InterfaceSpec) -> TokenStream {
     let methods = spec.methods.iter().map(|method| {
         let name = &method.name;
         let wire = match method.wire {
-            WireMode::TypedJson => quote!(::fidius_core::interface::WireMode::TypedJson),
-            WireMode::Raw => quote!(::fidius_core::interface::WireMode::Raw),
+            WireMode::TypedJson => quote!(#root::interface::WireMode::TypedJson),
+            WireMode::Raw => quote!(#root::interface::WireMode::Raw),
         };
         let args = method.args.iter().map(|arg| {
             let arg_name = arg.name.as_deref().unwrap_or("_");
             let ty = &arg.canonical;
-            quote!(::fidius_core::interface::PythonArgDescriptor { name: #arg_name, ty: #ty })
+            quote!(#root::interface::PythonArgDescriptor { name: #arg_name, ty: #ty })
         });
         let returns = &method.output_canonical;
         let optional_since = match method.optional_since {
@@ -42,7 +42,7 @@ pub fn generate(item: &ItemTrait, spec: &InterfaceSpec) -> TokenStream {
         };
         let signature = &method.signature;
         quote! {
-            ::fidius_core::interface::PythonMethodDescriptor {
+            #root::interface::PythonMethodDescriptor {
                 name: #name,
                 wire: #wire,
                 args: &[#(#args),*],
@@ -61,8 +61,8 @@ pub fn generate(item: &ItemTrait, spec: &InterfaceSpec) -> TokenStream {
             /// The canonical interface hash; a plugin's `__interface_hash__` must equal it.
             pub const #hash_const: u64 = #hash;
             /// What a host checks a Python plugin against when loading it.
-            pub const #descriptor: ::fidius_core::interface::PythonInterfaceDescriptor =
-                ::fidius_core::interface::PythonInterfaceDescriptor {
+            pub const #descriptor: #root::interface::PythonInterfaceDescriptor =
+                #root::interface::PythonInterfaceDescriptor {
                     trait_name: #trait_name,
                     version: #version,
                     interface_hash: #hash_const,

@@ -12,7 +12,9 @@ use crate::{client, descriptor, wire};
 
 /// The macro's whole output for one trait: the cleaned trait plus the generated items, or the
 /// trait plus `compile_error!`s (keeping the trait avoids a cascade of "not found" errors).
-pub fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
+/// Generated code names fidius-core's items through `root` (see [`CoreRoot`]).
+pub fn expand(attr: TokenStream, item: TokenStream, root: CoreRoot) -> TokenStream {
+    let root = root.path();
     let item: ItemTrait = match syn::parse2(item) {
         Ok(item) => item,
         Err(error) => return error.into_compile_error(),
@@ -20,13 +22,33 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     let cleaned = strip_helper_attributes(item.clone());
     match analyze(attr, &item).and_then(|spec| check_wire(&spec).map(|()| spec)) {
         Ok(spec) => {
-            let descriptor = descriptor::generate(&item, &spec);
-            let client = client::generate(&item, &spec);
+            let descriptor = descriptor::generate(&item, &spec, &root);
+            let client = client::generate(&item, &spec, &root);
             quote! { #cleaned #descriptor #client }
         }
         Err(error) => {
             let errors = error.into_compile_error();
             quote! { #cleaned #errors }
+        }
+    }
+}
+
+/// How generated code reaches fidius-core: an interface crate depends either on `fidius-core`
+/// itself or only on the `fidius` facade, which re-exports it as `fidius::__private::core`.
+/// Each entry point of the macro knows which one it is, so nothing has to guess from manifests.
+#[derive(Debug, Clone, Copy)]
+pub enum CoreRoot {
+    /// `::fidius_core`, for `fidius_macro::plugin_interface`.
+    FidiusCore,
+    /// `::fidius::__private::core`, for `fidius::plugin_interface`.
+    Facade,
+}
+
+impl CoreRoot {
+    fn path(self) -> TokenStream {
+        match self {
+            CoreRoot::FidiusCore => quote!(::fidius_core),
+            CoreRoot::Facade => quote!(::fidius::__private::core),
         }
     }
 }
@@ -83,7 +105,7 @@ mod tests {
     use fidius_core::interface::{find_interface, is_interface_attribute, stub::render_stub};
     use syn::ItemTrait;
 
-    use super::{analyze, expand};
+    use super::{analyze, expand, CoreRoot};
 
     #[derive(serde::Deserialize)]
     struct Vector {
@@ -150,7 +172,7 @@ mod tests {
 
             // The full expansion embeds that same value, unless the trait's types cannot
             // cross the wire to Python, in which case it must say so.
-            let expanded = expand(attr, quote::quote!(#item)).to_string();
+            let expanded = expand(attr, quote::quote!(#item), CoreRoot::FidiusCore).to_string();
             let const_name = format!("{}_INTERFACE_HASH : u64 =", vector.trait_name);
             match hash_in(&expanded, &const_name) {
                 Some(emitted) => assert_eq!(emitted, expected, "{}", vector.trait_name),

@@ -1,8 +1,10 @@
 //! `#[plugin_interface]`: turns a Rust trait into a fidius interface contract.
 //!
 //! This crate only declares the attribute; reading the trait and computing its hash happen in
-//! `fidius_core::interface`, the same code `fidius python-stub` runs. Generated code names
-//! `::fidius_core`, so an interface crate depends on both `fidius-core` and `fidius-macro`.
+//! `fidius_core::interface`, the same code `fidius python-stub` runs. Most interface crates depend
+//! only on the `fidius` facade and write `use fidius::plugin_interface;`, whose generated code
+//! names `::fidius::__private::core`; this crate's own `plugin_interface` names `::fidius_core`,
+//! for crates that depend on `fidius-core` and `fidius-macro` directly.
 //!
 //! ```
 //! use fidius_core::PluginError;
@@ -43,5 +45,13 @@ use proc_macro::TokenStream;
 /// `#[wire(raw)]` (bytes in, bytes out) and `#[optional(since = N)]`.
 #[proc_macro_attribute]
 pub fn plugin_interface(attr: TokenStream, item: TokenStream) -> TokenStream {
-    expand::expand(attr.into(), item.into()).into()
+    expand::expand(attr.into(), item.into(), expand::CoreRoot::FidiusCore).into()
+}
+
+/// `#[plugin_interface]` as the `fidius` facade re-exports it (`fidius::plugin_interface`): the
+/// same attribute, whose generated code reaches fidius-core through `::fidius`, so an interface
+/// crate needs no other fidius dependency. Use it as `fidius::plugin_interface`.
+#[proc_macro_attribute]
+pub fn plugin_interface_via_facade(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand::expand(attr.into(), item.into(), expand::CoreRoot::Facade).into()
 }

@@ -2,6 +2,7 @@
 
 pub mod call;
 mod extensions;
+pub mod init;
 pub mod inspect;
 pub mod keygen;
 pub mod pack;

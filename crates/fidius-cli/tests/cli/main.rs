@@ -11,6 +11,7 @@ mod numpy;
 )]
 #[path = "../../../fidius-core/tests/all/support.rs"]
 mod package_support;
+mod scaffold;
 mod support;
 mod tutorial;
 mod vendoring;
