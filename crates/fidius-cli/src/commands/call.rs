@@ -1,7 +1,7 @@
 //! `fidius call`: load one plugin through the host code and call one method, the way a plugin
 //! author tries a plugin without writing a host.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
@@ -17,22 +17,18 @@ use super::python_stub::read_interface;
 /// Load a plugin (directory or .fid) through the host and call one method.
 ///
 /// The interface is read from its Rust source with the same canonicaliser as the macro, so the
-/// plugin is checked exactly as a compiled host would check it.
+/// plugin is checked exactly as a compiled host would check it. NAME (the manifest's
+/// `package.name`) is optional: when given, the package must hold that plugin.
 #[derive(Debug, Args)]
+#[command(
+    override_usage = "fidius call [NAME] <DIR|FILE.fid> <METHOD> [JSON_ARGS] --interface <PATH.rs> --trait-name <T>"
+)]
 pub struct CallCommand {
-    /// The plugin's name (`package.name`).
-    plugin: String,
-
-    /// The plugin directory or `.fid` archive.
-    #[arg(value_name = "DIR|FILE.fid")]
-    package: PathBuf,
-
-    /// The method to call.
-    method: String,
-
-    /// Positional arguments as a JSON array (typed methods), e.g. '["World"]'. Default: [].
-    #[arg(value_name = "JSON_ARGS")]
-    args: Option<String>,
+    /// [NAME] DIR|FILE.fid METHOD [JSON_ARGS]: the plugin's name (optional), the plugin directory
+    /// or `.fid` archive, the method, and its arguments as a JSON array for typed methods, e.g.
+    /// '["World"]' (default: []).
+    #[arg(value_name = "ARGS", num_args = 2..=4, required = true)]
+    positional: Vec<String>,
 
     /// The Rust source file that declares the interface trait.
     #[arg(long, value_name = "PATH.rs")]
@@ -80,6 +76,11 @@ pub struct CallCommand {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     timeout: Option<Duration>,
 
+    /// Fail the load (import of the plugin and its dependencies, in each instance) if it takes
+    /// longer than this, e.g. `30s`. Default: no limit.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    load_timeout: Option<Duration>,
+
     /// Where `.fid` archives are unpacked (default: ~/.cache/fidius/packages).
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
@@ -90,19 +91,20 @@ impl CallCommand {
         if self.threads == 0 || self.repeat == 0 {
             bail!("--repeat and --threads must be at least 1");
         }
+        let target = CallTarget::from_positional(&self.positional)?;
         let interface = read_interface(&self.interface, &self.trait_name)?;
         let descriptor = interface.spec.leak_descriptor();
-        let index = descriptor.method_index(&self.method).with_context(|| {
+        let index = descriptor.method_index(&target.method).with_context(|| {
             let names: Vec<&str> = descriptor.methods.iter().map(|m| m.name).collect();
             format!(
                 "interface `{}` has no method `{}`; its methods are: {}",
                 descriptor.trait_name,
-                self.method,
+                target.method,
                 names.join(", ")
             )
         })?;
         let wire = descriptor.methods[index].wire;
-        let input = self.input(wire)?;
+        let input = self.input(&target, wire)?;
 
         let mut builder = PluginHost::builder().require_signature(self.require_signature);
         for key in &self.keys {
@@ -123,18 +125,20 @@ impl CallCommand {
         if let Some(timeout) = self.timeout {
             options = options.call_timeout(timeout);
         }
-        let handle = host.load_python_path(&self.package, descriptor, options)?;
+        if let Some(timeout) = self.load_timeout {
+            options = options.load_timeout(timeout);
+        }
+        let handle = host.load_python_path(&target.package, descriptor, options)?;
         let found = handle
             .info()
             .manifest
             .as_ref()
             .map(|manifest| manifest.package.name.as_str())
             .unwrap_or_default();
-        if found != self.plugin {
+        if let Some(expected) = target.plugin.as_deref().filter(|&name| name != found) {
             bail!(
-                "{} holds plugin `{found}`, not `{}`",
-                self.package.display(),
-                self.plugin
+                "{} holds plugin `{found}`, not `{expected}`",
+                target.package.display(),
             );
         }
 
@@ -150,19 +154,36 @@ impl CallCommand {
         Ok(())
     }
 
-    fn input(&self, wire: WireMode) -> anyhow::Result<Vec<u8>> {
+    fn input(&self, target: &CallTarget, wire: WireMode) -> anyhow::Result<Vec<u8>> {
         match wire {
-            WireMode::Raw => match &self.raw_in {
-                Some(path) => std::fs::read(path)
-                    .with_context(|| format!("cannot read --raw-in {}", path.display())),
-                None => Ok(Vec::new()),
-            },
+            WireMode::Raw => {
+                if target.args.is_some() {
+                    bail!(
+                        "`{}` is a raw method (bytes in, bytes out): pass its input with \
+                         --raw-in FILE, not JSON_ARGS",
+                        target.method
+                    );
+                }
+                match &self.raw_in {
+                    Some(path) => std::fs::read(path)
+                        .with_context(|| format!("cannot read --raw-in {}", path.display())),
+                    None => Ok(Vec::new()),
+                }
+            }
             WireMode::TypedJson => {
-                let text = self.args.as_deref().unwrap_or("[]");
+                let text = target.args.as_deref().unwrap_or("[]");
+                let example = || {
+                    format!(
+                        "JSON_ARGS is a JSON array of the arguments, e.g. fidius call {} {} \
+                         '[\"World\"]'",
+                        target.package.display(),
+                        target.method
+                    )
+                };
                 let value: serde_json::Value = serde_json::from_str(text)
-                    .with_context(|| format!("JSON_ARGS is not valid JSON: {text}"))?;
+                    .with_context(|| format!("`{}` is not JSON; {}", excerpt(text), example()))?;
                 if !value.is_array() {
-                    bail!("JSON_ARGS must be a JSON array of positional arguments, e.g. '[\"World\"]'");
+                    bail!("`{}` is not an array; {}", excerpt(text), example());
                 }
                 Ok(text.as_bytes().to_vec())
             }
@@ -186,6 +207,54 @@ impl CallCommand {
                 Ok(())
             }
         }
+    }
+}
+
+/// What the positional arguments name: `[NAME] DIR|FILE.fid METHOD [JSON_ARGS]`.
+#[derive(Debug)]
+struct CallTarget {
+    plugin: Option<String>,
+    package: PathBuf,
+    method: String,
+    args: Option<String>,
+}
+
+impl CallTarget {
+    /// NAME is there when four arguments are given, or three whose first is not a path that
+    /// exists while the second is (`NAME PACKAGE METHOD`, as opposed to `PACKAGE METHOD JSON`).
+    fn from_positional(positional: &[String]) -> anyhow::Result<Self> {
+        let exists = |text: &str| Path::new(text).exists();
+        let with_name = match positional {
+            [_, _, _, _] => true,
+            [first, second, _] => !exists(first) && exists(second),
+            _ => false,
+        };
+        let (plugin, rest) = match (with_name, positional.split_first()) {
+            (true, Some((name, rest))) => (Some(name.clone()), rest),
+            _ => (None, positional),
+        };
+        match rest {
+            [package, method] | [package, method, _] => Ok(Self {
+                plugin,
+                package: PathBuf::from(package),
+                method: method.clone(),
+                args: rest.get(2).cloned(),
+            }),
+            _ => bail!(
+                "expected [NAME] DIR|FILE.fid METHOD [JSON_ARGS], e.g. \
+                 fidius call my-greeter-0.1.0.fid greet '[\"World\"]' --interface src/lib.rs \
+                 --trait-name Greeter"
+            ),
+        }
+    }
+}
+
+/// The start of what the user typed, for an error message.
+fn excerpt(text: &str) -> String {
+    const SHOWN: usize = 40;
+    match text.char_indices().nth(SHOWN) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
     }
 }
 

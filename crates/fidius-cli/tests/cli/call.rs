@@ -180,3 +180,43 @@ fn timeout_interrupts_a_runaway_call_and_exits_non_zero() -> TestResult {
     );
     Ok(())
 }
+
+/// The forms a newcomer tries: NAME left out (it is in the manifest), arguments that are not JSON,
+/// JSON given to a raw method, a wrong type, and a load that hangs.
+#[test]
+fn the_forms_a_newcomer_guesses_work_or_show_the_right_one() -> TestResult {
+    let root = tempfile::tempdir()?;
+    let plugin = greeter_plugin(root.path())?;
+    let plugin_arg = plugin.to_string_lossy().into_owned();
+    let without_name = |extra: &[&str]| {
+        let mut args = vec!["call", plugin_arg.as_str()];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--interface", GREETER, "--trait-name", "Greeter"]);
+        fidius(root.path(), &args)
+    };
+    let out = succeeds(&without_name(&["greet", r#"["World"]"#]));
+    assert_eq!(out.trim(), r#""Hello, World!""#);
+
+    let not_json = without_name(&["greet", "World"]);
+    fails_with(&not_json, &["`World` is not JSON", r#"greet '["World"]'"#]);
+    fails_with(
+        &without_name(&["echo", r#"["x"]"#]),
+        &["`echo` is a raw method", "--raw-in FILE"],
+    );
+    fails_with(
+        &without_name(&["greet", "[42]"]),
+        &["argument `name` (position 0): expected a string, found integer 42"],
+    );
+
+    let module = plugin.join("greeter.py");
+    let hanging = format!(
+        "import time\ntime.sleep(3600)\n{}",
+        fs::read_to_string(&module)?
+    );
+    fs::write(&module, hanging)?;
+    fails_with(
+        &without_name(&["greet", r#"["World"]"#, "--load-timeout", "500ms"]),
+        &["my-greeter"],
+    );
+    Ok(())
+}
