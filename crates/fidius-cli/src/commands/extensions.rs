@@ -10,6 +10,8 @@ use fidius_core::manifest::Isolation;
 use fidius_core::tree::SIGNATURE_FILE;
 use fidius_host::{probe_extensions, ProbeOptions, TierChoice, WorkerCommand};
 
+use crate::out::outln;
+
 /// The CPython this fidius embeds, the one whose hosts will load the package.
 fn host_python() -> anyhow::Result<PythonVersion> {
     fidius_ffi::python_version()
@@ -68,10 +70,11 @@ pub fn record(dir: &Path, will_sign: bool) -> anyhow::Result<()> {
         eprintln!("recorded the probe in {}", path.display());
     }
     let choice = TierChoice::auto_from_record(&record, "probed by fidius pack");
-    println!(
+    outln!(
         "tier:        {} if isolation = \"auto\" ({})",
-        choice.tier, choice.reason
-    );
+        choice.tier,
+        choice.reason
+    )?;
     Ok(())
 }
 
@@ -84,7 +87,7 @@ pub fn show(root: &Path, isolation: Isolation) -> anyhow::Result<()> {
     let record = match ExtensionRecord::load(root) {
         Ok(record) => record,
         Err(error) => {
-            println!("extensions:  BAD: {:#}", anyhow::Error::new(error));
+            outln!("extensions:  BAD: {:#}", anyhow::Error::new(error))?;
             None
         }
     };
@@ -100,7 +103,7 @@ pub fn show(root: &Path, isolation: Isolation) -> anyhow::Result<()> {
         (_, false) => Err(stale_reason(record.as_ref(), python, &files)),
     };
     if let Some(record) = &record {
-        println!(
+        outln!(
             "extensions:  {EXTENSIONS_FILE}, probed with Python {}{}",
             record.python,
             if current {
@@ -108,24 +111,24 @@ pub fn show(root: &Path, isolation: Isolation) -> anyhow::Result<()> {
             } else {
                 " (out of date, not used)"
             }
-        );
+        )?;
         let deciding = matches!(&auto, Ok(choice) if choice.tier == fidius_host::Tier::Process);
         for module in &record.modules {
             match (&module.reason, module.subinterpreter) {
-                (_, true) => println!("  ok   {}", module.name),
-                (reason, false) => println!(
+                (_, true) => outln!("  ok   {}", module.name)?,
+                (reason, false) => outln!(
                     "  no   {} ({}){}",
                     module.name,
                     reason.as_deref().unwrap_or("no reason given"),
                     if deciding { " <- decides the tier" } else { "" }
-                ),
+                )?,
             }
         }
     } else if !files.is_empty() {
-        println!(
+        outln!(
             "extensions:  {} compiled module(s), not probed",
             files.len()
-        );
+        )?;
     }
     let tier = match isolation {
         Isolation::Subinterpreter => {
@@ -137,7 +140,7 @@ pub fn show(root: &Path, isolation: Isolation) -> anyhow::Result<()> {
             Err(why) => format!("decided at load ({why})"),
         },
     };
-    println!("tier:        {tier}");
+    outln!("tier:        {tier}")?;
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! One worker process as the host sees it: started, loaded, called, and killed when it misbehaves.
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -16,7 +16,7 @@ use crate::process::command::WorkerCommand;
 use crate::process::mailbox::{Interrupted, Mailbox, ReceiveError, Wait};
 use crate::process::protocol::{self, RemoteError, StartSpec, Started};
 use crate::runtime::loader;
-use crate::runtime::output::{OutputRoute, RecentOutput, Taken};
+use crate::runtime::output::{OutputRoute, RecentOutput, Taken, LINE_LIMIT};
 
 /// How long the host polls for a reply before it sleeps (most small calls answer well within it).
 const SPIN_FOR_REPLY: Duration = Duration::from_micros(50);
@@ -385,11 +385,7 @@ impl StderrTail {
         );
         let spawned = std::thread::Builder::new().name(name).spawn(move || {
             let route = attribution.route();
-            for line in BufReader::new(pipe).split(b'\n') {
-                let Ok(line) = line else { break };
-                let text = String::from_utf8_lossy(&line)
-                    .trim_end_matches('\r')
-                    .to_owned();
+            read_lines(pipe, |text| {
                 {
                     let mut kept = kept.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
                     if kept.len() == STDERR_TAIL_LINES {
@@ -398,7 +394,7 @@ impl StderrTail {
                     kept.push_back(text.clone());
                 }
                 route.deliver(Taken::line("stderr", text));
-            }
+            });
             let _ = done_tx.send(());
         });
         Self {
@@ -418,5 +414,48 @@ impl StderrTail {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         lines.iter().map(|line| format!("{line}\n")).collect()
+    }
+}
+
+/// Splits what a worker writes to its file descriptors into lines for `each`, keeping at most
+/// [`LINE_LIMIT`] bytes of a line (the rest is counted and named in a marker), so a worker writing
+/// gigabytes without a newline costs the host no more than that.
+fn read_lines(pipe: impl Read, mut each: impl FnMut(String)) {
+    let mut reader = BufReader::with_capacity(64 * 1024, pipe);
+    let mut line = Vec::new();
+    let mut dropped = 0usize;
+    let finish = |line: &mut Vec<u8>, dropped: &mut usize| {
+        let mut text = String::from_utf8_lossy(line)
+            .trim_end_matches('\r')
+            .to_owned();
+        if *dropped > 0 {
+            text.push_str(&format!(
+                "... [fidius: {dropped} more bytes of this line dropped]"
+            ));
+        }
+        line.clear();
+        *dropped = 0;
+        text
+    };
+    loop {
+        let available = match reader.fill_buf() {
+            Ok([]) => break,
+            Ok(available) => available,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        let newline = available.iter().position(|byte| *byte == b'\n');
+        let chunk = &available[..newline.unwrap_or(available.len())];
+        let kept = chunk.len().min(LINE_LIMIT - line.len());
+        line.extend_from_slice(&chunk[..kept]);
+        dropped += chunk.len() - kept;
+        let consumed = newline.map_or(available.len(), |at| at + 1);
+        reader.consume(consumed);
+        if newline.is_some() {
+            each(finish(&mut line, &mut dropped));
+        }
+    }
+    if !line.is_empty() || dropped > 0 {
+        each(finish(&mut line, &mut dropped));
     }
 }
