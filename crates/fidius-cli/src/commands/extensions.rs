@@ -8,7 +8,9 @@ use fidius_core::extensions::{
 };
 use fidius_core::manifest::Isolation;
 use fidius_core::tree::SIGNATURE_FILE;
-use fidius_host::{probe_extensions, ProbeOptions, TierChoice, WorkerCommand};
+use fidius_host::{
+    probe_extensions, subinterpreter_refusal, ProbeOptions, TierChoice, WorkerCommand,
+};
 
 use crate::out::outln;
 
@@ -112,7 +114,12 @@ pub fn show(root: &Path, isolation: Isolation) -> anyhow::Result<()> {
                 " (out of date, not used)"
             }
         )?;
-        let deciding = matches!(&auto, Ok(choice) if choice.tier == fidius_host::Tier::Process);
+        let marker = match isolation {
+            Isolation::Subinterpreter => " <- refuses isolation = \"subinterpreter\"",
+            Isolation::Process => "",
+            _ => " <- decides the tier",
+        };
+        let marked = current && !matches!(isolation, Isolation::Process);
         for module in &record.modules {
             match (&module.reason, module.subinterpreter) {
                 (_, true) => outln!("  ok   {}", module.name)?,
@@ -120,7 +127,7 @@ pub fn show(root: &Path, isolation: Isolation) -> anyhow::Result<()> {
                     "  no   {} ({}){}",
                     module.name,
                     reason.as_deref().unwrap_or("no reason given"),
-                    if deciding { " <- decides the tier" } else { "" }
+                    if marked { marker } else { "" }
                 )?,
             }
         }
@@ -132,12 +139,28 @@ pub fn show(root: &Path, isolation: Isolation) -> anyhow::Result<()> {
     }
     let tier = match isolation {
         Isolation::Subinterpreter => {
-            "subinterpreter (isolation = \"subinterpreter\" in package.toml)".to_owned()
+            let asked = "isolation = \"subinterpreter\" in package.toml";
+            let refusal = record
+                .as_ref()
+                .filter(|_| current && !files.is_empty())
+                .and_then(|record| {
+                    subinterpreter_refusal(record, &format!("recorded in {EXTENSIONS_FILE}"))
+                });
+            match (refusal, files.is_empty() || current) {
+                (Some(refusal), _) => format!(
+                    "none: loading fails ({asked}, but {refusal}; use isolation = \"auto\" or \"process\")"
+                ),
+                (None, true) => format!("subinterpreter ({asked})"),
+                (None, false) => format!(
+                    "subinterpreter if a probe at load allows it ({asked}; {})",
+                    stale_reason(record.as_ref(), python, &files)
+                ),
+            }
         }
         Isolation::Process => "process (isolation = \"process\" in package.toml)".to_owned(),
         _ => match auto {
             Ok(choice) => format!("{} ({})", choice.tier, choice.reason),
-            Err(why) => format!("decided at load ({why})"),
+            Err(why) => format!("decided at load (isolation = \"auto\" and {why})"),
         },
     };
     outln!("tier:        {tier}")?;
@@ -154,13 +177,11 @@ fn stale_reason(
         files.len()
     );
     match record {
-        None => format!("isolation = \"auto\" and no {EXTENSIONS_FILE}; {probe}"),
+        None => format!("no {EXTENSIONS_FILE}; {probe}"),
         Some(record) if record.python != python => format!(
-            "isolation = \"auto\" and {EXTENSIONS_FILE} was probed with Python {}, hosts run {python}; {probe}",
+            "{EXTENSIONS_FILE} was probed with Python {}, hosts run {python}; {probe}",
             record.python
         ),
-        Some(_) => format!(
-            "isolation = \"auto\" and {EXTENSIONS_FILE} lists other files than vendor/ holds; {probe}"
-        ),
+        Some(_) => format!("{EXTENSIONS_FILE} lists other files than vendor/ holds; {probe}"),
     }
 }
