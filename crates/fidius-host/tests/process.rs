@@ -444,3 +444,35 @@ fn dropping_the_handle_ends_its_workers() {
         "worker {pid} still running after the handle dropped"
     );
 }
+
+/// Issue #14, finding 8: ending a worker finalises its interpreter first, so a thread the plugin
+/// started finishes its work (as when a sub-interpreter ends), within the shutdown grace.
+#[test]
+fn dropping_the_handle_lets_plugin_threads_finish() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let bystander = start(root.path(), "thread-bystander", &process_options());
+    let handle = start(root.path(), "threaded", &process_options());
+    let marker = root.path().join("written-by-the-plugin-thread");
+    run(
+        &handle,
+        &format!(
+            "import threading, time\n\
+             def later():\n    time.sleep(2)\n    open({:?}, 'w').write('done')\n\
+             threading.Thread(target=later).start()",
+            marker.to_string_lossy()
+        ),
+    )
+    .expect("start the thread");
+    let pid = worker_pid(&handle);
+    drop(handle);
+    assert_eq!(
+        std::fs::read_to_string(&marker).ok().as_deref(),
+        Some("done"),
+        "the plugin thread's work was lost"
+    );
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "worker {pid} still running after the handle dropped"
+    );
+    assert_healthy(&bystander);
+}

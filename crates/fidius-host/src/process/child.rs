@@ -25,8 +25,9 @@ const SPIN_FOR_REPLY: Duration = Duration::from_micros(50);
 const MAX_REPLY: usize = 1 << 31;
 /// Lines of a worker's stderr kept for crash reports.
 const STDERR_TAIL_LINES: usize = 20;
-/// How long a worker gets to exit after being asked to.
-const SHUTDOWN_GRACE: Duration = Duration::from_millis(200);
+/// How long a worker gets to exit after being asked to: its interpreter finalises first, joining
+/// the threads the plugin started (as ending a sub-interpreter does), then it is killed.
+pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Who the worker's output is attributed to; owned, because the stderr reader is its own thread.
 #[derive(Clone)]
@@ -68,6 +69,8 @@ pub(crate) struct WorkerProcess {
     stderr: StderrTail,
     /// Set once the process has been reaped.
     exited: Option<ExitStatus>,
+    /// Set once it was asked to end: when it is killed if it has not.
+    shutdown_by: Option<Instant>,
 }
 
 impl WorkerProcess {
@@ -106,6 +109,7 @@ impl WorkerProcess {
             attribution,
             stderr,
             exited: None,
+            shutdown_by: None,
         };
         let implemented = worker.load(spec, descriptor, load_timeout)?;
         tracing::debug!(pid = worker.child.id(), "worker process ready");
@@ -310,33 +314,79 @@ impl WorkerProcess {
     }
 }
 
+impl WorkerProcess {
+    /// Asks the worker to end (it finalises its interpreter: joins the plugin's threads, runs its
+    /// `atexit` functions) and starts its grace period; `Drop` waits for the end. Asking every
+    /// worker of a set first lets their grace periods run at once.
+    pub(crate) fn request_shutdown(&mut self) {
+        if self.exited.is_some() || self.shutdown_by.is_some() {
+            return;
+        }
+        let give_up = Instant::now() + SHUTDOWN_GRACE;
+        self.shutdown_by = Some(give_up);
+        let child = &mut self.child;
+        let mut alive = || matches!(child.try_wait(), Ok(None));
+        let mut wait = Wait {
+            spin: Duration::ZERO,
+            deadline: Some(give_up),
+            alive: &mut alive,
+        };
+        let _ = self.mailbox.send(protocol::SHUTDOWN, &[], &mut wait);
+    }
+
+    /// Waits (routing what the plugin still writes) until the worker exits or its grace period
+    /// ends, then kills it if needed.
+    fn finish_shutdown(&mut self) {
+        self.request_shutdown();
+        let give_up = self.shutdown_by.unwrap_or_else(Instant::now);
+        let child = &mut self.child;
+        let exited = &mut self.exited;
+        let mut alive = || match child.try_wait() {
+            Ok(Some(status)) => {
+                *exited = Some(status);
+                false
+            }
+            Ok(None) => true,
+            Err(_) => false,
+        };
+        let mut wait = Wait {
+            spin: Duration::ZERO,
+            deadline: Some(give_up),
+            alive: &mut alive,
+        };
+        loop {
+            match self.mailbox.receive(MAX_REPLY, &mut wait) {
+                Ok((protocol::OUTPUT, body)) => {
+                    if let Ok(taken) = serde_json::from_slice::<Taken>(&body) {
+                        self.attribution.route().deliver(taken);
+                    }
+                }
+                // Exited, or anything else: a worker that is ending owes no more messages.
+                Err(ReceiveError::Interrupted(Interrupted::PeerGone)) => break,
+                Ok(_) | Err(_) => {
+                    if Instant::now() >= give_up {
+                        tracing::warn!(
+                            plugin = %self.attribution.plugin,
+                            instance = self.attribution.instance,
+                            grace = ?SHUTDOWN_GRACE,
+                            "worker process did not end within its shutdown grace; killed"
+                        );
+                    }
+                    break;
+                }
+            }
+        }
+        // Reaped by `alive` when it exited; otherwise killed now.
+        if self.exited.is_none() && self.child.try_wait().ok().flatten().is_none() {
+            self.kill();
+        }
+    }
+}
+
 impl Drop for WorkerProcess {
     fn drop(&mut self) {
         if self.exited.is_none() {
-            let child = &mut self.child;
-            let mut alive = || matches!(child.try_wait(), Ok(None));
-            let mut wait = Wait {
-                spin: Duration::ZERO,
-                deadline: Some(Instant::now() + SHUTDOWN_GRACE),
-                alive: &mut alive,
-            };
-            let _ = self.mailbox.send(protocol::SHUTDOWN, &[], &mut wait);
-            let give_up = Instant::now() + SHUTDOWN_GRACE;
-            loop {
-                match self.child.try_wait() {
-                    Ok(Some(status)) => {
-                        self.exited = Some(status);
-                        break;
-                    }
-                    Ok(None) if Instant::now() < give_up => {
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                    _ => {
-                        self.kill();
-                        break;
-                    }
-                }
-            }
+            self.finish_shutdown();
         }
         let _ = self.stderr.finish();
     }

@@ -162,7 +162,8 @@ impl ProcessPool {
             // The workers that did start are shut down as `slots` drops.
             return Err(error);
         }
-        let set = WorkerSet { slots, ..set };
+        let mut set = set;
+        set.slots = slots;
         for index in 0..set.slots.len() {
             let _ = set.idle_tx.send(index);
         }
@@ -367,6 +368,18 @@ enum Unready {
     Timeout,
     /// Starting one failed.
     Failed(String),
+}
+
+impl Drop for WorkerSet {
+    /// Asks every worker to end before waiting for any, so their shutdown grace periods overlap.
+    fn drop(&mut self) {
+        for slot in &self.slots {
+            let mut slot = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Some(worker) = slot.worker.as_mut() {
+                worker.request_shutdown();
+            }
+        }
+    }
 }
 
 impl WorkerSet {

@@ -22,6 +22,13 @@ use crate::runtime::output::{self, OutputSink, Taken};
 /// back-to-back calls never waits for a wake-up).
 const KEEP_POLLING: Duration = Duration::from_micros(100);
 
+/// Run when the host asks the worker to end (see the `SHUTDOWN` arm of [`serve`]).
+const FINALIZE: &str = "import sys\n\
+    threading = sys.modules.get('threading')\n\
+    if threading is not None:\n    threading._shutdown()\n\
+    atexit = sys.modules.get('atexit')\n\
+    if atexit is not None:\n    atexit._run_exitfuncs()\n";
+
 /// Exit status when the host broke the protocol or went away.
 const HOST_GONE: u8 = 70;
 
@@ -128,7 +135,22 @@ fn serve() -> Result<(), String> {
                     )?,
                 }
             }
-            protocol::SHUTDOWN => return Ok(()),
+            protocol::SHUTDOWN => {
+                // What `Py_FinalizeEx` does first, and ending a sub-interpreter does too: wait for
+                // the plugin's (non-daemon) threads, then run its `atexit` functions. The host
+                // kills the worker if this outlasts its grace period.
+                let _ = interp.with(|py| {
+                    if let Err(error) = py.run(FINALIZE) {
+                        tracing::warn!(%error, "finalising the plugin's interpreter failed");
+                    }
+                    collected.drain(
+                        &instance.output_buffer.bind(py),
+                        &instance.take_output.bind(py),
+                    );
+                });
+                send_output(&collected, &mut mailbox, &mut wait)?;
+                return Ok(());
+            }
             other => return Err(format!("unexpected message kind {other}")),
         }
     }
