@@ -476,3 +476,83 @@ fn dropping_the_handle_lets_plugin_threads_finish() {
     );
     assert_healthy(&bystander);
 }
+
+/// Issue #14, finding 11: a worker killed mid-call is replaced in the background, and calls wait
+/// for the replacement only until their own deadline. The plugin's import sleeps 5 s, far past the
+/// 300 ms call timeout; a call that waited for an inline restart would return after about 5 s, so
+/// the bound of 2.5 s is generous and a regression unambiguous.
+#[test]
+fn restarts_of_a_slow_starting_plugin_honour_each_calls_deadline() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let bystander = start(root.path(), "restart-bystander", &process_options());
+    let dir = support::write_plugin(
+        root.path(),
+        "slow-start",
+        &[
+            (
+                "tester.py",
+                &format!("import time\ntime.sleep(5)\n{}", support::TESTER_PLUGIN),
+            ),
+            (
+                "vendor/conflictlib/__init__.py",
+                &support::conflictlib("1.0", 2),
+            ),
+        ],
+    );
+    let handle = support::start_with(
+        &dir,
+        "slow-start",
+        &process_options().call_timeout(Duration::from_millis(300)),
+    );
+    assert_healthy(&handle);
+    let bound = Duration::from_millis(2500);
+    let times_out_within_bound = |what: &str| {
+        let started = Instant::now();
+        let result = handle.call_typed_json(TRANSFORM, b"[21]");
+        let took = started.elapsed();
+        assert!(
+            took < bound,
+            "{what}: the call returned after {took:?} ({:?})",
+            result.as_ref().map(|_| "a result")
+        );
+        assert!(
+            matches!(result, Err(CallError::Timeout { .. })),
+            "{what}: expected a timeout, got {result:?}"
+        );
+    };
+    let recovers = |what: &str| {
+        let give_up = Instant::now() + Duration::from_secs(60);
+        loop {
+            match handle.call_typed_json(TRANSFORM, b"[21]") {
+                Ok(_) => break,
+                Err(CallError::Timeout { .. }) if Instant::now() < give_up => {}
+                other => panic!("{what}: no recovery: {other:?}"),
+            }
+        }
+        assert_healthy(&handle);
+    };
+
+    // Killed at its deadline.
+    assert!(matches!(
+        run(&handle, "import time\ntime.sleep(30)"),
+        Err(CallError::Timeout { .. })
+    ));
+    for round in 0..3 {
+        times_out_within_bound(&format!("call {round} after the kill at a deadline"));
+    }
+    recovers("after the kill at a deadline");
+
+    // Killed from outside in the middle of a call.
+    assert!(matches!(
+        run(
+            &handle,
+            "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)"
+        ),
+        Err(CallError::WorkerCrashed { .. })
+    ));
+    for round in 0..3 {
+        times_out_within_bound(&format!("call {round} after SIGKILL"));
+    }
+    recovers("after SIGKILL");
+    assert_healthy(&bystander);
+}
