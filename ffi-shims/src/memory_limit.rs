@@ -8,24 +8,38 @@
 //! into `MemoryError`. Memory that C code allocates with `malloc` itself is not counted: the worker's
 //! `RLIMIT_AS`, set higher, still bounds it.
 //!
-//! Raising and reporting that `MemoryError` needs memory too (a traceback is formatted, `traceback`
-//! may be imported). So the first refusal opens a grace of [`GRACE`] bytes beyond the limit for small
-//! requests (pymalloc arenas, raw blocks up to [`SMALL`]); large ones stay refused. The grace ends once
-//! the plugin is back under the limit, so a plugin overdraws by [`GRACE`] at most.
+//! Reporting that `MemoryError` needs memory too (its traceback is formatted, `traceback` may be
+//! imported): while fidius describes a raised exception ([`with_reporting_grace`]) the cap is
+//! [`GRACE`] higher. Plugin code never runs with the grace, so the plugin itself cannot use it.
 
 use std::ffi::c_void;
 use std::ptr::null_mut;
-use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
+use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 
 use pyo3_ffi as ffi;
 
 use crate::worker_interpreter::WorkerInterpreter;
 use crate::Interpreter;
 
-/// How far small requests may go past the limit after a refusal (see the module docs).
+/// How far past the limit fidius itself may allocate while it describes a raised exception.
 pub const GRACE: usize = 16 << 20;
-/// The largest raw request the grace applies to.
-const SMALL: usize = 1 << 20;
+
+/// Threads describing an exception now (see [`with_reporting_grace`]).
+static REPORTING: AtomicUsize = AtomicUsize::new(0);
+
+/// Runs `f` (describing a raised exception) with the cap [`GRACE`] higher, so that a `MemoryError`
+/// at the limit can still be reported. Costs two atomic operations where no limit is installed.
+pub(crate) fn with_reporting_grace<R>(f: impl FnOnce() -> R) -> R {
+    struct Reporting;
+    impl Drop for Reporting {
+        fn drop(&mut self) {
+            REPORTING.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    REPORTING.fetch_add(1, Ordering::Relaxed);
+    let _reporting = Reporting;
+    f()
+}
 
 extern "C" {
     /// glibc: the usable size of a block `malloc` returned (0 for NULL).
@@ -41,39 +55,29 @@ struct Limited {
     /// included, so it may go below zero).
     used: AtomicIsize,
     limit: isize,
-    /// Set by a refusal, cleared once `used` is back under `limit`.
-    grace: AtomicBool,
 }
 
 impl Limited {
-    /// Counts `bytes` more if that stays within the limit (within the grace for `small` requests
-    /// after a refusal); a refusal opens the grace.
-    fn reserve(&self, bytes: usize, small: bool) -> bool {
+    /// Counts `bytes` more if that stays within the limit (plus the grace while an exception is
+    /// being described).
+    fn reserve(&self, bytes: usize) -> bool {
         let Ok(bytes) = isize::try_from(bytes) else {
             return false;
         };
-        let ceiling = if small && self.grace.load(Ordering::Relaxed) {
+        let ceiling = if REPORTING.load(Ordering::Relaxed) > 0 {
             self.limit.saturating_add(GRACE as isize)
         } else {
             self.limit
         };
-        let reserved = self
-            .used
+        self.used
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
                 used.checked_add(bytes).filter(|total| *total <= ceiling)
             })
-            .is_ok();
-        if !reserved {
-            self.grace.store(true, Ordering::Relaxed);
-        }
-        reserved
+            .is_ok()
     }
 
     fn adjust(&self, delta: isize) {
-        let used = self.used.fetch_add(delta, Ordering::Relaxed) + delta;
-        if delta < 0 && used < self.limit && self.grace.load(Ordering::Relaxed) {
-            self.grace.store(false, Ordering::Relaxed);
-        }
+        self.used.fetch_add(delta, Ordering::Relaxed);
     }
 }
 
@@ -98,7 +102,7 @@ extern "C" fn raw_malloc(ctx: *mut c_void, size: usize) -> *mut c_void {
     let Some(malloc) = limited.raw.malloc else {
         return null_mut();
     };
-    if !limited.reserve(size, size <= SMALL) {
+    if !limited.reserve(size) {
         return null_mut();
     }
     let ptr = malloc(limited.raw.ctx, size);
@@ -111,7 +115,7 @@ extern "C" fn raw_calloc(ctx: *mut c_void, nelem: usize, elsize: usize) -> *mut 
     let (Some(calloc), Some(size)) = (limited.raw.calloc, nelem.checked_mul(elsize)) else {
         return null_mut();
     };
-    if !limited.reserve(size, size <= SMALL) {
+    if !limited.reserve(size) {
         return null_mut();
     }
     let ptr = calloc(limited.raw.ctx, nelem, elsize);
@@ -126,7 +130,7 @@ extern "C" fn raw_realloc(ctx: *mut c_void, ptr: *mut c_void, new_size: usize) -
     };
     let old = usable(ptr);
     let growth = (new_size as isize).saturating_sub(old).max(0);
-    if !limited.reserve(growth as usize, new_size <= SMALL) {
+    if !limited.reserve(growth as usize) {
         // Like a failed realloc: the old block stays as it is.
         return null_mut();
     }
@@ -152,7 +156,7 @@ extern "C" fn arena_alloc(ctx: *mut c_void, size: usize) -> *mut c_void {
     let Some(alloc) = limited.arena.alloc else {
         return null_mut();
     };
-    if !limited.reserve(size, true) {
+    if !limited.reserve(size) {
         return null_mut();
     }
     let ptr = alloc(limited.arena.ctx, size);
@@ -198,7 +202,6 @@ impl WorkerInterpreter {
                 arena,
                 used: AtomicIsize::new(0),
                 limit: isize::try_from(limit).unwrap_or(isize::MAX),
-                grace: AtomicBool::new(false),
             }));
             let mut raw_wrapper = ffi::PyMemAllocatorEx {
                 ctx: ctx.cast(),
