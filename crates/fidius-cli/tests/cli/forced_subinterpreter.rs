@@ -18,17 +18,9 @@ use fidius_host::{LoadError, LoadOptions, PluginSource, PythonPluginHandle, Work
 
 use crate::support::{fails_with, fidius, stderr, stdout, succeeds, TestResult};
 
-#[expect(
-    dead_code,
-    reason = "interfaces are implemented by Python plugins, never in Rust"
-)]
-mod numeric {
-    include!("../fixtures/numeric.rs");
-}
-use numeric::__fidius_Numeric::Numeric_PYTHON_DESCRIPTOR;
-use numeric::NumericClient;
-
-const INTERFACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/numeric.rs");
+use crate::numpy::numeric::__fidius_Numeric::Numeric_PYTHON_DESCRIPTOR;
+use crate::numpy::numeric::NumericClient;
+use crate::numpy::INTERFACE;
 
 /// A plugin: its name, requirement, what it imports at module top (so the extension loads with
 /// it), the version expression `numpy_version` returns, and its manifest isolation.

@@ -226,16 +226,7 @@ impl WorkerProcess {
         deadline: Option<Instant>,
         is_reply: impl Fn(u8) -> bool,
     ) -> Result<(u8, Vec<u8>), Failure> {
-        let child = &mut self.child;
-        let exited = &mut self.exited;
-        let mut alive = || match child.try_wait() {
-            Ok(Some(status)) => {
-                *exited = Some(status);
-                false
-            }
-            Ok(None) => true,
-            Err(_) => false,
-        };
+        let mut alive = reaping(&mut self.child, &mut self.exited);
         let mut wait = Wait {
             spin: SPIN_FOR_REPLY,
             deadline,
@@ -263,6 +254,8 @@ impl WorkerProcess {
                 }
             },
         };
+        // The liveness check borrows the child; `kill` and `died` below need it back.
+        drop(alive);
         outcome.map_err(|error| match error {
             ReceiveError::Interrupted(Interrupted::Deadline) => {
                 self.kill();
@@ -339,16 +332,7 @@ impl WorkerProcess {
     fn finish_shutdown(&mut self) {
         self.request_shutdown();
         let give_up = self.shutdown_by.unwrap_or_else(Instant::now);
-        let child = &mut self.child;
-        let exited = &mut self.exited;
-        let mut alive = || match child.try_wait() {
-            Ok(Some(status)) => {
-                *exited = Some(status);
-                false
-            }
-            Ok(None) => true,
-            Err(_) => false,
-        };
+        let mut alive = reaping(&mut self.child, &mut self.exited);
         let mut wait = Wait {
             spin: Duration::ZERO,
             deadline: Some(give_up),
@@ -376,6 +360,7 @@ impl WorkerProcess {
                 }
             }
         }
+        drop(alive);
         // Reaped by `alive` when it exited; otherwise killed now.
         if self.exited.is_none() && self.child.try_wait().ok().flatten().is_none() {
             self.kill();
@@ -389,6 +374,21 @@ impl Drop for WorkerProcess {
             self.finish_shutdown();
         }
         let _ = self.stderr.finish();
+    }
+}
+
+/// A [`Wait`] liveness check for `child` that records its exit status in `exited` once it is gone.
+fn reaping<'a>(
+    child: &'a mut Child,
+    exited: &'a mut Option<ExitStatus>,
+) -> impl FnMut() -> bool + 'a {
+    move || match child.try_wait() {
+        Ok(Some(status)) => {
+            *exited = Some(status);
+            false
+        }
+        Ok(None) => true,
+        Err(_) => false,
     }
 }
 
