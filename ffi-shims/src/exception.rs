@@ -22,6 +22,10 @@ impl<'i> Raised<'i> {
 
     /// Type, message and traceback as plain data that may leave the interpreter.
     pub fn describe(&self) -> PythonException {
+        crate::memory_limit::with_reporting_grace(|| self.describe_now())
+    }
+
+    fn describe_now(&self) -> PythonException {
         let interp = self.exception.interp();
         let or_placeholder = |part: Result<String, FfiError>| {
             part.unwrap_or_else(|_| {

@@ -2,8 +2,10 @@
 #![forbid(unsafe_code)]
 
 mod commands;
+mod out;
 mod python;
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -82,8 +84,13 @@ fn main() -> ExitCode {
     init_logging();
     match cli.command.execute() {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of our output went away (`| head`): what it wanted, it has.
+        Err(error) if error.chain().any(|cause| cause.is::<out::StdoutClosed>()) => {
+            ExitCode::SUCCESS
+        }
         Err(error) => {
-            eprintln!("error: {error:#}");
+            // Not `eprintln!`: it panics when stderr is closed too.
+            let _ = writeln!(std::io::stderr(), "error: {error:#}");
             ExitCode::FAILURE
         }
     }

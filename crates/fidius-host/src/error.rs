@@ -198,11 +198,26 @@ pub enum LoadError {
     /// `isolation = "auto"` needed the plugin's compiled extensions probed, and probing failed
     /// (no worker executable, or a broken one). A module that fails its probe is not an error: it
     /// sends the plugin to the process tier.
-    #[error("plugin `{plugin}`: cannot choose a tier for isolation = \"auto\"")]
+    #[error("plugin `{plugin}`: cannot tell whether its compiled extensions can run in a sub-interpreter")]
     Probe {
         plugin: String,
         #[source]
         source: Box<ProbeError>,
+    },
+    /// `isolation = "subinterpreter"` was asked for, but compiled extensions of the plugin cannot
+    /// run in a sub-interpreter (as `extensions.toml` records, or a probe at load found). Loading
+    /// them there could crash the host, so there is no override: load it with `auto` or `process`.
+    #[error(
+        "plugin `{plugin}`: isolation = \"subinterpreter\" in {origin}, but {reason}; importing \
+         them in a sub-interpreter could crash the host, so load the plugin with isolation = \
+         \"auto\" or \"process\""
+    )]
+    SubinterpreterRefused {
+        plugin: String,
+        /// Where the isolation was asked for: `package.toml` or `the load options`.
+        origin: String,
+        /// Which modules cannot, why, and where that is known from.
+        reason: String,
     },
     /// A worker thread ended before saying whether its instance loaded.
     #[error("plugin `{plugin}`: worker thread ended during load")]

@@ -51,4 +51,4 @@ pub use process::probe::{probe_extensions, ProbeError, ProbeOptions};
 pub use runtime::output::{OutputLine, OutputStream, OUTPUT_TARGET};
 pub use runtime::pool::PoolStats;
 pub use runtime::source::PluginSource;
-pub use tier::{choose_tier, Tier, TierChoice};
+pub use tier::{choose_tier, subinterpreter_refusal, Tier, TierChoice};

@@ -135,12 +135,14 @@ impl LoadOptions {
         self
     }
 
-    /// Limits each worker process's address space (`RLIMIT_AS`) to `bytes`: allocations beyond it
-    /// fail (`MemoryError` in Python; C code that does not check may crash its worker, which is
-    /// then replaced). Only a process can be limited, so this puts the plugin in the process tier;
-    /// combined with an explicit `isolation = "subinterpreter"` the load fails. Leave room for the
-    /// interpreter and libraries: address space counts mappings, not just used memory (numpy with
-    /// OpenBLAS reserves hundreds of MiB per thread pool).
+    /// Limits what Python allocates in each worker process to `bytes`: a request beyond it fails
+    /// with `MemoryError` in the plugin, and the worker keeps serving (the worker counts CPython's
+    /// own allocations; reporting the error may use 16 MiB more). Memory C code allocates itself is
+    /// bounded by the worker's address space (`RLIMIT_AS`), set to `bytes` + 16 MiB + 256 MiB for
+    /// the runtime; C code that overruns that and does not check may crash its worker, which is then
+    /// replaced. Only a process can be limited, so this puts the plugin in the process tier;
+    /// combined with an explicit `isolation = "subinterpreter"` the load fails. Address space counts
+    /// mappings, not just used memory: numpy with OpenBLAS reserves hundreds of MiB per thread pool.
     pub fn memory_limit(mut self, bytes: u64) -> Self {
         self.memory_limit = Some(bytes);
         self

@@ -57,58 +57,23 @@ impl TierChoice {
     ///
     /// A plugin without compiled extensions needs no results: see [`TierChoice::auto_without_extensions`].
     pub fn auto_from_record(record: &ExtensionRecord, source: &str) -> Self {
-        let refused: Vec<&ExtensionProbe> = record.refused().collect();
         let total = record.modules.len();
-        if refused.is_empty() {
-            return Self::new(
+        match refusals(record) {
+            None => Self::new(
                 Tier::Subinterpreter,
                 format!(
                     "isolation = \"auto\" and all {total} compiled extension module(s) import in a \
                      sub-interpreter ({source})"
                 ),
-            );
-        }
-        // Modules refused for the same reason (all of numpy's, when `import numpy` fails) are named
-        // once, with the most telling module first: tests modules are rarely what matters.
-        let mut by_reason: Vec<(&str, Vec<&str>)> = Vec::new();
-        for module in &refused {
-            let reason = module.reason.as_deref().unwrap_or("no reason recorded");
-            match by_reason.iter_mut().find(|(known, _)| *known == reason) {
-                Some((_, names)) => names.push(&module.name),
-                None => by_reason.push((reason, vec![&module.name])),
-            }
-        }
-        let mut deciding: Vec<String> = by_reason
-            .iter()
-            .take(MAX_LISTED)
-            .map(|(reason, names)| {
-                if let Some((package, error)) = parse_package_failure(reason) {
-                    return format!(
-                        "package `{package}` (import fails: {})",
-                        shorten(error, MAX_REASON_CHARS)
-                    );
-                }
-                let mut names = names.clone();
-                names.sort_by_key(|name| (name.contains("test"), name.len()));
-                let who = match names.len() {
-                    1 => names[0].to_owned(),
-                    n => format!("{} and {} more", names[0], n - 1),
-                };
-                format!("{who} ({})", shorten(reason, MAX_REASON_CHARS))
-            })
-            .collect();
-        if by_reason.len() > MAX_LISTED {
-            deciding.push(format!("and {} more reasons", by_reason.len() - MAX_LISTED));
-        }
-        Self::new(
-            Tier::Process,
-            format!(
-                "isolation = \"auto\" and {} of {total} compiled extension module(s) cannot run in a \
-                 sub-interpreter ({source}): {}",
-                refused.len(),
-                deciding.join("; ")
             ),
-        )
+            Some(refused) => Self::new(
+                Tier::Process,
+                format!(
+                    "isolation = \"auto\" and {}",
+                    refused.describe(total, source)
+                ),
+            ),
+        }
     }
 
     /// What `isolation = "auto"` chooses for a plugin with no compiled extension under `vendor/`.
@@ -124,6 +89,76 @@ impl TierChoice {
 const MAX_LISTED: usize = 3;
 /// How much of each deciding module's reason a tier reason keeps.
 const MAX_REASON_CHARS: usize = 120;
+
+/// The modules of a record that cannot run in a sub-interpreter, described for people.
+pub(crate) struct Refusals {
+    /// How many modules were refused.
+    pub(crate) count: usize,
+    /// The deciding modules and their reasons, grouped by reason, e.g.
+    /// `package \`numpy\` (import fails: ...)` or `google._upb._message (ImportError: ...)`.
+    pub(crate) listing: String,
+}
+
+impl Refusals {
+    /// `N of TOTAL compiled extension module(s) cannot run in a sub-interpreter (SOURCE): LISTING`.
+    pub(crate) fn describe(&self, total: usize, source: &str) -> String {
+        format!(
+            "{} of {total} compiled extension module(s) cannot run in a sub-interpreter ({source}): {}",
+            self.count, self.listing
+        )
+    }
+}
+
+/// What in `record` keeps the plugin out of sub-interpreters; `None` when every module imports there.
+pub(crate) fn refusals(record: &ExtensionRecord) -> Option<Refusals> {
+    let refused: Vec<&ExtensionProbe> = record.refused().collect();
+    if refused.is_empty() {
+        return None;
+    }
+    // Modules refused for the same reason (all of numpy's, when `import numpy` fails) are named
+    // once, with the most telling module first: tests modules are rarely what matters.
+    let mut by_reason: Vec<(&str, Vec<&str>)> = Vec::new();
+    for module in &refused {
+        let reason = module.reason.as_deref().unwrap_or("no reason recorded");
+        match by_reason.iter_mut().find(|(known, _)| *known == reason) {
+            Some((_, names)) => names.push(&module.name),
+            None => by_reason.push((reason, vec![&module.name])),
+        }
+    }
+    let mut deciding: Vec<String> = by_reason
+        .iter()
+        .take(MAX_LISTED)
+        .map(|(reason, names)| {
+            if let Some((package, error)) = parse_package_failure(reason) {
+                return format!(
+                    "package `{package}` (import fails: {})",
+                    shorten(error, MAX_REASON_CHARS)
+                );
+            }
+            let mut names = names.clone();
+            names.sort_by_key(|name| (name.contains("test"), name.len()));
+            let who = match names.len() {
+                1 => names[0].to_owned(),
+                n => format!("{} and {} more", names[0], n - 1),
+            };
+            format!("{who} ({})", shorten(reason, MAX_REASON_CHARS))
+        })
+        .collect();
+    if by_reason.len() > MAX_LISTED {
+        deciding.push(format!("and {} more reasons", by_reason.len() - MAX_LISTED));
+    }
+    Some(Refusals {
+        count: refused.len(),
+        listing: deciding.join("; "),
+    })
+}
+
+/// Why a plugin asked to run in a sub-interpreter must not: the message of
+/// [`LoadError::SubinterpreterRefused`], also what `fidius package inspect` prints. `None` when the
+/// record allows it.
+pub fn subinterpreter_refusal(record: &ExtensionRecord, source: &str) -> Option<String> {
+    refusals(record).map(|refused| refused.describe(record.modules.len(), source))
+}
 
 fn shorten(text: &str, max_chars: usize) -> String {
     match text.char_indices().nth(max_chars) {
@@ -143,10 +178,15 @@ fn shorten(text: &str, max_chars: usize) -> String {
 /// results are remembered for the life of the process, keyed by the plugin root and the extension
 /// files' sizes and modification times; nothing is written into the plugin tree.
 ///
+/// For `isolation = "subinterpreter"` the same record (or probe) is binding: a module that cannot
+/// run in a sub-interpreter is an error, never a crash of the host.
+///
 /// # Errors
 ///
-/// [`LoadError::Probe`] when a probe is needed and no worker can be started or it misbehaves. A
-/// module that fails its probe is not an error: it chooses the process tier.
+/// [`LoadError::SubinterpreterRefused`] when a sub-interpreter was asked for and a compiled
+/// extension cannot run there. [`LoadError::Probe`] when a probe is needed and no worker can be
+/// started or it misbehaves. With `auto`, a module that fails its probe is not an error: it
+/// chooses the process tier.
 pub fn choose_tier(
     plugin: &str,
     manifest: Isolation,
@@ -156,10 +196,28 @@ pub fn choose_tier(
 ) -> Result<TierChoice, LoadError> {
     let (isolation, origin) = requested_isolation(Some(manifest), requested);
     let choice = match isolation {
-        Isolation::Subinterpreter => TierChoice::new(
-            Tier::Subinterpreter,
-            format!("isolation = \"subinterpreter\" in {origin}"),
-        ),
+        Isolation::Subinterpreter => {
+            let probe_failed = |source| LoadError::Probe {
+                plugin: plugin.to_owned(),
+                source: Box::new(source),
+            };
+            // Binding: an extension known not to run in a sub-interpreter can crash the host there.
+            if let Some((record, evidence)) =
+                extension_record(root, worker).map_err(probe_failed)?
+            {
+                if let Some(refused) = refusals(&record) {
+                    return Err(LoadError::SubinterpreterRefused {
+                        plugin: plugin.to_owned(),
+                        origin: origin.to_owned(),
+                        reason: refused.describe(record.modules.len(), &evidence),
+                    });
+                }
+            }
+            TierChoice::new(
+                Tier::Subinterpreter,
+                format!("isolation = \"subinterpreter\" in {origin}"),
+            )
+        }
         Isolation::Process => TierChoice::new(
             Tier::Process,
             format!("isolation = \"process\" in {origin}"),
@@ -178,17 +236,30 @@ fn choose_auto(
     root: &Path,
     worker: impl FnOnce() -> Result<WorkerCommand, WorkerNotFound>,
 ) -> Result<TierChoice, ProbeError> {
+    Ok(match extension_record(root, worker)? {
+        None => TierChoice::auto_without_extensions(),
+        Some((record, evidence)) => TierChoice::auto_from_record(&record, &evidence),
+    })
+}
+
+/// What is known about the compiled extensions under `root/vendor/`, and where it comes from
+/// (`recorded in extensions.toml` or `probed at load`); `None` when there are none. The package's
+/// `extensions.toml` answers when it was probed with this host's Python `major.minor` and lists
+/// exactly the extension files present; otherwise the extensions are probed now in worker
+/// processes started with `worker()` (called only then), never in this process, and the results
+/// are remembered for the life of the process.
+fn extension_record(
+    root: &Path,
+    worker: impl FnOnce() -> Result<WorkerCommand, WorkerNotFound>,
+) -> Result<Option<(ExtensionRecord, String)>, ProbeError> {
     let python = host_python()?;
     let files = find_extension_modules(root, python).map_err(ProbeError::Scan)?;
     if files.is_empty() {
-        return Ok(TierChoice::auto_without_extensions());
+        return Ok(None);
     }
     match ExtensionRecord::load(root) {
         Ok(Some(record)) if record.matches(python, &files) => {
-            return Ok(TierChoice::auto_from_record(
-                &record,
-                &format!("recorded in {EXTENSIONS_FILE}"),
-            ));
+            return Ok(Some((record, format!("recorded in {EXTENSIONS_FILE}"))));
         }
         Ok(Some(record)) => tracing::debug!(
             plugin_dir = %root.display(),
@@ -215,7 +286,7 @@ fn choose_auto(
             record
         }
     };
-    Ok(TierChoice::auto_from_record(&record, "probed at load"))
+    Ok(Some((record, "probed at load".to_owned())))
 }
 
 /// Identifies one state of a plugin's extension files.

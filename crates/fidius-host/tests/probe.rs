@@ -360,13 +360,13 @@ fn explicit_isolation_and_plugins_without_extensions_need_no_probe() -> TestResu
         choice.reason
     );
 
-    vendor_stdlib_module(&py, &pure, "", "_testsinglephase")?;
     let choice = choose_tier("pinned", Isolation::Subinterpreter, None, &pure, no_worker)?;
     assert_eq!(choice.tier, Tier::Subinterpreter);
     assert_eq!(
         choice.reason,
         "isolation = \"subinterpreter\" in package.toml"
     );
+    vendor_stdlib_module(&py, &pure, "", "_testsinglephase")?;
     let choice = choose_tier(
         "pinned",
         Isolation::Subinterpreter,
@@ -376,6 +376,61 @@ fn explicit_isolation_and_plugins_without_extensions_need_no_probe() -> TestResu
     )?;
     assert_eq!(choice.tier, Tier::Process);
     assert_eq!(choice.reason, "isolation = \"process\" in the load options");
+    Ok(())
+}
+
+/// Issue #14, finding 4: asking for a sub-interpreter does not skip the probe when the plugin has
+/// compiled extensions; one that cannot run there is a `LoadError`, never an import in the host.
+#[test]
+fn a_sub_interpreter_asked_for_is_refused_when_the_probe_says_no() -> TestResult {
+    let py = python()?;
+    let work = tempfile::tempdir()?;
+    let plugin = plugin(work.path())?;
+    vendor_stdlib_module(&py, &plugin, "", "_testsinglephase")?;
+    // No worker to probe with: the host cannot tell, so it does not guess.
+    assert!(matches!(
+        choose_tier(
+            "pinned",
+            Isolation::Subinterpreter,
+            None,
+            &plugin,
+            no_worker
+        ),
+        Err(LoadError::Probe { .. })
+    ));
+    match choose_tier(
+        "pinned",
+        Isolation::Subinterpreter,
+        None,
+        &plugin,
+        found_worker,
+    ) {
+        Err(LoadError::SubinterpreterRefused {
+            plugin,
+            origin,
+            reason,
+        }) => {
+            assert_eq!(plugin, "pinned");
+            assert_eq!(origin, "package.toml");
+            assert!(
+                reason.contains("_testsinglephase") && reason.contains("(probed at load)"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected SubinterpreterRefused, got {other:?}"),
+    }
+    // A module that imports there is no obstacle.
+    let other = tempfile::tempdir()?;
+    let allowed = self::plugin(other.path())?;
+    vendor_stdlib_module(&py, &allowed, "", "_testmultiphase")?;
+    let choice = choose_tier(
+        "fine",
+        Isolation::Subinterpreter,
+        None,
+        &allowed,
+        found_worker,
+    )?;
+    assert_eq!(choice.tier, Tier::Subinterpreter, "{}", choice.reason);
     Ok(())
 }
 

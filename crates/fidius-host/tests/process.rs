@@ -445,6 +445,184 @@ fn dropping_the_handle_ends_its_workers() {
     );
 }
 
+/// Issue #14, finding 8: ending a worker finalises its interpreter first, so a thread the plugin
+/// started finishes its work (as when a sub-interpreter ends), within the shutdown grace.
+#[test]
+fn dropping_the_handle_lets_plugin_threads_finish() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let bystander = start(root.path(), "thread-bystander", &process_options());
+    let handle = start(root.path(), "threaded", &process_options());
+    let marker = root.path().join("written-by-the-plugin-thread");
+    run(
+        &handle,
+        &format!(
+            "import threading, time\n\
+             def later():\n    time.sleep(2)\n    open({:?}, 'w').write('done')\n\
+             threading.Thread(target=later).start()",
+            marker.to_string_lossy()
+        ),
+    )
+    .expect("start the thread");
+    let pid = worker_pid(&handle);
+    drop(handle);
+    assert_eq!(
+        std::fs::read_to_string(&marker).ok().as_deref(),
+        Some("done"),
+        "the plugin thread's work was lost"
+    );
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "worker {pid} still running after the handle dropped"
+    );
+    assert_healthy(&bystander);
+}
+
+/// Issue #14, finding 11: a worker killed mid-call is replaced in the background, and calls wait
+/// for the replacement only until their own deadline. The plugin's import sleeps 5 s, far past the
+/// 300 ms call timeout; a call that waited for an inline restart would return after about 5 s, so
+/// the bound of 2.5 s is generous and a regression unambiguous.
+#[test]
+fn restarts_of_a_slow_starting_plugin_honour_each_calls_deadline() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let bystander = start(root.path(), "restart-bystander", &process_options());
+    let dir = support::write_plugin(
+        root.path(),
+        "slow-start",
+        &[
+            (
+                "tester.py",
+                &format!("import time\ntime.sleep(5)\n{}", support::TESTER_PLUGIN),
+            ),
+            (
+                "vendor/conflictlib/__init__.py",
+                &support::conflictlib("1.0", 2),
+            ),
+        ],
+    );
+    let handle = support::start_with(
+        &dir,
+        "slow-start",
+        &process_options().call_timeout(Duration::from_millis(300)),
+    );
+    assert_healthy(&handle);
+    let bound = Duration::from_millis(2500);
+    let times_out_within_bound = |what: &str| {
+        let started = Instant::now();
+        let result = handle.call_typed_json(TRANSFORM, b"[21]");
+        let took = started.elapsed();
+        assert!(
+            took < bound,
+            "{what}: the call returned after {took:?} ({:?})",
+            result.as_ref().map(|_| "a result")
+        );
+        assert!(
+            matches!(result, Err(CallError::Timeout { .. })),
+            "{what}: expected a timeout, got {result:?}"
+        );
+    };
+    let recovers = |what: &str| {
+        let give_up = Instant::now() + Duration::from_secs(60);
+        loop {
+            match handle.call_typed_json(TRANSFORM, b"[21]") {
+                Ok(_) => break,
+                Err(CallError::Timeout { .. }) if Instant::now() < give_up => {}
+                other => panic!("{what}: no recovery: {other:?}"),
+            }
+        }
+        assert_healthy(&handle);
+    };
+
+    // Killed at its deadline.
+    assert!(matches!(
+        run(&handle, "import time\ntime.sleep(30)"),
+        Err(CallError::Timeout { .. })
+    ));
+    for round in 0..3 {
+        times_out_within_bound(&format!("call {round} after the kill at a deadline"));
+    }
+    recovers("after the kill at a deadline");
+
+    // Killed from outside in the middle of a call.
+    assert!(matches!(
+        run(
+            &handle,
+            "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)"
+        ),
+        Err(CallError::WorkerCrashed { .. })
+    ));
+    for round in 0..3 {
+        times_out_within_bound(&format!("call {round} after SIGKILL"));
+    }
+    recovers("after SIGKILL");
+    assert_healthy(&bystander);
+}
+
+/// Issue #14, finding 7: growing past a 300 MiB `memory_limit` ends in a Python `MemoryError`, and
+/// the worker keeps serving (same process; memory it frees is usable again), whether the plugin
+/// grows by 1 MiB buffers or by small objects (pymalloc's arenas, where memory used to run out in
+/// the worker's own code: SIGSEGV or SIGABRT), call by call or in one call. C code that overruns
+/// everything still costs only the worker (`WorkerCrashed`).
+#[test]
+fn memory_limit_growth_ends_in_memory_error_and_the_worker_keeps_serving() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let bystander = start(root.path(), "memory-bystander", &process_options());
+    let limited = process_options().memory_limit(300 << 20);
+    // Per call (1 MiB each, kept in module state; the plugin frees when it sees MemoryError), and
+    // within one call (kept by the frame, which the traceback holds while the host reads it).
+    let per_call = |grow: &str| {
+        format!("try:\n    {grow}\nexcept MemoryError:\n    chunks.clear()\n    raise")
+    };
+    let in_one_call = |grow: &str| {
+        format!("def runaway():\n    kept = []\n    while True:\n        kept.append({grow})\nrunaway()")
+    };
+    for (number, code) in [
+        per_call("chunks.append(bytearray(1 << 20))"),
+        per_call("chunks.append([float(i) for i in range(40000)])"),
+        in_one_call("bytearray(1 << 20)"),
+        in_one_call("[str(i) for i in range(1000)]"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let grow = code.as_str();
+        let handle = start(root.path(), &format!("grower-{number}"), &limited);
+        let pid = worker_pid(&handle);
+        run(&handle, "chunks = []").expect("set up");
+        let mut grown = 0;
+        let raised = loop {
+            match run(&handle, grow) {
+                Ok(_) => grown += 1,
+                Err(error) => break error,
+            }
+            assert!(grown <= 600, "{grow}: {grown} calls past a 300 MiB limit");
+        };
+        assert!(
+            matches!(&raised, CallError::Python { exception_type, .. } if exception_type == "MemoryError"),
+            "{grow}, after {grown} calls: {raised:?}"
+        );
+        assert_eq!(worker_pid(&handle), pid, "{grow}: the worker must survive");
+        run(&handle, "chunks.append(bytearray(100 << 20))").expect("freed memory is usable again");
+        assert_healthy(&handle);
+        assert_eq!(handle.stats().worker_crashes, 0, "{grow}");
+        if number == 0 {
+            assert!(grown >= 200, "MemoryError after only {grown} MiB");
+        }
+    }
+    let handle = start(root.path(), "overrun", &limited);
+    // C code writing through a failed malloc: the worker dies, the next call gets a fresh one.
+    let overrun = run(
+        &handle,
+        "import ctypes\nlibc = ctypes.CDLL(None)\nlibc.malloc.restype = ctypes.c_void_p\n\
+         ctypes.memset(libc.malloc(1 << 34), 1, 1 << 34)",
+    );
+    assert!(
+        matches!(overrun, Err(CallError::WorkerCrashed { .. })),
+        "{overrun:?}"
+    );
+    assert_healthy(&handle);
+    assert_healthy(&bystander);
+}
+
 /// The generated stub's body for an optional method is `raise NotImplementedError`: left as it is,
 /// the method is not implemented (as if absent), in both tiers. A required method raising it is an
 /// ordinary Python error.

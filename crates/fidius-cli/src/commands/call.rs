@@ -14,6 +14,8 @@ use fidius_host::{LoadOptions, PluginHost, PublicKey, PythonPluginHandle};
 use super::extensions::own_worker;
 use super::python_stub::read_interface;
 
+use crate::out::outln;
+
 /// Load a plugin (directory or .fid) through the host and call one method.
 ///
 /// The interface is read from its Rust source with the same canonicaliser as the macro, so the
@@ -194,16 +196,11 @@ impl CallCommand {
         match (wire, &self.raw_out) {
             (WireMode::Raw, Some(path)) => std::fs::write(path, output)
                 .with_context(|| format!("cannot write --raw-out {}", path.display())),
-            (WireMode::Raw, None) => {
-                use std::io::Write as _;
-                std::io::stdout()
-                    .write_all(output)
-                    .context("cannot write to stdout")
-            }
+            (WireMode::Raw, None) => crate::out::write(output),
             (WireMode::TypedJson, _) => {
                 let value: serde_json::Value =
                     serde_json::from_slice(output).context("the plugin returned invalid JSON")?;
-                println!("{}", serde_json::to_string_pretty(&value)?);
+                outln!("{}", serde_json::to_string_pretty(&value)?)?;
                 Ok(())
             }
         }

@@ -8,7 +8,11 @@ use fidius_core::extensions::{
 };
 use fidius_core::manifest::Isolation;
 use fidius_core::tree::SIGNATURE_FILE;
-use fidius_host::{probe_extensions, ProbeOptions, TierChoice, WorkerCommand};
+use fidius_host::{
+    probe_extensions, subinterpreter_refusal, ProbeOptions, TierChoice, WorkerCommand,
+};
+
+use crate::out::outln;
 
 /// The CPython this fidius embeds, the one whose hosts will load the package.
 fn host_python() -> anyhow::Result<PythonVersion> {
@@ -68,10 +72,11 @@ pub fn record(dir: &Path, will_sign: bool) -> anyhow::Result<()> {
         eprintln!("recorded the probe in {}", path.display());
     }
     let choice = TierChoice::auto_from_record(&record, "probed by fidius pack");
-    println!(
+    outln!(
         "tier:        {} if isolation = \"auto\" ({})",
-        choice.tier, choice.reason
-    );
+        choice.tier,
+        choice.reason
+    )?;
     Ok(())
 }
 
@@ -84,7 +89,7 @@ pub fn show(root: &Path, isolation: Isolation) -> anyhow::Result<()> {
     let record = match ExtensionRecord::load(root) {
         Ok(record) => record,
         Err(error) => {
-            println!("extensions:  BAD: {:#}", anyhow::Error::new(error));
+            outln!("extensions:  BAD: {:#}", anyhow::Error::new(error))?;
             None
         }
     };
@@ -100,7 +105,7 @@ pub fn show(root: &Path, isolation: Isolation) -> anyhow::Result<()> {
         (_, false) => Err(stale_reason(record.as_ref(), python, &files)),
     };
     if let Some(record) = &record {
-        println!(
+        outln!(
             "extensions:  {EXTENSIONS_FILE}, probed with Python {}{}",
             record.python,
             if current {
@@ -108,36 +113,57 @@ pub fn show(root: &Path, isolation: Isolation) -> anyhow::Result<()> {
             } else {
                 " (out of date, not used)"
             }
-        );
-        let deciding = matches!(&auto, Ok(choice) if choice.tier == fidius_host::Tier::Process);
+        )?;
+        let marker = match isolation {
+            Isolation::Subinterpreter => " <- refuses isolation = \"subinterpreter\"",
+            Isolation::Process => "",
+            _ => " <- decides the tier",
+        };
+        let marked = current && !matches!(isolation, Isolation::Process);
         for module in &record.modules {
             match (&module.reason, module.subinterpreter) {
-                (_, true) => println!("  ok   {}", module.name),
-                (reason, false) => println!(
+                (_, true) => outln!("  ok   {}", module.name)?,
+                (reason, false) => outln!(
                     "  no   {} ({}){}",
                     module.name,
                     reason.as_deref().unwrap_or("no reason given"),
-                    if deciding { " <- decides the tier" } else { "" }
-                ),
+                    if marked { marker } else { "" }
+                )?,
             }
         }
     } else if !files.is_empty() {
-        println!(
+        outln!(
             "extensions:  {} compiled module(s), not probed",
             files.len()
-        );
+        )?;
     }
     let tier = match isolation {
         Isolation::Subinterpreter => {
-            "subinterpreter (isolation = \"subinterpreter\" in package.toml)".to_owned()
+            let asked = "isolation = \"subinterpreter\" in package.toml";
+            let refusal = record
+                .as_ref()
+                .filter(|_| current && !files.is_empty())
+                .and_then(|record| {
+                    subinterpreter_refusal(record, &format!("recorded in {EXTENSIONS_FILE}"))
+                });
+            match (refusal, files.is_empty() || current) {
+                (Some(refusal), _) => format!(
+                    "none: loading fails ({asked}, but {refusal}; use isolation = \"auto\" or \"process\")"
+                ),
+                (None, true) => format!("subinterpreter ({asked})"),
+                (None, false) => format!(
+                    "subinterpreter if a probe at load allows it ({asked}; {})",
+                    stale_reason(record.as_ref(), python, &files)
+                ),
+            }
         }
         Isolation::Process => "process (isolation = \"process\" in package.toml)".to_owned(),
         _ => match auto {
             Ok(choice) => format!("{} ({})", choice.tier, choice.reason),
-            Err(why) => format!("decided at load ({why})"),
+            Err(why) => format!("decided at load (isolation = \"auto\" and {why})"),
         },
     };
-    println!("tier:        {tier}");
+    outln!("tier:        {tier}")?;
     Ok(())
 }
 
@@ -151,13 +177,11 @@ fn stale_reason(
         files.len()
     );
     match record {
-        None => format!("isolation = \"auto\" and no {EXTENSIONS_FILE}; {probe}"),
+        None => format!("no {EXTENSIONS_FILE}; {probe}"),
         Some(record) if record.python != python => format!(
-            "isolation = \"auto\" and {EXTENSIONS_FILE} was probed with Python {}, hosts run {python}; {probe}",
+            "{EXTENSIONS_FILE} was probed with Python {}, hosts run {python}; {probe}",
             record.python
         ),
-        Some(_) => format!(
-            "isolation = \"auto\" and {EXTENSIONS_FILE} lists other files than vendor/ holds; {probe}"
-        ),
+        Some(_) => format!("{EXTENSIONS_FILE} lists other files than vendor/ holds; {probe}"),
     }
 }

@@ -11,6 +11,8 @@ use fidius_core::tree::{PackageTree, Selection};
 
 use super::{extensions, open_package, read_trusted_keys};
 
+use crate::out::outln;
+
 /// Show a package's manifest, files with sizes, signature status, vendored distributions, and
 /// which tier its plugin runs in (from extensions.toml; inspect never runs package code).
 #[derive(Debug, Args)]
@@ -35,23 +37,25 @@ impl InspectCommand {
         let tree = PackageTree::scan(root, Selection::Archive).with_context(context)?;
 
         let package = &manifest.package;
-        println!("package:     {} {}", package.name, package.version);
-        println!(
+        outln!("package:     {} {}", package.name, package.version)?;
+        outln!(
             "interface:   {} v{}",
-            package.interface, package.interface_version
-        );
-        println!("runtime:     {}", package.runtime);
+            package.interface,
+            package.interface_version
+        )?;
+        outln!("runtime:     {}", package.runtime)?;
         if let Some(python) = &manifest.python {
-            println!(
+            outln!(
                 "entry:       {} (isolation {})",
-                python.entry_module, python.isolation
-            );
+                python.entry_module,
+                python.isolation
+            )?;
             if let Some(requirements) = &python.requirements {
-                println!("requires:    {}", requirements.display());
+                outln!("requires:    {}", requirements.display())?;
             }
         }
         for (key, value) in &manifest.metadata {
-            println!("metadata:    {key} = {value}");
+            outln!("metadata:    {key} = {value}")?;
         }
 
         let signature = match (tree.signature_file(), trusted.is_empty()) {
@@ -62,27 +66,27 @@ impl InspectCommand {
                 Err(error) => format!("BAD: {error}"),
             },
         };
-        println!("signature:   {signature}");
+        outln!("signature:   {signature}")?;
         if let Some(python) = &manifest.python {
             extensions::show(root, python.isolation).with_context(context)?;
         }
 
         let vendored = vendored_distributions(root).with_context(context)?;
         if !vendored.is_empty() {
-            println!("vendored:");
+            outln!("vendored:")?;
             for distribution in vendored {
-                println!("  {} {}", distribution.name, distribution.version);
+                outln!("  {} {}", distribution.name, distribution.version)?;
             }
         }
-        println!("files:");
+        outln!("files:")?;
         for file in &tree.files {
-            println!("  {:>10}  {}", file.len, file.relative_path);
+            outln!("  {:>10}  {}", file.len, file.relative_path)?;
         }
-        println!(
+        outln!(
             "total:       {} bytes in {} files",
             tree.total_len(),
             tree.files.len()
-        );
+        )?;
         Ok(())
     }
 }

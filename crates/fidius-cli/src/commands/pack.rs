@@ -12,6 +12,8 @@ use fidius_core::tree::SIGNATURE_FILE;
 use super::{extensions, read_secret_key, read_trusted_keys};
 use crate::python::{choose_python, vendor_requirements, VendorRecord};
 
+use crate::out::outln;
+
 /// Vendor `[python] requirements` into vendor/ (unless vendor/ exists and still matches them) and
 /// write NAME-VERSION.fid.
 ///
@@ -104,12 +106,12 @@ impl PackCommand {
             }
             (false, _) => "unsigned".to_owned(),
         };
-        println!(
+        outln!(
             "wrote {} ({} files, digest {}, {signature})",
             packed.path.display(),
             packed.file_count,
             packed.digest
-        );
+        )?;
         Ok(())
     }
 }

@@ -10,6 +10,8 @@ use clap::{ArgGroup, Args};
 use fidius_core::interface::stub::{check_module, render_stub};
 use fidius_core::interface::{find_interface, InterfaceSource};
 
+use crate::out::outln;
+
 /// Generate a Python plugin stub from a `#[plugin_interface]` trait, or check a plugin against it.
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("mode").required(true).args(["out", "check"])))]
@@ -102,12 +104,12 @@ fn write_stub(
         let _ = fs::remove_file(&temporary);
         return Err(error).with_context(|| format!("cannot write {}", out.display()));
     }
-    println!(
+    outln!(
         "wrote {} for interface {} (hash {:#018x})",
         out.display(),
         interface.spec.trait_name,
         interface.spec.hash
-    );
+    )?;
     Ok(())
 }
 
@@ -116,12 +118,12 @@ fn check(interface: &InterfaceSource, plugin: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot read plugin module {}", plugin.display()))?;
     let drifts = check_module(&interface.spec, &python);
     if drifts.is_empty() {
-        println!(
+        outln!(
             "{} matches interface {} (hash {:#018x})",
             plugin.display(),
             interface.spec.trait_name,
             interface.spec.hash
-        );
+        )?;
         return Ok(());
     }
     let listing: String = drifts

@@ -9,6 +9,8 @@ use fidius_core::signing::sign_dir;
 
 use super::read_secret_key;
 
+use crate::out::outln;
+
 /// Sign a package directory: writes DIR/package.sig, 64 raw Ed25519 bytes over the package digest.
 ///
 /// Sign after vendoring: any later change to the package invalidates the signature.
@@ -29,12 +31,12 @@ impl SignCommand {
         Manifest::load(&self.dir).with_context(|| format!("cannot sign {}", self.dir.display()))?;
         let signed = sign_dir(&self.dir, &key)
             .with_context(|| format!("cannot sign {}", self.dir.display()))?;
-        println!(
+        outln!(
             "signed {} (key {}, digest {})",
             self.dir.display(),
             signed.key,
             signed.digest
-        );
+        )?;
         Ok(())
     }
 }

@@ -8,6 +8,8 @@ use anyhow::Context as _;
 use clap::Args;
 use fidius_core::archive::{unpack, UnpackLimits};
 
+use crate::out::outln;
+
 /// Extract a .fid archive (gzip or bzip2) into DEST/NAME-VERSION/.
 ///
 /// Links, device files, absolute paths, `..`, entries outside the single top directory, more
@@ -31,11 +33,11 @@ impl UnpackCommand {
             .with_context(|| format!("cannot open {}", self.archive.display()))?;
         let unpacked = unpack(BufReader::new(file), &self.dest, &UnpackLimits::default())
             .with_context(|| format!("refused to unpack {}", self.archive.display()))?;
-        println!(
+        outln!(
             "unpacked {} to {}",
             self.archive.display(),
             unpacked.root.display()
-        );
+        )?;
         Ok(())
     }
 }

@@ -6,6 +6,8 @@ use anyhow::bail;
 use clap::Args;
 use fidius_core::manifest::{Manifest, ManifestError};
 
+use crate::out::outln;
+
 /// Check DIR/package.toml; prints "ok" with a summary, or every problem found (exit 1).
 #[derive(Debug, Args)]
 pub struct ValidateCommand {
@@ -29,19 +31,19 @@ impl ValidateCommand {
                         )
                     })
                     .unwrap_or_default();
-                println!(
+                outln!(
                     "ok: {} {} implements {} v{} (runtime {}{entry})",
                     package.name,
                     package.version,
                     package.interface,
                     package.interface_version,
                     package.runtime
-                );
+                )?;
                 Ok(())
             }
             Err(ManifestError::Invalid { path, problems }) => {
                 for problem in &problems {
-                    println!("{}: {problem}", path.display());
+                    outln!("{}: {problem}", path.display())?;
                 }
                 bail!("{} has {} problem(s)", path.display(), problems.len())
             }

@@ -9,6 +9,8 @@ use fidius_core::signing::{verify_dir, VerifiedSignature, VerifyingKey};
 
 use super::read_trusted_keys;
 
+use crate::out::outln;
+
 /// Check that each package's package.sig was made by a trusted key over its current contents.
 ///
 /// Prints "signature ok (key FINGERPRINT)" per package. Exits non-zero if any package is
@@ -32,7 +34,7 @@ impl VerifyCommand {
         for package in &self.packages {
             match verify_one(package, &trusted) {
                 Ok(verified) => {
-                    println!("{}: signature ok (key {})", package.display(), verified.key)
+                    outln!("{}: signature ok (key {})", package.display(), verified.key)?
                 }
                 Err(error) => {
                     failures += 1;

@@ -282,3 +282,36 @@ fn usage_errors_exit_2() -> TestResult {
     }
     Ok(())
 }
+
+/// A reader that stops early (`fidius package inspect DIR | head`) ends the command quietly: no
+/// panic, no backtrace, exit 0. The pipe's read end is closed before `fidius` starts, so its first
+/// write to stdout fails with EPIPE whatever the timing.
+#[test]
+fn a_closed_stdout_ends_printing_commands_quietly() -> TestResult {
+    let work = tempfile::tempdir()?;
+    let package = write_package(work.path(), &[])?;
+    let dir = package.to_string_lossy().into_owned();
+    for args in [
+        &["package", "inspect", dir.as_str()][..],
+        &["package", "validate", dir.as_str()][..],
+        &["keygen", "--out", "key"][..],
+    ] {
+        let (reader, writer) = rustix::pipe::pipe()?;
+        drop(reader);
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_fidius"))
+            .args(args)
+            .current_dir(work.path())
+            .env_remove("FIDIUS_LOG")
+            .env("RUST_BACKTRACE", "1")
+            .stdout(std::fs::File::from(writer))
+            .stderr(std::process::Stdio::piped())
+            .output()?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success() && stderr.is_empty(),
+            "fidius {args:?} on a closed pipe: {}\n{stderr}",
+            output.status
+        );
+    }
+    Ok(())
+}

@@ -3,6 +3,7 @@
 mod call;
 mod extensions;
 mod failures;
+mod forced_subinterpreter;
 mod help;
 mod numpy;
 #[allow(

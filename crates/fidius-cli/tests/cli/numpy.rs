@@ -19,13 +19,14 @@ use crate::support::{fails_with, fidius, stderr, stdout, succeeds, TestResult};
     dead_code,
     reason = "interfaces are implemented by Python plugins, never in Rust"
 )]
-mod numeric {
+pub(crate) mod numeric {
     include!("../fixtures/numeric.rs");
 }
 use numeric::__fidius_Numeric::Numeric_PYTHON_DESCRIPTOR;
 use numeric::NumericClient;
 
-const INTERFACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/numeric.rs");
+pub(crate) const INTERFACE: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/numeric.rs");
 
 /// The two plugins: name and the numpy each pins. Both versions have CPython 3.13 wheels.
 const PLUGINS: [(&str, &str); 2] = [("numeric-a", "2.1.3"), ("numeric-b", "2.2.6")];

@@ -1,7 +1,7 @@
 //! One worker process as the host sees it: started, loaded, called, and killed when it misbehaves.
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -16,7 +16,7 @@ use crate::process::command::WorkerCommand;
 use crate::process::mailbox::{Interrupted, Mailbox, ReceiveError, Wait};
 use crate::process::protocol::{self, RemoteError, StartSpec, Started};
 use crate::runtime::loader;
-use crate::runtime::output::{OutputRoute, RecentOutput, Taken};
+use crate::runtime::output::{OutputRoute, RecentOutput, Taken, LINE_LIMIT};
 
 /// How long the host polls for a reply before it sleeps (most small calls answer well within it).
 const SPIN_FOR_REPLY: Duration = Duration::from_micros(50);
@@ -25,8 +25,9 @@ const SPIN_FOR_REPLY: Duration = Duration::from_micros(50);
 const MAX_REPLY: usize = 1 << 31;
 /// Lines of a worker's stderr kept for crash reports.
 const STDERR_TAIL_LINES: usize = 20;
-/// How long a worker gets to exit after being asked to.
-const SHUTDOWN_GRACE: Duration = Duration::from_millis(200);
+/// How long a worker gets to exit after being asked to: its interpreter finalises first, joining
+/// the threads the plugin started (as ending a sub-interpreter does), then it is killed.
+pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Who the worker's output is attributed to; owned, because the stderr reader is its own thread.
 #[derive(Clone)]
@@ -68,6 +69,8 @@ pub(crate) struct WorkerProcess {
     stderr: StderrTail,
     /// Set once the process has been reaped.
     exited: Option<ExitStatus>,
+    /// Set once it was asked to end: when it is killed if it has not.
+    shutdown_by: Option<Instant>,
 }
 
 impl WorkerProcess {
@@ -106,6 +109,7 @@ impl WorkerProcess {
             attribution,
             stderr,
             exited: None,
+            shutdown_by: None,
         };
         let implemented = worker.load(spec, descriptor, load_timeout)?;
         tracing::debug!(pid = worker.child.id(), "worker process ready");
@@ -222,16 +226,7 @@ impl WorkerProcess {
         deadline: Option<Instant>,
         is_reply: impl Fn(u8) -> bool,
     ) -> Result<(u8, Vec<u8>), Failure> {
-        let child = &mut self.child;
-        let exited = &mut self.exited;
-        let mut alive = || match child.try_wait() {
-            Ok(Some(status)) => {
-                *exited = Some(status);
-                false
-            }
-            Ok(None) => true,
-            Err(_) => false,
-        };
+        let mut alive = reaping(&mut self.child, &mut self.exited);
         let mut wait = Wait {
             spin: SPIN_FOR_REPLY,
             deadline,
@@ -259,6 +254,8 @@ impl WorkerProcess {
                 }
             },
         };
+        // The liveness check borrows the child; `kill` and `died` below need it back.
+        drop(alive);
         outcome.map_err(|error| match error {
             ReceiveError::Interrupted(Interrupted::Deadline) => {
                 self.kill();
@@ -310,35 +307,88 @@ impl WorkerProcess {
     }
 }
 
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        if self.exited.is_none() {
-            let child = &mut self.child;
-            let mut alive = || matches!(child.try_wait(), Ok(None));
-            let mut wait = Wait {
-                spin: Duration::ZERO,
-                deadline: Some(Instant::now() + SHUTDOWN_GRACE),
-                alive: &mut alive,
-            };
-            let _ = self.mailbox.send(protocol::SHUTDOWN, &[], &mut wait);
-            let give_up = Instant::now() + SHUTDOWN_GRACE;
-            loop {
-                match self.child.try_wait() {
-                    Ok(Some(status)) => {
-                        self.exited = Some(status);
-                        break;
+impl WorkerProcess {
+    /// Asks the worker to end (it finalises its interpreter: joins the plugin's threads, runs its
+    /// `atexit` functions) and starts its grace period; `Drop` waits for the end. Asking every
+    /// worker of a set first lets their grace periods run at once.
+    pub(crate) fn request_shutdown(&mut self) {
+        if self.exited.is_some() || self.shutdown_by.is_some() {
+            return;
+        }
+        let give_up = Instant::now() + SHUTDOWN_GRACE;
+        self.shutdown_by = Some(give_up);
+        let child = &mut self.child;
+        let mut alive = || matches!(child.try_wait(), Ok(None));
+        let mut wait = Wait {
+            spin: Duration::ZERO,
+            deadline: Some(give_up),
+            alive: &mut alive,
+        };
+        let _ = self.mailbox.send(protocol::SHUTDOWN, &[], &mut wait);
+    }
+
+    /// Waits (routing what the plugin still writes) until the worker exits or its grace period
+    /// ends, then kills it if needed.
+    fn finish_shutdown(&mut self) {
+        self.request_shutdown();
+        let give_up = self.shutdown_by.unwrap_or_else(Instant::now);
+        let mut alive = reaping(&mut self.child, &mut self.exited);
+        let mut wait = Wait {
+            spin: Duration::ZERO,
+            deadline: Some(give_up),
+            alive: &mut alive,
+        };
+        loop {
+            match self.mailbox.receive(MAX_REPLY, &mut wait) {
+                Ok((protocol::OUTPUT, body)) => {
+                    if let Ok(taken) = serde_json::from_slice::<Taken>(&body) {
+                        self.attribution.route().deliver(taken);
                     }
-                    Ok(None) if Instant::now() < give_up => {
-                        std::thread::sleep(Duration::from_millis(1));
+                }
+                // Exited, or anything else: a worker that is ending owes no more messages.
+                Err(ReceiveError::Interrupted(Interrupted::PeerGone)) => break,
+                Ok(_) | Err(_) => {
+                    if Instant::now() >= give_up {
+                        tracing::warn!(
+                            plugin = %self.attribution.plugin,
+                            instance = self.attribution.instance,
+                            grace = ?SHUTDOWN_GRACE,
+                            "worker process did not end within its shutdown grace; killed"
+                        );
                     }
-                    _ => {
-                        self.kill();
-                        break;
-                    }
+                    break;
                 }
             }
         }
+        drop(alive);
+        // Reaped by `alive` when it exited; otherwise killed now.
+        if self.exited.is_none() && self.child.try_wait().ok().flatten().is_none() {
+            self.kill();
+        }
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        if self.exited.is_none() {
+            self.finish_shutdown();
+        }
         let _ = self.stderr.finish();
+    }
+}
+
+/// A [`Wait`] liveness check for `child` that records its exit status in `exited` once it is gone.
+fn reaping<'a>(
+    child: &'a mut Child,
+    exited: &'a mut Option<ExitStatus>,
+) -> impl FnMut() -> bool + 'a {
+    move || match child.try_wait() {
+        Ok(Some(status)) => {
+            *exited = Some(status);
+            false
+        }
+        Ok(None) => true,
+        Err(_) => false,
     }
 }
 
@@ -385,11 +435,7 @@ impl StderrTail {
         );
         let spawned = std::thread::Builder::new().name(name).spawn(move || {
             let route = attribution.route();
-            for line in BufReader::new(pipe).split(b'\n') {
-                let Ok(line) = line else { break };
-                let text = String::from_utf8_lossy(&line)
-                    .trim_end_matches('\r')
-                    .to_owned();
+            read_lines(pipe, |text| {
                 {
                     let mut kept = kept.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
                     if kept.len() == STDERR_TAIL_LINES {
@@ -398,7 +444,7 @@ impl StderrTail {
                     kept.push_back(text.clone());
                 }
                 route.deliver(Taken::line("stderr", text));
-            }
+            });
             let _ = done_tx.send(());
         });
         Self {
@@ -418,5 +464,48 @@ impl StderrTail {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         lines.iter().map(|line| format!("{line}\n")).collect()
+    }
+}
+
+/// Splits what a worker writes to its file descriptors into lines for `each`, keeping at most
+/// [`LINE_LIMIT`] bytes of a line (the rest is counted and named in a marker), so a worker writing
+/// gigabytes without a newline costs the host no more than that.
+fn read_lines(pipe: impl Read, mut each: impl FnMut(String)) {
+    let mut reader = BufReader::with_capacity(64 * 1024, pipe);
+    let mut line = Vec::new();
+    let mut dropped = 0usize;
+    let finish = |line: &mut Vec<u8>, dropped: &mut usize| {
+        let mut text = String::from_utf8_lossy(line)
+            .trim_end_matches('\r')
+            .to_owned();
+        if *dropped > 0 {
+            text.push_str(&format!(
+                "... [fidius: {dropped} more bytes of this line dropped]"
+            ));
+        }
+        line.clear();
+        *dropped = 0;
+        text
+    };
+    loop {
+        let available = match reader.fill_buf() {
+            Ok([]) => break,
+            Ok(available) => available,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        let newline = available.iter().position(|byte| *byte == b'\n');
+        let chunk = &available[..newline.unwrap_or(available.len())];
+        let kept = chunk.len().min(LINE_LIMIT - line.len());
+        line.extend_from_slice(&chunk[..kept]);
+        dropped += chunk.len() - kept;
+        let consumed = newline.map_or(available.len(), |at| at + 1);
+        reader.consume(consumed);
+        if newline.is_some() {
+            each(finish(&mut line, &mut dropped));
+        }
+    }
+    if !line.is_empty() || dropped > 0 {
+        each(finish(&mut line, &mut dropped));
     }
 }

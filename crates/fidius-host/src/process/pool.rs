@@ -1,9 +1,10 @@
 //! A process-tier plugin: a set of worker processes, each serving one call at a time. Callers talk
-//! to a worker's mailbox directly (no thread in between); a worker that dies or times out is
-//! replaced at the next call, with back-off when it keeps dying.
+//! to a worker's mailbox directly (no thread in between). A worker that dies or is killed at a
+//! deadline is replaced by a thread of its own, started as soon as the death is seen (with back-off
+//! when it keeps dying), so no call waits for a restart past its own deadline.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -38,14 +39,20 @@ pub(crate) struct ProcessCounters {
 }
 
 pub(crate) struct ProcessPool {
+    launcher: Arc<Launcher>,
+    /// The serving set; a reload swaps in a new one. Callers hold the set they took a worker from
+    /// until they give it back, so an old set ends once its last call finished.
+    current: Mutex<Arc<WorkerSet>>,
+    pub(crate) counters: Arc<ProcessCounters>,
+}
+
+/// What starting a worker needs; shared with the threads that restart workers in the background.
+struct Launcher {
     plugin: String,
     descriptor: &'static PythonInterfaceDescriptor,
     recent: Arc<RecentOutput>,
     settings: ProcessSettings,
-    /// The serving set; a reload swaps in a new one. Callers hold the set they took a worker from
-    /// until they give it back, so an old set ends once its last call finished.
-    current: Mutex<Arc<WorkerSet>>,
-    pub(crate) counters: ProcessCounters,
+    counters: Arc<ProcessCounters>,
 }
 
 /// The workers of one loaded version.
@@ -65,12 +72,23 @@ struct Slot {
     deaths: u32,
     /// No restart before this.
     restart_at: Option<Instant>,
+    /// Why the last restart failed, for the next caller (who gets it as an error while a new
+    /// attempt starts in the background).
+    failure: Option<String>,
 }
 
 /// Gives a slot back to the idle list however the call ends.
 struct SlotLease<'a> {
     set: &'a WorkerSet,
     index: usize,
+}
+
+impl SlotLease<'_> {
+    /// Hands the slot to a restart thread, which gives it back once the slot has a worker again
+    /// (or the attempt failed): meanwhile no caller takes it.
+    fn pass_to_restart(self) {
+        std::mem::forget(self);
+    }
 }
 
 impl Drop for SlotLease<'_> {
@@ -89,13 +107,17 @@ impl ProcessPool {
         recent: Arc<RecentOutput>,
         settings: ProcessSettings,
     ) -> Result<(Self, Vec<bool>), LoadError> {
+        let counters = Arc::new(ProcessCounters::default());
         let pool = Self {
-            plugin: source.name.clone(),
-            descriptor,
-            recent,
-            settings,
+            launcher: Arc::new(Launcher {
+                plugin: source.name.clone(),
+                descriptor,
+                recent,
+                settings,
+                counters: Arc::clone(&counters),
+            }),
             current: Mutex::new(Arc::new(WorkerSet::empty(source, descriptor, None))),
-            counters: ProcessCounters::default(),
+            counters,
         };
         let (set, implemented) = pool.start_set(source, instances)?;
         *pool.lock_current() = Arc::new(set);
@@ -118,13 +140,14 @@ impl ProcessPool {
         source: &PluginSource,
         instances: usize,
     ) -> Result<(WorkerSet, Vec<bool>), LoadError> {
-        let set = WorkerSet::empty(source, self.descriptor, self.settings.memory_limit);
+        let launcher = &self.launcher;
+        let set = WorkerSet::empty(source, launcher.descriptor, launcher.settings.memory_limit);
         let started: Vec<Result<(WorkerProcess, Vec<bool>), LoadError>> =
             std::thread::scope(|scope| {
                 let starting: Vec<_> = (0..instances)
                     .map(|number| {
                         let set = &set;
-                        scope.spawn(move || self.launch(set, number))
+                        scope.spawn(move || launcher.launch(&set.spec, number))
                     })
                     .collect();
                 starting
@@ -132,7 +155,7 @@ impl ProcessPool {
                     .map(|thread| {
                         thread.join().unwrap_or_else(|_| {
                             Err(LoadError::WorkerProtocol {
-                                plugin: self.plugin.clone(),
+                                plugin: launcher.plugin.clone(),
                                 reason: "the thread starting a worker panicked".to_owned(),
                             })
                         })
@@ -151,6 +174,7 @@ impl ProcessPool {
                         worker: Some(worker),
                         deaths: 0,
                         restart_at: None,
+                        failure: None,
                     }));
                 }
                 Err(error) => {
@@ -162,33 +186,12 @@ impl ProcessPool {
             // The workers that did start are shut down as `slots` drops.
             return Err(error);
         }
-        let set = WorkerSet { slots, ..set };
+        let mut set = set;
+        set.slots = slots;
         for index in 0..set.slots.len() {
             let _ = set.idle_tx.send(index);
         }
         Ok((set, implemented))
-    }
-
-    fn launch(
-        &self,
-        set: &WorkerSet,
-        number: usize,
-    ) -> Result<(WorkerProcess, Vec<bool>), LoadError> {
-        let attribution = Attribution {
-            plugin: set.spec.plugin.clone(),
-            version: set.spec.version.clone(),
-            instance: number,
-            recent: Arc::clone(&self.recent),
-        };
-        let span = tracing::info_span!("plugin_instance", plugin = %set.spec.plugin, version = %set.spec.version, instance = number, tier = "process");
-        let _entered = span.enter();
-        WorkerProcess::start(
-            &self.settings.command,
-            &set.spec,
-            self.descriptor,
-            attribution,
-            self.settings.load_timeout,
-        )
     }
 
     fn lock_current(&self) -> MutexGuard<'_, Arc<WorkerSet>> {
@@ -217,95 +220,140 @@ impl ProcessPool {
         payload: &[u8],
         deadline: Option<crate::runtime::instance::Deadline>,
     ) -> Result<Vec<u8>, CallError> {
+        let launcher = &self.launcher;
+        let plugin = &launcher.plugin;
         let set = Arc::clone(&self.lock_current());
         let method_name = || {
-            self.descriptor
+            launcher
+                .descriptor
                 .method(index)
                 .map_or_else(String::new, |method| method.name.to_owned())
         };
         let timed_out = || CallError::Timeout {
-            plugin: self.plugin.clone(),
+            plugin: plugin.clone(),
             method: method_name(),
             after: deadline.map_or(Duration::ZERO, |deadline| deadline.after),
         };
-        let taken = match deadline {
-            None => set.idle_rx.recv().ok(),
-            Some(deadline) => match set.idle_rx.recv_deadline(deadline.at) {
-                Ok(index) => Some(index),
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => return Err(timed_out()),
-                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => None,
-            },
-        };
-        let taken = SlotLease {
-            set: &set,
-            index: taken.ok_or_else(|| CallError::Unavailable {
-                plugin: self.plugin.clone(),
-            })?,
-        };
-        let mut slot = set.slots[taken.index]
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let worker = match self.ready_worker(&set, &mut slot, deadline.map(|deadline| deadline.at))
-        {
-            Ok(worker) => worker,
-            Err(Unready::Timeout) => return Err(timed_out()),
-            Err(Unready::Failed(reason)) => {
+        loop {
+            let taken = match deadline {
+                None => set.idle_rx.recv().ok(),
+                Some(deadline) => match set.idle_rx.recv_deadline(deadline.at) {
+                    Ok(index) => Some(index),
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => return Err(timed_out()),
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => None,
+                },
+            };
+            let lease = SlotLease {
+                set: &set,
+                index: taken.ok_or_else(|| CallError::Unavailable {
+                    plugin: plugin.clone(),
+                })?,
+            };
+            let mut slot = set.slots[lease.index]
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if slot.worker.as_mut().is_some_and(WorkerProcess::has_exited) {
+                if let Some(mut gone) = slot.worker.take() {
+                    if let Failure::Died { status, .. } = gone.died() {
+                        tracing::warn!(plugin = %plugin, instance = slot.number, %status, "idle worker process died; starting a new one");
+                    }
+                }
+                launcher.counters.crashes.fetch_add(1, Ordering::Relaxed);
+                launcher.buried(&mut slot);
+                launcher.restart(&set, &mut slot, lease);
+                // Another slot may have a worker; this one is back once its replacement is.
+                continue;
+            }
+            let Some(worker) = slot.worker.as_mut() else {
+                // The last restart failed: say why, and try again in the background.
+                let reason = slot
+                    .failure
+                    .take()
+                    .unwrap_or_else(|| "no worker process".to_owned());
+                launcher.restart(&set, &mut slot, lease);
                 return Err(CallError::WorkerUnavailable {
-                    plugin: self.plugin.clone(),
+                    plugin: plugin.clone(),
                     reason,
-                })
-            }
-        };
-        let result = worker.call(
-            index,
-            payload,
-            deadline.map(|deadline| deadline.at),
-            self.descriptor,
-        );
-        match result {
-            Ok(bytes) => {
-                slot.deaths = 0;
-                Ok(bytes)
-            }
-            Err(Failure::Call(error)) => {
-                slot.deaths = 0;
-                Err(error)
-            }
-            Err(Failure::Deadline) => {
-                tracing::warn!(plugin = %self.plugin, instance = slot.number, "call timed out; worker process killed");
-                slot.worker = None;
-                Err(timed_out())
-            }
-            Err(Failure::Died {
-                status,
-                stderr_tail,
-            }) => {
-                self.counters.crashes.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(plugin = %self.plugin, instance = slot.number, %status, "worker process died during a call");
-                self.buried(&mut slot);
-                Err(CallError::WorkerCrashed {
-                    plugin: self.plugin.clone(),
-                    method: method_name(),
+                });
+            };
+            let result = worker.call(
+                index,
+                payload,
+                deadline.map(|deadline| deadline.at),
+                launcher.descriptor,
+            );
+            return match result {
+                Ok(bytes) => {
+                    slot.deaths = 0;
+                    Ok(bytes)
+                }
+                Err(Failure::Call(error)) => {
+                    slot.deaths = 0;
+                    Err(error)
+                }
+                Err(Failure::Deadline) => {
+                    tracing::warn!(plugin = %plugin, instance = slot.number, "call timed out; worker process killed");
+                    launcher.buried(&mut slot);
+                    launcher.restart(&set, &mut slot, lease);
+                    Err(timed_out())
+                }
+                Err(Failure::Died {
                     status,
                     stderr_tail,
-                })
-            }
-            Err(Failure::Protocol(reason)) => {
-                self.counters.crashes.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(plugin = %self.plugin, instance = slot.number, %reason, "worker process broke the protocol; killed");
-                self.buried(&mut slot);
-                Err(CallError::WorkerCrashed {
-                    plugin: self.plugin.clone(),
-                    method: method_name(),
-                    status: format!("killed after a protocol error: {reason}"),
-                    stderr_tail: String::new(),
-                })
-            }
+                }) => {
+                    launcher.counters.crashes.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(plugin = %plugin, instance = slot.number, %status, "worker process died during a call");
+                    launcher.buried(&mut slot);
+                    launcher.restart(&set, &mut slot, lease);
+                    Err(CallError::WorkerCrashed {
+                        plugin: plugin.clone(),
+                        method: method_name(),
+                        status,
+                        stderr_tail,
+                    })
+                }
+                Err(Failure::Protocol(reason)) => {
+                    launcher.counters.crashes.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(plugin = %plugin, instance = slot.number, %reason, "worker process broke the protocol; killed");
+                    launcher.buried(&mut slot);
+                    launcher.restart(&set, &mut slot, lease);
+                    Err(CallError::WorkerCrashed {
+                        plugin: plugin.clone(),
+                        method: method_name(),
+                        status: format!("killed after a protocol error: {reason}"),
+                        stderr_tail: String::new(),
+                    })
+                }
+            };
         }
     }
+}
 
-    /// Forgets a dead worker and schedules its restart: at once after a first death, later after
-    /// each further one without an answered call in between.
+impl Launcher {
+    fn launch(
+        &self,
+        spec: &StartSpec,
+        number: usize,
+    ) -> Result<(WorkerProcess, Vec<bool>), LoadError> {
+        let attribution = Attribution {
+            plugin: spec.plugin.clone(),
+            version: spec.version.clone(),
+            instance: number,
+            recent: Arc::clone(&self.recent),
+        };
+        let span = tracing::info_span!("plugin_instance", plugin = %spec.plugin, version = %spec.version, instance = number, tier = "process");
+        let _entered = span.enter();
+        WorkerProcess::start(
+            &self.settings.command,
+            spec,
+            self.descriptor,
+            attribution,
+            self.settings.load_timeout,
+        )
+    }
+
+    /// Forgets a dead (or killed) worker and sets when it may be restarted: at once after a first
+    /// death, later after each further one without an answered call in between.
     fn buried(&self, slot: &mut Slot) {
         slot.worker = None;
         slot.deaths += 1;
@@ -318,55 +366,65 @@ impl ProcessPool {
         });
     }
 
-    /// The slot's worker, started first if it has none (or it died while idle).
-    fn ready_worker<'s>(
-        &self,
-        set: &WorkerSet,
-        slot: &'s mut Slot,
-        deadline: Option<Instant>,
-    ) -> Result<&'s mut WorkerProcess, Unready> {
-        if slot.worker.as_mut().is_some_and(WorkerProcess::has_exited) {
-            if let Some(mut gone) = slot.worker.take() {
-                if let Failure::Died { status, .. } = gone.died() {
-                    tracing::warn!(plugin = %self.plugin, instance = slot.number, %status, "idle worker process died; starting a new one");
+    /// Starts a replacement worker for `slot` on a thread of its own, after the slot's back-off;
+    /// the thread gives the slot back to callers (`lease`) once it has a worker or the attempt
+    /// failed. A set that ended meanwhile (the handle dropped, a reload) gets no worker.
+    fn restart(self: &Arc<Self>, set: &Arc<WorkerSet>, slot: &mut Slot, lease: SlotLease<'_>) {
+        let launcher = Arc::clone(self);
+        let weak: Weak<WorkerSet> = Arc::downgrade(set);
+        let spec = set.spec.clone();
+        let (number, index, restart_at) = (slot.number, lease.index, slot.restart_at);
+        let spawned = std::thread::Builder::new()
+            .name(format!("fidius:{}#{number}:restart", launcher.plugin))
+            .spawn(move || {
+                if let Some(at) = restart_at {
+                    tracing::info!(plugin = %launcher.plugin, instance = number, "backing off before restarting the worker process");
+                    std::thread::sleep(at.saturating_duration_since(Instant::now()));
                 }
-            }
-            self.counters.crashes.fetch_add(1, Ordering::Relaxed);
-            self.buried(slot);
+                if weak.strong_count() == 0 {
+                    return;
+                }
+                launcher.counters.restarts.fetch_add(1, Ordering::Relaxed);
+                let started = launcher.launch(&spec, number);
+                // Dropping an unwanted worker shuts it down.
+                let Some(set) = weak.upgrade() else { return };
+                {
+                    let mut slot = set.slots[index]
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                    match started {
+                        Ok((worker, _)) => {
+                            slot.worker = Some(worker);
+                            slot.restart_at = None;
+                            slot.failure = None;
+                        }
+                        Err(error) => {
+                            tracing::warn!(plugin = %launcher.plugin, instance = number, %error, "restarting the worker process failed");
+                            launcher.buried(&mut slot);
+                            slot.failure = Some(error.to_string());
+                        }
+                    }
+                }
+                let _ = set.idle_tx.send(index);
+            });
+        match spawned {
+            Ok(_) => lease.pass_to_restart(),
+            // The lease goes back to callers, who are told why there is no worker.
+            Err(error) => slot.failure = Some(format!("cannot start a restart thread: {error}")),
         }
-        if slot.worker.is_none() {
-            if let Some(at) = slot.restart_at {
-                if let Some(deadline) = deadline.filter(|deadline| *deadline < at) {
-                    std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
-                    return Err(Unready::Timeout);
-                }
-                tracing::info!(plugin = %self.plugin, instance = slot.number, deaths = slot.deaths, "backing off before restarting the worker process");
-                std::thread::sleep(at.saturating_duration_since(Instant::now()));
-            }
-            self.counters.restarts.fetch_add(1, Ordering::Relaxed);
-            match self.launch(set, slot.number) {
-                Ok((worker, _)) => {
-                    slot.restart_at = None;
-                    slot.worker = Some(worker);
-                }
-                Err(error) => {
-                    self.buried(slot);
-                    return Err(Unready::Failed(error.to_string()));
-                }
-            }
-        }
-        slot.worker
-            .as_mut()
-            .ok_or(Unready::Failed("no worker".to_owned()))
     }
 }
 
-/// Why a slot has no worker to call.
-enum Unready {
-    /// Backing off past the call's deadline.
-    Timeout,
-    /// Starting one failed.
-    Failed(String),
+impl Drop for WorkerSet {
+    /// Asks every worker to end before waiting for any, so their shutdown grace periods overlap.
+    fn drop(&mut self) {
+        for slot in &self.slots {
+            let mut slot = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Some(worker) = slot.worker.as_mut() {
+                worker.request_shutdown();
+            }
+        }
+    }
 }
 
 impl WorkerSet {

@@ -16,20 +16,31 @@ import importlib
 import io
 import sys
 
-# Lines kept between two drains (one call); beyond that they are counted, not kept, so a plugin that
-# prints in a loop cannot exhaust memory.
+# What is kept between two drains (one call): at most this many lines and this many characters;
+# beyond either, lines are counted, not kept, so a plugin that prints in a loop cannot exhaust memory.
 _FIDIUS_OUTPUT_LIMIT = 10_000
-# A line without a newline is cut here for the same reason.
-_FIDIUS_PARTIAL_LIMIT = 64 * 1024
+_FIDIUS_OUTPUT_BUDGET = 4 * 1024 * 1024
+# One line keeps at most this many characters; the rest is replaced by a marker saying how many were
+# dropped. A line still waiting for its newline holds no more than this either.
+_FIDIUS_LINE_LIMIT = 64 * 1024
 
 _fidius_output = []  # (stream, python level or None, logger name or None, text)
 _fidius_output_dropped = 0
+_fidius_output_kept = 0  # characters in _fidius_output
 
 
-def _fidius_record(stream, level, logger, text):
-    global _fidius_output_dropped
-    if len(_fidius_output) < _FIDIUS_OUTPUT_LIMIT:
+def _fidius_record(stream, level, logger, text, cut=0):
+    """Keeps one line for the host, capped at _FIDIUS_LINE_LIMIT; `cut` characters of it were already
+    left out by the stream."""
+    global _fidius_output_dropped, _fidius_output_kept
+    if len(text) > _FIDIUS_LINE_LIMIT:
+        cut += len(text) - _FIDIUS_LINE_LIMIT
+        text = text[:_FIDIUS_LINE_LIMIT]
+    if cut:
+        text = f"{text}... [fidius: {cut} more characters of this line dropped]"
+    if len(_fidius_output) < _FIDIUS_OUTPUT_LIMIT and _fidius_output_kept + len(text) <= _FIDIUS_OUTPUT_BUDGET:
         _fidius_output.append((stream, level, logger, text))
+        _fidius_output_kept += len(text)
     else:
         _fidius_output_dropped += 1
 
@@ -37,9 +48,10 @@ def _fidius_record(stream, level, logger, text):
 def _fidius_take_output():
     """What the host drains: the recorded lines (a copy; the list keeps its identity) and how many
     were dropped since the last drain."""
-    global _fidius_output_dropped
+    global _fidius_output_dropped, _fidius_output_kept
     taken = _fidius_output[:]
     _fidius_output.clear()
+    _fidius_output_kept = 0
     dropped, _fidius_output_dropped = _fidius_output_dropped, 0
     return [taken, dropped]
 
@@ -49,7 +61,9 @@ class _FidiusStream(io.TextIOBase):
 
     def __init__(self, name):
         self._name = name
-        self._partial = ""
+        self._partial = ""  # the line so far, at most _FIDIUS_LINE_LIMIT characters
+        self._cut = 0  # characters of that line left out
+        self._buffer = None
 
     @property
     def name(self):
@@ -63,30 +77,89 @@ class _FidiusStream(io.TextIOBase):
     def errors(self):
         return "backslashreplace"
 
+    @property
+    def buffer(self):
+        """A binary view: bytes written here are decoded as UTF-8 and routed like text."""
+        if self._buffer is None:
+            self._buffer = _FidiusBuffer(self)
+        return self._buffer
+
     def writable(self):
         return True
 
     def isatty(self):
         return False
 
+    def fileno(self):
+        raise io.UnsupportedOperation(f"{self.name} has no file descriptor: fidius routes it to the host")
+
+    def _extend(self, piece):
+        room = _FIDIUS_LINE_LIMIT - len(self._partial)
+        if len(piece) > room:
+            self._cut += len(piece) - room
+            piece = piece[:room]
+        if piece:
+            self._partial += piece
+
+    def _end_line(self):
+        _fidius_record(self._name, None, None, self._partial, self._cut)
+        self._partial = ""
+        self._cut = 0
+
     def write(self, text):
         if not isinstance(text, str):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
-        pending = self._partial + text
-        if "\n" in text:
-            *lines, pending = pending.split("\n")
-            for line in lines:
-                _fidius_record(self._name, None, None, line)
-        if len(pending) > _FIDIUS_PARTIAL_LIMIT:
-            _fidius_record(self._name, None, None, pending)
-            pending = ""
-        self._partial = pending
+        if "\n" not in text:
+            self._extend(text)
+            return len(text)
+        first, *lines, last = text.split("\n")
+        self._extend(first)
+        self._end_line()
+        for line in lines:
+            _fidius_record(self._name, None, None, line)
+        self._extend(last)
         return len(text)
 
     def flush(self):
-        if self._partial:
-            _fidius_record(self._name, None, None, self._partial)
-            self._partial = ""
+        if self._partial or self._cut:
+            self._end_line()
+
+
+class _FidiusBuffer(io.BufferedIOBase):
+    """`sys.stdout.buffer`/`sys.stderr.buffer`: bytes, decoded as UTF-8 (undecodable bytes as
+    backslash escapes, a character split across writes kept whole) and written to the text stream."""
+
+    def __init__(self, text):
+        import codecs  # already imported by every interpreter (io needs it): costs nothing
+
+        self._text = text
+        self._decoder = codecs.getincrementaldecoder("utf-8")("backslashreplace")
+
+    @property
+    def name(self):
+        return self._text.name
+
+    @property
+    def mode(self):
+        return "wb"
+
+    def writable(self):
+        return True
+
+    def isatty(self):
+        return False
+
+    def fileno(self):
+        return self._text.fileno()
+
+    def write(self, data):
+        with memoryview(data) as view:
+            written = view.nbytes
+            self._text.write(self._decoder.decode(view))
+        return written
+
+    def flush(self):
+        self._text.flush()
 
 
 def _fidius_attach_logging(logging, level):

@@ -46,42 +46,81 @@ pub struct OutputLine {
     pub text: String,
 }
 
-/// A plugin's most recent output lines, shared by its instances.
+/// The most a line of plugin output keeps, in bytes (the bootstrap caps lines at 64 Ki characters;
+/// this bounds what a worker process sends, or writes to its file descriptors, whatever it is).
+pub(crate) const LINE_LIMIT: usize = 256 * 1024;
+/// The most lines one drain delivers (the bootstrap's `_FIDIUS_OUTPUT_LIMIT`).
+const LINES_PER_DRAIN: usize = 10_000;
+/// The most text [`RecentOutput`] holds, in bytes, whatever its line capacity.
+pub(crate) const RECENT_BYTES: usize = 1024 * 1024;
+
+/// Cuts `text` to at most [`LINE_LIMIT`] bytes (on a character boundary), saying how much was cut.
+pub(crate) fn cap_line(mut text: String) -> String {
+    if text.len() <= LINE_LIMIT {
+        return text;
+    }
+    let mut cut = LINE_LIMIT;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let dropped = text.len() - cut;
+    text.truncate(cut);
+    text.push_str(&format!(
+        "... [fidius: {dropped} more bytes of this line dropped]"
+    ));
+    text
+}
+
+/// A plugin's most recent output lines, shared by its instances: at most `capacity` lines and
+/// [`RECENT_BYTES`] of text.
 #[derive(Debug)]
 pub(crate) struct RecentOutput {
-    lines: Mutex<VecDeque<OutputLine>>,
+    kept: Mutex<Kept>,
     capacity: usize,
+}
+
+#[derive(Debug, Default)]
+struct Kept {
+    lines: VecDeque<OutputLine>,
+    /// Bytes of text in `lines`.
+    bytes: usize,
 }
 
 impl RecentOutput {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
-            lines: Mutex::new(VecDeque::with_capacity(capacity.min(1024))),
+            kept: Mutex::new(Kept {
+                lines: VecDeque::with_capacity(capacity.min(1024)),
+                bytes: 0,
+            }),
             capacity,
         }
     }
 
-    pub(crate) fn snapshot(&self) -> Vec<OutputLine> {
-        let lines = self
-            .lines
+    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
+        self.kept
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        lines.iter().cloned().collect()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn snapshot(&self) -> Vec<OutputLine> {
+        self.lock().lines.iter().cloned().collect()
     }
 
     fn extend(&self, new: impl IntoIterator<Item = OutputLine>) {
         if self.capacity == 0 {
             return;
         }
-        let mut lines = self
-            .lines
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut kept = self.lock();
         for line in new {
-            if lines.len() == self.capacity {
-                lines.pop_front();
+            kept.bytes += line.text.len();
+            kept.lines.push_back(line);
+            while kept.lines.len() > self.capacity || kept.bytes > RECENT_BYTES {
+                match kept.lines.pop_front() {
+                    Some(old) => kept.bytes -= old.text.len(),
+                    None => break,
+                }
             }
-            lines.push_back(line);
         }
     }
 }
@@ -152,7 +191,12 @@ impl OutputSink for OutputRoute<'_> {
 
 impl OutputRoute<'_> {
     /// Emits and keeps lines the plugin wrote.
-    pub(crate) fn deliver(&self, Taken(lines, dropped): Taken) {
+    pub(crate) fn deliver(&self, Taken(mut lines, mut dropped): Taken) {
+        // The bootstrap keeps no more than this; a worker process that sends more is not trusted.
+        if lines.len() > LINES_PER_DRAIN {
+            dropped += (lines.len() - LINES_PER_DRAIN) as u64;
+            lines.truncate(LINES_PER_DRAIN);
+        }
         if dropped > 0 {
             tracing::warn!(
                 target: OUTPUT_TARGET,
@@ -160,12 +204,12 @@ impl OutputRoute<'_> {
                 version = self.version,
                 instance = self.instance,
                 dropped,
-                "plugin output lines dropped (more than 10,000 in one call)"
+                "plugin output lines dropped (more than 10,000 lines or 4 Mi characters in one call)"
             );
         }
         let lines: Vec<OutputLine> = lines
             .into_iter()
-            .map(|(stream, level, logger, text)| self.line(&stream, level, logger, text))
+            .map(|(stream, level, logger, text)| self.line(&stream, level, logger, cap_line(text)))
             .collect();
         for line in &lines {
             self.emit(line);

@@ -22,6 +22,17 @@ use crate::runtime::output::{self, OutputSink, Taken};
 /// back-to-back calls never waits for a wake-up).
 const KEEP_POLLING: Duration = Duration::from_micros(100);
 
+/// Run when the host asks the worker to end (see the `SHUTDOWN` arm of [`serve`]).
+const FINALIZE: &str = "import sys\n\
+    threading = sys.modules.get('threading')\n\
+    if threading is not None:\n    threading._shutdown()\n\
+    atexit = sys.modules.get('atexit')\n\
+    if atexit is not None:\n    atexit._run_exitfuncs()\n";
+
+/// Address space a worker with a `memory_limit` has beyond what Python may allocate: the mapped
+/// interpreter and libraries, thread stacks, and the worker's own allocations.
+const RUNTIME_HEADROOM: u64 = 256 << 20;
+
 /// Exit status when the host broke the protocol or went away.
 const HOST_GONE: u8 = 70;
 
@@ -61,17 +72,29 @@ fn serve() -> Result<(), String> {
     let spec: StartSpec =
         serde_json::from_slice(&body).map_err(|error| format!("bad start message: {error}"))?;
     if let Some(limit) = spec.memory_limit {
+        // Python gets `limit`; the address space has room beyond it for the runtime itself (the
+        // interpreter's code and stacks, this worker's Rust code), so running out in Python is a
+        // `MemoryError` the worker can report, not an abort in whatever allocates next.
+        let address_space = limit
+            .saturating_add(fidius_ffi::MEMORY_LIMIT_GRACE as u64)
+            .saturating_add(RUNTIME_HEADROOM);
         rustix::process::setrlimit(
             Resource::As,
             Rlimit {
-                current: Some(limit),
-                maximum: Some(limit),
+                current: Some(address_space),
+                maximum: Some(address_space),
             },
         )
         .map_err(|error| format!("cannot set the memory limit: {error}"))?;
     }
     let descriptor = spec.interface.leak();
-    let interp = match WorkerInterpreter::claim() {
+    let claimed = WorkerInterpreter::claim().and_then(|interp| {
+        if let Some(limit) = spec.memory_limit {
+            interp.limit_memory(usize::try_from(limit).unwrap_or(usize::MAX))?;
+        }
+        Ok(interp)
+    });
+    let interp = match claimed {
         Ok(interp) => interp,
         Err(error) => {
             send_json(&mut mailbox, protocol::STARTED, &failed(&error), &mut wait)?;
@@ -128,7 +151,22 @@ fn serve() -> Result<(), String> {
                     )?,
                 }
             }
-            protocol::SHUTDOWN => return Ok(()),
+            protocol::SHUTDOWN => {
+                // What `Py_FinalizeEx` does first, and ending a sub-interpreter does too: wait for
+                // the plugin's (non-daemon) threads, then run its `atexit` functions. The host
+                // kills the worker if this outlasts its grace period.
+                let _ = interp.with(|py| {
+                    if let Err(error) = py.run(FINALIZE) {
+                        tracing::warn!(%error, "finalising the plugin's interpreter failed");
+                    }
+                    collected.drain(
+                        &instance.output_buffer.bind(py),
+                        &instance.take_output.bind(py),
+                    );
+                });
+                send_output(&collected, &mut mailbox, &mut wait)?;
+                return Ok(());
+            }
             other => return Err(format!("unexpected message kind {other}")),
         }
     }

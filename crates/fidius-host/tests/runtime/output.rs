@@ -305,3 +305,51 @@ fn what_a_plugin_printed_before_its_import_failed_reaches_tracing() {
         ]
     );
 }
+
+/// Libraries that write bytes (`sys.stdout.buffer.write`, an `io.TextIOWrapper` around it) work:
+/// the bytes are decoded as UTF-8 and routed like text, on both streams; `fileno()` still says
+/// there is no file descriptor.
+#[test]
+fn bytes_written_to_the_streams_buffers_are_routed_like_text() {
+    let root = tempfile::tempdir().unwrap();
+    let bystander = support::start_tester(root.path(), "bytes-bystander", "1.0", 2, 1);
+    let dir = support::write_plugin(root.path(), "bytes", &[("tester.py", NOISY_PLUGIN)]);
+    let handle = support::start(&dir, "bytes", 1);
+    let code = "import io, sys\n\
+        sys.stdout.buffer.write(b'raw bytes\\n')\n\
+        sys.stderr.buffer.write(b'to stderr \\xc3')\n\
+        sys.stderr.buffer.write(b'\\xa9 split, bad \\xff\\n')\n\
+        wrapper = io.TextIOWrapper(sys.stdout.buffer, encoding='utf-8', line_buffering=True)\n\
+        wrapper.write('through a TextIOWrapper\\n')\n\
+        wrapper.detach()\n\
+        sys.stdout.buffer.flush()\n\
+        result = [sys.stdout.buffer.writable(), fileno_of(sys.stdout.buffer), fileno_of(sys.stderr.buffer)]";
+    let expression = format!("[exec({code:?}, globals()), result][1]");
+    let out = handle
+        .call_typed_json(RETURN, json!([expression]).to_string().as_bytes())
+        .unwrap();
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&out).unwrap(),
+        json!([true, "UnsupportedOperation", "UnsupportedOperation"])
+    );
+    let lines: Vec<(OutputStream, String)> = handle
+        .recent_output()
+        .into_iter()
+        .map(|line| (line.stream, line.text))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            (OutputStream::Stdout, "loading noisy".to_owned()),
+            (OutputStream::Stdout, "raw bytes".to_owned()),
+            (
+                OutputStream::Stderr,
+                "to stderr \u{e9} split, bad \\xff".to_owned()
+            ),
+            (OutputStream::Stdout, "through a TextIOWrapper".to_owned()),
+        ]
+    );
+    assert!(bystander
+        .call_typed_json(support::TRANSFORM, b"[1]")
+        .is_ok());
+}
