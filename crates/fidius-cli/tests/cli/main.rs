@@ -12,6 +12,7 @@ mod numpy;
 #[path = "../../../fidius-core/tests/all/support.rs"]
 mod package_support;
 mod support;
+mod trust;
 mod tutorial;
 mod vendoring;
 mod workflow;
