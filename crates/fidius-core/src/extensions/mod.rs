@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 
 pub use scan::{find_extension_modules, ExtensionFile};
 
-use crate::fs::{read_regular_text, FileError, MAX_EXTENSIONS_BYTES};
+use crate::fs::{read_regular_file, read_regular_text, FileError, MAX_EXTENSIONS_BYTES};
 use crate::toml_error::TomlSyntax;
 
 /// File name of the probe record at the package root.
@@ -270,10 +270,27 @@ impl ExtensionRecord {
     pub fn write(&self, root: &Path) -> Result<bool, ExtensionsError> {
         let path = root.join(EXTENSIONS_FILE);
         let text = self.to_toml()?;
-        if std::fs::read(&path).is_ok_and(|existing| existing == text.as_bytes()) {
+        if read_regular_file(&path, MAX_EXTENSIONS_BYTES)
+            .is_ok_and(|existing| existing == text.as_bytes())
+        {
             return Ok(false);
         }
-        std::fs::write(&path, text).map_err(|source| ExtensionsError::Io { path, source })?;
+        // A fresh file renamed into place: never half-written, and a symlink (or FIFO) at the path
+        // is replaced rather than written through.
+        let io_error = |source| ExtensionsError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut temp = tempfile::NamedTempFile::new_in(root).map_err(io_error)?;
+        std::io::Write::write_all(&mut temp, text.as_bytes()).map_err(io_error)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            temp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(0o644))
+                .map_err(io_error)?;
+        }
+        temp.persist(&path).map_err(|error| io_error(error.error))?;
         Ok(true)
     }
 
