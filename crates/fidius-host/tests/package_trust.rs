@@ -2,6 +2,12 @@
 //! signed, discovery never blocks on or leaks from a file that is not what it claims to be, and an
 //! invalid package never enters the cache.
 
+#[allow(
+    dead_code,
+    reason = "fidius-core's test support, shared; this suite uses the archive and pyc builders"
+)]
+#[path = "../../fidius-core/tests/all/support.rs"]
+mod package_support;
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -11,6 +17,7 @@ use std::time::Duration;
 use fidius_core::archive::{pack_dir, SignaturePolicy};
 use fidius_core::signing::{generate_signing_key, sign_dir, SigningKey};
 use fidius_host::{PluginCall, PluginHost, PublicKey};
+use package_support::{inject_into_archive, unchecked_hash_pyc};
 use support::{TESTER, TRANSFORM};
 
 /// Long enough for any real run on a loaded machine; a discovery blocked on a FIFO never ends.
@@ -57,56 +64,6 @@ fn chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// A real unchecked-hash pyc, compiled by the embedded Python from `source`, and the cache tag.
-fn unchecked_hash_pyc(source: &str) -> (Vec<u8>, String) {
-    let work = tempfile::tempdir().unwrap();
-    let source_path = work.path().join("attack.py");
-    let pyc_path = work.path().join("attack.pyc");
-    std::fs::write(&source_path, source).unwrap();
-    let python = std::env::var_os("FIDIUS_PYTHON")
-        .or_else(|| std::env::var_os("PYO3_PYTHON"))
-        .expect("set FIDIUS_PYTHON or PYO3_PYTHON to the Python fidius embeds");
-    let output = std::process::Command::new(python)
-        .arg("-c")
-        .arg(
-            "import py_compile, sys\n\
-             py_compile.compile(sys.argv[1], cfile=sys.argv[2], doraise=True,\n\
-                 invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)\n\
-             print(sys.implementation.cache_tag)",
-        )
-        .arg(&source_path)
-        .arg(&pyc_path)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
-    let tag = String::from_utf8(output.stdout).unwrap().trim().to_owned();
-    (std::fs::read(pyc_path).unwrap(), tag)
-}
-
-/// Appends `entries` to the gzip archive at `archive`, keeping every original entry.
-fn inject(archive: &Path, entries: &[(&str, &[u8])]) {
-    let bytes = std::fs::read(archive).unwrap();
-    let mut input = tar::Archive::new(flate2::read::GzDecoder::new(bytes.as_slice()));
-    let mut output = tar::Builder::new(flate2::write::GzEncoder::new(
-        Vec::new(),
-        flate2::Compression::default(),
-    ));
-    for entry in input.entries().unwrap() {
-        let mut entry = entry.unwrap();
-        let mut header = entry.header().clone();
-        let path = entry.path().unwrap().into_owned();
-        output.append_data(&mut header, path, &mut entry).unwrap();
-    }
-    for (path, content) in entries {
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(tar::EntryType::Regular);
-        header.set_size(content.len() as u64);
-        header.set_mode(0o644);
-        output.append_data(&mut header, path, *content).unwrap();
-    }
-    std::fs::write(archive, output.into_inner().unwrap().finish().unwrap()).unwrap();
-}
-
 /// Finding 1: bytecode compiled from attacker code, added as `__pycache__/tester.<tag>.pyc` to a
 /// genuine signed archive and to a signed directory, is refused by a host requiring signatures,
 /// naming the entry; the attacker code never runs.
@@ -118,7 +75,8 @@ fn injected_bytecode_in_a_signed_package_is_refused_and_never_runs() {
         "open({:?}, 'w').write('pwned')\n{}",
         marker.display().to_string(),
         support::TESTER_PLUGIN
-    ));
+    ))
+    .unwrap();
     let bytecode = format!("__pycache__/tester.{tag}.pyc");
     let key = generate_signing_key();
 
@@ -127,7 +85,7 @@ fn injected_bytecode_in_a_signed_package_is_refused_and_never_runs() {
     let packed = pack_dir(&source, &archives, SignaturePolicy::SignWith(&key)).unwrap();
     std::fs::remove_dir_all(&source).unwrap();
     let entry = format!("archived-1.0.0/{bytecode}");
-    inject(&packed.path, &[(&entry, &pyc)]);
+    inject_into_archive(&packed.path, &[(&entry, &pyc)]).unwrap();
 
     let dirs = root.path().join("dirs");
     let signed = tester_package(&dirs, "signed", "signed");
