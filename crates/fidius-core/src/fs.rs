@@ -209,7 +209,7 @@ mod tests {
         Ok(())
     }
 
-    #[cfg(unix)]
+    #[cfg(target_os = "linux")]
     #[test]
     fn refuses_links_and_fifos_without_blocking() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;

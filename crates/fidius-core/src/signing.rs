@@ -116,19 +116,19 @@ fn write_key_file(
     let mut temp = tempfile::Builder::new()
         .prefix(".fidius-key-")
         .tempfile_in(dir)
-        .map_err(PackageError::io(dir))?;
+        .map_err(PackageError::io(path))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         temp.as_file()
             .set_permissions(fs::Permissions::from_mode(mode))
-            .map_err(PackageError::io(temp.path()))?;
+            .map_err(PackageError::io(path))?;
     }
     #[cfg(not(unix))]
     let _ = mode;
     temp.write_all(bytes)
         .and_then(|()| temp.as_file().sync_all())
-        .map_err(PackageError::io(temp.path()))?;
+        .map_err(PackageError::io(path))?;
     let persisted = match overwrite {
         Overwrite::Refuse => temp.persist_noclobber(path),
         Overwrite::Replace => temp.persist(path),

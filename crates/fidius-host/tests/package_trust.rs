@@ -110,7 +110,7 @@ fn injected_bytecode_in_a_signed_package_is_refused_and_never_runs() {
 
 /// Finding 5: a FIFO named `x.fid` and a FIFO `package.toml` on a search path are listed as
 /// broken at once; discovery and loading the good plugin beside them do not block.
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 #[test]
 fn fifos_on_a_search_path_are_broken_entries_and_block_nothing() {
     let root = tempfile::tempdir().unwrap();
