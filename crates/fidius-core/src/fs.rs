@@ -4,7 +4,8 @@
 //! Every such read goes through [`open_regular_file`]: the path is never followed through a
 //! symlink, a FIFO or device is never opened for reading (so nothing blocks on open or read), and
 //! the size is checked from the file's metadata before a single byte is read, so a 1 GiB
-//! `package.sig` costs one `fstat`.
+//! `package.sig` costs one `fstat`. Archives are opened with [`open_archive_file`], the same checks
+//! except that a symlink to an archive is followed.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -74,11 +75,32 @@ impl FileError {
 /// Opens `path` for reading if, and only if, it is a regular file (not through a symlink, not a
 /// FIFO or device); returns the file and its length.
 pub fn open_regular_file(path: &Path) -> Result<(File, u64), FileError> {
-    // lstat first, so a device or FIFO is never opened at all in the common case; the check after
+    open_checked(path, Links::Refuse)
+}
+
+/// Opens a `.fid` archive named on a search path or command line: a symlink to an archive is
+/// followed (the archive is verified by its contents, not by where it lives), but what it leads
+/// to must be a regular file, and opening never blocks on a FIFO or device.
+pub fn open_archive_file(path: &Path) -> Result<(File, u64), FileError> {
+    open_checked(path, Links::Follow)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Links {
+    Refuse,
+    Follow,
+}
+
+fn open_checked(path: &Path, links: Links) -> Result<(File, u64), FileError> {
+    // stat first, so a device or FIFO is never opened at all in the common case; the check after
     // opening (on the opened file itself) covers a swap in between.
-    let before = std::fs::symlink_metadata(path).map_err(|error| FileError::io(path, error))?;
+    let before = match links {
+        Links::Refuse => std::fs::symlink_metadata(path),
+        Links::Follow => std::fs::metadata(path),
+    }
+    .map_err(|error| FileError::io(path, error))?;
     check_regular(path, &before)?;
-    let file = open_no_follow(path)?;
+    let file = open_nonblocking(path, links)?;
     let metadata = file
         .metadata()
         .map_err(|error| FileError::io(path, error))?;
@@ -158,14 +180,17 @@ fn kind_name(file_type: &std::fs::FileType) -> &'static str {
 }
 
 /// `O_NOFOLLOW` refuses a symlink in the last component; `O_NONBLOCK` makes opening a FIFO that
-/// slipped in after the lstat return at once instead of waiting for a writer.
+/// slipped in after the stat return at once instead of waiting for a writer.
 #[cfg(unix)]
-fn open_no_follow(path: &Path) -> Result<File, FileError> {
+fn open_nonblocking(path: &Path, links: Links) -> Result<File, FileError> {
     use rustix::fs::{Mode, OFlags};
-    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let mut flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    if links == Links::Refuse {
+        flags |= OFlags::NOFOLLOW;
+    }
     match rustix::fs::open(path, flags, Mode::empty()) {
         Ok(fd) => Ok(File::from(fd)),
-        Err(rustix::io::Errno::LOOP) => Err(FileError::Symlink {
+        Err(rustix::io::Errno::LOOP) if links == Links::Refuse => Err(FileError::Symlink {
             path: path.to_path_buf(),
         }),
         Err(errno) => Err(FileError::io(path, errno.into())),
@@ -173,7 +198,7 @@ fn open_no_follow(path: &Path) -> Result<File, FileError> {
 }
 
 #[cfg(not(unix))]
-fn open_no_follow(path: &Path) -> Result<File, FileError> {
+fn open_nonblocking(path: &Path, _links: Links) -> Result<File, FileError> {
     File::open(path).map_err(|error| FileError::io(path, error))
 }
 
@@ -228,6 +253,13 @@ mod tests {
             rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
         )?;
         let error = read_regular_file(&fifo, 100).expect_err("fifo");
+        assert!(matches!(error, FileError::NotRegular { kind: "FIFO", .. }));
+
+        // Archives may be reached through a link, but only to a regular file.
+        assert_eq!(open_archive_file(&link)?.1, 6);
+        let fifo_link = dir.path().join("fifo-link");
+        std::os::unix::fs::symlink(&fifo, &fifo_link)?;
+        let error = open_archive_file(&fifo_link).expect_err("fifo behind a link");
         assert!(matches!(error, FileError::NotRegular { kind: "FIFO", .. }));
         Ok(())
     }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Args;
 use fidius_core::archive::{unpack, UnpackLimits};
-use fidius_core::fs::open_regular_file;
+use fidius_core::fs::open_archive_file;
 
 /// Extract a .fid archive (gzip or bzip2) into DEST/NAME-VERSION/.
 ///
@@ -27,7 +27,7 @@ pub struct UnpackCommand {
 
 impl UnpackCommand {
     pub fn execute(self) -> anyhow::Result<()> {
-        let (file, _) = open_regular_file(&self.archive)
+        let (file, _) = open_archive_file(&self.archive)
             .with_context(|| format!("cannot open {}", self.archive.display()))?;
         let unpacked = unpack(BufReader::new(file), &self.dest, &UnpackLimits::default())
             .with_context(|| format!("refused to unpack {}", self.archive.display()))?;

@@ -42,7 +42,7 @@ pub use pack::{pack_dir, write_archive, PackedArchive, SignaturePolicy, ARCHIVE_
 pub use peek::{read_archive_manifest, ArchiveSummary};
 pub use unpack::{unpack, UnpackLimits, UnpackedPackage};
 
-use crate::fs::open_regular_file;
+use crate::fs::open_archive_file;
 use crate::manifest::Manifest;
 use crate::signing::{verify_dir, VerifiedSignature};
 use crate::PackageError;
@@ -79,7 +79,7 @@ pub fn unpack_to_scratch(
     archive: &Path,
     limits: &UnpackLimits,
 ) -> Result<ScratchPackage, PackageError> {
-    let (file, _) = open_regular_file(archive)?;
+    let (file, _) = open_archive_file(archive)?;
     let dir = tempfile::Builder::new()
         .prefix("fidius-")
         .tempdir()

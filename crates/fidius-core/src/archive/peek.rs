@@ -3,7 +3,7 @@
 use std::io::{BufReader, Read};
 use std::path::{Component, Path};
 
-use crate::fs::{open_regular_file, FileError, MAX_MANIFEST_BYTES};
+use crate::fs::{open_archive_file, FileError, MAX_MANIFEST_BYTES};
 use crate::manifest::{Manifest, MANIFEST_FILE};
 use crate::tree::SIGNATURE_FILE;
 use crate::PackageError;
@@ -24,7 +24,7 @@ pub struct ArchiveSummary {
 /// Only the manifest's own rules are checked (an archive's files are not looked at), so a manifest
 /// that passes here can still fail [`Manifest::load`] once unpacked.
 pub fn read_archive_manifest(archive: &Path) -> Result<ArchiveSummary, PackageError> {
-    let (file, _) = open_regular_file(archive)?;
+    let (file, _) = open_archive_file(archive)?;
     let mut tar = tar::Archive::new(decompressor(BufReader::new(file))?);
     let entries = tar
         .entries()
