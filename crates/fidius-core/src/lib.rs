@@ -6,10 +6,12 @@ pub mod call;
 pub mod digest;
 pub mod dist_info;
 pub mod extensions;
+pub mod fs;
 pub mod interface;
 pub mod manifest;
 pub mod package_error;
 pub mod signing;
+pub mod toml_error;
 pub mod tree;
 
 pub use call::{CallError, PluginCall, PluginError};

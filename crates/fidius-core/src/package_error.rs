@@ -3,6 +3,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::fs::FileError;
 use crate::manifest::ManifestError;
 use crate::signing::KeyFingerprint;
 
@@ -31,6 +32,10 @@ pub enum PackageError {
     /// A path inside the package is not valid UTF-8, so it has no stable digest encoding.
     #[error("{path:?} is not valid UTF-8")]
     NonUtf8Path { path: PathBuf },
+    /// A file the package describes itself with (or the archive) is not a regular file within its
+    /// size bound.
+    #[error(transparent)]
+    File(#[from] FileError),
     /// The package's `package.toml` is missing or invalid.
     #[error(transparent)]
     Manifest(#[from] ManifestError),
@@ -133,6 +138,16 @@ pub enum PackageError {
         #[source]
         source: ed25519_dalek::SignatureError,
     },
+    /// A key file to write is a symlink; keys are never written through one, even with `--force`.
+    #[error("{path} is a symlink; refusing to write a key through it")]
+    KeySymlink { path: PathBuf },
+    /// An archive entry, or a file in a package checked against its signature, that the digest
+    /// does not cover (so no signature could vouch for it).
+    #[error("{entry:?} is not covered by the package digest ({reason}); a package may hold only files its signature covers")]
+    NotCovered { entry: String, reason: &'static str },
+    /// The archive's top directory is not the manifest's `NAME-VERSION`.
+    #[error("the archive's top directory is {found:?}, but its package.toml says {expected:?} (NAME-VERSION)")]
+    TopDirectoryMismatch { found: String, expected: String },
     /// Key generation would overwrite an existing file.
     #[error("{path} already exists; refusing to overwrite it")]
     KeyExists { path: PathBuf },

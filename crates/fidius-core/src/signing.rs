@@ -6,7 +6,7 @@
 //! Verification uses `verify_strict`, which rejects weak keys and malleable signatures.
 
 use std::fmt;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -15,8 +15,12 @@ pub use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 
 use crate::digest::PackageDigest;
-use crate::tree::SIGNATURE_FILE;
+use crate::fs::{read_regular_file, FileError};
+use crate::tree::{PackageTree, Selection, SIGNATURE_FILE};
 use crate::PackageError;
+
+/// Size of `package.sig`: one raw Ed25519 signature.
+const SIGNATURE_LEN: u64 = 64;
 
 /// Short, stable name of a public key: the first 8 bytes of SHA-256 over its 32 bytes, as hex.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -67,14 +71,17 @@ pub fn write_key_pair(
         secret: with_suffix(stem, ".secret"),
         public: with_suffix(stem, ".public"),
     };
-    if overwrite == Overwrite::Refuse {
-        if let Some(existing) = [&files.secret, &files.public]
-            .into_iter()
-            .find(|path| path.exists())
-        {
-            return Err(PackageError::KeyExists {
-                path: existing.clone(),
-            });
+    for path in [&files.secret, &files.public] {
+        match fs::symlink_metadata(path) {
+            Ok(metadata) if metadata.file_type().is_symlink() => {
+                return Err(PackageError::KeySymlink { path: path.clone() })
+            }
+            Ok(_) if overwrite == Overwrite::Refuse => {
+                return Err(PackageError::KeyExists { path: path.clone() })
+            }
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(PackageError::io(path)(error)),
         }
     }
     write_key_file(&files.secret, &key.to_bytes(), 0o600, overwrite)?;
@@ -93,33 +100,47 @@ fn with_suffix(stem: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Writes a fresh file beside `path` and renames it into place: a rename replaces a symlink
+/// placed at `path` meanwhile instead of writing through it, and with [`Overwrite::Refuse`] the
+/// no-clobber rename fails on anything already there.
 fn write_key_file(
     path: &Path,
     bytes: &[u8],
     mode: u32,
     overwrite: Overwrite,
 ) -> Result<(), PackageError> {
-    let mut options = OpenOptions::new();
-    options.write(true);
-    match overwrite {
-        Overwrite::Refuse => options.create_new(true),
-        Overwrite::Replace => options.create(true).truncate(true),
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
     };
+    let mut temp = tempfile::Builder::new()
+        .prefix(".fidius-key-")
+        .tempfile_in(dir)
+        .map_err(PackageError::io(path))?;
     #[cfg(unix)]
     {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        options.mode(mode);
-        let mut file = options.open(path).map_err(PackageError::io(path))?;
-        // `mode` applies only to newly created files; a replaced secret must not keep looser bits.
-        file.set_permissions(fs::Permissions::from_mode(mode))
+        use std::os::unix::fs::PermissionsExt;
+        temp.as_file()
+            .set_permissions(fs::Permissions::from_mode(mode))
             .map_err(PackageError::io(path))?;
-        file.write_all(bytes).map_err(PackageError::io(path))
     }
     #[cfg(not(unix))]
-    {
-        let _ = mode;
-        let mut file = options.open(path).map_err(PackageError::io(path))?;
-        file.write_all(bytes).map_err(PackageError::io(path))
+    let _ = mode;
+    temp.write_all(bytes)
+        .and_then(|()| temp.as_file().sync_all())
+        .map_err(PackageError::io(path))?;
+    let persisted = match overwrite {
+        Overwrite::Refuse => temp.persist_noclobber(path),
+        Overwrite::Replace => temp.persist(path),
+    };
+    match persisted {
+        Ok(_) => Ok(()),
+        Err(error) if error.error.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(PackageError::KeyExists {
+                path: path.to_path_buf(),
+            })
+        }
+        Err(error) => Err(PackageError::io(path)(error.error)),
     }
 }
 
@@ -147,29 +168,25 @@ pub fn read_verifying_key(path: &Path) -> Result<VerifyingKey, PackageError> {
     })
 }
 
-/// Reads a 64-byte `package.sig`.
+/// Reads a 64-byte `package.sig`: a regular file (never through a symlink), its length checked
+/// before it is read.
 pub fn read_signature(path: &Path) -> Result<Signature, PackageError> {
-    let bytes = match fs::read(path) {
+    let malformed = |len| PackageError::SignatureMalformed {
+        path: path.to_path_buf(),
+        len,
+    };
+    let bytes = match read_regular_file(path, SIGNATURE_LEN) {
         Ok(bytes) => bytes,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+        Err(FileError::NotFound { .. }) => {
             return Err(PackageError::SignatureMissing {
                 path: path.to_path_buf(),
             })
         }
-        Err(source) => {
-            return Err(PackageError::Io {
-                path: path.to_path_buf(),
-                source,
-            })
-        }
+        Err(FileError::TooLarge { len, .. }) => return Err(malformed(len)),
+        Err(error) => return Err(error.into()),
     };
     let len = bytes.len() as u64;
-    let bytes: [u8; 64] = bytes
-        .try_into()
-        .map_err(|_| PackageError::SignatureMalformed {
-            path: path.to_path_buf(),
-            len,
-        })?;
+    let bytes: [u8; 64] = bytes.try_into().map_err(|_| malformed(len))?;
     Ok(Signature::from_bytes(&bytes))
 }
 
@@ -225,9 +242,15 @@ pub fn write_signature(dir: &Path, signature: &Signature) -> Result<(), PackageE
 }
 
 /// Verifies `DIR/package.sig` against the directory's current digest.
+///
+/// The directory must hold nothing the digest leaves out (a `__pycache__`, `target` or `.git`
+/// directory, a `*.sig` file other than the root `package.sig`): such files would be loaded or
+/// trusted with no signature covering them, so their presence is an error naming the first one.
 pub fn verify_dir(dir: &Path, trusted: &[VerifyingKey]) -> Result<VerifiedSignature, PackageError> {
     let signature = read_signature(&dir.join(SIGNATURE_FILE))?;
-    let digest = PackageDigest::of_dir(dir)?;
+    let tree = PackageTree::scan(dir, Selection::Digest)?;
+    tree.refuse_uncovered()?;
+    let digest = PackageDigest::of_files(tree.digest_files())?;
     let key = verify_digest(&digest, &signature, trusted)?;
     Ok(VerifiedSignature { digest, key })
 }

@@ -41,31 +41,32 @@ pub struct PackageTree {
     /// `/`-separated relative paths of every directory kept (so empty directories survive
     /// packing); empty for [`Selection::Digest`].
     pub directories: Vec<String>,
+    /// `/`-separated relative paths the digest does not cover: directories named in
+    /// [`EXCLUDED_DIRS`] (not descended into) and `*.sig` files other than the root `package.sig`.
+    pub uncovered: Vec<String>,
 }
 
 impl PackageTree {
     /// Walks `root` without following links; a symlink or special file is an error rather than
-    /// something silently skipped.
+    /// something silently skipped. Entries the digest does not cover are listed in `uncovered`
+    /// (an excluded directory once, not its contents).
     pub fn scan(root: &Path, selection: Selection) -> Result<Self, PackageError> {
         let mut files = Vec::new();
         let mut directories = Vec::new();
-        let walker = WalkDir::new(root)
+        let mut uncovered = Vec::new();
+        let mut walker = WalkDir::new(root)
             .min_depth(1)
             .follow_links(false)
-            .into_iter()
-            .filter_entry(|entry| {
-                !(entry.file_type().is_dir()
-                    && entry
-                        .file_name()
-                        .to_str()
-                        .is_some_and(|name| EXCLUDED_DIRS.contains(&name)))
-            });
-        for entry in walker {
+            .into_iter();
+        while let Some(entry) = walker.next() {
             let entry = entry.map_err(|source| PackageError::Walk { source })?;
             let relative_path = relative_utf8_path(root, entry.path())?;
             let file_type = entry.file_type();
             if file_type.is_dir() {
-                if selection == Selection::Archive {
+                if digest_excludes(&relative_path, true).is_some() {
+                    uncovered.push(relative_path);
+                    walker.skip_current_dir();
+                } else if selection == Selection::Archive {
                     directories.push(relative_path);
                 }
                 continue;
@@ -74,6 +75,9 @@ impl PackageTree {
                 return Err(PackageError::UnsupportedFileType {
                     path: entry.into_path(),
                 });
+            }
+            if relative_path != SIGNATURE_FILE && digest_excludes(&relative_path, false).is_some() {
+                uncovered.push(relative_path.clone());
             }
             if !selection.keeps(&relative_path) {
                 continue;
@@ -90,11 +94,25 @@ impl PackageTree {
         }
         files.sort_by(|a, b| a.relative_path.cmp(&b.relative_path));
         directories.sort();
+        uncovered.sort();
         Ok(Self {
             root: root.to_path_buf(),
             files,
             directories,
+            uncovered,
         })
+    }
+
+    /// Refuses a tree holding anything the digest does not cover (other than the root
+    /// `package.sig`): a package checked against its signature must consist of signed files only.
+    pub fn refuse_uncovered(&self) -> Result<(), PackageError> {
+        match self.uncovered.first() {
+            None => Ok(()),
+            Some(path) => {
+                let is_dir = self.root.join(path).is_dir();
+                refuse_uncovered(path, is_dir, path)
+            }
+        }
     }
 
     /// The files the digest covers, in digest order.
@@ -119,17 +137,60 @@ impl PackageTree {
 
 impl Selection {
     fn keeps(self, relative_path: &str) -> bool {
-        let is_signature = relative_path.ends_with(".sig");
+        let covered = digest_excludes(relative_path, false).is_none();
         match self {
-            Selection::Digest => !is_signature,
+            Selection::Digest => covered,
             Selection::Archive => {
-                if is_signature {
-                    relative_path == SIGNATURE_FILE
-                } else {
-                    !relative_path.ends_with(".pyc")
-                }
+                relative_path == SIGNATURE_FILE || (covered && !relative_path.ends_with(".pyc"))
             }
         }
+    }
+}
+
+/// The one rule for which package paths the digest covers (see `DIGEST.md`): why it leaves
+/// `relative_path` (`/`-separated, relative to the package root) out, or `None` when it covers
+/// it. `is_dir` says whether the path names a directory. The root `package.sig` is excluded like
+/// every `*.sig` file, yet is the one excluded file a package may carry.
+pub fn digest_excludes(relative_path: &str, is_dir: bool) -> Option<&'static str> {
+    let components: Vec<&str> = relative_path.split('/').collect();
+    let (name, parents) = components.split_last()?;
+    let directories = if is_dir {
+        components.as_slice()
+    } else {
+        parents
+    };
+    if let Some(directory) = directories
+        .iter()
+        .find(|directory| EXCLUDED_DIRS.contains(directory))
+    {
+        return Some(match *directory {
+            "__pycache__" => "a `__pycache__` directory: bytecode is never part of a package",
+            "target" => "a `target` directory: build output is never part of a package",
+            _ => "a `.git` directory: version control data is never part of a package",
+        });
+    }
+    if !is_dir && name.ends_with(".sig") {
+        return Some("a `.sig` file: only the root package.sig belongs in a package");
+    }
+    None
+}
+
+/// Refuses the package path `relative_path` unless the digest covers it or it is the root
+/// `package.sig`; `entry` names it in the error (an archive entry's full name, or the path).
+pub fn refuse_uncovered(
+    relative_path: &str,
+    is_dir: bool,
+    entry: &str,
+) -> Result<(), PackageError> {
+    if relative_path == SIGNATURE_FILE && !is_dir {
+        return Ok(());
+    }
+    match digest_excludes(relative_path, is_dir) {
+        None => Ok(()),
+        Some(reason) => Err(PackageError::NotCovered {
+            entry: entry.to_owned(),
+            reason,
+        }),
     }
 }
 
@@ -190,6 +251,14 @@ mod tests {
         let digest = PackageTree::scan(root, Selection::Digest)?;
         assert_eq!(names(&digest), ["B.txt", "a/stray.pyc", "a/x.py"]);
         assert!(digest.directories.is_empty());
+        assert_eq!(
+            digest.uncovered,
+            [".git", "a/__pycache__", "b/target", "other.sig", "target"]
+        );
+        assert!(matches!(
+            digest.refuse_uncovered(),
+            Err(PackageError::NotCovered { entry, .. }) if entry == ".git"
+        ));
         let archive = PackageTree::scan(root, Selection::Archive)?;
         assert_eq!(names(&archive), ["B.txt", "a/x.py", "package.sig"]);
         assert_eq!(archive.directories, ["a", "b", "empty"]);
@@ -199,6 +268,25 @@ mod tests {
             .collect();
         assert_eq!(digested, ["B.txt", "a/x.py"]);
         Ok(())
+    }
+
+    #[test]
+    fn one_rule_says_what_the_digest_covers() {
+        for covered in ["a.py", "target", "vendor/x.pyc", "sig", "a/.git.txt"] {
+            assert_eq!(digest_excludes(covered, false), None, "{covered}");
+        }
+        for (path, is_dir) in [
+            ("package.sig", false),
+            ("vendor/other.sig", false),
+            ("__pycache__/greeter.cpython-313.pyc", false),
+            ("vendor/pkg/__pycache__", true),
+            ("target", true),
+            (".git/HEAD", false),
+        ] {
+            assert!(digest_excludes(path, is_dir).is_some(), "{path}");
+        }
+        assert!(refuse_uncovered("package.sig", false, "p-1/package.sig").is_ok());
+        assert!(refuse_uncovered("vendor/package.sig", false, "x").is_err());
     }
 
     #[cfg(unix)]

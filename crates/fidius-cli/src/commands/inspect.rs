@@ -87,6 +87,14 @@ impl InspectCommand {
             tree.total_len(),
             tree.files.len()
         )?;
+        if !tree.uncovered.is_empty() {
+            // Shown so nothing in the tree hides from a reviewer; pack leaves these out and
+            // verification refuses a package holding them.
+            outln!("not covered by the digest (left out of archives, refused when verified):")?;
+            for path in &tree.uncovered {
+                outln!("  {path}")?;
+            }
+        }
         Ok(())
     }
 }

@@ -1,12 +1,12 @@
 //! `fidius package unpack`.
 
-use std::fs::File;
 use std::io::BufReader;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Args;
 use fidius_core::archive::{unpack, UnpackLimits};
+use fidius_core::fs::open_archive_file;
 
 use crate::out::outln;
 
@@ -29,7 +29,7 @@ pub struct UnpackCommand {
 
 impl UnpackCommand {
     pub fn execute(self) -> anyhow::Result<()> {
-        let file = File::open(&self.archive)
+        let (file, _) = open_archive_file(&self.archive)
             .with_context(|| format!("cannot open {}", self.archive.display()))?;
         let unpacked = unpack(BufReader::new(file), &self.dest, &UnpackLimits::default())
             .with_context(|| format!("refused to unpack {}", self.archive.display()))?;

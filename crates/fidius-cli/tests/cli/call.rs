@@ -5,14 +5,14 @@ use std::path::{Path, PathBuf};
 
 use crate::support::{fails_with, fidius, stderr, succeeds, TestResult};
 
-const GREETER: &str = concat!(
+pub(crate) const GREETER: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../fidius-macro/tests/fixtures/greeter.rs"
 );
 
 /// A Greeter plugin generated with `python-stub` and filled in: greet, and a raw echo that
 /// reverses its input; the optional `farewell` is left out, as a version-1 plugin would.
-fn greeter_plugin(root: &Path) -> Result<PathBuf, Box<dyn std::error::Error>> {
+pub(crate) fn greeter_plugin(root: &Path) -> Result<PathBuf, Box<dyn std::error::Error>> {
     let dir = root.join("greeter");
     fs::create_dir_all(&dir)?;
     let module = dir.join("greeter.py");

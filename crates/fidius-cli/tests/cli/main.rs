@@ -14,6 +14,7 @@ mod numpy;
 mod package_support;
 mod scaffold;
 mod support;
+mod trust;
 mod tutorial;
 mod vendoring;
 mod workflow;

@@ -14,6 +14,11 @@
 //!   outside the single top directory and a second top directory are each rejected with their
 //!   own [`PackageError`] variant, never skipped;
 //! - no link or special file is created: symlinks, hard links, devices and FIFOs are rejected;
+//! - what is extracted is exactly what the digest covers: an entry under a `__pycache__`,
+//!   `target` or `.git` directory, or a `*.sig` file other than the root `package.sig`, is
+//!   rejected naming the entry ([`crate::tree::digest_excludes`] is the one rule);
+//! - the compressed stream is read to its end, so the gzip CRC and length trailer (or the bzip2
+//!   stream CRC) are checked and a truncated stream is rejected;
 //! - resource use is bounded by [`UnpackLimits`]: entry count, unpacked bytes and compression
 //!   ratio (against decompression bombs);
 //! - a rejected archive leaves `DEST` as it was: entries go to a temporary directory inside
@@ -27,7 +32,6 @@ mod pack;
 mod peek;
 mod unpack;
 
-use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
@@ -38,6 +42,8 @@ pub use pack::{pack_dir, write_archive, PackedArchive, SignaturePolicy, ARCHIVE_
 pub use peek::{read_archive_manifest, ArchiveSummary};
 pub use unpack::{unpack, UnpackLimits, UnpackedPackage};
 
+use crate::fs::open_archive_file;
+use crate::manifest::Manifest;
 use crate::signing::{verify_dir, VerifiedSignature};
 use crate::PackageError;
 
@@ -49,17 +55,37 @@ pub struct ScratchPackage {
     _dir: TempDir,
 }
 
-/// Unpacks `archive` into a fresh temporary directory, for reading without a permanent copy.
+/// Checks an unpacked archive as a package: its `package.toml` validates (with the checks that need
+/// the files) and its top directory is the manifest's `NAME-VERSION`. Run it before an unpacked
+/// tree is kept anywhere, so an invalid package never enters a cache.
+///
+/// `root` is the unpacked `DEST/NAME-VERSION` ([`UnpackedPackage::root`]).
+pub fn check_unpacked(root: &Path) -> Result<Manifest, PackageError> {
+    let manifest = Manifest::load(root)?;
+    let expected = manifest.archive_stem();
+    let found = root
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if found != expected {
+        return Err(PackageError::TopDirectoryMismatch { found, expected });
+    }
+    Ok(manifest)
+}
+
+/// Unpacks `archive` into a fresh temporary directory, for reading without a permanent copy; the
+/// package is checked with [`check_unpacked`].
 pub fn unpack_to_scratch(
     archive: &Path,
     limits: &UnpackLimits,
 ) -> Result<ScratchPackage, PackageError> {
-    let file = File::open(archive).map_err(PackageError::io(archive))?;
+    let (file, _) = open_archive_file(archive)?;
     let dir = tempfile::Builder::new()
         .prefix("fidius-")
         .tempdir()
         .map_err(PackageError::io(std::env::temp_dir()))?;
     let unpacked = unpack(BufReader::new(file), dir.path(), limits)?;
+    check_unpacked(&unpacked.root)?;
     Ok(ScratchPackage {
         root: unpacked.root,
         _dir: dir,

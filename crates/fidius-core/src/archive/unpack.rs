@@ -6,6 +6,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Component, Path, PathBuf};
 use std::rc::Rc;
 
+use crate::tree::refuse_uncovered;
 use crate::PackageError;
 
 /// Resource limits for [`unpack`]. `Default` gives the documented values.
@@ -130,6 +131,11 @@ fn unpack_dyn(
         let entry = entry.map_err(|source| PackageError::CorruptArchive { source })?;
         extraction.extract(entry)?;
     }
+    // tar stops at its end-of-archive blocks; reading the rest of the stream is what makes the
+    // decompressor check the gzip CRC and length trailer (or the bzip2 stream CRC), so a
+    // truncated or altered stream is refused rather than half-trusted.
+    let mut rest = tar.into_inner();
+    extraction.copy_limited(&mut rest, &mut io::sink(), dest)?;
     let top_dir = extraction.top_dir.ok_or(PackageError::EmptyArchive)?;
     let root = dest.join(&top_dir);
     if root.exists() {
@@ -176,6 +182,8 @@ impl Extraction<'_> {
         if parts.len() == 1 && !is_directory {
             return Err(PackageError::OutsideTopDirectory { entry: name });
         }
+        // What is extracted is exactly what the digest covers (plus the root package.sig).
+        refuse_uncovered(&parts[1..].join("/"), is_directory, &name)?;
         let target: PathBuf = parts
             .iter()
             .fold(self.staging.to_path_buf(), |p, s| p.join(s));
@@ -216,7 +224,7 @@ impl Extraction<'_> {
     fn copy_limited(
         &mut self,
         from: &mut impl Read,
-        to: &mut fs::File,
+        to: &mut impl Write,
         target: &Path,
     ) -> Result<(), PackageError> {
         let mut buffer = [0u8; 64 * 1024];

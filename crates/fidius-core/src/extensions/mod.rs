@@ -40,11 +40,11 @@ use serde::{Deserialize, Serialize};
 
 pub use scan::{find_extension_modules, ExtensionFile};
 
+use crate::fs::{read_regular_file, read_regular_text, FileError, MAX_EXTENSIONS_BYTES};
+use crate::toml_error::TomlSyntax;
+
 /// File name of the probe record at the package root.
 pub const EXTENSIONS_FILE: &str = "extensions.toml";
-
-/// Largest `extensions.toml` read; one line per field, a few hundred bytes per module.
-const MAX_RECORD_BYTES: u64 = 4 << 20;
 
 const HEADER: &str = "\
 # Written by `fidius pack`: which compiled extension modules under vendor/ can be imported
@@ -153,13 +153,13 @@ pub enum ExtensionsError {
         #[source]
         source: std::io::Error,
     },
-    /// The file is not valid TOML, or a field is missing, unknown or of the wrong type.
-    #[error("{} is invalid", path.display())]
-    Parse {
-        path: PathBuf,
-        #[source]
-        source: toml::de::Error,
-    },
+    /// The file is not a regular file within the size bound, or not readable.
+    #[error(transparent)]
+    Read(#[from] FileError),
+    /// The file is not valid TOML, or a field is missing, unknown or of the wrong type. Shows the
+    /// position and a short excerpt, never the whole input.
+    #[error("{} is invalid: {syntax}", path.display())]
+    Parse { path: PathBuf, syntax: TomlSyntax },
     /// A field has a value that breaks the record's rules.
     #[error("{}: `{field}` {problem}", path.display())]
     Invalid {
@@ -168,9 +168,6 @@ pub enum ExtensionsError {
         field: String,
         problem: String,
     },
-    /// The file is larger than any real record.
-    #[error("{} is larger than {limit} bytes", path.display())]
-    TooLarge { path: PathBuf, limit: u64 },
     /// The record could not be turned into TOML (a fidius bug).
     #[error("cannot write {}", path.display())]
     Serialize {
@@ -193,35 +190,20 @@ pub enum ExtensionsError {
 impl ExtensionRecord {
     /// Reads `root/extensions.toml`; `Ok(None)` when the package has none.
     pub fn load(root: &Path) -> Result<Option<Self>, ExtensionsError> {
-        use std::io::Read as _;
-
         let path = root.join(EXTENSIONS_FILE);
-        let file = match std::fs::File::open(&path) {
-            Ok(file) => file,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(ExtensionsError::Io { path, source }),
+        let text = match read_regular_text(&path, MAX_EXTENSIONS_BYTES) {
+            Ok(text) => text,
+            Err(FileError::NotFound { .. }) => return Ok(None),
+            Err(error) => return Err(error.into()),
         };
-        let mut text = String::new();
-        file.take(MAX_RECORD_BYTES + 1)
-            .read_to_string(&mut text)
-            .map_err(|source| ExtensionsError::Io {
-                path: path.clone(),
-                source,
-            })?;
-        if text.len() as u64 > MAX_RECORD_BYTES {
-            return Err(ExtensionsError::TooLarge {
-                path,
-                limit: MAX_RECORD_BYTES,
-            });
-        }
         Self::parse(&text, &path).map(Some)
     }
 
     /// Parses and validates the text of an `extensions.toml`; `path` is only used in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ExtensionsError> {
-        let record: Self = toml::from_str(text).map_err(|source| ExtensionsError::Parse {
+        let record: Self = toml::from_str(text).map_err(|error| ExtensionsError::Parse {
             path: path.to_path_buf(),
-            source,
+            syntax: TomlSyntax::new(text, &error),
         })?;
         record.validate(path)?;
         Ok(record)
@@ -288,10 +270,27 @@ impl ExtensionRecord {
     pub fn write(&self, root: &Path) -> Result<bool, ExtensionsError> {
         let path = root.join(EXTENSIONS_FILE);
         let text = self.to_toml()?;
-        if std::fs::read(&path).is_ok_and(|existing| existing == text.as_bytes()) {
+        if read_regular_file(&path, MAX_EXTENSIONS_BYTES)
+            .is_ok_and(|existing| existing == text.as_bytes())
+        {
             return Ok(false);
         }
-        std::fs::write(&path, text).map_err(|source| ExtensionsError::Io { path, source })?;
+        // A fresh file renamed into place: never half-written, and a symlink (or FIFO) at the path
+        // is replaced rather than written through.
+        let io_error = |source| ExtensionsError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut temp = tempfile::NamedTempFile::new_in(root).map_err(io_error)?;
+        std::io::Write::write_all(&mut temp, text.as_bytes()).map_err(io_error)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            temp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(0o644))
+                .map_err(io_error)?;
+        }
+        temp.persist(&path).map_err(|error| io_error(error.error))?;
         Ok(true)
     }
 

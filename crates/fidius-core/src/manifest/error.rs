@@ -2,26 +2,20 @@
 
 use std::path::PathBuf;
 
+use crate::fs::FileError;
 use crate::package_error::Joined;
+use crate::toml_error::TomlSyntax;
 
 /// A manifest that could not be read, parsed or validated.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ManifestError {
-    /// The file could not be read (missing, unreadable).
-    #[error("cannot read {path}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML.
-    #[error("{path} is not valid TOML")]
-    Syntax {
-        path: PathBuf,
-        #[source]
-        source: toml::de::Error,
-    },
+    /// The file could not be read: missing, unreadable, not a regular file or too large.
+    #[error(transparent)]
+    Read(#[from] FileError),
+    /// The file is not valid TOML. Shows the position and a short excerpt, never the whole input.
+    #[error("{} is not valid TOML: {syntax}", path.display())]
+    Syntax { path: PathBuf, syntax: TomlSyntax },
     /// The file is valid TOML but breaks one or more manifest rules; all of them are listed.
     #[error("{path} is invalid: {}", Joined(problems, "; "))]
     Invalid {

@@ -28,6 +28,9 @@ use std::path::{Component, Path, PathBuf};
 pub use error::{ManifestError, ManifestProblem};
 use fields::TableReader;
 
+use crate::fs::{read_regular_text, MAX_MANIFEST_BYTES};
+use crate::toml_error::TomlSyntax;
+
 /// File name of the manifest inside a package directory.
 pub const MANIFEST_FILE: &str = "package.toml";
 
@@ -87,10 +90,7 @@ impl Manifest {
     /// files (entry module and requirements file exist).
     pub fn load(package_dir: &Path) -> Result<Self, ManifestError> {
         let path = package_dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|source| ManifestError::Read {
-            path: path.clone(),
-            source,
-        })?;
+        let text = read_regular_text(&path, MAX_MANIFEST_BYTES)?;
         Self::validate(&text, path, Some(package_dir))
     }
 
@@ -112,7 +112,12 @@ impl Manifest {
     ) -> Result<Self, ManifestError> {
         let root: toml::Table = match toml::from_str(text) {
             Ok(root) => root,
-            Err(source) => return Err(ManifestError::Syntax { path, source }),
+            Err(error) => {
+                return Err(ManifestError::Syntax {
+                    path,
+                    syntax: TomlSyntax::new(text, &error),
+                })
+            }
         };
         let mut problems = Vec::new();
         let manifest = read_manifest(root, package_dir, &mut problems);

@@ -169,6 +169,6 @@ fn missing_file_is_a_read_error() {
     assert!(matches!(error, ManifestError::Read { .. }));
     assert_eq!(
         error.to_string(),
-        "cannot read /nonexistent/fidius/package.toml"
+        "/nonexistent/fidius/package.toml does not exist"
     );
 }

@@ -7,3 +7,4 @@ mod interop;
 mod round_trip;
 mod support;
 mod tamper;
+mod trust;

@@ -82,3 +82,106 @@ pub fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// The Python fidius embeds (`FIDIUS_PYTHON`, else `PYO3_PYTHON`), as the build and CI set it.
+#[allow(
+    dead_code,
+    reason = "used by fidius-cli's tests, which include this file"
+)]
+pub fn embedded_python() -> std::path::PathBuf {
+    std::env::var_os("FIDIUS_PYTHON")
+        .or_else(|| std::env::var_os("PYO3_PYTHON"))
+        .map(std::path::PathBuf::from)
+        .expect(
+            "set FIDIUS_PYTHON or PYO3_PYTHON to the Python fidius embeds (ci/python-bootstrap)",
+        )
+}
+
+/// Compiles `source` with the embedded Python into an *unchecked-hash* pyc, the kind CPython
+/// imports from `__pycache__` without comparing it to the `.py` beside it. Returns the pyc bytes
+/// and the interpreter's cache tag (`cpython-313`), which names the file CPython looks for.
+#[allow(
+    dead_code,
+    reason = "used by fidius-cli's tests, which include this file"
+)]
+pub fn unchecked_hash_pyc(source: &str) -> std::io::Result<(Vec<u8>, String)> {
+    let work = tempfile::tempdir()?;
+    let source_path = work.path().join("attack.py");
+    let pyc_path = work.path().join("attack.pyc");
+    fs::write(&source_path, source)?;
+    let output = std::process::Command::new(embedded_python())
+        .arg("-c")
+        .arg(
+            "import py_compile, sys\n\
+             py_compile.compile(sys.argv[1], cfile=sys.argv[2], doraise=True,\n\
+                 invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)\n\
+             print(sys.implementation.cache_tag)",
+        )
+        .arg(&source_path)
+        .arg(&pyc_path)
+        .output()?;
+    if !output.status.success() {
+        return Err(std::io::Error::other(format!(
+            "py_compile failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )));
+    }
+    let tag = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    Ok((fs::read(pyc_path)?, tag))
+}
+
+/// Rewrites the gzip `.fid` at `archive` with `extra` regular-file entries (full archive paths)
+/// appended after every original entry, the way an attacker edits a genuine signed archive.
+pub fn inject_into_archive(archive: &Path, extra: &[(&str, &[u8])]) -> std::io::Result<()> {
+    let bytes = fs::read(archive)?;
+    let mut input = tar::Archive::new(flate2::read::GzDecoder::new(bytes.as_slice()));
+    let mut output = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::default(),
+    ));
+    for entry in input.entries()? {
+        let mut entry = entry?;
+        let mut header = entry.header().clone();
+        let path = entry.path()?.into_owned();
+        output.append_data(&mut header, path, &mut entry)?;
+    }
+    for (path, content) in extra {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_size(content.len() as u64);
+        header.set_mode(0o644);
+        output.append_data(&mut header, path, *content)?;
+    }
+    fs::write(archive, output.into_inner()?.finish()?)
+}
+
+/// Runs `command` and waits at most `limit` for it; a command still running then is killed and
+/// reported as an error, so a regression that blocks fails the test instead of hanging it.
+#[allow(
+    dead_code,
+    reason = "used by fidius-cli's tests, which include this file"
+)]
+pub fn output_within(
+    command: &mut std::process::Command,
+    limit: std::time::Duration,
+) -> std::io::Result<std::process::Output> {
+    use std::process::Stdio;
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let started = std::time::Instant::now();
+    while child.try_wait()?.is_none() {
+        if started.elapsed() > limit {
+            child.kill()?;
+            child.wait()?;
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("{command:?} still running after {limit:?}"),
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output()
+}

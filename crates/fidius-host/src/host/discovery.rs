@@ -95,7 +95,9 @@ pub(crate) fn discover(search_paths: &[PathBuf]) -> Result<Discovery, PackageErr
 /// Reads `path` as a package (`None` when it is neither a plugin directory nor a `.fid` file).
 pub(crate) fn read_candidate(path: &Path) -> Option<Result<DiscoveredPlugin, PackageError>> {
     if path.is_dir() {
-        if !path.join(MANIFEST_FILE).is_file() {
+        // Whatever sits at package.toml makes this a candidate: a symlink, FIFO or oversized file
+        // there is listed as broken, not silently skipped (and never opened for reading).
+        if path.join(MANIFEST_FILE).symlink_metadata().is_err() {
             return None;
         }
         return Some(
@@ -105,7 +107,7 @@ pub(crate) fn read_candidate(path: &Path) -> Option<Result<DiscoveredPlugin, Pac
                     path: path.to_path_buf(),
                     archive: false,
                     manifest,
-                    signed: path.join(SIGNATURE_FILE).is_file(),
+                    signed: path.join(SIGNATURE_FILE).symlink_metadata().is_ok(),
                 }),
         );
     }

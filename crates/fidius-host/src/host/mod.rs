@@ -7,7 +7,7 @@ mod keys;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use fidius_core::archive::UnpackLimits;
+use fidius_core::archive::{check_unpacked, UnpackLimits};
 use fidius_core::interface::PythonInterfaceDescriptor;
 use fidius_core::manifest::Manifest;
 use fidius_core::signing::{verify_dir, KeyFingerprint, VerifyingKey};
@@ -266,6 +266,13 @@ impl PluginHost {
                 .inner
                 .cache
                 .unpacked(&found.path, |root| {
+                    // An invalid package, or one whose top directory is not its NAME-VERSION,
+                    // never enters the cache.
+                    check_unpacked(root).map_err(|source| LoadError::Package {
+                        plugin: plugin.clone(),
+                        path: found.path.clone(),
+                        source: Box::new(source),
+                    })?;
                     signer = self.check_signature(&plugin, root)?;
                     Ok::<(), LoadError>(())
                 })
@@ -351,7 +358,9 @@ impl PluginHost {
         plugin: &str,
         root: &Path,
     ) -> Result<Option<KeyFingerprint>, LoadError> {
-        let signed = root.join(SIGNATURE_FILE).is_file();
+        // Anything named package.sig counts as a signature to check, so a symlink or FIFO there is
+        // refused by verification rather than taken for "unsigned".
+        let signed = root.join(SIGNATURE_FILE).symlink_metadata().is_ok();
         if !signed {
             return if self.inner.require_signature {
                 Err(LoadError::Unsigned {
