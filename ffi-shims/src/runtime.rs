@@ -46,11 +46,36 @@ pub fn python_version() -> String {
     )
 }
 
+/// The executable of the CPython whose libpython is linked in (known at build time), for
+/// `sys.executable` and `sys._base_executable` in every interpreter of the process. Without it
+/// CPython guesses from the host program and `PATH`: usually another Python, so
+/// `subprocess.run([sys.executable, ...])` or a `multiprocessing` spawn pool ran the wrong one.
+const EMBEDDED_PYTHON: Option<&str> = option_env!("FIDIUS_EMBEDDED_PYTHON");
+
+/// Sets `config.executable` to [`EMBEDDED_PYTHON`] when that file still exists; else CPython's guess
+/// stays.
+fn set_executable(config: &mut ffi::PyConfig) {
+    let Some(executable) = EMBEDDED_PYTHON.filter(|path| std::path::Path::new(path).is_file())
+    else {
+        return;
+    };
+    let Ok(executable) = std::ffi::CString::new(executable) else {
+        return;
+    };
+    // SAFETY: `config` is an initialised PyConfig and `executable` a NUL-terminated string that
+    // PyConfig_SetBytesString decodes and copies into a field the config owns. A failure (out of
+    // memory, undecodable bytes) leaves the field unset, which is CPython's default.
+    let _ = unsafe {
+        ffi::PyConfig_SetBytesString(config, &mut config.executable, executable.as_ptr())
+    };
+}
+
 fn initialize_main_interpreter() -> Result<(), String> {
     // SAFETY: Py_IsInitialized may be called at any time, without the GIL.
     if unsafe { ffi::Py_IsInitialized() } != 0 {
         return Err("CPython was already initialised by other code in this process".to_owned());
     }
+    crate::containment::install_audit_hook()?;
     let mut config = MaybeUninit::<ffi::PyConfig>::uninit();
     // SAFETY: PyConfig_InitIsolatedConfig fully initialises the struct it is given; it needs no GIL.
     let mut config = unsafe {
@@ -60,6 +85,7 @@ fn initialize_main_interpreter() -> Result<(), String> {
     config.site_import = 0;
     config.install_signal_handlers = 0;
     config.write_bytecode = 0;
+    set_executable(&mut config);
     // SAFETY: `config` was initialised above; Py_InitializeFromConfig copies what it needs, and
     // PyConfig_Clear then frees the strings the config owns. OnceLock runs this at most once.
     let status = unsafe {
