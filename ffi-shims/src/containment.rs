@@ -372,7 +372,7 @@ unsafe extern "C" fn set_switch_interval(
     if seconds == -1.0 && !unsafe { ffi::PyErr_Occurred() }.is_null() {
         return std::ptr::null_mut();
     }
-    if !(seconds <= MAX_SWITCH_INTERVAL) {
+    if seconds.is_nan() || seconds > MAX_SWITCH_INTERVAL {
         // SAFETY: reading a static exception type pointer.
         set_error(
             unsafe { ffi::PyExc_ValueError },

@@ -220,9 +220,9 @@ fn frames_without_python(exception: &PyObj<'_>) -> Vec<(String, i64, String)> {
         let code = unsafe { ffi::PyFrame_GetCode((*tb).tb_frame) };
         let code = PyObj::from_owned_or_err(interp, code.cast());
         let line = traceback.getattr("tb_lineno").map_or(-1, |line| {
-            // SAFETY: attached; `line` is a live object. PyLong_AsLong returns -1 with an exception
+            // SAFETY: attached; `line` is a live object. PyLong_AsLongLong returns -1 with an exception
             // set when it is not an int; clearing when none is set does nothing.
-            let line = i64::from(unsafe { ffi::PyLong_AsLong(line.as_ptr()) });
+            let line = unsafe { ffi::PyLong_AsLongLong(line.as_ptr()) };
             if line == -1 {
                 clear_error();
             }

@@ -213,6 +213,12 @@ impl Drop for Attachment {
 }
 
 impl SubInterpreter {
+    /// CPython's id of this interpreter (what `_interpreters` in the main interpreter calls it).
+    pub fn id(&self) -> i64 {
+        // SAFETY: the interpreter is alive while `self` is; reading its id needs no GIL.
+        unsafe { ffi::PyInterpreterState_GetID(self.state) }
+    }
+
     /// Whether the calling thread is attached to this interpreter right now.
     pub(crate) fn is_attached_here(&self) -> bool {
         ATTACHED.get() == self.tstate
