@@ -16,8 +16,8 @@ pub struct PluginSource {
 }
 
 impl PluginSource {
-    /// A plugin in `dir` whose code starts at `entry_module`. A relative `dir` is made absolute now
-    /// (see [`absolute`]).
+    /// A plugin in `dir` whose code starts at `entry_module`. A relative `dir` is resolved against the
+    /// working directory now, once, so a later change of it (process-wide) cannot redirect reloads.
     pub fn new(
         name: impl Into<String>,
         version: impl Into<String>,
