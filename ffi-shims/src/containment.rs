@@ -7,8 +7,9 @@
 //!   interpreter but the main one: importing the interpreter-management and CPython test-only
 //!   extension modules (the `import` event is raised for every import and also by
 //!   `_imp.create_dynamic`, whatever finder or loader asked), signals aimed at this process
-//!   (`os.kill`, `os.killpg`, `signal.pthread_kill`) and changing the working directory
-//!   (`os.chdir`, `os.fchdir`). The main interpreter is never refused anything: the host's own, or a
+//!   (`os.kill`, `os.killpg`, `signal.pthread_kill`), changing the working directory
+//!   (`os.chdir`, `os.fchdir`), and `sys._current_frames()`/`sys._current_exceptions()`, which
+//!   return other interpreters' frames. The main interpreter is never refused anything: the host's own, or a
 //!   process-tier worker's, where the plugin owns the whole process.
 //! * Calls that raise no audit event are replaced in each new sub-interpreter, before any other code
 //!   runs there, by C functions: the replaced originals are freed, so no Python object refers to
@@ -26,9 +27,10 @@ use crate::interpreter::Interp;
 use crate::object::PyObj;
 
 /// Extension modules that reach other interpreters (`_interpreters` and its channels and queues,
-/// under their 3.12 and 3.13 names) or CPython internals and deliberate crashes (the test-only
-/// modules): matched against the last component of the imported name, which is what selects an
-/// extension's `PyInit_` function.
+/// under their 3.12 and 3.13 names) or CPython internals and deliberate crashes (the test-only C API
+/// modules; the other test extensions, such as `_testmultiphase`, only exercise module loading and
+/// stay importable): matched against the last component of the imported name, which is what
+/// selects an extension's `PyInit_` function.
 const REFUSED_EXTENSIONS: &[&str] = &[
     "_interpreters",
     "_interpchannels",
@@ -39,15 +41,7 @@ const REFUSED_EXTENSIONS: &[&str] = &[
     "_testcapi",
     "_testinternalcapi",
     "_testlimitedcapi",
-    "_testmultiphase",
-    "_testsinglephase",
     "_testexternalinspection",
-    "_testbuffer",
-    "_testclinic",
-    "_testclinic_limited",
-    "_testimportmultiple",
-    "_xxtestfuzz",
-    "_ctypes_test",
 ];
 
 /// Pure-Python front ends of the modules above, refused by their full name for a clearer message.
@@ -188,6 +182,8 @@ unsafe extern "C" fn audit_hook(
         b"os.killpg" => refused_killpg,
         b"signal.pthread_kill" => refused_pthread_kill,
         b"os.chdir" => refused_chdir,
+        b"sys._current_frames" => |_| refused_other_threads("sys._current_frames"),
+        b"sys._current_exceptions" => |_| refused_other_threads("sys._current_exceptions"),
         _ => return 0,
     };
     // SAFETY: audit hooks run with a thread state current and its interpreter's GIL held.
@@ -346,6 +342,20 @@ fn refused_chdir(args: *mut ffi::PyObject) -> Option<Refusal> {
         format!(
             "fidius: os.chdir({target}) is refused in a plugin sub-interpreter: the working \
              directory belongs to the whole host process (use absolute paths, e.g. from __file__)"
+        ),
+    ))
+}
+
+/// `sys._current_frames()` and `sys._current_exceptions()` walk the threads of every interpreter in
+/// the process and hand their frames (other plugins' objects) to the caller: reading them crashes.
+fn refused_other_threads(call: &str) -> Option<Refusal> {
+    Some((
+        // SAFETY: reading a static exception type pointer.
+        unsafe { ffi::PyExc_PermissionError },
+        format!(
+            "fidius: {call}() is refused in a plugin sub-interpreter: it returns the frames of \
+             every interpreter's threads, other plugins' objects included, which this interpreter \
+             cannot safely touch"
         ),
     ))
 }

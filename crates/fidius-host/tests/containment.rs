@@ -257,6 +257,29 @@ fn interpreters_scenario() {
     ] {
         assert_raised(run(&attacker, code), "ImportError", "is refused in a plugin sub-interpreter");
     }
+    // Frames of other interpreters' threads (B mid-call): refused, where reading them crashed.
+    std::thread::scope(|scope| {
+        let busy = scope.spawn(|| {
+            run(
+                &victim,
+                "import time\nt = time.time()\nwhile time.time() - t < 3: pass",
+            )
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        for call in ["sys._current_frames()", "sys._current_exceptions()"] {
+            assert_raised(
+                run(
+                    &attacker,
+                    &format!(
+                        "import sys\nfor frame in {call}.values(): frame.f_globals.get('TOKEN')"
+                    ),
+                ),
+                "PermissionError",
+                &format!("fidius: {call} is refused"),
+            );
+        }
+        busy.join().unwrap().unwrap();
+    });
     // B still answers its own token and its own methods.
     assert_eq!(eval(&victim, "TOKEN").unwrap(), json!("b-private-token"));
     let whoami = victim.call_typed_json(support::WHOAMI, b"[]").unwrap();
