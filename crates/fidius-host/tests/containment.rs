@@ -53,6 +53,18 @@ fn assert_child_survived(output: &Output) {
     );
 }
 
+/// A test that runs `scenario` in a child process and asserts the child survived it to the end.
+macro_rules! child_test {
+    ($name:ident, $scenario:ident) => {
+        #[test]
+        fn $name() {
+            if let Some(output) = in_child(stringify!($name), $scenario) {
+                assert_child_survived(&output);
+            }
+        }
+    };
+}
+
 /// Runs `code` as statements in the plugin module (through `give_back`'s `eval`).
 fn run(handle: &PythonPluginHandle, code: &str) -> Result<Value, CallError> {
     eval(handle, &format!("exec({code:?}, globals())"))
@@ -106,16 +118,10 @@ const FALLBACK_NOTE: &str = "the traceback module could not be used";
 
 // Finding 1: exception capture that cannot recurse and needs no import.
 
-#[test]
-fn a_plugin_that_breaks_import_or_traceback_cannot_abort_the_host() {
-    let Some(output) = in_child(
-        "a_plugin_that_breaks_import_or_traceback_cannot_abort_the_host",
-        broken_import_scenario,
-    ) else {
-        return;
-    };
-    assert_child_survived(&output);
-}
+child_test!(
+    a_plugin_that_breaks_import_or_traceback_cannot_abort_the_host,
+    broken_import_scenario
+);
 
 fn broken_import_scenario() {
     let root = tempfile::tempdir().unwrap();
@@ -165,16 +171,10 @@ fn broken_import_scenario() {
     assert_answers(&bystander);
 }
 
-#[test]
-fn a_failing_vendored_traceback_module_cannot_abort_the_host_during_load() {
-    let Some(output) = in_child(
-        "a_failing_vendored_traceback_module_cannot_abort_the_host_during_load",
-        vendored_traceback_scenario,
-    ) else {
-        return;
-    };
-    assert_child_survived(&output);
-}
+child_test!(
+    a_failing_vendored_traceback_module_cannot_abort_the_host_during_load,
+    vendored_traceback_scenario
+);
 
 fn vendored_traceback_scenario() {
     let root = tempfile::tempdir().unwrap();
@@ -227,16 +227,10 @@ for entry in _interpreters.list_all():
         stolen.append(repr(error))
 "#;
 
-#[test]
-fn a_plugin_cannot_reach_another_plugins_interpreter() {
-    let Some(output) = in_child(
-        "a_plugin_cannot_reach_another_plugins_interpreter",
-        interpreters_scenario,
-    ) else {
-        return;
-    };
-    assert_child_survived(&output);
-}
+child_test!(
+    a_plugin_cannot_reach_another_plugins_interpreter,
+    interpreters_scenario
+);
 
 fn interpreters_scenario() {
     let root = tempfile::tempdir().unwrap();
@@ -287,16 +281,10 @@ fn interpreters_scenario() {
     assert_answers(&attacker);
 }
 
-#[test]
-fn a_plugin_cannot_destroy_another_plugins_interpreter() {
-    let Some(output) = in_child(
-        "a_plugin_cannot_destroy_another_plugins_interpreter",
-        destroy_scenario,
-    ) else {
-        return;
-    };
-    assert_child_survived(&output);
-}
+child_test!(
+    a_plugin_cannot_destroy_another_plugins_interpreter,
+    destroy_scenario
+);
 
 fn destroy_scenario() {
     let root = tempfile::tempdir().unwrap();
@@ -321,16 +309,10 @@ fn destroy_scenario() {
 
 // Finding 3: signals aimed at the host.
 
-#[test]
-fn signals_aimed_at_the_host_are_refused_in_sub_interpreters() {
-    let Some(output) = in_child(
-        "signals_aimed_at_the_host_are_refused_in_sub_interpreters",
-        signals_scenario,
-    ) else {
-        return;
-    };
-    assert_child_survived(&output);
-}
+child_test!(
+    signals_aimed_at_the_host_are_refused_in_sub_interpreters,
+    signals_scenario
+);
 
 fn signals_scenario() {
     let root = tempfile::tempdir().unwrap();
@@ -371,16 +353,10 @@ fn signals_scenario() {
     assert_answers(&bystander);
 }
 
-#[test]
-fn a_process_tier_plugin_may_signal_its_own_worker() {
-    let Some(output) = in_child(
-        "a_process_tier_plugin_may_signal_its_own_worker",
-        process_signals_scenario,
-    ) else {
-        return;
-    };
-    assert_child_survived(&output);
-}
+child_test!(
+    a_process_tier_plugin_may_signal_its_own_worker,
+    process_signals_scenario
+);
 
 fn process_signals_scenario() {
     let root = tempfile::tempdir().unwrap();
@@ -405,16 +381,10 @@ fn process_signals_scenario() {
 
 // Findings 6 and 4 of the brief: the working directory.
 
-#[test]
-fn a_plugin_cannot_move_the_hosts_working_directory() {
-    let Some(output) = in_child(
-        "a_plugin_cannot_move_the_hosts_working_directory",
-        chdir_scenario,
-    ) else {
-        return;
-    };
-    assert_child_survived(&output);
-}
+child_test!(
+    a_plugin_cannot_move_the_hosts_working_directory,
+    chdir_scenario
+);
 
 /// A `package.toml` plugin for [`PluginHost`].
 fn package(root: &Path, name: &str) -> PathBuf {
@@ -485,16 +455,10 @@ fn chdir_scenario() {
 
 // Finding 9: the switch interval.
 
-#[test]
-fn a_huge_switch_interval_cannot_defeat_timeouts() {
-    let Some(output) = in_child(
-        "a_huge_switch_interval_cannot_defeat_timeouts",
-        switch_interval_scenario,
-    ) else {
-        return;
-    };
-    assert_child_survived(&output);
-}
+child_test!(
+    a_huge_switch_interval_cannot_defeat_timeouts,
+    switch_interval_scenario
+);
 
 fn switch_interval_scenario() {
     let root = tempfile::tempdir().unwrap();
