@@ -347,6 +347,12 @@ fn signals_scenario() {
     ] {
         assert_raised(run(&faulty, code), "PermissionError", expected);
     }
+    // Simulating Ctrl-C reaches only Python-level SIGINT handlers, which the host never installs.
+    run(
+        &faulty,
+        "import _thread, signal\n_thread.interrupt_main()\n_thread.interrupt_main(signal.SIGTERM)",
+    )
+    .unwrap();
     // Long enough for an alarm or timer that slipped through to have ended the process.
     std::thread::sleep(Duration::from_millis(1500));
     assert_answers(&faulty);
