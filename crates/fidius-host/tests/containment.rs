@@ -534,5 +534,15 @@ fn sys_executable_is_the_embedded_python_in_both_tiers() {
     let dir = support::tester_plugin(root.path(), "proc", "1.0", 2);
     let process = support::start_with(&dir, "proc", &options);
     assert_embedded_executable(&process);
+    // The issue's case: a spawn pool inside a process-tier plugin starts the embedded Python.
+    assert_eq!(
+        eval(
+            &process,
+            "(lambda pool: (pool.apply(pow, (2, 5)), pool.terminate(), pool.join())[0])(\
+             __import__('multiprocessing').get_context('spawn').Pool(1))"
+        )
+        .unwrap(),
+        json!(32)
+    );
     assert_answers(&bystander);
 }
