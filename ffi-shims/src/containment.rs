@@ -149,6 +149,20 @@ struct Originals {
 
 static ORIGINALS: OnceLock<Originals> = OnceLock::new();
 
+/// One of [`ORIGINALS`]; they are set before any wrapper is installed, but a wrapper must not
+/// unwind into CPython, so their absence is a `SystemError` (set here), not a panic.
+fn original(pick: impl FnOnce(&Originals) -> ffi::PyCFunction) -> Option<ffi::PyCFunction> {
+    let found = ORIGINALS.get().map(pick);
+    if found.is_none() {
+        // SAFETY: reading a static exception type pointer.
+        set_error(
+            unsafe { ffi::PyExc_SystemError },
+            "fidius: the wrapped builtin is not recorded",
+        );
+    }
+    found
+}
+
 extern "C" {
     fn PySys_AddAuditHook(
         hook: unsafe extern "C" fn(*const c_char, *mut ffi::PyObject, *mut c_void) -> c_int,
@@ -393,10 +407,9 @@ unsafe extern "C" fn set_switch_interval(
         );
         return std::ptr::null_mut();
     }
-    let original = ORIGINALS
-        .get()
-        .expect("set before this function is installed")
-        .set_switch_interval;
+    let Some(original) = original(|originals| originals.set_switch_interval) else {
+        return std::ptr::null_mut();
+    };
     // SAFETY: `original` is libpython's METH_O implementation of sys.setswitchinterval, called as
     // CPython would: with the sys module as self, one argument, and the GIL held.
     unsafe { original(sys, interval) }
@@ -431,10 +444,9 @@ unsafe extern "C" fn create_builtin(
         );
         return std::ptr::null_mut();
     }
-    let original = ORIGINALS
-        .get()
-        .expect("set before this function is installed")
-        .create_builtin;
+    let Some(original) = original(|originals| originals.create_builtin) else {
+        return std::ptr::null_mut();
+    };
     // SAFETY: libpython's METH_O implementation of _imp.create_builtin, called as CPython would.
     unsafe { original(imp, spec) }
 }
