@@ -163,9 +163,77 @@ fn static_type_name(object: &PyObj<'_>) -> String {
     }
 }
 
-/// `"".join(traceback.format_exception(exception))`.
+/// Where each interpreter keeps its private `traceback.format_exception`, in the interpreter's
+/// state dict (`PyInterpreterState_GetDict`), which Python code cannot reach.
+const PRIVATE_FORMATTER: &CStr = c"fidius.traceback.format_exception";
+
+/// Loads the standard library's `traceback.py` as a module of its own, registered nowhere, so a
+/// plugin's `traceback.py` or a replaced `sys.modules['traceback']` does not change what the host
+/// uses (its byte-code cache makes this about a millisecond once its imports are loaded).
+const LOAD_PRIVATE_TRACEBACK: &CStr = c"def load(path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('traceback', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.format_exception
+";
+
+/// This interpreter's private `traceback.format_exception`, loaded on first use.
+fn private_format_exception(interp: Interp<'_>) -> Result<PyObj<'_>, FfiError> {
+    let unavailable = |what: &str| {
+        FfiError::Python(PythonException {
+            type_name: "fidius.TracebackUnavailable".to_owned(),
+            message: what.to_owned(),
+            traceback: None,
+        })
+    };
+    // SAFETY: attached; the state dict is a borrowed reference owned by the interpreter (NULL when
+    // it could not be created, with no exception set).
+    let state = unsafe { ffi::PyInterpreterState_GetDict(interp.state()) };
+    if state.is_null() {
+        return Err(unavailable("no interpreter state dict"));
+    }
+    // SAFETY: attached; `state` is a dict and the key NUL-terminated. Returns a borrowed reference or
+    // NULL without an exception.
+    let cached = unsafe { ffi::PyDict_GetItemString(state, PRIVATE_FORMATTER.as_ptr()) };
+    if !cached.is_null() {
+        return PyObj::from_borrowed_or_err(interp, cached);
+    }
+    let stdlib = crate::runtime::stdlib_dir().ok_or_else(|| unavailable("no stdlib folder"))?;
+    // SAFETY: attached; PyDict_New returns a new reference or NULL with an exception set.
+    let globals = PyObj::from_owned_or_err(interp, unsafe { ffi::PyDict_New() })?;
+    // SAFETY: attached; `globals` is a live dict, the builtins a borrowed dict of this interpreter,
+    // and the code NUL-terminated. PyRun_String returns a new reference or NULL with an exception.
+    let ran = unsafe {
+        ffi::PyDict_SetItemString(
+            globals.as_ptr(),
+            c"__builtins__".as_ptr(),
+            ffi::PyEval_GetBuiltins(),
+        );
+        ffi::PyRun_String(
+            LOAD_PRIVATE_TRACEBACK.as_ptr(),
+            ffi::Py_file_input,
+            globals.as_ptr(),
+            globals.as_ptr(),
+        )
+    };
+    PyObj::from_owned_or_err(interp, ran)?;
+    // SAFETY: attached; `globals` is a live dict; a borrowed reference or NULL without an exception.
+    let load = unsafe { ffi::PyDict_GetItemString(globals.as_ptr(), c"load".as_ptr()) };
+    let load = PyObj::from_borrowed_or_err(interp, load)?;
+    let path = interp.str(&format!("{stdlib}/traceback.py"))?;
+    let format = load.call(&[&path]).map_err(|raised| raised.describe())?;
+    // SAFETY: attached; both objects are live. A failure to cache only costs a reload next time.
+    if unsafe { ffi::PyDict_SetItemString(state, PRIVATE_FORMATTER.as_ptr(), format.as_ptr()) } != 0
+    {
+        clear_error();
+    }
+    Ok(format)
+}
+
+/// `"".join(format_exception(exception))` with this interpreter's private `traceback` module.
 fn format_traceback(interp: Interp<'_>, exception: &PyObj<'_>) -> Result<String, FfiError> {
-    let format = interp.import("traceback")?.getattr("format_exception")?;
+    let format = private_format_exception(interp)?;
     let lines = format
         .call(&[exception])
         .map_err(|raised| raised.describe())?;

@@ -9,6 +9,15 @@ use crate::error::FfiError;
 
 static INITIALIZED: OnceLock<Result<(), String>> = OnceLock::new();
 
+/// `sys._stdlib_dir` of the main interpreter, read right after initialisation (before any plugin
+/// code could change it): where exception capture loads its private copy of `traceback`.
+static STDLIB_DIR: OnceLock<String> = OnceLock::new();
+
+/// The standard library's folder, once CPython is initialised.
+pub(crate) fn stdlib_dir() -> Option<&'static str> {
+    STDLIB_DIR.get().map(String::as_str)
+}
+
 /// Initialises CPython once for the whole process; later calls return the first outcome.
 ///
 /// The main interpreter is set up isolated (environment variables such as `PYTHONPATH` are ignored,
@@ -97,7 +106,25 @@ fn initialize_main_interpreter() -> Result<(), String> {
     if unsafe { ffi::PyStatus_Exception(status) } != 0 {
         return Err(crate::object::status_message(&status));
     }
-    // SAFETY: initialisation succeeded, so this thread holds the main interpreter's GIL.
+    // SAFETY: initialisation succeeded, so this thread holds the main interpreter's GIL;
+    // PySys_GetObject returns a borrowed reference or NULL (without an exception), and a str's UTF-8
+    // buffer lives as long as the str, which sys keeps.
+    unsafe {
+        let dir = ffi::PySys_GetObject(c"_stdlib_dir".as_ptr());
+        if !dir.is_null() && ffi::PyUnicode_Check(dir) != 0 {
+            let text = ffi::PyUnicode_AsUTF8(dir);
+            if text.is_null() {
+                ffi::PyErr_Clear();
+            } else {
+                let _ = STDLIB_DIR.set(
+                    std::ffi::CStr::from_ptr(text)
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+        }
+    }
+    // SAFETY: as above.
     let datetime = unsafe { ffi::PyImport_ImportModule(c"_datetime".as_ptr()) };
     let datetime_ok = !datetime.is_null();
     // SAFETY: still attached to the main interpreter; Py_XDECREF accepts NULL, and PyErr_Clear drops

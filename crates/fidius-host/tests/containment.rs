@@ -126,24 +126,35 @@ child_test!(
 fn broken_import_scenario() {
     let root = tempfile::tempdir().unwrap();
     let bystander = support::start_tester(root.path(), "bystander", "1.0", 2, 1);
-    for (name, breakage) in [
-        ("no-import", "import builtins\ndel builtins.__import__"),
-        ("none-import", "import builtins\nbuiltins.__import__ = None"),
+    // Without `__import__` even the host's private copy of `traceback` cannot load: the fallback
+    // describes the frames. A `sys.modules['traceback']` of None does not stop the private copy.
+    for (name, breakage, fallback) in [
+        (
+            "no-import",
+            "import builtins\ndel builtins.__import__",
+            true,
+        ),
+        (
+            "none-import",
+            "import builtins\nbuiltins.__import__ = None",
+            true,
+        ),
         (
             "no-traceback",
             "import sys\nsys.modules['traceback'] = None",
+            false,
         ),
     ] {
         let faulty = support::start_tester(root.path(), name, "1.0", 2, 1);
         run(&faulty, breakage).unwrap();
-        // The next failing call: described without the traceback module, frames still named.
+        // The next failing call: described, frames named.
         let (exception_type, message, traceback) =
             python_error(run(&faulty, "raise ValueError('after ' + 'breakage')"));
         assert_eq!(
             (exception_type.as_str(), message.as_str()),
             ("ValueError", "after breakage")
         );
-        assert!(traceback.contains(FALLBACK_NOTE), "{traceback}");
+        assert_eq!(traceback.contains(FALLBACK_NOTE), fallback, "{traceback}");
         assert!(
             traceback.contains("tester.py") && traceback.contains("in give_back"),
             "{traceback}"
@@ -205,6 +216,42 @@ fn vendored_traceback_scenario() {
             assert!(traceback.contains("tester.py"), "{traceback}");
         }
         other => panic!("expected LoadError::Import, got {other}"),
+    }
+    assert_answers(&bystander);
+}
+
+#[test]
+fn the_host_formats_tracebacks_with_the_standard_librarys_traceback_not_the_plugins() {
+    let root = tempfile::tempdir().unwrap();
+    let bystander = support::start_tester(root.path(), "bystander", "1.0", 2, 1);
+    let dir = support::tester_plugin(root.path(), "own-traceback", "1.0", 2);
+    std::fs::write(
+        dir.join("vendor/traceback.py"),
+        "def format_exception(*args, **kwargs):\n    return ['PLUGIN TRACEBACK\\n']\n",
+    )
+    .unwrap();
+    let faulty = support::start(&dir, "own-traceback", 1);
+    // The plugin's own `traceback` is what it imports itself.
+    assert_eq!(
+        eval(&faulty, "__import__('traceback').format_exception(None)").unwrap(),
+        json!(["PLUGIN TRACEBACK\n"])
+    );
+    for breakage in ["pass", "import sys\nsys.modules['traceback'] = sys"] {
+        run(&faulty, breakage).unwrap();
+        let (_, _, traceback) =
+            python_error(run(&faulty, "raise ValueError('formatted by the host')"));
+        assert!(!traceback.contains("PLUGIN TRACEBACK"), "{traceback}");
+        assert!(!traceback.contains(FALLBACK_NOTE), "{traceback}");
+        assert!(
+            traceback.starts_with("Traceback (most recent call last):"),
+            "{traceback}"
+        );
+        // The standard library's formatter shows source lines.
+        assert!(traceback.contains("return eval(expression)"), "{traceback}");
+        assert!(
+            traceback.contains("ValueError: formatted by the host"),
+            "{traceback}"
+        );
     }
     assert_answers(&bystander);
 }
