@@ -23,6 +23,8 @@ fn main() {
     );
     if let Some(executable) = config.executable() {
         println!("cargo:executable={executable}");
+        // The embedded interpreter's own executable: what `sys.executable` says (runtime.rs).
+        println!("cargo:rustc-env=FIDIUS_EMBEDDED_PYTHON={executable}");
     }
     // Lets a test prove the libpython loaded at run time is the one we linked against.
     if let Some(lib_dir) = config.lib_dir() {

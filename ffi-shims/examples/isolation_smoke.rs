@@ -5,23 +5,23 @@
 use std::sync::{Arc, Barrier};
 use std::thread;
 
-use fidius_ffi::{FfiError, InterpreterOptions, SubInterpreter};
+use fidius_ffi::{FfiError, InterpreterOptions, MainInterpreter, SubInterpreter};
 
-const REPORT: &str = "f'interpreter {_interpreters.get_current()[0]}: Python {sys.version.split()[0]}, \
-gil={_interpreters.get_config(_interpreters.get_current()[0]).gil}, id(sys.modules)={id(sys.modules):#x}, \
-json.owner={json.owner!r}'";
+const REPORT: &str =
+    "f'Python {sys.version.split()[0]}, id(sys.modules)={id(sys.modules):#x}, json.owner={json.owner!r}'";
 
 fn report(name: &str, both_ready: &Barrier) -> Result<String, FfiError> {
     let interp = SubInterpreter::new(InterpreterOptions::default())?;
-    interp.with(|py| {
-        py.run(&format!(
-            "import sys, json, _interpreters\njson.owner = {name:?}"
-        ))
-    })??;
+    interp.with(|py| py.run(&format!("import sys, json\njson.owner = {name:?}")))??;
     both_ready.wait();
     let line = interp.with(|py| py.eval_to_string(REPORT))??;
     both_ready.wait();
-    Ok(format!("[{name}] {line}"))
+    // Plugin sub-interpreters may not import `_interpreters`: ask the main interpreter about this one.
+    let id = interp.id();
+    let gil = MainInterpreter::with(|py| {
+        py.eval_to_string(&format!("__import__('_interpreters').get_config({id}).gil"))
+    })??;
+    Ok(format!("[{name}] interpreter {id}: {line}, gil={gil}"))
 }
 
 fn main() -> Result<(), FfiError> {

@@ -123,13 +123,17 @@ impl SubInterpreter {
                 message: object::status_message(&status),
             });
         }
-        // SAFETY: the new thread state is current and holds the GIL: read its interpreter, then
-        // release the GIL until `with`.
-        let state = unsafe {
-            let state = ffi::PyThreadState_GetInterpreter(tstate);
-            ffi::PyEval_SaveThread();
-            state
-        };
+        // SAFETY: the new thread state is current and holds the GIL.
+        let state = unsafe { ffi::PyThreadState_GetInterpreter(tstate) };
+        // What plugin code may not do to the shared process, applied before any other code runs.
+        if let Err(error) = crate::containment::contain(Interp::new(state)) {
+            // SAFETY: the new thread state is still current with its GIL held and is the
+            // interpreter's only one; ending the interpreter leaves nothing current.
+            unsafe { ffi::Py_EndInterpreter(tstate) };
+            return Err(error);
+        }
+        // SAFETY: still current and holding the GIL: release it until `with`.
+        unsafe { ffi::PyEval_SaveThread() };
         Ok(Self {
             tstate,
             state,
@@ -209,6 +213,12 @@ impl Drop for Attachment {
 }
 
 impl SubInterpreter {
+    /// CPython's id of this interpreter (what `_interpreters` in the main interpreter calls it).
+    pub fn id(&self) -> i64 {
+        // SAFETY: the interpreter is alive while `self` is; reading its id needs no GIL.
+        unsafe { ffi::PyInterpreterState_GetID(self.state) }
+    }
+
     /// Whether the calling thread is attached to this interpreter right now.
     pub(crate) fn is_attached_here(&self) -> bool {
         ATTACHED.get() == self.tstate

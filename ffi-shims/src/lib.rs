@@ -34,6 +34,7 @@ compile_error!(
 
 mod baseline;
 mod bytes;
+mod containment;
 mod error;
 mod exception;
 mod handle;
@@ -48,6 +49,7 @@ mod worker_interpreter;
 
 pub use baseline::{MainHandle, MainInterpreter};
 pub use bytes::NotBytes;
+pub use containment::MAX_SWITCH_INTERVAL;
 pub use error::{FfiError, PythonException};
 pub use exception::Raised;
 pub use handle::PyHandle;

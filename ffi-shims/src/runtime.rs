@@ -9,6 +9,15 @@ use crate::error::FfiError;
 
 static INITIALIZED: OnceLock<Result<(), String>> = OnceLock::new();
 
+/// `sys._stdlib_dir` of the main interpreter, read right after initialisation (before any plugin
+/// code could change it): where exception capture loads its private copy of `traceback`.
+static STDLIB_DIR: OnceLock<String> = OnceLock::new();
+
+/// The standard library's folder, once CPython is initialised.
+pub(crate) fn stdlib_dir() -> Option<&'static str> {
+    STDLIB_DIR.get().map(String::as_str)
+}
+
 /// Initialises CPython once for the whole process; later calls return the first outcome.
 ///
 /// The main interpreter is set up isolated (environment variables such as `PYTHONPATH` are ignored,
@@ -46,11 +55,36 @@ pub fn python_version() -> String {
     )
 }
 
+/// The executable of the CPython whose libpython is linked in (known at build time), for
+/// `sys.executable` and `sys._base_executable` in every interpreter of the process. Without it
+/// CPython guesses from the host program and `PATH`: usually another Python, so
+/// `subprocess.run([sys.executable, ...])` or a `multiprocessing` spawn pool ran the wrong one.
+const EMBEDDED_PYTHON: Option<&str> = option_env!("FIDIUS_EMBEDDED_PYTHON");
+
+/// Sets `config.executable` to [`EMBEDDED_PYTHON`] when that file still exists; else CPython's guess
+/// stays.
+fn set_executable(config: &mut ffi::PyConfig) {
+    let Some(executable) = EMBEDDED_PYTHON.filter(|path| std::path::Path::new(path).is_file())
+    else {
+        return;
+    };
+    let Ok(executable) = std::ffi::CString::new(executable) else {
+        return;
+    };
+    // SAFETY: `config` is an initialised PyConfig and `executable` a NUL-terminated string that
+    // PyConfig_SetBytesString decodes and copies into a field the config owns. A failure (out of
+    // memory, undecodable bytes) leaves the field unset, which is CPython's default.
+    let _ = unsafe {
+        ffi::PyConfig_SetBytesString(config, &mut config.executable, executable.as_ptr())
+    };
+}
+
 fn initialize_main_interpreter() -> Result<(), String> {
     // SAFETY: Py_IsInitialized may be called at any time, without the GIL.
     if unsafe { ffi::Py_IsInitialized() } != 0 {
         return Err("CPython was already initialised by other code in this process".to_owned());
     }
+    crate::containment::install_audit_hook()?;
     let mut config = MaybeUninit::<ffi::PyConfig>::uninit();
     // SAFETY: PyConfig_InitIsolatedConfig fully initialises the struct it is given; it needs no GIL.
     let mut config = unsafe {
@@ -60,6 +94,7 @@ fn initialize_main_interpreter() -> Result<(), String> {
     config.site_import = 0;
     config.install_signal_handlers = 0;
     config.write_bytecode = 0;
+    set_executable(&mut config);
     // SAFETY: `config` was initialised above; Py_InitializeFromConfig copies what it needs, and
     // PyConfig_Clear then frees the strings the config owns. OnceLock runs this at most once.
     let status = unsafe {
@@ -71,7 +106,25 @@ fn initialize_main_interpreter() -> Result<(), String> {
     if unsafe { ffi::PyStatus_Exception(status) } != 0 {
         return Err(crate::object::status_message(&status));
     }
-    // SAFETY: initialisation succeeded, so this thread holds the main interpreter's GIL.
+    // SAFETY: initialisation succeeded, so this thread holds the main interpreter's GIL;
+    // PySys_GetObject returns a borrowed reference or NULL (without an exception), and a str's UTF-8
+    // buffer lives as long as the str, which sys keeps.
+    unsafe {
+        let dir = ffi::PySys_GetObject(c"_stdlib_dir".as_ptr());
+        if !dir.is_null() && ffi::PyUnicode_Check(dir) != 0 {
+            let text = ffi::PyUnicode_AsUTF8(dir);
+            if text.is_null() {
+                ffi::PyErr_Clear();
+            } else {
+                let _ = STDLIB_DIR.set(
+                    std::ffi::CStr::from_ptr(text)
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+        }
+    }
+    // SAFETY: as above.
     let datetime = unsafe { ffi::PyImport_ImportModule(c"_datetime".as_ptr()) };
     let datetime_ok = !datetime.is_null();
     // SAFETY: still attached to the main interpreter; Py_XDECREF accepts NULL, and PyErr_Clear drops

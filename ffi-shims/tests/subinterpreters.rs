@@ -3,7 +3,7 @@
 use std::sync::{Arc, Barrier};
 use std::thread;
 
-use fidius_ffi::{FfiError, InterpreterOptions, SubInterpreter};
+use fidius_ffi::{FfiError, InterpreterOptions, MainInterpreter, SubInterpreter};
 
 fn eval(interp: &SubInterpreter, expr: &str) -> String {
     interp
@@ -37,18 +37,22 @@ fn runs_with_own_gil_and_isolated_configuration() {
     let interp = SubInterpreter::new(InterpreterOptions::default()).unwrap();
     run(&interp, "import sys");
     if eval(&interp, "sys.version_info >= (3, 13)") == "True" {
-        run(
-            &interp,
-            "import _interpreters\nconfig = _interpreters.get_config(_interpreters.get_current()[0])",
-        );
-        assert_eq!(eval(&interp, "config.gil"), "own");
-        assert_eq!(eval(&interp, "config.use_main_obmalloc"), "False");
-        assert_eq!(
-            eval(&interp, "config.check_multi_interp_extensions"),
-            "True"
-        );
-        assert_eq!(eval(&interp, "config.allow_daemon_threads"), "False");
-        assert_ne!(eval(&interp, "_interpreters.get_current()[0]"), "0");
+        // Read from the main interpreter: plugin sub-interpreters may not import `_interpreters`.
+        let id = interp.id();
+        assert_ne!(id, 0);
+        let config = |field: &str| {
+            MainInterpreter::with(|py| {
+                py.eval_to_string(&format!(
+                    "__import__('_interpreters').get_config({id}).{field}"
+                ))
+            })
+            .unwrap()
+            .unwrap()
+        };
+        assert_eq!(config("gil"), "own");
+        assert_eq!(config("use_main_obmalloc"), "False");
+        assert_eq!(config("check_multi_interp_extensions"), "True");
+        assert_eq!(config("allow_daemon_threads"), "False");
     }
     let refused = interp.with(|py| py.run("import os\nos.fork()")).unwrap();
     match refused {

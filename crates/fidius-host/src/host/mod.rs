@@ -20,7 +20,7 @@ pub use keys::PublicKey;
 use crate::error::LoadError;
 use crate::handle::{PluginInfo, PythonPluginHandle, Reloader, WeakPluginHandle};
 use crate::options::LoadOptions;
-use crate::runtime::source::PluginSource;
+use crate::runtime::source::{absolute, PluginSource};
 use cache::{ArchiveCache, CacheError};
 
 /// Why a host could not be built.
@@ -83,9 +83,10 @@ pub struct PluginHostBuilder {
 
 impl PluginHostBuilder {
     /// Adds a folder holding plugin directories and/or `.fid` files. Repeatable; earlier paths are
-    /// listed first. By default there are none.
+    /// listed first. By default there are none. A relative path is resolved against the working
+    /// directory now, once.
     pub fn search_path(mut self, path: impl Into<PathBuf>) -> Self {
-        self.search_paths.push(path.into());
+        self.search_paths.push(absolute(path.into()));
         self
     }
 
@@ -104,9 +105,10 @@ impl PluginHostBuilder {
     }
 
     /// Where `.fid` archives are unpacked (one folder per archive hash). By default
-    /// `$HOME/.cache/fidius/packages`, or `fidius-packages` in the temp folder without `HOME`.
+    /// `$HOME/.cache/fidius/packages`, or `fidius-packages` in the temp folder without `HOME`. A
+    /// relative path is resolved against the working directory now, once.
     pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.cache_dir = Some(dir.into());
+        self.cache_dir = Some(absolute(dir.into()));
         self
     }
 
@@ -121,7 +123,9 @@ impl PluginHostBuilder {
         if self.require_signature && self.trusted_keys.is_empty() {
             return Err(HostError::NoTrustedKeys);
         }
-        let cache_dir = self.cache_dir.unwrap_or_else(default_cache_dir);
+        let cache_dir = self
+            .cache_dir
+            .unwrap_or_else(|| absolute(default_cache_dir()));
         Ok(PluginHost {
             inner: Arc::new(HostInner {
                 search_paths: self.search_paths,
@@ -194,9 +198,9 @@ impl PluginHost {
         descriptor: &'static PythonInterfaceDescriptor,
         options: LoadOptions,
     ) -> Result<PythonPluginHandle, LoadError> {
-        let (source, info) = self.verify(read_path(path)?, descriptor)?;
+        let path = absolute(path.to_path_buf());
+        let (source, info) = self.verify(read_path(&path)?, descriptor)?;
         let host = self.clone();
-        let path = path.to_path_buf();
         let reloader: Reloader = Box::new(move || host.verify(read_path(&path)?, descriptor));
         self.start(source, info, descriptor, &options, reloader)
     }

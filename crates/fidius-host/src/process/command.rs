@@ -34,10 +34,17 @@ pub struct WorkerNotFound {
 }
 
 impl WorkerCommand {
-    /// Runs `program` with no leading arguments.
+    /// Runs `program` with no leading arguments. A bare name is looked up on `PATH` when started; a
+    /// relative path (`./bin/worker`) is resolved against the working directory now, once.
     pub fn new(program: impl Into<PathBuf>) -> Self {
+        let program = program.into();
+        let program = if program.components().count() > 1 {
+            crate::runtime::source::absolute(program)
+        } else {
+            program
+        };
         Self {
-            program: program.into(),
+            program,
             leading_args: Vec::new(),
         }
     }

@@ -241,16 +241,16 @@ def _fidius_install_sdk(sdk_source):
     return sdk
 
 
-def _fidius_describe(exc):
-    import traceback  # only on the failure path: it is slow to import
+# The exception that failed the plugin's import, for the host to describe: the host's description
+# needs no import and cannot recurse, while one written here would import `traceback`, which a
+# plugin's own `traceback.py` or a deleted `builtins.__import__` makes raise in turn.
+_fidius_import_error = None
 
-    return {
-        "type": type(exc).__qualname__
-        if type(exc).__module__ == "builtins"
-        else f"{type(exc).__module__}.{type(exc).__qualname__}",
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(exc)),
-    }
+
+def _fidius_import_failed(exc):
+    global _fidius_import_error
+    _fidius_import_error = exc
+    return {"error": "import"}
 
 
 def _fidius_import(entry_module):
@@ -267,9 +267,9 @@ def _fidius_import(entry_module):
         missing = exc.name or ""
         if missing and (entry_module == missing or entry_module.startswith(missing + ".")):
             return None, {"error": "entry_missing"}
-        return None, {"error": "import", **_fidius_describe(exc)}
+        return None, _fidius_import_failed(exc)
     except BaseException as exc:  # SystemExit and KeyboardInterrupt at import must not escape either
-        return None, {"error": "import", **_fidius_describe(exc)}
+        return None, _fidius_import_failed(exc)
 
 
 _CO_VARARGS = 0x04

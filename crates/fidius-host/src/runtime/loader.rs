@@ -131,7 +131,13 @@ pub(crate) fn bootstrap<I: Interpreter>(
             let report = load
                 .call(&[&spec, &py.str(SDK_SOURCE)?])
                 .map_err(|raised| FfiError::Python(raised.describe()))?;
-            report.to_json().map_err(internal)
+            let report = report.to_json().map_err(internal)?;
+            let import_error = py.eval("_fidius_import_error")?;
+            Ok(if import_error.is_none() {
+                report
+            } else {
+                with_import_error(&report, &import_error.describe_exception())
+            })
         })
         .and_then(|report| report);
     // What the plugin printed at import time, even when the load failed: often the best clue.
@@ -141,6 +147,17 @@ pub(crate) fn bootstrap<I: Interpreter>(
         }
     });
     report
+}
+
+/// Adds the described exception that failed the plugin's import to the bootstrap's report.
+fn with_import_error(report: &[u8], exception: &fidius_ffi::PythonException) -> Vec<u8> {
+    let Ok(serde_json::Value::Object(mut fields)) = serde_json::from_slice(report) else {
+        return report.to_vec(); // check_report names what is wrong with it
+    };
+    fields.insert("type".to_owned(), exception.type_name.clone().into());
+    fields.insert("message".to_owned(), exception.message.clone().into());
+    fields.insert("traceback".to_owned(), exception.traceback.clone().into());
+    serde_json::Value::Object(fields).to_string().into_bytes()
 }
 
 /// Turns the bootstrap's report into the load error it describes, if any.

@@ -16,7 +16,8 @@ pub struct PluginSource {
 }
 
 impl PluginSource {
-    /// A plugin in `dir` whose code starts at `entry_module`.
+    /// A plugin in `dir` whose code starts at `entry_module`. A relative `dir` is resolved against the
+    /// working directory now, once, so a later change of it (process-wide) cannot redirect reloads.
     pub fn new(
         name: impl Into<String>,
         version: impl Into<String>,
@@ -26,7 +27,7 @@ impl PluginSource {
         Self {
             name: name.into(),
             version: version.into(),
-            dir: dir.into(),
+            dir: absolute(dir.into()),
             entry_module: entry_module.into(),
         }
     }
@@ -39,4 +40,12 @@ impl PluginSource {
     pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
+}
+
+/// `path` made absolute against the working directory of this moment, so that a later change of the
+/// working directory (which is process-wide) cannot redirect discovery, loads or reloads. Left as it
+/// is only when it cannot be (an empty path, an unreadable working directory), where any later use
+/// fails anyway.
+pub(crate) fn absolute(path: PathBuf) -> PathBuf {
+    std::path::absolute(&path).unwrap_or(path)
 }
