@@ -5,6 +5,7 @@
 //! implementing it (stub, `package.toml`, tests); `init-host` a host that loads every plugin in its
 //! `plugins/` folder, so `fidius pack PLUGIN --out HOST/plugins` then `cargo run` in HOST runs it.
 
+use crate::out::outln;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -159,11 +160,11 @@ impl InitInterfaceCommand {
                 (".gitignore", "/target\n".to_owned()),
             ],
         )?;
-        println!(
+        outln!(
             "created interface crate {} in {}",
             self.name,
             folder.display()
-        );
+        )?;
         Ok(())
     }
 }
@@ -239,13 +240,13 @@ impl InitPluginCommand {
                 (".gitignore", "/vendor/\n__pycache__/\n*.fid\n".to_owned()),
             ],
         )?;
-        println!(
+        outln!(
             "created plugin {} for {} in {}; fill in {}",
             self.args.name,
             spec.trait_name,
             folder.display(),
             folder.join(format!("{module}.py")).display()
-        );
+        )?;
         Ok(())
     }
 }
@@ -295,12 +296,12 @@ impl InitHostCommand {
                 (".gitignore", "/target\n".to_owned()),
             ],
         )?;
-        println!(
+        outln!(
             "created host {} in {}; `fidius pack PLUGIN --out {}` then `cargo run` there",
             self.args.name,
             folder.display(),
             folder.join("plugins").display()
-        );
+        )?;
         Ok(())
     }
 }
