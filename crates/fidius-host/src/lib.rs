@@ -43,7 +43,8 @@ pub use fidius_core::{CallError, PluginCall, PluginError};
 pub use fidius_ffi::PythonException;
 pub use handle::{PluginInfo, PythonPluginHandle};
 pub use host::{
-    BrokenPackage, DiscoveredPlugin, Discovery, HostError, PluginHost, PluginHostBuilder, PublicKey,
+    BrokenPackage, CacheError, CachedPackage, DiscoveredPlugin, Discovery, HostError, PackageCache,
+    PluginHost, PluginHostBuilder, PruneRule, PublicKey,
 };
 pub use options::{CallOptions, LoadOptions};
 pub use process::command::{WorkerCommand, WorkerNotFound, WORKER_BINARY, WORKER_ENV};

@@ -14,6 +14,8 @@ use fidius_core::signing::{verify_dir, KeyFingerprint, VerifyingKey};
 use fidius_core::tree::SIGNATURE_FILE;
 use fidius_core::PackageError;
 
+pub(crate) use cache::SlotLease;
+pub use cache::{CacheError, CachedPackage, PackageCache, PruneRule};
 pub use discovery::{BrokenPackage, DiscoveredPlugin, Discovery};
 pub use keys::PublicKey;
 
@@ -21,7 +23,7 @@ use crate::error::LoadError;
 use crate::handle::{PluginInfo, PythonPluginHandle, Reloader, WeakPluginHandle};
 use crate::options::LoadOptions;
 use crate::runtime::source::PluginSource;
-use cache::{ArchiveCache, CacheError};
+use cache::{ArchiveCache, Fetch};
 
 /// Why a host could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +80,7 @@ pub struct PluginHostBuilder {
     require_signature: bool,
     trusted_keys: Vec<PublicKey>,
     cache_dir: Option<PathBuf>,
+    cache_max_bytes: Option<u64>,
     unpack_limits: UnpackLimits,
 }
 
@@ -104,9 +107,20 @@ impl PluginHostBuilder {
     }
 
     /// Where `.fid` archives are unpacked (one folder per archive hash). By default
-    /// `$HOME/.cache/fidius/packages`, or `fidius-packages` in the temp folder without `HOME`.
+    /// `$XDG_CACHE_HOME/fidius/packages`, else `$HOME/.cache/fidius/packages`, else
+    /// `fidius-<uid>/packages` in the temp folder (see [`PackageCache::default_location`]). The
+    /// folder must belong to the current user and be writable by nobody else, or loads of archives
+    /// fail with [`LoadError::Cache`].
     pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.cache_dir = Some(dir.into());
+        self
+    }
+
+    /// After unpacking an archive, removes least recently used cache slots until the cache holds
+    /// at most `bytes` (never a slot a running host has a plugin loaded from). By default the cache
+    /// is not pruned; `fidius cache prune` does it by hand.
+    pub fn cache_max_size(mut self, bytes: u64) -> Self {
+        self.cache_max_bytes = Some(bytes);
         self
     }
 
@@ -121,7 +135,10 @@ impl PluginHostBuilder {
         if self.require_signature && self.trusted_keys.is_empty() {
             return Err(HostError::NoTrustedKeys);
         }
-        let cache_dir = self.cache_dir.unwrap_or_else(default_cache_dir);
+        let cache = match self.cache_dir {
+            Some(dir) => PackageCache::at(dir),
+            None => PackageCache::default_location(),
+        };
         Ok(PluginHost {
             inner: Arc::new(HostInner {
                 search_paths: self.search_paths,
@@ -131,17 +148,10 @@ impl PluginHostBuilder {
                     .iter()
                     .map(PublicKey::verifying_key)
                     .collect(),
-                cache: ArchiveCache::new(cache_dir, self.unpack_limits),
+                cache: ArchiveCache::new(cache, self.unpack_limits, self.cache_max_bytes),
                 loaded: Mutex::new(Vec::new()),
             }),
         })
-    }
-}
-
-fn default_cache_dir() -> PathBuf {
-    match std::env::var_os("HOME") {
-        Some(home) => Path::new(&home).join(".cache/fidius/packages"),
-        None => std::env::temp_dir().join("fidius-packages"),
     }
 }
 
@@ -260,9 +270,10 @@ impl PluginHost {
     ) -> Result<(PluginSource, PluginInfo), LoadError> {
         let plugin = found.name().to_owned();
         check_manifest(&found.manifest, descriptor)?;
+        let mut cache_lease = None;
         let (root, signer) = if found.archive {
             let mut signer = None;
-            let root = self
+            let served = self
                 .inner
                 .cache
                 .unpacked(&found.path, |root| {
@@ -270,13 +281,20 @@ impl PluginHost {
                     Ok::<(), LoadError>(())
                 })
                 .map_err(|error| match error {
-                    CacheError::Package(source) => LoadError::Package {
+                    Fetch::Package(source) => LoadError::Package {
                         plugin: plugin.clone(),
                         path: found.path.clone(),
                         source: Box::new(source),
                     },
-                    CacheError::Rejected(error) => error,
+                    Fetch::Cache(source) => LoadError::Cache {
+                        plugin: plugin.clone(),
+                        archive: found.path.clone(),
+                        source: Box::new(source),
+                    },
+                    Fetch::Rejected(error) => error,
                 })?;
+            let root = served.root;
+            cache_lease = Some(served.lease);
             // A cached tree was accepted earlier; the policy is checked again for this host.
             let signer = match signer {
                 Some(signer) => Some(signer),
@@ -310,6 +328,7 @@ impl PluginHost {
             manifest: Some(manifest.clone()),
             path: found.path.clone(),
             signer,
+            _cache_lease: cache_lease,
         };
         Ok((source, info))
     }
