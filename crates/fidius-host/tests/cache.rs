@@ -111,7 +111,11 @@ fn is_root() -> bool {
 
 fn nobody_uid() -> u32 {
     let out = Command::new("id").args(["-u", "nobody"]).output().unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().parse().unwrap()
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 fn chown_tree(path: &Path, uid: u32) {
@@ -138,7 +142,11 @@ fn a_slot_owned_by_another_user_is_replaced_never_served() {
     let marker = root.path().join("marker");
     let plugins = root.path().join("plugins");
     let cache = root.path().join("cache");
-    let archive = archive(&plugin_source(root.path(), "planted", "genuine"), &plugins, None);
+    let archive = archive(
+        &plugin_source(root.path(), "planted", "genuine"),
+        &plugins,
+        None,
+    );
     drop(load_fresh(&plugins, &cache, "planted"));
     let slot = slot_of(&cache, &archive);
     forge_slot(&slot, &marker);
@@ -147,7 +155,9 @@ fn a_slot_owned_by_another_user_is_replaced_never_served() {
     let handle = load_fresh(&plugins, &cache, "planted");
     assert_eq!(version_of(&handle), "genuine");
     assert!(!marker.exists(), "the poisoner's code ran");
-    let owner = std::fs::metadata(package_dir(&slot).join("tester.py")).unwrap().uid();
+    let owner = std::fs::metadata(package_dir(&slot).join("tester.py"))
+        .unwrap()
+        .uid();
     assert_eq!(owner, 0, "the slot was not replaced");
 }
 
@@ -157,7 +167,11 @@ fn a_group_writable_slot_is_replaced_never_served() {
     let marker = root.path().join("marker");
     let plugins = root.path().join("plugins");
     let cache = root.path().join("cache");
-    let archive = archive(&plugin_source(root.path(), "shared", "genuine"), &plugins, None);
+    let archive = archive(
+        &plugin_source(root.path(), "shared", "genuine"),
+        &plugins,
+        None,
+    );
     drop(load_fresh(&plugins, &cache, "shared"));
     let slot = slot_of(&cache, &archive);
     forge_slot(&slot, &marker);
@@ -176,7 +190,11 @@ fn a_cache_folder_writable_by_others_or_owned_by_another_user_is_refused() {
     let root = tempfile::tempdir().unwrap();
     let plugins = root.path().join("plugins");
     let cache = root.path().join("cache");
-    archive(&plugin_source(root.path(), "open", "genuine"), &plugins, None);
+    archive(
+        &plugin_source(root.path(), "open", "genuine"),
+        &plugins,
+        None,
+    );
     std::fs::create_dir(&cache).unwrap();
     std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
     let error = host(&plugins, &cache)
@@ -209,7 +227,11 @@ fn an_edited_cached_copy_without_its_signature_is_replaced_under_either_policy()
     let cache = root.path().join("cache");
     let key = generate_signing_key();
     let public = PublicKey::from(key.verifying_key());
-    let archive = archive(&plugin_source(root.path(), "signed", "genuine"), &plugins, Some(&key));
+    let archive = archive(
+        &plugin_source(root.path(), "signed", "genuine"),
+        &plugins,
+        Some(&key),
+    );
     let slot = slot_of(&cache, &archive);
     let edit = || {
         let top = package_dir(&slot);
@@ -233,7 +255,11 @@ fn an_edited_cached_copy_without_its_signature_is_replaced_under_either_policy()
             .load_python("signed", &TESTER)
             .unwrap_or_else(|error| panic!("required={required}: {error}"));
         assert_eq!(version_of(&handle), "genuine");
-        assert_eq!(handle.info().signer, Some(public.fingerprint()), "required={required}");
+        assert_eq!(
+            handle.info().signer,
+            Some(public.fingerprint()),
+            "required={required}"
+        );
         assert!(!marker.exists(), "required={required}: the edited copy ran");
     }
 }
@@ -242,7 +268,12 @@ fn an_edited_cached_copy_without_its_signature_is_replaced_under_either_policy()
 fn child(scenario: &str) -> Command {
     let mut command = Command::new(std::env::current_exe().unwrap());
     command
-        .args(["--exact", "child_scenario", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "child_scenario",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(SCENARIO_ENV, scenario);
     command
 }
@@ -284,7 +315,11 @@ fn without_home_the_default_cache_is_a_private_per_user_folder() {
     let plugins = root.path().join("plugins");
     let temp = root.path().join("tmp");
     std::fs::create_dir(&temp).unwrap();
-    let archive = archive(&plugin_source(root.path(), "homeless", "genuine"), &plugins, None);
+    let archive = archive(
+        &plugin_source(root.path(), "homeless", "genuine"),
+        &plugins,
+        None,
+    );
     let run = || {
         child("load")
             .env_remove("HOME")
@@ -297,8 +332,15 @@ fn without_home_the_default_cache_is_a_private_per_user_folder() {
     };
     let out = run();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(!temp.join("fidius-packages").exists(), "the shared temp path was used");
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !temp.join("fidius-packages").exists(),
+        "the shared temp path was used"
+    );
     let uid = rustix::process::geteuid().as_raw();
     let private = temp.join(format!("fidius-{uid}"));
     let metadata = std::fs::symlink_metadata(&private).unwrap();
@@ -306,7 +348,10 @@ fn without_home_the_default_cache_is_a_private_per_user_folder() {
     assert_eq!(metadata.uid(), uid);
     assert_eq!(metadata.mode() & 0o777, 0o700);
     let slot = slot_of(&private.join("packages"), &archive);
-    assert!(stdout.contains(&format!("LOADED {}", slot.display())), "{stdout}");
+    assert!(
+        stdout.contains(&format!("LOADED {}", slot.display())),
+        "{stdout}"
+    );
 
     // A per-user folder someone else could write to is refused, not used.
     std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o777)).unwrap();
@@ -336,9 +381,17 @@ fn a_kill_during_unpack_leaves_nothing_behind_and_the_next_load_succeeds() {
     let plugins = root.path().join("plugins");
     let cache = root.path().join("cache");
     let source = plugin_source(root.path(), "big", "genuine");
-    // 32 MiB that do not compress: unpacking takes long enough to be killed in the middle.
+    // 32 MiB that do not compress: unpacking takes long enough to be killed in the middle. Packed
+    // uncompressed (gzip "stored" blocks) so that making the archive is quick.
     std::fs::write(source.join("blob.bin"), noise(32 << 20)).unwrap();
-    let archive = archive(&source, &plugins, None);
+    std::fs::create_dir_all(&plugins).unwrap();
+    let archive = plugins.join("big-1.0.0.fid");
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+        std::fs::File::create(&archive).unwrap(),
+        flate2::Compression::none(),
+    ));
+    tar.append_dir_all("big-1.0.0", &source).unwrap();
+    tar.into_inner().unwrap().finish().unwrap();
 
     let mut unpacking = child("load")
         .env("FIDIUS_TEST_PLUGINS", &plugins)
@@ -352,7 +405,12 @@ fn a_kill_during_unpack_leaves_nothing_behind_and_the_next_load_succeeds() {
             .map(|entries| {
                 entries
                     .map(|entry| entry.unwrap().path())
-                    .filter(|path| path.file_name().unwrap().to_string_lossy().starts_with(".staging-"))
+                    .filter(|path| {
+                        path.file_name()
+                            .unwrap()
+                            .to_string_lossy()
+                            .starts_with(".staging-")
+                    })
                     .collect()
             })
             .unwrap_or_default()
@@ -360,25 +418,48 @@ fn a_kill_during_unpack_leaves_nothing_behind_and_the_next_load_succeeds() {
     // Wait (bounded) until the blob is being written into a staging folder, then SIGKILL.
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
-        let writing = staging(&cache)
-            .iter()
-            .any(|dir| walkdir::WalkDir::new(dir).into_iter().filter_map(Result::ok).any(|entry| entry.file_name() == "blob.bin"));
+        let writing = staging(&cache).iter().any(|dir| {
+            walkdir::WalkDir::new(dir)
+                .into_iter()
+                .filter_map(Result::ok)
+                .any(|entry| entry.file_name() == "blob.bin")
+        });
         if writing {
             break;
         }
-        assert!(unpacking.try_wait().unwrap().is_none(), "the child ended before it was killed");
-        assert!(std::time::Instant::now() < deadline, "the child never started unpacking");
+        assert!(
+            unpacking.try_wait().unwrap().is_none(),
+            "the child ended before it was killed"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the child never started unpacking"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     unpacking.kill().unwrap();
     let status = unpacking.wait().unwrap();
-    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9));
-    assert!(!slot_of(&cache, &archive).exists(), "killed before the unpack finished");
-    assert_eq!(staging(&cache).len(), 1, "the interrupted unpack left its staging folder");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9)
+    );
+    assert!(
+        !slot_of(&cache, &archive).exists(),
+        "killed before the unpack finished"
+    );
+    assert_eq!(
+        staging(&cache).len(),
+        1,
+        "the interrupted unpack left its staging folder"
+    );
 
     let handle = load_fresh(&plugins, &cache, "big");
     assert_eq!(version_of(&handle), "genuine");
-    assert_eq!(staging(&cache), Vec::<PathBuf>::new(), "a staging folder remains");
+    assert_eq!(
+        staging(&cache),
+        Vec::<PathBuf>::new(),
+        "a staging folder remains"
+    );
 }
 
 /// Sets a slot's "last used" time.
@@ -396,7 +477,12 @@ fn pruning_removes_least_recently_used_slots_and_never_one_in_use() {
     let cache = root.path().join("cache");
     let slots: Vec<PathBuf> = ["held", "old", "recent", "spare"]
         .iter()
-        .map(|name| slot_of(&cache, &archive(&plugin_source(root.path(), name, name), &plugins, None)))
+        .map(|name| {
+            slot_of(
+                &cache,
+                &archive(&plugin_source(root.path(), name, name), &plugins, None),
+            )
+        })
         .collect();
     let [held, old, recent, spare] = &slots[..] else {
         unreachable!()
@@ -416,7 +502,13 @@ fn pruning_removes_least_recently_used_slots_and_never_one_in_use() {
     let cache_view = PackageCache::at(&cache);
     let listed = cache_view.list().unwrap();
     assert_eq!(listed.len(), 4);
-    assert!(listed.iter().find(|slot| &slot.path == held).unwrap().in_use);
+    assert!(
+        listed
+            .iter()
+            .find(|slot| &slot.path == held)
+            .unwrap()
+            .in_use
+    );
     assert_eq!(listed.iter().filter(|slot| slot.in_use).count(), 1);
 
     // By age: the held slot is the oldest but in use.
@@ -426,12 +518,21 @@ fn pruning_removes_least_recently_used_slots_and_never_one_in_use() {
             ..PruneRule::default()
         })
         .unwrap();
-    assert_eq!(removed.iter().map(|slot| &slot.path).collect::<Vec<_>>(), [old]);
+    assert_eq!(
+        removed.iter().map(|slot| &slot.path).collect::<Vec<_>>(),
+        [old]
+    );
     assert!(held.exists() && !old.exists() && spare.exists() && recent.exists());
 
     // By size: room for the held slot and one more; the less recently used one goes.
     let size = |slot: &Path| -> u64 {
-        cache_view.list().unwrap().iter().find(|listed| listed.path == slot).unwrap().bytes
+        cache_view
+            .list()
+            .unwrap()
+            .iter()
+            .find(|listed| listed.path == slot)
+            .unwrap()
+            .bytes
     };
     let max_bytes = size(held) + size(recent);
     let removed = cache_view
@@ -440,7 +541,10 @@ fn pruning_removes_least_recently_used_slots_and_never_one_in_use() {
             ..PruneRule::default()
         })
         .unwrap();
-    assert_eq!(removed.iter().map(|slot| &slot.path).collect::<Vec<_>>(), [spare]);
+    assert_eq!(
+        removed.iter().map(|slot| &slot.path).collect::<Vec<_>>(),
+        [spare]
+    );
     assert!(held.exists() && recent.exists());
 
     // Nothing may go while in use, even with no room at all; once dropped, it may.

@@ -719,16 +719,18 @@ impl ArchiveCache {
         let renamed = fs::rename(staging.path(), slot);
         drop(lock);
         let _ = fs::remove_file(slot.join(STAGING_LOCK));
-        match renamed {
-            Ok(()) => {}
+        let served = match renamed {
+            Ok(()) => Served {
+                root: slot.join(&record.top_dir),
+                lease: Arc::new(lease(slot).map_err(CacheError::io(slot))?),
+            },
             // Another process or thread admitted the same archive meanwhile: use theirs if it proves.
-            Err(_) if slot.is_dir() => {}
+            Err(_) if slot.is_dir() => prove_slot(slot, hash).map_err(|fault| match fault {
+                SlotFault::Private(error) => error,
+                other => CacheError::io(slot)(io::Error::other(other.to_string())),
+            })?,
             Err(error) => return Err(CacheError::io(slot)(error).into()),
-        }
-        let served = prove_slot(slot, hash).map_err(|fault| match fault {
-            SlotFault::Private(error) => error,
-            other => CacheError::io(slot)(io::Error::other(other.to_string())),
-        })?;
+        };
         if let Some(max_bytes) = self.max_bytes {
             let rule = PruneRule {
                 max_bytes: Some(max_bytes),
