@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use commands::cache::CacheCommand;
 use commands::call::CallCommand;
 use commands::keygen::KeygenCommand;
 use commands::pack::PackCommand;
@@ -31,6 +32,9 @@ enum Command {
     Keygen(KeygenCommand),
     PythonStub(PythonStubCommand),
     Call(CallCommand),
+    /// List or prune the package cache where hosts unpack .fid archives.
+    #[command(subcommand)]
+    Cache(CacheCommand),
     /// Runs a process-tier worker (started by fidius hosts, never by hand).
     #[command(hide = true)]
     Worker {
@@ -47,6 +51,7 @@ impl Command {
             Command::Keygen(command) => command.execute(),
             Command::PythonStub(command) => command.execute(),
             Command::Call(command) => command.execute(),
+            Command::Cache(command) => command.execute(),
             // Handled in `main`, before logging starts.
             Command::Worker { .. } => anyhow::bail!("`fidius worker` is run by fidius hosts"),
         }

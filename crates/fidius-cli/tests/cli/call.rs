@@ -12,7 +12,7 @@ const GREETER: &str = concat!(
 
 /// A Greeter plugin generated with `python-stub` and filled in: greet, and a raw echo that
 /// reverses its input; the optional `farewell` is left out, as a version-1 plugin would.
-fn greeter_plugin(root: &Path) -> Result<PathBuf, Box<dyn std::error::Error>> {
+pub(crate) fn greeter_plugin(root: &Path) -> Result<PathBuf, Box<dyn std::error::Error>> {
     let dir = root.join("greeter");
     fs::create_dir_all(&dir)?;
     let module = dir.join("greeter.py");
@@ -51,7 +51,7 @@ fn greeter_plugin(root: &Path) -> Result<PathBuf, Box<dyn std::error::Error>> {
     Ok(dir)
 }
 
-fn call(root: &Path, plugin: &Path, extra: &[&str]) -> std::process::Output {
+pub(crate) fn call(root: &Path, plugin: &Path, extra: &[&str]) -> std::process::Output {
     let plugin = plugin.to_string_lossy().into_owned();
     let mut args = vec!["call", "my-greeter", &plugin];
     args.extend_from_slice(extra);
