@@ -571,3 +571,44 @@ fn pruning_removes_least_recently_used_slots_and_never_one_in_use() {
     assert!(!old.exists() && spare.exists());
     assert_eq!(version_of(&kept), "spare");
 }
+
+#[test]
+fn a_proven_slot_is_still_checked_against_each_hosts_own_keys() {
+    let root = tempfile::tempdir().unwrap();
+    let plugins = root.path().join("plugins");
+    let cache = root.path().join("cache");
+    let signer = generate_signing_key();
+    let stranger = PublicKey::from(generate_signing_key().verifying_key());
+    let trusted = PublicKey::from(signer.verifying_key());
+    archive(
+        &plugin_source(root.path(), "keyed", "genuine"),
+        &plugins,
+        Some(&signer),
+    );
+    let host_trusting = |key: &PublicKey| {
+        PluginHost::builder()
+            .search_path(&plugins)
+            .cache_dir(&cache)
+            .trusted_key(key.clone())
+            .require_signature(true)
+            .build()
+            .unwrap()
+    };
+    drop(
+        host_trusting(&trusted)
+            .load_python("keyed", &TESTER)
+            .unwrap(),
+    );
+    let error = host_trusting(&stranger)
+        .load_python("keyed", &TESTER)
+        .err()
+        .expect("a slot admitted under another key was served");
+    assert!(
+        matches!(error, LoadError::SignatureRejected { .. }),
+        "{error}"
+    );
+    let handle = host_trusting(&trusted)
+        .load_python("keyed", &TESTER)
+        .unwrap();
+    assert_eq!(handle.info().signer, Some(trusted.fingerprint()));
+}

@@ -30,6 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use fidius_core::archive::{unpack, UnpackLimits};
+use fidius_core::digest::PackageDigest;
 use fidius_core::PackageError;
 use rustix::fs::{flock, FlockOperation};
 use serde::{Deserialize, Serialize};
@@ -404,6 +405,10 @@ struct SlotRecord {
     archive_sha256: String,
     /// The package folder inside the slot (`NAME-VERSION`).
     top_dir: String,
+    /// The package digest (hex), when `accept` verified a signature over it at admission: a host
+    /// serving the proven slot checks the signature against it instead of hashing the tree again.
+    #[serde(default)]
+    package_digest: Option<String>,
     /// Every folder, relative to the slot, `/`-separated (the package folder included).
     dirs: Vec<String>,
     /// Every regular file, relative to the slot.
@@ -512,11 +517,21 @@ fn prove_slot(slot: &Path, hash: &str) -> Result<Served, SlotFault> {
         return Err(SlotFault::Missing(missing));
     }
     let _ = record_file.set_modified(SystemTime::now()); // "last used", as in `lease`
+    let digest = record
+        .package_digest
+        .as_deref()
+        .map(|digest| {
+            let mut bytes = [0; 32];
+            hex::decode_to_slice(digest, &mut bytes).map(|()| PackageDigest(bytes))
+        })
+        .transpose()
+        .map_err(|_| SlotFault::RecordMismatch)?;
     Ok(Served {
         root: slot.join(&record.top_dir),
         lease: Arc::new(SlotLease {
             _record: record_file,
         }),
+        digest,
     })
 }
 
@@ -530,11 +545,17 @@ fn relative_name(slot: &Path, path: &Path) -> Result<String, SlotFault> {
 
 /// Records what an accepted staging folder holds, removing group/other write bits first (an unusual
 /// umask must not make every later check fail).
-fn record_staging(staging: &Path, hash: &str, top_dir: &str) -> Result<SlotRecord, PackageError> {
+fn record_staging(
+    staging: &Path,
+    hash: &str,
+    top_dir: &str,
+    digest: Option<PackageDigest>,
+) -> Result<SlotRecord, PackageError> {
     let mut record = SlotRecord {
         format: RECORD_FORMAT,
         archive_sha256: hash.to_owned(),
         top_dir: top_dir.to_owned(),
+        package_digest: digest.map(|digest| digest.to_string()),
         dirs: Vec::new(),
         files: Vec::new(),
     };
@@ -594,6 +615,8 @@ pub(crate) struct SlotLease {
 pub(crate) struct Served {
     pub(crate) root: PathBuf,
     pub(crate) lease: Arc<SlotLease>,
+    /// The package digest recorded at admission (the proven files still have it), if one was.
+    pub(crate) digest: Option<PackageDigest>,
 }
 
 /// Unpacks archives into a [`PackageCache`] for one host.
@@ -608,8 +631,9 @@ pub(crate) struct ArchiveCache {
     cache: PackageCache,
     limits: UnpackLimits,
     max_bytes: Option<u64>,
-    /// Archives this host already proved or admitted: their slot and package root.
-    seen: Mutex<HashMap<ArchiveKey, (PathBuf, PathBuf)>>,
+    /// Archives this host already proved or admitted: their slot, package root and digest (no
+    /// lease: remembering a slot must not keep it from being pruned).
+    seen: Mutex<HashMap<ArchiveKey, (PathBuf, PathBuf, Option<PackageDigest>)>>,
 }
 
 /// An archive's path, size and modification time.
@@ -626,11 +650,12 @@ impl ArchiveCache {
     }
 
     /// The unpacked package root of `archive`, unpacking it if needed. `accept` checks a freshly
-    /// unpacked tree (signature policy) before it enters the cache.
+    /// unpacked tree (signature policy) before it enters the cache, and returns the package digest
+    /// a signature was verified over, if any, for the slot's record.
     pub(crate) fn unpacked<E>(
         &self,
         archive: &Path,
-        accept: impl FnOnce(&Path) -> Result<(), E>,
+        accept: impl FnOnce(&Path) -> Result<Option<PackageDigest>, E>,
     ) -> Result<Served, Fetch<E>> {
         let metadata = fs::metadata(archive).map_err(PackageError::io(archive))?;
         let key = (
@@ -652,7 +677,7 @@ impl ArchiveCache {
         self.seen
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(key, (slot, served.root.clone()));
+            .insert(key, (slot, served.root.clone(), served.digest));
         Ok(served)
     }
 
@@ -690,7 +715,7 @@ impl ArchiveCache {
         archive: &Path,
         slot: &Path,
         hash: &str,
-        accept: impl FnOnce(&Path) -> Result<(), E>,
+        accept: impl FnOnce(&Path) -> Result<Option<PackageDigest>, E>,
     ) -> Result<Served, Fetch<E>> {
         let dir = &self.cache.dir;
         self.cache.remove_leftovers();
@@ -704,8 +729,8 @@ impl ArchiveCache {
             .map_err(|errno| CacheError::io(&lock_path)(errno.into()))?;
         let file = File::open(archive).map_err(PackageError::io(archive))?;
         let unpacked = unpack(BufReader::new(file), staging.path(), &self.limits)?;
-        accept(&unpacked.root).map_err(Fetch::Rejected)?;
-        let record = record_staging(staging.path(), hash, &unpacked.top_dir)?;
+        let digest = accept(&unpacked.root).map_err(Fetch::Rejected)?;
+        let record = record_staging(staging.path(), hash, &unpacked.top_dir, digest)?;
         let record_path = staging.path().join(RECORD_FILE);
         let json = serde_json::to_vec(&record)
             .map_err(|error| CacheError::io(&record_path)(io::Error::other(error)))?;
@@ -723,6 +748,7 @@ impl ArchiveCache {
             Ok(()) => Served {
                 root: slot.join(&record.top_dir),
                 lease: Arc::new(lease(slot).map_err(CacheError::io(slot))?),
+                digest,
             },
             // Another process or thread admitted the same archive meanwhile: use theirs if it proves.
             Err(_) if slot.is_dir() => prove_slot(slot, hash).map_err(|fault| match fault {
@@ -749,11 +775,12 @@ impl ArchiveCache {
             .seen
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let (slot, root) = seen.get(key)?;
+        let (slot, root, digest) = seen.get(key)?;
         match lease(slot) {
             Ok(lease) => Some(Served {
                 root: root.clone(),
                 lease: Arc::new(lease),
+                digest: *digest,
             }),
             Err(_) => {
                 seen.remove(key);

@@ -8,9 +8,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use fidius_core::archive::UnpackLimits;
+use fidius_core::digest::PackageDigest;
 use fidius_core::interface::PythonInterfaceDescriptor;
 use fidius_core::manifest::Manifest;
-use fidius_core::signing::{verify_dir, KeyFingerprint, VerifyingKey};
+use fidius_core::signing::{
+    read_signature, verify_digest, verify_dir, VerifiedSignature, VerifyingKey,
+};
 use fidius_core::tree::SIGNATURE_FILE;
 use fidius_core::PackageError;
 
@@ -277,8 +280,9 @@ impl PluginHost {
                 .inner
                 .cache
                 .unpacked(&found.path, |root| {
-                    signer = self.check_signature(&plugin, root)?;
-                    Ok::<(), LoadError>(())
+                    let verified = self.check_signature(&plugin, root, None)?;
+                    signer = verified.as_ref().map(|verified| verified.key);
+                    Ok::<_, LoadError>(verified.map(|verified| verified.digest))
                 })
                 .map_err(|error| match error {
                     Fetch::Package(source) => LoadError::Package {
@@ -295,14 +299,19 @@ impl PluginHost {
                 })?;
             let root = served.root;
             cache_lease = Some(served.lease);
-            // A cached tree was accepted earlier; the policy is checked again for this host.
+            // A slot admitted earlier (perhaps by a host with other keys) is checked against this
+            // host's policy; its files were just proven, so a recorded digest needs no re-hash.
             let signer = match signer {
                 Some(signer) => Some(signer),
-                None => self.check_signature(&plugin, &root)?,
+                None => self
+                    .check_signature(&plugin, &root, served.digest.as_ref())?
+                    .map(|verified| verified.key),
             };
             (root, signer)
         } else {
-            let signer = self.check_signature(&plugin, &found.path)?;
+            let signer = self
+                .check_signature(&plugin, &found.path, None)?
+                .map(|verified| verified.key);
             (found.path.clone(), signer)
         };
         let manifest = if found.archive {
@@ -364,12 +373,14 @@ impl PluginHost {
             })
     }
 
-    /// Applies the signature policy to a package tree; returns who signed it, if verified.
+    /// Applies the signature policy to a package tree; returns who signed it and the digest, if
+    /// verified. `digest`, when known, is the tree's digest (a proven cache slot's record).
     fn check_signature(
         &self,
         plugin: &str,
         root: &Path,
-    ) -> Result<Option<KeyFingerprint>, LoadError> {
+        digest: Option<&PackageDigest>,
+    ) -> Result<Option<VerifiedSignature>, LoadError> {
         let signed = root.join(SIGNATURE_FILE).is_file();
         if !signed {
             return if self.inner.require_signature {
@@ -385,8 +396,18 @@ impl PluginHost {
             // Not required and nothing to check it against.
             return Ok(None);
         }
-        match verify_dir(root, &self.inner.trusted_keys) {
-            Ok(verified) => Ok(Some(verified.key)),
+        let verified = match digest {
+            Some(digest) => read_signature(&root.join(SIGNATURE_FILE)).and_then(|signature| {
+                let key = verify_digest(digest, &signature, &self.inner.trusted_keys)?;
+                Ok(VerifiedSignature {
+                    digest: *digest,
+                    key,
+                })
+            }),
+            None => verify_dir(root, &self.inner.trusted_keys),
+        };
+        match verified {
+            Ok(verified) => Ok(Some(verified)),
             Err(source) => Err(LoadError::SignatureRejected {
                 plugin: plugin.to_owned(),
                 source: Box::new(source),
