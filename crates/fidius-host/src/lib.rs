@@ -42,6 +42,9 @@ pub use error::LoadError;
 pub use fidius_core::{CallError, PluginCall, PluginError};
 pub use fidius_ffi::PythonException;
 pub use handle::{PluginInfo, PythonPluginHandle};
+#[cfg(feature = "bench-unproven-cache")]
+#[doc(hidden)]
+pub use host::SERVE_UNPROVEN_FOR_BENCHMARKS;
 pub use host::{
     BrokenPackage, CacheError, CachedPackage, DiscoveredPlugin, Discovery, HostError, PackageCache,
     PluginHost, PluginHostBuilder, PruneRule, PublicKey,

@@ -612,3 +612,31 @@ fn a_proven_slot_is_still_checked_against_each_hosts_own_keys() {
         .unwrap();
     assert_eq!(handle.info().signer, Some(trusted.fingerprint()));
 }
+
+#[test]
+fn an_edit_that_keeps_size_and_modification_time_is_still_caught() {
+    let root = tempfile::tempdir().unwrap();
+    let plugins = root.path().join("plugins");
+    let cache = root.path().join("cache");
+    let archive = archive(
+        &plugin_source(root.path(), "sneaky", "genuine"),
+        &plugins,
+        None,
+    );
+    drop(load_fresh(&plugins, &cache, "sneaky"));
+    let library = package_dir(&slot_of(&cache, &archive)).join("vendor/conflictlib/__init__.py");
+    let modified = std::fs::metadata(&library).unwrap().modified().unwrap();
+    let text = std::fs::read_to_string(&library).unwrap();
+    let edited = text.replace("\"genuine\"", "\"edited!\"");
+    assert_eq!(edited.len(), text.len());
+    std::fs::write(&library, edited).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&library)
+        .unwrap()
+        .set_modified(modified)
+        .unwrap();
+
+    let handle = load_fresh(&plugins, &cache, "sneaky");
+    assert_eq!(version_of(&handle), "genuine", "the edited copy was served");
+}

@@ -14,8 +14,11 @@
 //! The cache folder and every slot must belong to the current user and be writable by nobody else.
 //! A slot is written only after `accept` approved the freshly unpacked tree, and its record goes in
 //! with it in one rename. Before a slot is served, its files are walked: the set must equal the
-//! record exactly (no extra files, no symlinks or special files), and every file's size, mode and
-//! SHA-256 must match. A slot that fails is removed and the archive is unpacked again.
+//! record exactly (no extra files, no symlinks or special files), everything must still be private,
+//! and every file's size and mode must match; a file whose inode and modification and change times
+//! are those recorded when it was hashed is unchanged (no user can set a change time), any other is
+//! hashed again and its SHA-256 must match. A slot that fails is removed and the archive is
+//! unpacked again.
 //!
 //! A host holds a shared `flock` on the record of every slot its loaded plugins run from
 //! ([`SlotLease`]); pruning takes an exclusive one, so a slot in use is never removed. Serving a slot
@@ -421,6 +424,30 @@ struct FileRecord {
     size: u64,
     mode: u32,
     sha256: String,
+    /// The file's identity when it was hashed: see [`Identity`].
+    identity: Identity,
+}
+
+/// Inode number and modification and change times (to the nanosecond) of a file. Any write,
+/// `chmod`, rename over it or `utime` gives a file a new change time (the current time, which no
+/// user can choose), so a file whose identity is unchanged since it was hashed still has the
+/// hashed content: the warm path stats instead of re-reading. A file whose identity differs (the
+/// cache was copied or restored, or the file was touched or edited) is hashed again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Identity {
+    inode: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Identity {
+    fn of(metadata: &fs::Metadata) -> Self {
+        Self {
+            inode: metadata.ino(),
+            mtime: (metadata.mtime(), metadata.mtime_nsec()),
+            ctime: (metadata.ctime(), metadata.ctime_nsec()),
+        }
+    }
 }
 
 /// Why a slot is not served (it is then removed and unpacked again).
@@ -496,13 +523,16 @@ fn prove_slot(slot: &Path, hash: &str) -> Result<Served, SlotFault> {
                 path: relative.clone(),
                 source,
             };
-            let (file, metadata) = open_regular(entry.path()).map_err(unreadable)?;
+            let metadata = entry.metadata().map_err(|error| unreadable(error.into()))?;
             check_private(entry.path(), &metadata)?;
             if metadata.len() != expected.size || metadata.mode() & 0o7777 != expected.mode {
                 return Err(SlotFault::Changed(relative));
             }
-            if sha256_reader(file).map_err(unreadable)? != expected.sha256 {
-                return Err(SlotFault::Changed(relative));
+            if Identity::of(&metadata) != expected.identity {
+                let (file, _) = open_regular(entry.path()).map_err(unreadable)?;
+                if sha256_reader(file).map_err(unreadable)? != expected.sha256 {
+                    return Err(SlotFault::Changed(relative));
+                }
             }
         } else {
             return Err(SlotFault::NotRegular(relative));
@@ -583,11 +613,15 @@ fn record_staging(
             record.dirs.push(relative);
         } else {
             let file = File::open(path).map_err(PackageError::io(path))?;
+            let sha256 = sha256_reader(&file).map_err(PackageError::io(path))?;
+            // Taken after hashing (and after the chmod above): what a later stat must find.
+            let hashed = file.metadata().map_err(PackageError::io(path))?;
             record.files.push(FileRecord {
                 path: relative,
-                size: metadata.len(),
-                mode,
-                sha256: sha256_reader(file).map_err(PackageError::io(path))?,
+                size: hashed.len(),
+                mode: hashed.mode() & 0o7777,
+                sha256,
+                identity: Identity::of(&hashed),
             });
         }
     }
@@ -694,6 +728,10 @@ impl ArchiveCache {
             Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(error) => return Err(CacheError::io(slot)(error)),
         }
+        #[cfg(feature = "bench-unproven-cache")]
+        if SERVE_UNPROVEN_FOR_BENCHMARKS.load(std::sync::atomic::Ordering::Relaxed) {
+            return unproven(slot).map(Some);
+        }
         match prove_slot(slot, hash) {
             Ok(served) => Ok(Some(served)),
             Err(fault) => {
@@ -788,6 +826,32 @@ impl ArchiveCache {
             }
         }
     }
+}
+
+/// `ci/bench` only (feature `bench-unproven-cache`, never in a normal build): serve existing slots
+/// without proving them, as fidius did before slots were proven, so that one benchmark run can
+/// measure what the proof costs.
+#[cfg(feature = "bench-unproven-cache")]
+#[doc(hidden)]
+pub static SERVE_UNPROVEN_FOR_BENCHMARKS: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// The old way to serve a slot: its first folder, unchecked (benchmarks only).
+#[cfg(feature = "bench-unproven-cache")]
+fn unproven(slot: &Path) -> Result<Served, CacheError> {
+    let root = fs::read_dir(slot)
+        .map_err(CacheError::io(slot))?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .find(|path| path.is_dir())
+        .ok_or_else(|| CacheError::NotADirectory {
+            path: slot.to_path_buf(),
+        })?;
+    Ok(Served {
+        root,
+        lease: Arc::new(lease(slot).map_err(CacheError::io(slot))?),
+        digest: None,
+    })
 }
 
 /// Why [`ArchiveCache::unpacked`] has no tree to give.

@@ -18,6 +18,9 @@ use fidius_core::tree::SIGNATURE_FILE;
 use fidius_core::PackageError;
 
 pub(crate) use cache::SlotLease;
+#[cfg(feature = "bench-unproven-cache")]
+#[doc(hidden)]
+pub use cache::SERVE_UNPROVEN_FOR_BENCHMARKS;
 pub use cache::{CacheError, CachedPackage, PackageCache, PruneRule};
 pub use discovery::{BrokenPackage, DiscoveredPlugin, Discovery};
 pub use keys::PublicKey;
