@@ -270,6 +270,8 @@ fn throughput(callers: usize, calls_each: usize, call: impl Fn(usize) + Sync) ->
 
 fn main() {
     let quick = std::env::args().any(|arg| arg == "--quick");
+    // `ci/bench --only-cached-archive`: just the "load_python of a cached archive" section.
+    let only_cached_archive = std::env::args().any(|arg| arg == "--only-cached-archive");
     let iterations = if quick { 2_000 } else { 50_000 };
     let root = tempfile::tempdir().expect("temp dir");
     let dir = root.path().join("bench");
@@ -283,6 +285,12 @@ fn main() {
         fidius_ffi::python_version(),
         if cfg!(debug_assertions) { "debug" } else { "release" },
     );
+
+    if only_cached_archive {
+        cached_archive_loads(&mut report, root.path(), quick);
+        print!("{report}");
+        return;
+    }
 
     let plugin = load(&dir, "bench", 1);
     let baseline = Baseline::new();
