@@ -656,7 +656,8 @@ fn cached_archive_loads(report: &mut String, root: &Path, quick: bool) {
     let _ = writeln!(report, "\n## load_python of a cached archive (fresh host per load, median of {samples} alternating rounds)\n\n| package | slot proven (shipped) | slot not proven (before) | cost of the proof |\n|---|---|---|---|");
     for (package, plugins, signed) in &cases {
         load(package, plugins, *signed); // unpack into the cache once
-        let (mut proven, mut unproven) = (Vec::new(), Vec::new());
+        let mut proven = Vec::new();
+        let mut unproven: Vec<Duration> = Vec::new();
         for _ in 0..samples {
             proven.push(load(package, plugins, *signed));
             #[cfg(feature = "bench-unproven-cache")]

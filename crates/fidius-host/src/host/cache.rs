@@ -667,7 +667,15 @@ pub(crate) struct ArchiveCache {
     max_bytes: Option<u64>,
     /// Archives this host already proved or admitted: their slot, package root and digest (no
     /// lease: remembering a slot must not keep it from being pruned).
-    seen: Mutex<HashMap<ArchiveKey, (PathBuf, PathBuf, Option<PackageDigest>)>>,
+    seen: Mutex<HashMap<ArchiveKey, Remembered>>,
+}
+
+/// What a host remembers of a slot it proved: where it is, its package root and recorded digest.
+#[derive(Debug)]
+struct Remembered {
+    slot: PathBuf,
+    root: PathBuf,
+    digest: Option<PackageDigest>,
 }
 
 /// An archive's path, size and modification time.
@@ -711,7 +719,14 @@ impl ArchiveCache {
         self.seen
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(key, (slot, served.root.clone(), served.digest));
+            .insert(
+                key,
+                Remembered {
+                    slot,
+                    root: served.root.clone(),
+                    digest: served.digest,
+                },
+            );
         Ok(served)
     }
 
@@ -813,12 +828,12 @@ impl ArchiveCache {
             .seen
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let (slot, root, digest) = seen.get(key)?;
-        match lease(slot) {
+        let remembered = seen.get(key)?;
+        match lease(&remembered.slot) {
             Ok(lease) => Some(Served {
-                root: root.clone(),
+                root: remembered.root.clone(),
                 lease: Arc::new(lease),
-                digest: *digest,
+                digest: remembered.digest,
             }),
             Err(_) => {
                 seen.remove(key);
