@@ -24,68 +24,27 @@ fn cache_lists_what_a_call_unpacked_and_prune_removes_it() -> TestResult {
     ));
     assert!(out.contains("Hello, World!"), "{out}");
 
-    let listed = succeeds(&fidius(
-        root.path(),
-        &["cache", "list", "--cache-dir", &cache_arg],
-    ));
+    let cache_command = |args: &[&str]| {
+        let mut full = vec!["cache"];
+        full.extend_from_slice(args);
+        full.extend_from_slice(&["--cache-dir", &cache_arg]);
+        fidius(root.path(), &full)
+    };
+    let listed = succeeds(&cache_command(&["list"]));
     assert!(listed.contains("1 package(s)"), "{listed}");
     assert!(listed.contains("my-greeter-0.1.0"), "{listed}");
-
-    let kept = succeeds(&fidius(
-        root.path(),
-        &[
-            "cache",
-            "prune",
-            "--cache-dir",
-            &cache_arg,
-            "--older-than",
-            "1d",
-        ],
-    ));
-    assert!(kept.contains("removed 0 package(s)"), "{kept}");
-    let kept = succeeds(&fidius(
-        root.path(),
-        &[
-            "cache",
-            "prune",
-            "--cache-dir",
-            &cache_arg,
-            "--max-size",
-            "1G",
-        ],
-    ));
-    assert!(kept.contains("removed 0 package(s)"), "{kept}");
-    let pruned = succeeds(&fidius(
-        root.path(),
-        &[
-            "cache",
-            "prune",
-            "--cache-dir",
-            &cache_arg,
-            "--max-size",
-            "0",
-        ],
-    ));
+    for keeps in [["--older-than", "1d"], ["--max-size", "1G"]] {
+        let kept = succeeds(&cache_command(&["prune", keeps[0], keeps[1]]));
+        assert!(kept.contains("removed 0 package(s)"), "{keeps:?}: {kept}");
+    }
+    let pruned = succeeds(&cache_command(&["prune", "--max-size", "0"]));
     assert!(pruned.contains("removed 1 package(s)"), "{pruned}");
     assert!(pruned.contains("my-greeter-0.1.0"), "{pruned}");
-    let listed = succeeds(&fidius(
-        root.path(),
-        &["cache", "list", "--cache-dir", &cache_arg],
-    ));
+    let listed = succeeds(&cache_command(&["list"]));
     assert!(listed.contains("0 package(s)"), "{listed}");
 
     // A bad size is a usage error naming the option (clap's exit status 2).
-    let bad = fidius(
-        root.path(),
-        &[
-            "cache",
-            "prune",
-            "--cache-dir",
-            &cache_arg,
-            "--max-size",
-            "2X",
-        ],
-    );
+    let bad = cache_command(&["prune", "--max-size", "2X"]);
     assert_eq!(bad.status.code(), Some(2));
     let message = stderr(&bad);
     assert!(
