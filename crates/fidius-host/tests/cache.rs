@@ -640,3 +640,32 @@ fn an_edit_that_keeps_size_and_modification_time_is_still_caught() {
     let handle = load_fresh(&plugins, &cache, "sneaky");
     assert_eq!(version_of(&handle), "genuine", "the edited copy was served");
 }
+
+#[test]
+fn a_symbolic_link_in_place_of_a_slot_is_removed_not_followed() {
+    let root = tempfile::tempdir().unwrap();
+    let marker = root.path().join("marker");
+    let plugins = root.path().join("plugins");
+    let cache = root.path().join("cache");
+    let archive = archive(
+        &plugin_source(root.path(), "linked", "genuine"),
+        &plugins,
+        None,
+    );
+    drop(load_fresh(&plugins, &cache, "linked"));
+    // Someone's copy of the slot elsewhere, poisoned, and the slot replaced by a link to it.
+    let slot = slot_of(&cache, &archive);
+    let elsewhere = root.path().join("elsewhere");
+    std::fs::rename(&slot, &elsewhere).unwrap();
+    forge_slot(&elsewhere, &marker);
+    std::os::unix::fs::symlink(&elsewhere, &slot).unwrap();
+
+    let handle = load_fresh(&plugins, &cache, "linked");
+    assert_eq!(version_of(&handle), "genuine");
+    assert!(!marker.exists(), "code behind the link ran");
+    assert!(std::fs::symlink_metadata(&slot).unwrap().is_dir());
+    assert!(
+        elsewhere.join(RECORD).exists(),
+        "the link's target was removed"
+    );
+}

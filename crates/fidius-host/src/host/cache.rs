@@ -247,6 +247,13 @@ impl PackageCache {
 
     /// Moves `slot` aside (so nothing finds it under its hash any more) and deletes it.
     fn discard(&self, slot: &Path) -> Result<(), CacheError> {
+        match fs::symlink_metadata(slot) {
+            Ok(metadata) if metadata.is_dir() => {}
+            // A symbolic link or file where a slot belongs: remove the link itself, nothing behind it.
+            Ok(_) => return fs::remove_file(slot).map_err(CacheError::io(slot)),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(error) => return Err(CacheError::io(slot)(error)),
+        }
         let doomed = tempfile::Builder::new()
             .prefix(DOOMED_PREFIX)
             .tempdir_in(&self.dir)
