@@ -66,7 +66,7 @@ pub enum CacheError {
         user: u32,
     },
     /// A cache folder is writable by its group or by others.
-    #[error("cache folder {} is writable by group or others (mode {mode:04o}); refusing to use it", path.display())]
+    #[error("cache folder {} is writable by group or others (mode {mode:04o}); refusing to use it (`chmod go-w` it if it is yours)", path.display())]
     Writable { path: PathBuf, mode: u32 },
     /// A cache folder is a symbolic link or not a folder.
     #[error("cache folder {} is not a directory (a symbolic link or another kind of file)", path.display())]
