@@ -4,4 +4,7 @@
 //! baselines). The one implementation is `fidius_build::link_python`, which host crates call too.
 fn main() {
     fidius_build::link_python();
+    // `ci/bench` alone passes `--cfg fidius_bench_unproven_cache` (see host/cache.rs): a cfg, not a
+    // Cargo feature, so no dependent can switch slot proofs off through feature unification.
+    println!("cargo::rustc-check-cfg=cfg(fidius_bench_unproven_cache)");
 }

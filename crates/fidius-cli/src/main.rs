@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use commands::cache::CacheCommand;
 use commands::call::CallCommand;
 use commands::init::{InitHostCommand, InitInterfaceCommand, InitPluginCommand};
 use commands::keygen::KeygenCommand;
@@ -37,6 +38,9 @@ enum Command {
     InitInterface(InitInterfaceCommand),
     InitPlugin(InitPluginCommand),
     InitHost(InitHostCommand),
+    /// List or prune the package cache where hosts unpack .fid archives.
+    #[command(subcommand)]
+    Cache(CacheCommand),
     /// Runs a process-tier worker (started by fidius hosts, never by hand).
     #[command(hide = true)]
     Worker {
@@ -56,6 +60,7 @@ impl Command {
             Command::InitInterface(command) => command.execute(),
             Command::InitPlugin(command) => command.execute(),
             Command::InitHost(command) => command.execute(),
+            Command::Cache(command) => command.execute(),
             // Handled in `main`, before logging starts.
             Command::Worker { .. } => anyhow::bail!("`fidius worker` is run by fidius hosts"),
         }

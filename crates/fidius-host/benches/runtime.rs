@@ -10,11 +10,16 @@ use std::sync::Barrier;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use fidius_core::archive::{pack_dir, SignaturePolicy};
 use fidius_core::interface::{PythonArgDescriptor, PythonInterfaceDescriptor, WireMode};
 use fidius_core::manifest::Isolation;
+use fidius_core::signing::generate_signing_key;
 use fidius_core::PluginCall;
 use fidius_ffi::{MainHandle, MainInterpreter};
-use fidius_host::{CallOptions, LoadOptions, PluginSource, PythonPluginHandle, WorkerCommand};
+use fidius_host::{
+    CallOptions, LoadOptions, PluginHost, PluginSource, PublicKey, PythonPluginHandle,
+    WorkerCommand,
+};
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -265,6 +270,8 @@ fn throughput(callers: usize, calls_each: usize, call: impl Fn(usize) + Sync) ->
 
 fn main() {
     let quick = std::env::args().any(|arg| arg == "--quick");
+    // `ci/bench --only-cached-archive`: just the "load_python of a cached archive" section.
+    let only_cached_archive = std::env::args().any(|arg| arg == "--only-cached-archive");
     let iterations = if quick { 2_000 } else { 50_000 };
     let root = tempfile::tempdir().expect("temp dir");
     let dir = root.path().join("bench");
@@ -278,6 +285,12 @@ fn main() {
         fidius_ffi::python_version(),
         if cfg!(debug_assertions) { "debug" } else { "release" },
     );
+
+    if only_cached_archive {
+        cached_archive_loads(&mut report, root.path(), quick);
+        print!("{report}");
+        return;
+    }
 
     let plugin = load(&dir, "bench", 1);
     let baseline = Baseline::new();
@@ -474,6 +487,8 @@ fn main() {
         );
     }
 
+    cached_archive_loads(&mut report, root.path(), quick);
+
     print!("{report}");
     let out_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench");
     if std::fs::create_dir_all(&out_dir).is_ok() {
@@ -567,6 +582,110 @@ fn process_tier(
             report,
             "| {workers} | {ours:.1} | {theirs:.1} | {:.2}× |",
             ours / theirs
+        );
+    }
+}
+
+/// `load_python` of an archive already in the cache, with a fresh `PluginHost` per load (so the
+/// host's in-process memo does not hide the cost): the archive is hashed and its slot proven
+/// against its record (every file hashed) before the instance starts. With
+/// `--cfg fidius_bench_unproven_cache` (`ci/bench` sets it), the same loads with the proof skipped, as
+/// before slots were proven, alternate with them in rounds.
+fn cached_archive_loads(report: &mut String, root: &Path, quick: bool) {
+    let key = generate_signing_key();
+    let manifest = |name: &str| {
+        format!(
+            "[package]\nname = \"{name}\"\nversion = \"1.0.0\"\ninterface = \"Bench\"\n\
+             interface_version = 1\nruntime = \"python\"\n\n[python]\nentry_module = \"bench_plugin\"\n"
+        )
+    };
+    // A small plugin, and one vendoring 40 MiB of Python (400 modules the plugin does not import:
+    // hashing cost without import cost, the worst case for the proof).
+    let filler = |module: u64| -> String {
+        let mut state = module.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..2_000)
+            .map(|line| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                format!("value_{line} = {state}  # vendored, never imported\n")
+            })
+            .collect()
+    };
+    let mut cases = Vec::new();
+    for (name, vendored) in [("small", 0), ("vendored", 400)] {
+        for signed in [false, true] {
+            let package = format!("{name}-{}", if signed { "signed" } else { "unsigned" });
+            let source = root.join("archive-src").join(&package);
+            std::fs::create_dir_all(source.join("vendor/filler")).expect("source dir");
+            std::fs::write(source.join("package.toml"), manifest(&package)).expect("manifest");
+            std::fs::write(source.join("bench_plugin.py"), PLUGIN).expect("plugin");
+            for i in 0..vendored as u64 {
+                std::fs::write(source.join(format!("vendor/filler/m{i}.py")), filler(i))
+                    .expect("filler");
+            }
+            let plugins = root.join("archives").join(&package);
+            let policy = if signed {
+                SignaturePolicy::SignWith(&key)
+            } else {
+                SignaturePolicy::CheckExisting(&[])
+            };
+            pack_dir(&source, &plugins, policy).expect("pack");
+            cases.push((package, plugins, signed));
+        }
+    }
+    let cache = root.join("archive-cache");
+    let load = |package: &str, plugins: &Path, signed: bool| {
+        let mut builder = PluginHost::builder().search_path(plugins).cache_dir(&cache);
+        if signed {
+            builder = builder
+                .require_signature(true)
+                .trusted_key(PublicKey::from(key.verifying_key()));
+        }
+        let started = Instant::now();
+        let handle = builder
+            .build()
+            .expect("host")
+            .load_python(package, &BENCH)
+            .expect("cached archive loads");
+        let elapsed = started.elapsed();
+        drop(handle);
+        elapsed
+    };
+    let samples = if quick { 5 } else { 15 };
+    let _ = writeln!(report, "\n## load_python of a cached archive (fresh host per load, median of {samples} alternating rounds)\n\n| package | slot proven (shipped) | slot not proven (before) | cost of the proof |\n|---|---|---|---|");
+    for (package, plugins, signed) in &cases {
+        load(package, plugins, *signed); // unpack into the cache once
+        let mut proven = Vec::new();
+        let mut unproven: Vec<Duration> = Vec::new();
+        for _ in 0..samples {
+            proven.push(load(package, plugins, *signed));
+            #[cfg(fidius_bench_unproven_cache)]
+            {
+                use std::sync::atomic::Ordering;
+                fidius_host::SERVE_UNPROVEN_FOR_BENCHMARKS.store(true, Ordering::Relaxed);
+                unproven.push(load(package, plugins, *signed));
+                fidius_host::SERVE_UNPROVEN_FOR_BENCHMARKS.store(false, Ordering::Relaxed);
+            }
+        }
+        proven.sort_unstable();
+        unproven.sort_unstable();
+        let proven = proven[proven.len() / 2];
+        let (before, cost) = match unproven.get(unproven.len() / 2) {
+            Some(&before) => (
+                format!("{:.2} ms", before.as_secs_f64() * 1e3),
+                format!(
+                    "{:+.1} %",
+                    (proven.as_secs_f64() / before.as_secs_f64() - 1.0) * 100.0
+                ),
+            ),
+            None => ("(run ci/bench)".to_owned(), String::new()),
+        };
+        let _ = writeln!(
+            report,
+            "| {package}{} | {:.2} ms | {before} | {cost} |",
+            if *signed { ", signature required" } else { "" },
+            proven.as_secs_f64() * 1e3,
         );
     }
 }

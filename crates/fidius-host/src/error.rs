@@ -29,6 +29,14 @@ pub enum LoadError {
         #[source]
         source: Box<PackageError>,
     },
+    /// The package cache folder cannot be used safely (another user's, writable by others) or at all.
+    #[error("plugin `{plugin}`: cannot unpack {} into the package cache", archive.display())]
+    Cache {
+        plugin: String,
+        archive: PathBuf,
+        #[source]
+        source: Box<crate::host::CacheError>,
+    },
     /// The host requires signatures and the package has none.
     #[error("plugin `{plugin}`: package at {} is not signed, and this host requires signatures", path.display())]
     Unsigned { plugin: String, path: PathBuf },

@@ -10,7 +10,10 @@
 //!   truly in parallel, and each has its own `sys.modules`: two plugins vendoring different versions
 //!   of a library each see their own.
 //! * Each plugin's `sys.path` is its `vendor/`, then its directory, then the standard library; the
-//!   `fidius` SDK module is the host's embedded copy; no bytecode is written.
+//!   `fidius` SDK module is the host's embedded copy; no bytecode is written, and none is ever read
+//!   from the plugin's folders (no `__pycache__`, no sourceless `.pyc`): the verified source runs.
+//! * `.fid` archives are unpacked into a cache private to the user ([`PackageCache`]); a cached copy
+//!   is proven against its admission record before it is served, and replaced if it fails.
 //! * What a plugin writes (`print`, `sys.stdout`/`sys.stderr`, `logging`) goes to `tracing`
 //!   (target [`OUTPUT_TARGET`], fields `plugin`, `version`, `instance`, `stream`, `logger`) and to
 //!   [`PythonPluginHandle::recent_output`], never to the host's own streams.
@@ -42,8 +45,12 @@ pub use error::LoadError;
 pub use fidius_core::{CallError, PluginCall, PluginError};
 pub use fidius_ffi::PythonException;
 pub use handle::{PluginInfo, PythonPluginHandle};
+#[cfg(fidius_bench_unproven_cache)]
+#[doc(hidden)]
+pub use host::SERVE_UNPROVEN_FOR_BENCHMARKS;
 pub use host::{
-    BrokenPackage, DiscoveredPlugin, Discovery, HostError, PluginHost, PluginHostBuilder, PublicKey,
+    BrokenPackage, CacheError, CachedPackage, DiscoveredPlugin, Discovery, HostError, PackageCache,
+    PluginHost, PluginHostBuilder, PruneRule, PublicKey,
 };
 pub use options::{CallOptions, LoadOptions};
 pub use process::command::{WorkerCommand, WorkerNotFound, WORKER_BINARY, WORKER_ENV};

@@ -504,3 +504,46 @@ fn a_package_that_cannot_be_imported_refuses_all_its_modules_with_one_probe() ->
     );
     Ok(())
 }
+
+/// The probe imports with the same source-only finder as both tiers: a package's `__init__` is
+/// run from its source, never from an (unchecked-hash) `.pyc` in its `__pycache__`.
+#[test]
+fn the_probe_never_runs_bytecode_from_the_plugin_tree() -> TestResult {
+    let py = python()?;
+    let work = tempfile::tempdir()?;
+    let plugin = plugin(work.path())?;
+    let marker = work.path().join("marker");
+    vendor_stdlib_module(&py, &plugin, "fastpkg", "xxlimited")?;
+    let init = plugin.join("vendor/fastpkg/__init__.py");
+    fs::write(&init, "VALUE = 1\n")?;
+    let attacker = work.path().join("attacker.py");
+    fs::write(
+        &attacker,
+        format!(
+            "open({:?}, 'a').write('bytecode ran\\n')\n",
+            marker.display().to_string()
+        ),
+    )?;
+    let status = Command::new(option_env!("FIDIUS_BUILD_PYTHON").ok_or("no build Python")?)
+        .args(["-I", "-c"])
+        .arg(
+            "import importlib.util, py_compile, sys\n\
+             py_compile.compile(sys.argv[1], cfile=importlib.util.cache_from_source(sys.argv[2]),\n\
+                 dfile=sys.argv[2], doraise=True,\n\
+                 invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)",
+        )
+        .arg(&attacker)
+        .arg(&init)
+        .status()?;
+    assert!(status.success(), "py_compile failed");
+    assert!(plugin.join("vendor/fastpkg/__pycache__").is_dir());
+
+    let record = probe_extensions(&plugin, &worker(), &ProbeOptions::default())?;
+    let (ok, reason) = outcome(&record, "fastpkg.xxlimited")?;
+    assert!(ok, "{reason}");
+    assert!(
+        !marker.exists(),
+        "the probe ran bytecode from the plugin tree"
+    );
+    Ok(())
+}

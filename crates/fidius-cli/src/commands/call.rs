@@ -13,6 +13,7 @@ use fidius_host::{LoadOptions, PluginHost, PublicKey, PythonPluginHandle};
 
 use super::extensions::own_worker;
 use super::python_stub::read_interface;
+use super::units::parse_duration;
 
 use crate::out::outln;
 
@@ -83,7 +84,7 @@ pub struct CallCommand {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     load_timeout: Option<Duration>,
 
-    /// Where `.fid` archives are unpacked (default: ~/.cache/fidius/packages).
+    /// Where `.fid` archives are unpacked (default: see `fidius cache list`).
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
 }
@@ -293,27 +294,6 @@ fn parse_isolation(text: &str) -> Result<Isolation, String> {
     }
 }
 
-/// A duration such as `250ms`, `2s`, `1.5s` or `1m`.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration such as 500ms, 2s or 1m"))?;
-    let seconds = match unit {
-        "ms" => number / 1000.0,
-        "s" => number,
-        "m" => number * 60.0,
-        _ => return Err(format!("`{text}`: the unit must be ms, s or m")),
-    };
-    Duration::try_from_secs_f64(seconds)
-        .ok()
-        .filter(|duration| !duration.is_zero())
-        .ok_or_else(|| format!("`{text}` is not a positive duration"))
-}
-
 /// `total` calls over `threads` threads: throughput and latency percentiles.
 fn measure(
     handle: &PythonPluginHandle,
@@ -359,22 +339,4 @@ fn measure(
         percentile(50).as_secs_f64() * 1e6,
         percentile(99).as_secs_f64() * 1e6,
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::parse_duration;
-
-    #[test]
-    fn durations_take_a_unit_and_must_be_positive() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
-        for bad in ["2", "s", "0s", "-1s", "2h", "1..5s", ""] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
-    }
 }

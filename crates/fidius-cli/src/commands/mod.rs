@@ -1,5 +1,6 @@
 //! One module per subcommand; each turns its arguments into library calls in `execute`.
 
+pub mod cache;
 pub mod call;
 mod extensions;
 pub mod init;
@@ -9,6 +10,7 @@ pub mod pack;
 pub mod package;
 pub mod python_stub;
 pub mod sign;
+mod units;
 pub mod unpack;
 pub mod validate;
 pub mod verify;

@@ -51,7 +51,7 @@ pub(crate) fn greeter_plugin(root: &Path) -> Result<PathBuf, Box<dyn std::error:
     Ok(dir)
 }
 
-fn call(root: &Path, plugin: &Path, extra: &[&str]) -> std::process::Output {
+pub(crate) fn call(root: &Path, plugin: &Path, extra: &[&str]) -> std::process::Output {
     let plugin = plugin.to_string_lossy().into_owned();
     let mut args = vec!["call", "my-greeter", &plugin];
     args.extend_from_slice(extra);

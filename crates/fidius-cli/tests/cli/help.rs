@@ -21,6 +21,12 @@ fn every_command_has_useful_help() {
         (&["package", "inspect"], &["vendored", "--key"]),
         (&["package", "validate"], &["problem"]),
         (&["keygen"], &["--out", "--force", "0600"]),
+        (&["cache"], &["list", "prune"]),
+        (&["cache", "list"], &["--cache-dir", "loaded"]),
+        (
+            &["cache", "prune"],
+            &["--max-size", "--older-than", "never removed"],
+        ),
     ];
     let dir = std::env::temp_dir();
     for (command, fragments) in cases {

@@ -1,5 +1,6 @@
 //! End-to-end tests of the `fidius` binary: one test binary, a module per feature.
 
+mod cache;
 mod call;
 mod extensions;
 mod failures;

@@ -61,6 +61,8 @@ pub struct PluginInfo {
     pub path: std::path::PathBuf,
     /// The trusted key whose signature verified, if any.
     pub signer: Option<fidius_core::signing::KeyFingerprint>,
+    /// Keeps the cache slot an archive was unpacked into from being pruned while this version runs.
+    pub(crate) _cache_lease: Option<std::sync::Arc<crate::host::SlotLease>>,
 }
 
 struct Pool {
@@ -113,6 +115,7 @@ impl PythonPluginHandle {
             manifest: None,
             path: source.dir.clone(),
             signer: None,
+            _cache_lease: None,
         };
         Self::start_with_info(source, descriptor, options, info, None)
     }

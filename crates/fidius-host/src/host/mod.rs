@@ -8,12 +8,20 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use fidius_core::archive::{check_unpacked, UnpackLimits};
+use fidius_core::digest::PackageDigest;
 use fidius_core::interface::PythonInterfaceDescriptor;
 use fidius_core::manifest::Manifest;
-use fidius_core::signing::{verify_dir, KeyFingerprint, VerifyingKey};
+use fidius_core::signing::{
+    read_signature, verify_digest, verify_dir, VerifiedSignature, VerifyingKey,
+};
 use fidius_core::tree::SIGNATURE_FILE;
 use fidius_core::PackageError;
 
+pub(crate) use cache::SlotLease;
+#[cfg(fidius_bench_unproven_cache)]
+#[doc(hidden)]
+pub use cache::SERVE_UNPROVEN_FOR_BENCHMARKS;
+pub use cache::{CacheError, CachedPackage, PackageCache, PruneRule};
 pub use discovery::{BrokenPackage, DiscoveredPlugin, Discovery};
 pub use keys::PublicKey;
 
@@ -21,7 +29,7 @@ use crate::error::LoadError;
 use crate::handle::{PluginInfo, PythonPluginHandle, Reloader, WeakPluginHandle};
 use crate::options::LoadOptions;
 use crate::runtime::source::{absolute, PluginSource};
-use cache::{ArchiveCache, CacheError};
+use cache::{ArchiveCache, Fetch};
 
 /// Why a host could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +86,7 @@ pub struct PluginHostBuilder {
     require_signature: bool,
     trusted_keys: Vec<PublicKey>,
     cache_dir: Option<PathBuf>,
+    cache_max_bytes: Option<u64>,
     unpack_limits: UnpackLimits,
 }
 
@@ -105,10 +114,21 @@ impl PluginHostBuilder {
     }
 
     /// Where `.fid` archives are unpacked (one folder per archive hash). By default
-    /// `$HOME/.cache/fidius/packages`, or `fidius-packages` in the temp folder without `HOME`. A
-    /// relative path is resolved against the working directory now, once.
+    /// `$XDG_CACHE_HOME/fidius/packages`, else `$HOME/.cache/fidius/packages`, else
+    /// `fidius-<uid>/packages` in the temp folder (see [`PackageCache::default_location`]). The
+    /// folder must belong to the current user and be writable by nobody else, or loads of archives
+    /// fail with [`LoadError::Cache`].
+    /// A relative path is resolved against the working directory now, once.
     pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.cache_dir = Some(absolute(dir.into()));
+        self
+    }
+
+    /// After unpacking an archive, removes least recently used cache slots until the cache holds
+    /// at most `bytes` (never a slot a running host has a plugin loaded from). By default the cache
+    /// is not pruned; `fidius cache prune` does it by hand.
+    pub fn cache_max_size(mut self, bytes: u64) -> Self {
+        self.cache_max_bytes = Some(bytes);
         self
     }
 
@@ -123,9 +143,10 @@ impl PluginHostBuilder {
         if self.require_signature && self.trusted_keys.is_empty() {
             return Err(HostError::NoTrustedKeys);
         }
-        let cache_dir = self
-            .cache_dir
-            .unwrap_or_else(|| absolute(default_cache_dir()));
+        let cache = match self.cache_dir {
+            Some(dir) => PackageCache::at(dir),
+            None => PackageCache::default_location(),
+        };
         Ok(PluginHost {
             inner: Arc::new(HostInner {
                 search_paths: self.search_paths,
@@ -135,17 +156,10 @@ impl PluginHostBuilder {
                     .iter()
                     .map(PublicKey::verifying_key)
                     .collect(),
-                cache: ArchiveCache::new(cache_dir, self.unpack_limits),
+                cache: ArchiveCache::new(cache, self.unpack_limits, self.cache_max_bytes),
                 loaded: Mutex::new(Vec::new()),
             }),
         })
-    }
-}
-
-fn default_cache_dir() -> PathBuf {
-    match std::env::var_os("HOME") {
-        Some(home) => Path::new(&home).join(".cache/fidius/packages"),
-        None => std::env::temp_dir().join("fidius-packages"),
     }
 }
 
@@ -264,9 +278,10 @@ impl PluginHost {
     ) -> Result<(PluginSource, PluginInfo), LoadError> {
         let plugin = found.name().to_owned();
         check_manifest(&found.manifest, descriptor)?;
+        let mut cache_lease = None;
         let (root, signer) = if found.archive {
             let mut signer = None;
-            let root = self
+            let served = self
                 .inner
                 .cache
                 .unpacked(&found.path, |root| {
@@ -277,25 +292,38 @@ impl PluginHost {
                         path: found.path.clone(),
                         source: Box::new(source),
                     })?;
-                    signer = self.check_signature(&plugin, root)?;
-                    Ok::<(), LoadError>(())
+                    let verified = self.check_signature(&plugin, root, None)?;
+                    signer = verified.as_ref().map(|verified| verified.key);
+                    Ok::<_, LoadError>(verified.map(|verified| verified.digest))
                 })
                 .map_err(|error| match error {
-                    CacheError::Package(source) => LoadError::Package {
+                    Fetch::Package(source) => LoadError::Package {
                         plugin: plugin.clone(),
                         path: found.path.clone(),
                         source: Box::new(source),
                     },
-                    CacheError::Rejected(error) => error,
+                    Fetch::Cache(source) => LoadError::Cache {
+                        plugin: plugin.clone(),
+                        archive: found.path.clone(),
+                        source: Box::new(source),
+                    },
+                    Fetch::Rejected(error) => error,
                 })?;
-            // A cached tree was accepted earlier; the policy is checked again for this host.
+            let root = served.root;
+            cache_lease = Some(served.lease);
+            // A slot admitted earlier (perhaps by a host with other keys) is checked against this
+            // host's policy; its files were just proven, so a recorded digest needs no re-hash.
             let signer = match signer {
                 Some(signer) => Some(signer),
-                None => self.check_signature(&plugin, &root)?,
+                None => self
+                    .check_signature(&plugin, &root, served.digest.as_ref())?
+                    .map(|verified| verified.key),
             };
             (root, signer)
         } else {
-            let signer = self.check_signature(&plugin, &found.path)?;
+            let signer = self
+                .check_signature(&plugin, &found.path, None)?
+                .map(|verified| verified.key);
             (found.path.clone(), signer)
         };
         let manifest = if found.archive {
@@ -321,6 +349,7 @@ impl PluginHost {
             manifest: Some(manifest.clone()),
             path: found.path.clone(),
             signer,
+            _cache_lease: cache_lease,
         };
         Ok((source, info))
     }
@@ -356,12 +385,14 @@ impl PluginHost {
             })
     }
 
-    /// Applies the signature policy to a package tree; returns who signed it, if verified.
+    /// Applies the signature policy to a package tree; returns who signed it and the digest, if
+    /// verified. `digest`, when known, is the tree's digest (a proven cache slot's record).
     fn check_signature(
         &self,
         plugin: &str,
         root: &Path,
-    ) -> Result<Option<KeyFingerprint>, LoadError> {
+        digest: Option<&PackageDigest>,
+    ) -> Result<Option<VerifiedSignature>, LoadError> {
         // Anything named package.sig counts as a signature to check, so a symlink or FIFO there is
         // refused by verification rather than taken for "unsigned".
         let signed = root.join(SIGNATURE_FILE).symlink_metadata().is_ok();
@@ -379,8 +410,18 @@ impl PluginHost {
             // Not required and nothing to check it against.
             return Ok(None);
         }
-        match verify_dir(root, &self.inner.trusted_keys) {
-            Ok(verified) => Ok(Some(verified.key)),
+        let verified = match digest {
+            Some(digest) => read_signature(&root.join(SIGNATURE_FILE)).and_then(|signature| {
+                let key = verify_digest(digest, &signature, &self.inner.trusted_keys)?;
+                Ok(VerifiedSignature {
+                    digest: *digest,
+                    key,
+                })
+            }),
+            None => verify_dir(root, &self.inner.trusted_keys),
+        };
+        match verified {
+            Ok(verified) => Ok(Some(verified)),
             Err(source) => Err(LoadError::SignatureRejected {
                 plugin: plugin.to_owned(),
                 source: Box::new(source),

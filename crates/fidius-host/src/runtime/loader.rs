@@ -6,6 +6,7 @@ use serde::Deserialize;
 
 use crate::error::LoadError;
 use crate::runtime::output::{self, OutputSink};
+use crate::runtime::plugin_imports::install_source_only_imports;
 use crate::runtime::source::PluginSource;
 use crate::sdk::SDK_SOURCE;
 
@@ -125,6 +126,7 @@ pub(crate) fn bootstrap<I: Interpreter>(
 
     let report = interp
         .with(|py| -> Result<Vec<u8>, FfiError> {
+            install_source_only_imports(py, &[&source.vendor_dir(), source.dir()])?;
             py.run(BOOTSTRAP_SOURCE)?;
             let load = py.eval("_fidius_load")?;
             let spec = py.json_to_python(spec.as_bytes()).map_err(internal)?;

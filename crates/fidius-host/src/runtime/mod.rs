@@ -5,6 +5,7 @@ pub(crate) mod generation;
 pub(crate) mod instance;
 pub(crate) mod loader;
 pub(crate) mod output;
+pub(crate) mod plugin_imports;
 pub(crate) mod pool;
 pub(crate) mod source;
 pub(crate) mod wait;

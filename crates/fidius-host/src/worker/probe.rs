@@ -25,6 +25,8 @@ use fidius_core::dist_info::VENDOR_DIR;
 use fidius_ffi::{FfiError, InterpreterOptions, SubInterpreter};
 use serde::{Deserialize, Serialize};
 
+use crate::runtime::plugin_imports::install_source_only_imports;
+
 /// Defines `_fidius_probe(vendor_dir, plugin_dir, name)`: `None` if `name` imports, else a one-line
 /// `Type: message`, followed by `(caused by Type: message)` of the first exception in its chain.
 const PROBE_SOURCE: &str = r#"
@@ -148,6 +150,7 @@ fn probe_one(
     name: &str,
 ) -> Result<Option<String>, FfiError> {
     interp.with(|py| -> Result<Option<String>, FfiError> {
+        install_source_only_imports(py, &[Path::new(vendor_dir), Path::new(plugin_dir)])?;
         py.run(PROBE_SOURCE)?;
         let probe = py.eval("_fidius_probe")?;
         let result = probe
