@@ -14,9 +14,12 @@ fn a_busy_loop_is_interrupted_from_another_thread_and_the_interpreter_serves_on(
         handle_tx.send(interp.interrupt_handle()).unwrap();
         let mut seen = Vec::new();
         for round in 0..3 {
+            // `n` exists before the interrupt can be sent: one landing before the loop's first
+            // bytecode must not leave `n` undefined for the check below.
+            interp.with(|py| py.run("n = 0")).unwrap().unwrap();
             looping_tx.send(round).unwrap();
             let stopped = interp
-                .with(|py| py.run("n = 0\nwhile True:\n    n += 1"))
+                .with(|py| py.run("while True:\n    n += 1"))
                 .unwrap()
                 .unwrap_err();
             // The interpreter is healthy afterwards: it runs more code, with its state intact.
