@@ -25,6 +25,10 @@ pub struct InspectCommand {
     /// key, so without one inspect can only say whether it is present).
     #[arg(long = "key", value_name = "KEY.public")]
     keys: Vec<PathBuf>,
+
+    /// List every file; by default what vendor/ holds is summarised per top-level package.
+    #[arg(long)]
+    files: bool,
 }
 
 impl InspectCommand {
@@ -79,8 +83,12 @@ impl InspectCommand {
             }
         }
         outln!("files:")?;
-        for file in &tree.files {
-            outln!("  {:>10}  {}", file.len, file.relative_path)?;
+        for (len, path, count) in file_listing(&tree.files, self.files) {
+            match count {
+                Some(1) => outln!("  {len:>10}  {path} (1 file)")?,
+                Some(count) => outln!("  {len:>10}  {path} ({count} files)")?,
+                None => outln!("  {len:>10}  {path}")?,
+            }
         }
         outln!(
             "total:       {} bytes in {} files",
@@ -97,4 +105,31 @@ impl InspectCommand {
         }
         Ok(())
     }
+}
+
+/// `(bytes, path, file count)` rows in path order: every file, or (by default) each folder in
+/// vendor/ folded into one row, since a vendored dependency can have thousands of files.
+fn file_listing(
+    files: &[fidius_core::tree::PackageFile],
+    every_file: bool,
+) -> Vec<(u64, String, Option<usize>)> {
+    let vendor = format!("{}/", fidius_core::dist_info::VENDOR_DIR);
+    let mut rows: Vec<(u64, String, Option<usize>)> = Vec::new();
+    for file in files {
+        let folder = file
+            .relative_path
+            .strip_prefix(&vendor)
+            .and_then(|inside| inside.split_once('/'))
+            .filter(|_| !every_file)
+            .map(|(top, _)| format!("{vendor}{top}/"));
+        match (folder, rows.last_mut()) {
+            (Some(folder), Some((len, path, Some(count)))) if *path == folder => {
+                *len += file.len;
+                *count += 1;
+            }
+            (Some(folder), _) => rows.push((file.len, folder, Some(1))),
+            (None, _) => rows.push((file.len, file.relative_path.clone(), None)),
+        }
+    }
+    rows
 }

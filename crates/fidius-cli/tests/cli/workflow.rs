@@ -122,7 +122,7 @@ fn keygen_sign_pack_verify_inspect_unpack() -> TestResult {
         "metadata:    description = A friendly greeting service.",
         &format!("signature:   signature ok (key {fingerprint})"),
         "package.toml",
-        "vendor/tiny/__init__.py",
+        "vendor/tiny/ (1 file)",
         "total:",
     ] {
         assert!(
@@ -132,6 +132,15 @@ fn keygen_sign_pack_verify_inspect_unpack() -> TestResult {
     }
     let inspect = succeeds(&fidius(cwd, &["package", "inspect", "my-greeter-py"]));
     assert!(inspect.contains("package.sig present"), "{inspect}");
+    assert!(!inspect.contains("vendor/tiny/__init__.py"), "{inspect}");
+    let every_file = succeeds(&fidius(
+        cwd,
+        &["package", "inspect", "--files", "my-greeter-py"],
+    ));
+    assert!(
+        every_file.contains("vendor/tiny/__init__.py"),
+        "{every_file}"
+    );
 
     let unpack = succeeds(&fidius(
         cwd,
