@@ -218,13 +218,13 @@ struct CallTarget {
 }
 
 impl CallTarget {
-    /// NAME is there when four arguments are given, or three whose first is not a path that
-    /// exists while the second is (`NAME PACKAGE METHOD`, as opposed to `PACKAGE METHOD JSON`).
+    /// NAME is there when four arguments are given, or three whose second is a path that exists
+    /// (`NAME PACKAGE METHOD`, as opposed to `PACKAGE METHOD JSON`). The first may exist too: a
+    /// package folder is often named after its plugin.
     fn from_positional(positional: &[String]) -> anyhow::Result<Self> {
-        let exists = |text: &str| Path::new(text).exists();
         let with_name = match positional {
             [_, _, _, _] => true,
-            [first, second, _] => !exists(first) && exists(second),
+            [_, second, _] => Path::new(second).exists(),
             _ => false,
         };
         let (plugin, rest) = match (with_name, positional.split_first()) {

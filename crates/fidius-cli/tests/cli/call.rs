@@ -196,6 +196,26 @@ fn the_forms_a_newcomer_guesses_work_or_show_the_right_one() -> TestResult {
     };
     let out = succeeds(&without_name(&["greet", r#"["World"]"#]));
     assert_eq!(out.trim(), r#""Hello, World!""#);
+    // NAME PACKAGE METHOD beside a folder named after the plugin: still read as NAME first (the
+    // call then lacks its argument, rather than looking for a method called `greeter`).
+    let beside = plugin.parent().expect("parent");
+    fs::create_dir_all(beside.join("my-greeter"))?;
+    fails_with(
+        &fidius(
+            beside,
+            &[
+                "call",
+                "my-greeter",
+                "greeter",
+                "greet",
+                "--interface",
+                GREETER,
+                "--trait-name",
+                "Greeter",
+            ],
+        ),
+        &["expected 1 argument(s), got 0"],
+    );
 
     let not_json = without_name(&["greet", "World"]);
     fails_with(&not_json, &["`World` is not JSON", r#"greet '["World"]'"#]);
