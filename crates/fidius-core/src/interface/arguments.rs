@@ -15,6 +15,7 @@
 
 use std::fmt;
 
+use serde::de::DeserializeSeed as _;
 use serde_json::Value;
 
 use super::PythonMethodDescriptor;
@@ -113,10 +114,28 @@ impl ArgumentShapes {
     }
 
     /// Checks `payload` (a JSON array of positional arguments).
+    ///
+    /// This is on every typed call's path, so the payload is checked in one streaming pass that
+    /// builds nothing; only a payload that fails is parsed again to say where and why.
     pub fn check(&self, payload: &[u8]) -> Result<(), ArgumentMismatch> {
         if payload.iter().find(|byte| !byte.is_ascii_whitespace()) != Some(&b'[') {
             return Err(ArgumentMismatch::NotAnArray);
         }
+        let mut deserializer = serde_json::Deserializer::from_slice(payload);
+        let streamed = Validate::Arguments(&self.arguments)
+            .deserialize(&mut deserializer)
+            .and_then(|()| deserializer.end());
+        match streamed {
+            Ok(()) => Ok(()),
+            Err(error) => Err(self
+                .explain(payload)
+                .err()
+                .unwrap_or_else(|| ArgumentMismatch::Syntax(error.to_string()))),
+        }
+    }
+
+    /// The slow path of [`check`](Self::check): what is wrong, and where.
+    fn explain(&self, payload: &[u8]) -> Result<(), ArgumentMismatch> {
         let values: Vec<Value> = serde_json::from_slice(payload)
             .map_err(|error| ArgumentMismatch::Syntax(error.to_string()))?;
         if values.len() != self.arguments.len() {
@@ -138,6 +157,158 @@ impl ArgumentShapes {
             }
         }
         Ok(())
+    }
+}
+
+/// A streaming check of JSON against shapes: a serde visitor that keeps nothing it reads.
+#[derive(Clone, Copy)]
+enum Validate<'a> {
+    Arguments(&'a [(String, JsonShape)]),
+    Value(&'a JsonShape),
+}
+
+/// What the streaming check does with a value of one JSON kind.
+fn accepts(shape: &JsonShape, kind: Kind<'_>) -> bool {
+    let shape = match kind {
+        Kind::Null => shape,
+        _ => strip_optional(shape),
+    };
+    match (shape, kind) {
+        (JsonShape::Any, _)
+        | (JsonShape::Unit | JsonShape::Optional(_), Kind::Null)
+        | (JsonShape::Bool, Kind::Bool)
+        | (JsonShape::Number, Kind::Int(_) | Kind::Float) => true,
+        (JsonShape::String { single_char }, Kind::Str(text)) => {
+            !single_char || text.chars().count() == 1
+        }
+        (JsonShape::Integer { min, max, .. }, Kind::Int(n)) => (*min..=*max).contains(&n),
+        _ => false,
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind<'t> {
+    Null,
+    Bool,
+    Int(i128),
+    Float,
+    Str(&'t str),
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Validate<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Validate<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("arguments of the declared types")
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+        self.scalar(Kind::Bool)
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<(), E> {
+        self.scalar(Kind::Int(n.into()))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<(), E> {
+        self.scalar(Kind::Int(n.into()))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+        self.scalar(Kind::Float)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<(), E> {
+        self.scalar(Kind::Str(text))
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.scalar(Kind::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mismatch = || serde::de::Error::custom("argument mismatch");
+        let items: &[(String, JsonShape)];
+        let tuple: &[JsonShape];
+        match self {
+            Validate::Arguments(arguments) => {
+                items = arguments;
+                tuple = &[];
+            }
+            Validate::Value(shape) => match strip_optional(shape) {
+                JsonShape::Any => {
+                    while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                    return Ok(());
+                }
+                JsonShape::List(item) => {
+                    while seq.next_element_seed(Validate::Value(item))?.is_some() {}
+                    return Ok(());
+                }
+                JsonShape::Tuple(shapes) => {
+                    items = &[];
+                    tuple = shapes;
+                }
+                _ => return Err(mismatch()),
+            },
+        }
+        let expected = items.len().max(tuple.len());
+        let shape_at = |index: usize| {
+            items
+                .get(index)
+                .map(|(_, shape)| shape)
+                .or_else(|| tuple.get(index))
+        };
+        for index in 0..expected {
+            let Some(shape) = shape_at(index) else {
+                break;
+            };
+            if seq.next_element_seed(Validate::Value(shape))?.is_none() {
+                return Err(mismatch());
+            }
+        }
+        match seq.next_element::<serde::de::IgnoredAny>()? {
+            Some(_) => Err(mismatch()),
+            None => Ok(()),
+        }
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let value_shape = match self {
+            Validate::Value(shape) => match strip_optional(shape) {
+                JsonShape::Any => &JsonShape::Any,
+                JsonShape::Map(value) => value,
+                _ => return Err(serde::de::Error::custom("argument mismatch")),
+            },
+            Validate::Arguments(_) => return Err(serde::de::Error::custom("not an array")),
+        };
+        while map.next_key::<serde::de::IgnoredAny>()?.is_some() {
+            map.next_value_seed(Validate::Value(value_shape))?;
+        }
+        Ok(())
+    }
+}
+
+impl Validate<'_> {
+    fn scalar<E: serde::de::Error>(self, kind: Kind<'_>) -> Result<(), E> {
+        match self {
+            Validate::Value(shape) if accepts(shape, kind) => Ok(()),
+            _ => Err(E::custom("argument mismatch")),
+        }
+    }
+}
+
+fn strip_optional(shape: &JsonShape) -> &JsonShape {
+    match shape {
+        JsonShape::Optional(inner) => strip_optional(inner),
+        other => other,
     }
 }
 
@@ -580,6 +751,50 @@ mod tests {
         assert_eq!(
             error.to_string(),
             "argument `labels` (position 0) at [\"a\"]: expected a string, found integer 1"
+        );
+    }
+
+    /// The streaming pass and the explaining one must agree on every payload.
+    #[test]
+    fn the_streaming_check_agrees_with_the_explanation() {
+        static ARGS: [PythonArgDescriptor; 3] = [
+            PythonArgDescriptor {
+                name: "nested",
+                ty: "Option < Option < Vec < (u8, String) > > >",
+            },
+            PythonArgDescriptor {
+                name: "map",
+                ty: "HashMap < String, Option < f64 > >",
+            },
+            PythonArgDescriptor {
+                name: "any",
+                ty: "Summary",
+            },
+        ];
+        let shapes = shapes(&ARGS);
+        let mut refused = 0;
+        for payload in [
+            r#"[null, {}, 1]"#,
+            r#"[[[1, "a"], [255, "b"]], {"x": 1.5, "y": null, "z": 2}, {"deep": [1, {"a": null}]}]"#,
+            r#"[[[256, "a"]], {}, null]"#,
+            r#"[[[1, 2]], {}, null]"#,
+            r#"[[[1, "a", 3]], {}, null]"#,
+            r#"[[[1]], {}, null]"#,
+            r#"[[], {"x": "1"}, null]"#,
+            r#"[[], [], null]"#,
+            r#"[[], {}]"#,
+            r#"[[], {}, null, 4]"#,
+            r#"[true, {}, null]"#,
+            r#"[[[1, "\u00e9"]], {"\n": -0.0}, "x"]"#,
+        ] {
+            let fast = shapes.check(payload.as_bytes());
+            let slow = shapes.explain(payload.as_bytes());
+            assert_eq!(fast, slow, "{payload}");
+            refused += usize::from(fast.is_err());
+        }
+        assert_eq!(
+            refused, 9,
+            "the first two and the last payloads fit, the others do not"
         );
     }
 }
