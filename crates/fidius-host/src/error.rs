@@ -7,6 +7,67 @@ use fidius_ffi::{FfiError, PythonException};
 
 use crate::process::probe::ProbeError;
 
+/// Something the original fidius tool accepted that fidius accepts too, with this warning (logged
+/// once per load, and in [`PluginInfo::warnings`](crate::PluginInfo::warnings)); with
+/// [`LoadOptions::strict`](crate::LoadOptions::strict) it is refused instead.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, thiserror::Error)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum LoadWarning {
+    /// An interface method defined without `@method` (the original never required it).
+    #[error("method `{method}` is not decorated with @method")]
+    NotDecorated { method: String },
+    /// The module's `__interface__` or the manifest's `package.interface` names the trait in
+    /// another spelling (case, `_`, `-`), e.g. `shouter` for `Shouter`.
+    #[error("the interface is named `{found}`, not `{expected}`")]
+    InterfaceName {
+        found: String,
+        #[serde(default)]
+        expected: String,
+    },
+}
+
+/// Whether `found` names the trait `expected` but for case, `_` and `-`.
+pub(crate) fn same_interface_spelling(found: &str, expected: &str) -> bool {
+    let folded = |name: &str| -> String {
+        name.chars()
+            .filter(|c| !matches!(c, '_' | '-'))
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    folded(found) == folded(expected)
+}
+
+/// Keeps `warning` (lenient) or turns it into the load error it stands for (strict, or a name that
+/// differs by more than spelling).
+pub(crate) fn admit(
+    warning: LoadWarning,
+    plugin: &str,
+    expected_interface: &str,
+    strict: bool,
+) -> Result<LoadWarning, LoadError> {
+    match warning {
+        LoadWarning::InterfaceName { found, .. }
+            if strict || !same_interface_spelling(&found, expected_interface) =>
+        {
+            Err(LoadError::InterfaceNameMismatch {
+                plugin: plugin.to_owned(),
+                expected: expected_interface.to_owned(),
+                found,
+            })
+        }
+        LoadWarning::InterfaceName { found, .. } => Ok(LoadWarning::InterfaceName {
+            found,
+            expected: expected_interface.to_owned(),
+        }),
+        LoadWarning::NotDecorated { method } if strict => Err(LoadError::NotDecorated {
+            plugin: plugin.to_owned(),
+            method,
+        }),
+        warning => Ok(warning),
+    }
+}
+
 /// Why loading a plugin into its interpreters failed. Every variant names the plugin.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -41,7 +41,7 @@ mod sdk;
 mod tier;
 pub mod worker;
 
-pub use error::LoadError;
+pub use error::{LoadError, LoadWarning};
 pub use fidius_core::{CallError, PluginCall, PluginError};
 pub use fidius_ffi::PythonException;
 pub use handle::{PluginInfo, PythonPluginHandle};

@@ -17,6 +17,7 @@ pub struct LoadOptions {
     pub(crate) isolation: Option<Isolation>,
     pub(crate) memory_limit: Option<u64>,
     pub(crate) worker_command: Option<WorkerCommand>,
+    pub(crate) strict: bool,
 }
 
 impl Default for LoadOptions {
@@ -30,6 +31,7 @@ impl Default for LoadOptions {
             isolation: None,
             memory_limit: None,
             worker_command: None,
+            strict: false,
         }
     }
 }
@@ -132,6 +134,15 @@ impl LoadOptions {
     /// [`PythonPluginHandle::tier`](crate::PythonPluginHandle::tier) tells which tier was chosen and why.
     pub fn isolation(mut self, isolation: Isolation) -> Self {
         self.isolation = Some(isolation);
+        self
+    }
+
+    /// Refuse what the original fidius tool accepted and fidius accepts with a warning (see
+    /// [`LoadWarning`](crate::LoadWarning)): interface methods defined without `@method`, and an
+    /// interface name (`package.interface`, `__interface__`) that differs from the trait's only in
+    /// case, `_` or `-`. Default: false (accepted, logged, and listed in `PluginInfo::warnings`).
+    pub fn strict(mut self, strict: bool) -> Self {
+        self.strict = strict;
         self
     }
 

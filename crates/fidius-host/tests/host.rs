@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use fidius_core::archive::{pack_dir, write_archive, SignaturePolicy};
 use fidius_core::signing::{generate_signing_key, sign_dir, SigningKey};
 use fidius_core::tree::{PackageTree, Selection};
-use fidius_host::{LoadError, PluginCall, PluginHost, PublicKey};
+use fidius_host::{LoadError, LoadOptions, PluginCall, PluginHost, PublicKey};
 use support::{TESTER, TRANSFORM};
 
 /// A packaged `Tester` plugin (package.toml + code + vendored conflictlib) in `root/dir_name`.
@@ -258,6 +258,42 @@ fn manifest_interface_mismatches_are_refused_precisely() {
         "plugin `old`: implements version 7 of `Tester`, the host expects version 1"
     );
     assert!(!marker.exists());
+}
+
+/// The original fidius never compared the manifest's interface name with the trait: one spelled
+/// `tester` for `Tester` loads, with a warning, unless the load is strict.
+#[test]
+fn a_manifest_interface_spelled_differently_loads_with_a_warning_unless_strict() {
+    let root = tempfile::tempdir().unwrap();
+    let marker = root.path().join("marker");
+    let plugins = root.path().join("plugins");
+    let dir = package(&plugins, "spelled", "spelled", "1.0.0", &marker);
+    let manifest = std::fs::read_to_string(dir.join("package.toml")).unwrap();
+    std::fs::write(
+        dir.join("package.toml"),
+        manifest.replace("interface = \"Tester\"", "interface = \"tester\""),
+    )
+    .unwrap();
+    let host = host_for(&plugins, &root.path().join("cache"), None);
+    let strict = host
+        .load_python_with("spelled", &TESTER, LoadOptions::default().strict(true))
+        .err()
+        .expect("strict refuses");
+    assert!(
+        matches!(strict, LoadError::InterfaceNameMismatch { ref found, .. } if found == "tester"),
+        "{strict}"
+    );
+    assert!(!marker.exists(), "a refused plugin ran");
+    let handle = host.load_python("spelled", &TESTER).expect("lenient load");
+    assert_eq!(
+        handle.info().warnings,
+        [fidius_host::LoadWarning::InterfaceName {
+            found: "tester".to_owned(),
+            expected: "Tester".to_owned()
+        }]
+    );
+    assert_eq!(version_of(&handle), "1.0.0");
+    assert!(marker.exists());
 }
 
 #[test]

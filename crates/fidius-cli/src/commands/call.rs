@@ -79,6 +79,11 @@ pub struct CallCommand {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     timeout: Option<Duration>,
 
+    /// Refuse what the original fidius accepted and fidius loads with a warning (methods without
+    /// @method, an interface name spelled differently from the trait's).
+    #[arg(long)]
+    strict: bool,
+
     /// Fail the load (import of the plugin and its dependencies, in each instance) if it takes
     /// longer than this, e.g. `30s`. Default: no limit.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -131,6 +136,7 @@ impl CallCommand {
         if let Some(timeout) = self.load_timeout {
             options = options.load_timeout(timeout);
         }
+        options = options.strict(self.strict);
         let handle = host.load_python_path(&target.package, descriptor, options)?;
         let found = handle
             .info()
@@ -147,6 +153,9 @@ impl CallCommand {
 
         let tier = handle.tier();
         eprintln!("tier: {} ({})", tier.tier, tier.reason);
+        for warning in &handle.info().warnings {
+            eprintln!("warning: {warning} (loaded as the original fidius would; --strict refuses)");
+        }
 
         let output = call(&handle, index, wire, &input)?;
         self.print(wire, &output)?;

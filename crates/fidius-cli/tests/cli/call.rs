@@ -240,3 +240,27 @@ fn the_forms_a_newcomer_guesses_work_or_show_the_right_one() -> TestResult {
     );
     Ok(())
 }
+
+/// A plugin written for the original fidius, whose methods lack `@method`: `fidius call` runs it
+/// and says so; `--strict` refuses it.
+#[test]
+fn undecorated_methods_load_with_a_warning_unless_strict() -> TestResult {
+    let root = tempfile::tempdir()?;
+    let plugin = greeter_plugin(root.path())?;
+    let module = plugin.join("greeter.py");
+    let undecorated = fs::read_to_string(&module)?.replace("@method\n", "");
+    fs::write(&module, undecorated)?;
+    let lenient = call(root.path(), &plugin, &["greet", r#"["World"]"#]);
+    let out = succeeds(&lenient);
+    assert_eq!(out.trim(), r#""Hello, World!""#);
+    assert!(
+        stderr(&lenient).contains("warning: method `greet` is not decorated with @method"),
+        "{}",
+        stderr(&lenient)
+    );
+    fails_with(
+        &call(root.path(), &plugin, &["greet", r#"["World"]"#, "--strict"]),
+        &["`greet` is not decorated with @fidius.method"],
+    );
+    Ok(())
+}

@@ -61,6 +61,9 @@ pub struct PluginInfo {
     pub path: std::path::PathBuf,
     /// The trusted key whose signature verified, if any.
     pub signer: Option<fidius_core::signing::KeyFingerprint>,
+    /// What the original fidius tool accepted and this version was loaded with (each also logged
+    /// as a warning); empty for a plugin written for fidius. [`LoadOptions::strict`] refuses them.
+    pub warnings: Vec<crate::LoadWarning>,
     /// Keeps the cache slot an archive was unpacked into from being pruned while this version runs.
     pub(crate) _cache_lease: Option<std::sync::Arc<crate::host::SlotLease>>,
 }
@@ -115,6 +118,7 @@ impl PythonPluginHandle {
             manifest: None,
             path: source.dir.clone(),
             signer: None,
+            warnings: Vec::new(),
             _cache_lease: None,
         };
         Self::start_with_info(source, descriptor, options, info, None)
@@ -156,6 +160,7 @@ impl PythonPluginHandle {
             PoolSettings {
                 recent_output_lines: options.recent_output_lines,
                 load_timeout: options.load_timeout,
+                strict: options.strict,
                 retire_after: options.retire_after,
             },
         );
@@ -180,7 +185,7 @@ impl PythonPluginHandle {
             reloading: Mutex::new(()),
             requests: Some(requests),
         };
-        let implemented = match tier.tier {
+        let accepted = match tier.tier {
             Tier::Process => {
                 let command = options.resolved_worker_command().map_err(|source| {
                     LoadError::WorkerNotFound {
@@ -192,8 +197,9 @@ impl PythonPluginHandle {
                     command,
                     memory_limit: options.memory_limit,
                     load_timeout: options.load_timeout,
+                    strict: options.strict,
                 };
-                let (processes, implemented) = ProcessPool::start(
+                let (processes, accepted) = ProcessPool::start(
                     &serving,
                     descriptor,
                     options.instances,
@@ -201,12 +207,17 @@ impl PythonPluginHandle {
                     settings,
                 )?;
                 pool.processes = Some(processes);
-                implemented
+                accepted
             }
             // On error `pool` drops here, which stops and joins the instances that did start.
-            _ => generation::start(&shared, &serving, 0, options.instances, false)?.implemented,
+            _ => generation::start(&shared, &serving, 0, options.instances, false)?.accepted,
         };
-        pool.implemented = implemented.iter().map(|&on| AtomicBool::new(on)).collect();
+        pool.implemented = accepted
+            .implemented
+            .iter()
+            .map(|&on| AtomicBool::new(on))
+            .collect();
+        record_warnings(&serving, &mut pool.versions.info, accepted.warnings);
         tracing::info!(plugin = %serving.name, version = %serving.version, instances = options.instances, "plugin loaded");
         Ok(Self {
             pool: Arc::new(pool),
@@ -439,5 +450,19 @@ impl Drop for Pool {
         // Closing the queue lets each worker finish what is queued, then end its interpreter.
         self.requests = None;
         self.shared.wait_for_workers();
+    }
+}
+
+/// Logs, once per load, what a plugin was accepted with, and keeps it in its [`PluginInfo`].
+pub(crate) fn record_warnings(
+    source: &PluginSource,
+    info: &mut PluginInfo,
+    warnings: Vec<crate::LoadWarning>,
+) {
+    for warning in warnings {
+        tracing::warn!(plugin = %source.name, version = %source.version, %warning, "loaded as the original fidius would (LoadOptions::strict refuses this)");
+        if !info.warnings.contains(&warning) {
+            info.warnings.push(warning);
+        }
     }
 }

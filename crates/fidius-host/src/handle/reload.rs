@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
 use crate::error::LoadError;
-use crate::handle::{PluginInfo, PythonPluginHandle};
+use crate::handle::{record_warnings, PluginInfo, PythonPluginHandle};
 use crate::runtime::generation;
 use crate::runtime::source::PluginSource;
 
@@ -64,23 +64,25 @@ impl PythonPluginHandle {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let shared = &pool.shared;
         let serving = Arc::new(source.clone());
-        let implemented = match &pool.processes {
+        let accepted = match &pool.processes {
             // The new workers serve from the next call on; the old ones end once their calls did.
             Some(processes) => processes.reload(&serving, pool.instances)?,
             None => {
                 let generation = shared.generation.load(Ordering::Acquire) + 1;
                 let loaded = generation::start(shared, &serving, generation, pool.instances, true)?;
-                let implemented = loaded.implemented.clone();
+                let accepted = loaded.accepted.clone();
                 // New instances serve from here on, next to the old ones until those take their
                 // next request, hand it back, and end.
                 let signal = loaded.release();
                 shared.promote(Arc::clone(&serving), generation, signal);
-                implemented
+                accepted
             }
         };
-        for (flag, now) in pool.implemented.iter().zip(implemented) {
+        for (flag, &now) in pool.implemented.iter().zip(&accepted.implemented) {
             flag.store(now, Ordering::Relaxed);
         }
+        let mut info = info;
+        record_warnings(&serving, &mut info, accepted.warnings);
         let _ = pool.versions.latest().next.set(Box::new(Version {
             source,
             info,

@@ -25,7 +25,7 @@ pub use cache::{CacheError, CachedPackage, PackageCache, PruneRule};
 pub use discovery::{BrokenPackage, DiscoveredPlugin, Discovery};
 pub use keys::PublicKey;
 
-use crate::error::LoadError;
+use crate::error::{admit, LoadError, LoadWarning};
 use crate::handle::{PluginInfo, PythonPluginHandle, Reloader, WeakPluginHandle};
 use crate::options::LoadOptions;
 use crate::runtime::source::{absolute, PluginSource};
@@ -197,10 +197,12 @@ impl PluginHost {
         options: LoadOptions,
     ) -> Result<PythonPluginHandle, LoadError> {
         let found = self.find(name)?;
-        let (source, info) = self.verify(found, descriptor)?;
+        let strict = options.strict;
+        let (source, info) = self.verify(found, descriptor, strict)?;
         let host = self.clone();
         let request = name.to_owned();
-        let reloader: Reloader = Box::new(move || host.verify(host.find(&request)?, descriptor));
+        let reloader: Reloader =
+            Box::new(move || host.verify(host.find(&request)?, descriptor, strict));
         self.start(source, info, descriptor, &options, reloader)
     }
 
@@ -213,9 +215,11 @@ impl PluginHost {
         options: LoadOptions,
     ) -> Result<PythonPluginHandle, LoadError> {
         let path = absolute(path.to_path_buf());
-        let (source, info) = self.verify(read_path(&path)?, descriptor)?;
+        let strict = options.strict;
+        let (source, info) = self.verify(read_path(&path)?, descriptor, strict)?;
         let host = self.clone();
-        let reloader: Reloader = Box::new(move || host.verify(read_path(&path)?, descriptor));
+        let reloader: Reloader =
+            Box::new(move || host.verify(read_path(&path)?, descriptor, strict));
         self.start(source, info, descriptor, &options, reloader)
     }
 
@@ -275,9 +279,10 @@ impl PluginHost {
         &self,
         found: DiscoveredPlugin,
         descriptor: &'static PythonInterfaceDescriptor,
+        strict: bool,
     ) -> Result<(PluginSource, PluginInfo), LoadError> {
         let plugin = found.name().to_owned();
-        check_manifest(&found.manifest, descriptor)?;
+        let manifest_warning = check_manifest(&found.manifest, descriptor, strict)?;
         let mut cache_lease = None;
         let (root, signer) = if found.archive {
             let mut signer = None;
@@ -349,6 +354,7 @@ impl PluginHost {
             manifest: Some(manifest.clone()),
             path: found.path.clone(),
             signer,
+            warnings: manifest_warning.into_iter().collect(),
             _cache_lease: cache_lease,
         };
         Ok((source, info))
@@ -430,18 +436,22 @@ impl PluginHost {
     }
 }
 
-/// The checks a manifest allows before any file is unpacked or imported.
+/// The checks a manifest allows before any file is unpacked or imported. An interface name that
+/// differs from the trait's only in spelling passes with a warning unless `strict`, as the original
+/// fidius never compared them.
 fn check_manifest(
     manifest: &Manifest,
     descriptor: &PythonInterfaceDescriptor,
-) -> Result<(), LoadError> {
+    strict: bool,
+) -> Result<Option<LoadWarning>, LoadError> {
     let plugin = manifest.package.name.clone();
+    let mut warning = None;
     if manifest.package.interface != descriptor.trait_name {
-        return Err(LoadError::InterfaceNameMismatch {
-            plugin,
-            expected: descriptor.trait_name.to_owned(),
+        let found = LoadWarning::InterfaceName {
             found: manifest.package.interface.clone(),
-        });
+            expected: descriptor.trait_name.to_owned(),
+        };
+        warning = Some(admit(found, &plugin, descriptor.trait_name, strict)?);
     }
     if manifest.package.interface_version != descriptor.version {
         return Err(LoadError::InterfaceVersionMismatch {
@@ -451,7 +461,7 @@ fn check_manifest(
             found: manifest.package.interface_version.to_string(),
         });
     }
-    Ok(())
+    Ok(warning)
 }
 
 /// The package at `path` (a plugin directory or a `.fid` file), manifest read.

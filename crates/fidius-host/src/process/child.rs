@@ -15,7 +15,7 @@ use crate::error::LoadError;
 use crate::process::command::WorkerCommand;
 use crate::process::mailbox::{Interrupted, Mailbox, ReceiveError, Wait};
 use crate::process::protocol::{self, RemoteError, StartSpec, Started};
-use crate::runtime::loader;
+use crate::runtime::loader::{self, Accepted};
 use crate::runtime::output::{OutputRoute, RecentOutput, Taken, LINE_LIMIT};
 
 /// How long the host polls for a reply before it sleeps (most small calls answer well within it).
@@ -82,7 +82,7 @@ impl WorkerProcess {
         descriptor: &PythonInterfaceDescriptor,
         attribution: Attribution,
         load_timeout: Option<Duration>,
-    ) -> Result<(Self, Vec<bool>), LoadError> {
+    ) -> Result<(Self, Accepted), LoadError> {
         let plugin = &spec.plugin;
         let spawn_failed = |source: std::io::Error| LoadError::WorkerSpawn {
             plugin: plugin.clone(),
@@ -111,9 +111,9 @@ impl WorkerProcess {
             exited: None,
             shutdown_by: None,
         };
-        let implemented = worker.load(spec, descriptor, load_timeout)?;
+        let accepted = worker.load(spec, descriptor, load_timeout)?;
         tracing::debug!(pid = worker.child.id(), "worker process ready");
-        Ok((worker, implemented))
+        Ok((worker, accepted))
     }
 
     fn load(
@@ -121,7 +121,7 @@ impl WorkerProcess {
         spec: &StartSpec,
         descriptor: &PythonInterfaceDescriptor,
         load_timeout: Option<Duration>,
-    ) -> Result<Vec<bool>, LoadError> {
+    ) -> Result<Accepted, LoadError> {
         let plugin = spec.plugin.clone();
         let deadline = load_timeout.and_then(|timeout| Instant::now().checked_add(timeout));
         let start = serde_json::to_vec(spec).map_err(|error| LoadError::WorkerProtocol {
@@ -169,14 +169,22 @@ impl WorkerProcess {
                 report,
                 implemented,
             } => {
-                loader::check_report(report.as_bytes(), &spec.source(), descriptor)?;
+                let warnings = loader::check_report(
+                    report.as_bytes(),
+                    &spec.source(),
+                    descriptor,
+                    spec.strict,
+                )?;
                 if implemented.len() != descriptor.methods.len() {
                     return Err(LoadError::WorkerProtocol {
                         plugin,
                         reason: "method table does not match the interface".to_owned(),
                     });
                 }
-                Ok(implemented)
+                Ok(Accepted {
+                    implemented,
+                    warnings,
+                })
             }
             Started::Failed {
                 type_name,

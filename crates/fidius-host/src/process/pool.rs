@@ -15,6 +15,7 @@ use crate::error::LoadError;
 use crate::process::child::{Attribution, Failure, WorkerProcess};
 use crate::process::command::WorkerCommand;
 use crate::process::protocol::StartSpec;
+use crate::runtime::loader::Accepted;
 use crate::runtime::output::{self, RecentOutput};
 use crate::runtime::source::PluginSource;
 
@@ -29,6 +30,8 @@ pub(crate) struct ProcessSettings {
     pub(crate) command: WorkerCommand,
     pub(crate) memory_limit: Option<u64>,
     pub(crate) load_timeout: Option<Duration>,
+    /// Refuse what the original fidius accepted with a warning (see `LoadOptions::strict`).
+    pub(crate) strict: bool,
 }
 
 /// Counters for [`PoolStats`](crate::PoolStats).
@@ -106,7 +109,7 @@ impl ProcessPool {
         instances: usize,
         recent: Arc<RecentOutput>,
         settings: ProcessSettings,
-    ) -> Result<(Self, Vec<bool>), LoadError> {
+    ) -> Result<(Self, Accepted), LoadError> {
         let counters = Arc::new(ProcessCounters::default());
         let pool = Self {
             launcher: Arc::new(Launcher {
@@ -116,12 +119,12 @@ impl ProcessPool {
                 settings,
                 counters: Arc::clone(&counters),
             }),
-            current: Mutex::new(Arc::new(WorkerSet::empty(source, descriptor, None))),
+            current: Mutex::new(Arc::new(WorkerSet::empty(source, descriptor, None, false))),
             counters,
         };
-        let (set, implemented) = pool.start_set(source, instances)?;
+        let (set, accepted) = pool.start_set(source, instances)?;
         *pool.lock_current() = Arc::new(set);
-        Ok((pool, implemented))
+        Ok((pool, accepted))
     }
 
     /// Starts a new set of workers for `source` and, once all loaded, makes it the serving one.
@@ -129,20 +132,26 @@ impl ProcessPool {
         &self,
         source: &PluginSource,
         instances: usize,
-    ) -> Result<Vec<bool>, LoadError> {
-        let (set, implemented) = self.start_set(source, instances)?;
+    ) -> Result<Accepted, LoadError> {
+        let (set, accepted) = self.start_set(source, instances)?;
         *self.lock_current() = Arc::new(set);
-        Ok(implemented)
+        Ok(accepted)
     }
 
     fn start_set(
         &self,
         source: &PluginSource,
         instances: usize,
-    ) -> Result<(WorkerSet, Vec<bool>), LoadError> {
+    ) -> Result<(WorkerSet, Accepted), LoadError> {
         let launcher = &self.launcher;
-        let set = WorkerSet::empty(source, launcher.descriptor, launcher.settings.memory_limit);
-        let started: Vec<Result<(WorkerProcess, Vec<bool>), LoadError>> =
+        let settings = &launcher.settings;
+        let set = WorkerSet::empty(
+            source,
+            launcher.descriptor,
+            settings.memory_limit,
+            settings.strict,
+        );
+        let started: Vec<Result<(WorkerProcess, Accepted), LoadError>> =
             std::thread::scope(|scope| {
                 let starting: Vec<_> = (0..instances)
                     .map(|number| {
@@ -162,13 +171,13 @@ impl ProcessPool {
                     })
                     .collect()
             });
-        let mut implemented = Vec::new();
+        let mut accepted = Accepted::default();
         let mut slots = Vec::with_capacity(instances);
         let mut first_error = None;
         for (number, started) in started.into_iter().enumerate() {
             match started {
-                Ok((worker, methods)) => {
-                    implemented = methods;
+                Ok((worker, this_worker)) => {
+                    accepted = this_worker;
                     slots.push(Mutex::new(Slot {
                         number,
                         worker: Some(worker),
@@ -191,7 +200,7 @@ impl ProcessPool {
         for index in 0..set.slots.len() {
             let _ = set.idle_tx.send(index);
         }
-        Ok((set, implemented))
+        Ok((set, accepted))
     }
 
     fn lock_current(&self) -> MutexGuard<'_, Arc<WorkerSet>> {
@@ -334,7 +343,7 @@ impl Launcher {
         &self,
         spec: &StartSpec,
         number: usize,
-    ) -> Result<(WorkerProcess, Vec<bool>), LoadError> {
+    ) -> Result<(WorkerProcess, Accepted), LoadError> {
         let attribution = Attribution {
             plugin: spec.plugin.clone(),
             version: spec.version.clone(),
@@ -432,6 +441,7 @@ impl WorkerSet {
         source: &PluginSource,
         descriptor: &PythonInterfaceDescriptor,
         memory_limit: Option<u64>,
+        strict: bool,
     ) -> Self {
         let (idle_tx, idle_rx) = crossbeam_channel::unbounded();
         Self {
@@ -443,6 +453,7 @@ impl WorkerSet {
                 interface: descriptor.into(),
                 log_level: output::python_log_level(),
                 memory_limit,
+                strict,
             },
             slots: Vec::new(),
             idle_tx,

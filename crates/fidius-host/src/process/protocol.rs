@@ -36,6 +36,8 @@ pub(crate) struct StartSpec {
     pub(crate) log_level: u32,
     /// Address-space limit for the worker (`RLIMIT_AS`), in bytes.
     pub(crate) memory_limit: Option<u64>,
+    /// Refuse what the original fidius accepted with a warning (checked by the host).
+    pub(crate) strict: bool,
 }
 
 impl StartSpec {

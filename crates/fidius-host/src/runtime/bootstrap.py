@@ -312,9 +312,13 @@ def _fidius_check(module, spec, sdk):
         return {"error": "hash_not_int", "found": repr(found_hash)}
     if found_hash != expected_hash:
         return {"error": "hash_mismatch", "found": found_hash % (1 << 64)}
+    # What the original fidius accepted is reported, not refused: the host decides (it accepts a
+    # method without @method, and an interface name that differs from the trait's only in
+    # spelling, with a warning, unless LoadOptions::strict).
+    warnings = []
     interface = getattr(module, "__interface__", None)
     if interface is not None and interface != spec["trait"]:
-        return {"error": "interface_mismatch", "found": str(interface)}
+        warnings.append({"kind": "interface_name", "found": str(interface)})
     version = getattr(module, "__interface_version__", None)
     if version is not None and version != spec["version"]:
         return {"error": "version_mismatch", "found": repr(version)}
@@ -331,12 +335,13 @@ def _fidius_check(module, spec, sdk):
         if not callable(function):
             return {"error": "not_callable", "method": name, "found": type(function).__name__}
         if not is_method(function):
-            return {"error": "not_decorated", "method": name}
+            warnings.append({"kind": "not_decorated", "method": name})
         accepted, signature = _fidius_accepts(function, method["arity"])
         if not accepted:
             return {"error": "arity", "method": name, "signature": signature}
         methods.append(function)
-    return {"ok": True, "methods": methods}
+    return {"ok": True, "methods": methods, "warnings": warnings}
+
 
 
 def _fidius_load(spec, sdk_source):

@@ -7,13 +7,14 @@ use std::time::Instant;
 use crossbeam_channel::{RecvTimeoutError, Sender};
 
 use crate::error::LoadError;
+use crate::runtime::loader::Accepted;
 use crate::runtime::pool::{GenerationSignal, PoolShared, WorkerStart};
 use crate::runtime::source::PluginSource;
 
 /// A generation whose instances all loaded.
 pub(crate) struct Loaded {
-    /// Which descriptor methods this version defines.
-    pub(crate) implemented: Vec<bool>,
+    /// Which descriptor methods this version defines, and what it was accepted with.
+    pub(crate) accepted: Accepted,
     /// Releases gated instances; dropping it unsent ends them unused.
     go: Option<Sender<()>>,
     instances: usize,
@@ -75,7 +76,7 @@ pub(crate) fn start(
             .checked_add(pool.retire_after)
     });
     let plugin = &pool.name;
-    let mut implemented = Vec::new();
+    let mut accepted = Accepted::default();
     for _ in 0..instances {
         let started = match give_up_at {
             None => started_rx.recv().ok(),
@@ -94,10 +95,10 @@ pub(crate) fn start(
         let started = started.ok_or_else(|| LoadError::WorkerDied {
             plugin: plugin.clone(),
         })?;
-        implemented = started?;
+        accepted = started?;
     }
     Ok(Loaded {
-        implemented,
+        accepted,
         go: go_tx,
         instances,
         signal,

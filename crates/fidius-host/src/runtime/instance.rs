@@ -11,6 +11,7 @@ use fidius_ffi::{Interp, InterpreterOptions, SubInterpreter};
 
 use crate::error::LoadError;
 use crate::runtime::dispatch::dispatch;
+use crate::runtime::loader::Accepted;
 use crate::runtime::loader::{self, LoadedInstance};
 use crate::runtime::output::{OutputRoute, OutputSink};
 use crate::runtime::pool::{PoolShared, WorkerStart};
@@ -89,7 +90,7 @@ impl Drop for ReplyTo {
 }
 
 /// What a worker reports once its instance has loaded (or failed to).
-pub(crate) type Started = Result<Vec<bool>, LoadError>;
+pub(crate) type Started = Result<Accepted, LoadError>;
 
 /// Starts instance `number` of the pool's plugin on its own thread, named `fidius:<plugin>#<number>`.
 ///
@@ -169,7 +170,7 @@ fn run(
     if let Some(deadline) = load_timeout.and_then(|timeout| Instant::now().checked_add(timeout)) {
         slot.begin(deadline, Guarded::Load);
     }
-    let loaded = loader::load(&interp, source, pool.descriptor, route);
+    let loaded = loader::load(&interp, source, pool.descriptor, route, pool.strict);
     if let Some(timeout) = load_timeout {
         let finished = slot.finish();
         if finished.interrupted {
@@ -193,7 +194,11 @@ fn run(
             return;
         }
     };
-    if !report(Ok(instance.implemented())) {
+    let accepted = Accepted {
+        implemented: instance.implemented(),
+        warnings: instance.warnings.clone(),
+    };
+    if !report(Ok(accepted)) {
         return;
     }
     if let Some(go) = &start.go {

@@ -4,7 +4,7 @@ use fidius_core::interface::PythonInterfaceDescriptor;
 use fidius_ffi::{FfiError, Interpreter, PyHandle};
 use serde::Deserialize;
 
-use crate::error::LoadError;
+use crate::error::{admit, LoadError, LoadWarning};
 use crate::runtime::output::{self, OutputSink};
 use crate::runtime::plugin_imports::install_source_only_imports;
 use crate::runtime::source::PluginSource;
@@ -20,6 +20,8 @@ pub(crate) struct LoadedInstance<'s> {
     /// Builtin `NotImplementedError`: raised by an optional method (as the generated stub's body
     /// does), it means the plugin does not implement it.
     pub(crate) not_implemented_class: PyHandle<'s>,
+    /// What the plugin was accepted with (see [`LoadWarning`]).
+    pub(crate) warnings: Vec<LoadWarning>,
     /// The bootstrap's `_fidius_output` list and `_fidius_take_output` function.
     pub(crate) output_buffer: PyHandle<'s>,
     pub(crate) take_output: PyHandle<'s>,
@@ -54,9 +56,6 @@ enum Rejection {
     HashMismatch {
         found: u64,
     },
-    InterfaceMismatch {
-        found: String,
-    },
     VersionMismatch {
         found: String,
     },
@@ -66,9 +65,6 @@ enum Rejection {
     NotCallable {
         method: String,
         found: String,
-    },
-    NotDecorated {
-        method: String,
     },
     Arity {
         method: String,
@@ -82,6 +78,7 @@ pub(crate) fn load<'s, I: Interpreter>(
     source: &PluginSource,
     descriptor: &PythonInterfaceDescriptor,
     output: &dyn OutputSink,
+    strict: bool,
 ) -> Result<LoadedInstance<'s>, LoadError> {
     let log_level = output::python_log_level();
     let report =
@@ -91,11 +88,13 @@ pub(crate) fn load<'s, I: Interpreter>(
                 source: source_error,
             }
         })?;
-    check_report(&report, source, descriptor)?;
-    instance(interp, descriptor).map_err(|source_error| LoadError::Bootstrap {
+    let warnings = check_report(&report, source, descriptor, strict)?;
+    let mut loaded = instance(interp, descriptor).map_err(|source_error| LoadError::Bootstrap {
         plugin: source.name.clone(),
         source: source_error,
-    })
+    })?;
+    loaded.warnings = warnings;
+    Ok(loaded)
 }
 
 /// Runs the bootstrap (sets up `sys.path`, the SDK and output capture, imports the plugin and
@@ -162,23 +161,40 @@ fn with_import_error(report: &[u8], exception: &fidius_ffi::PythonException) -> 
     serde_json::Value::Object(fields).to_string().into_bytes()
 }
 
-/// Turns the bootstrap's report into the load error it describes, if any.
+/// What a plugin was accepted with, in either tier: which descriptor methods it defines, and the
+/// warnings (what the original fidius accepted) it loaded with.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Accepted {
+    pub(crate) implemented: Vec<bool>,
+    pub(crate) warnings: Vec<LoadWarning>,
+}
+
+/// Turns the bootstrap's report into the load error it describes, if any; an accepted plugin's
+/// warnings (what the original fidius accepted) are refused too when `strict`.
 pub(crate) fn check_report(
     report: &[u8],
     source: &PluginSource,
     descriptor: &PythonInterfaceDescriptor,
-) -> Result<(), LoadError> {
+    strict: bool,
+) -> Result<Vec<LoadWarning>, LoadError> {
     let unreadable = |error| LoadError::BootstrapReport {
         plugin: source.name.clone(),
         report: String::from_utf8_lossy(report).into_owned(),
         source: error,
     };
-    let parsed: serde_json::Value = serde_json::from_slice(report).map_err(unreadable)?;
+    let mut parsed: serde_json::Value = serde_json::from_slice(report).map_err(unreadable)?;
     if parsed.get("ok").is_none() {
         let rejection = Rejection::deserialize(&parsed).map_err(unreadable)?;
         return Err(rejection_to_error(rejection, source, descriptor));
     }
-    Ok(())
+    let warnings = match parsed.get_mut("warnings").map(serde_json::Value::take) {
+        Some(warnings) => Vec::<LoadWarning>::deserialize(warnings).map_err(unreadable)?,
+        None => Vec::new(),
+    };
+    warnings
+        .into_iter()
+        .map(|warning| admit(warning, &source.name, descriptor.trait_name, strict))
+        .collect()
 }
 
 /// Keeps the accepted plugin's methods, error class and output capture for serving calls.
@@ -202,6 +218,7 @@ pub(crate) fn instance<'s, I: Interpreter>(
                 methods,
                 plugin_error_class,
                 not_implemented_class,
+                warnings: Vec::new(),
                 output_buffer: interp.persist(buffer),
                 take_output: interp.persist(take),
             })
@@ -266,11 +283,6 @@ fn rejection_to_error(
             expected: descriptor.interface_hash,
             found,
         },
-        Rejection::InterfaceMismatch { found } => LoadError::InterfaceNameMismatch {
-            plugin,
-            expected: interface,
-            found,
-        },
         Rejection::VersionMismatch { found } => LoadError::InterfaceVersionMismatch {
             plugin,
             interface,
@@ -287,7 +299,6 @@ fn rejection_to_error(
             method,
             found,
         },
-        Rejection::NotDecorated { method } => LoadError::NotDecorated { plugin, method },
         Rejection::Arity { method, signature } => {
             let expected = descriptor
                 .method_index(&method)

@@ -43,6 +43,8 @@ pub(crate) struct PoolShared {
     pub(crate) recent_output: Arc<RecentOutput>,
     pub(crate) queue: Receiver<Request>,
     pub(crate) load_timeout: Option<Duration>,
+    /// Refuse what the original fidius accepted with a warning (see `LoadOptions::strict`).
+    pub(crate) strict: bool,
     pub(crate) retire_after: Duration,
     workers: Mutex<Workers>,
     /// Signalled whenever a worker exits or is detached.
@@ -110,6 +112,8 @@ pub(crate) struct WorkerStart {
 pub(crate) struct PoolSettings {
     pub(crate) recent_output_lines: usize,
     pub(crate) load_timeout: Option<Duration>,
+    /// Refuse what the original fidius accepted with a warning (see `LoadOptions::strict`).
+    pub(crate) strict: bool,
     pub(crate) retire_after: Duration,
 }
 
@@ -126,6 +130,7 @@ impl PoolShared {
             recent_output: Arc::new(RecentOutput::new(settings.recent_output_lines)),
             queue,
             load_timeout: settings.load_timeout,
+            strict: settings.strict,
             retire_after: settings.retire_after,
             workers: Mutex::new(Workers {
                 live: Vec::new(),

@@ -1,10 +1,20 @@
 //! Each way a plugin can fail the load-time checks gives its own error, and the host carries on.
 
-use fidius_host::{LoadError, LoadOptions, PluginCall, PluginSource, PythonPluginHandle};
+use fidius_host::{
+    LoadError, LoadOptions, LoadWarning, PluginCall, PluginSource, PythonPluginHandle,
+};
 
 use crate::support::{self, TESTER, TESTER_PLUGIN, TRANSFORM};
 
 fn load_with(module: &str, extra: &[(&str, &str)]) -> Result<PythonPluginHandle, LoadError> {
+    load_with_options(module, extra, &LoadOptions::default())
+}
+
+fn load_with_options(
+    module: &str,
+    extra: &[(&str, &str)],
+    options: &LoadOptions,
+) -> Result<PythonPluginHandle, LoadError> {
     let root = tempfile::tempdir().unwrap();
     let conflictlib = support::conflictlib("1.0", 1);
     let mut files = vec![
@@ -16,7 +26,7 @@ fn load_with(module: &str, extra: &[(&str, &str)]) -> Result<PythonPluginHandle,
     PythonPluginHandle::start(
         PluginSource::new("checked", "1.0.0", dir, "tester"),
         &TESTER,
-        &LoadOptions::default(),
+        options,
     )
 }
 
@@ -75,6 +85,24 @@ fn interface_name_and_version_are_checked_when_present() {
         ),
         "{error}"
     );
+    // Another spelling of the trait's name (the original never compared them): a warning, unless
+    // strict.
+    let spelled = TESTER_PLUGIN.replace("__interface__ = \"Tester\"", "__interface__ = \"tester\"");
+    let handle = load_with(&spelled, &[]).expect("lenient load");
+    assert_eq!(
+        handle.info().warnings,
+        [LoadWarning::InterfaceName {
+            found: "tester".to_owned(),
+            expected: "Tester".to_owned()
+        }]
+    );
+    let strict = load_with_options(&spelled, &[], &LoadOptions::default().strict(true))
+        .err()
+        .expect("strict refuses");
+    assert!(
+        matches!(strict, LoadError::InterfaceNameMismatch { ref found, .. } if found == "tester"),
+        "{strict}"
+    );
     // Plugins made for the original tool carry neither constant, and load.
     let original_style = TESTER_PLUGIN
         .replace("__interface__ = \"Tester\"", "")
@@ -90,11 +118,31 @@ fn missing_undecorated_uncallable_and_wrong_arity_methods_are_named() {
         "{missing}"
     );
 
-    let undecorated = rejected(&TESTER_PLUGIN.replace("@method\ndef echo", "def echo"));
-    assert!(
-        matches!(undecorated, LoadError::NotDecorated { ref method, .. } if method == "echo"),
-        "{undecorated}"
-    );
+    // The original fidius never required @method: such a plugin loads, with a warning, unless
+    // strict. Both tiers check the same report.
+    let undecorated = TESTER_PLUGIN.replace("@method\ndef echo", "def echo");
+    let process = LoadOptions::default()
+        .isolation(fidius_core::manifest::Isolation::Process)
+        .worker_command(fidius_host::WorkerCommand::new(env!(
+            "CARGO_BIN_EXE_fidius-worker"
+        )));
+    for options in [LoadOptions::default(), process] {
+        let handle = load_with_options(&undecorated, &[], &options).expect("lenient load");
+        assert_eq!(
+            handle.info().warnings,
+            [LoadWarning::NotDecorated {
+                method: "echo".to_owned()
+            }]
+        );
+        assert_eq!(handle.call_raw(support::ECHO, b"hi").unwrap(), b"hi");
+        let strict = load_with_options(&undecorated, &[], &options.strict(true))
+            .err()
+            .expect("strict refuses");
+        assert!(
+            matches!(strict, LoadError::NotDecorated { ref method, .. } if method == "echo"),
+            "{strict}"
+        );
+    }
 
     let uncallable = rejected(&format!("{TESTER_PLUGIN}\necho = 42\n"));
     assert!(
