@@ -21,6 +21,29 @@ fn host_python() -> anyhow::Result<PythonVersion> {
         .context("cannot tell the embedded Python's version")
 }
 
+/// Folders of this machine that probe reasons may name, and what stands for them in a record
+/// written into a package: the package itself, and the Python that probed.
+fn machine_paths(dir: &Path) -> Vec<(String, &'static str)> {
+    let mut paths = Vec::new();
+    if let Ok(package) = dir.canonicalize() {
+        paths.push((package.to_string_lossy().into_owned(), "<package>"));
+    }
+    paths.push((
+        std::path::absolute(dir)
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned(),
+        "<package>",
+    ));
+    let python_prefix = option_env!("FIDIUS_BUILD_PYTHON")
+        .map(Path::new)
+        .and_then(|python| python.parent()?.parent());
+    if let Some(prefix) = python_prefix {
+        paths.push((prefix.to_string_lossy().into_owned(), "<python>"));
+    }
+    paths
+}
+
 /// This executable as the process-tier worker (`fidius worker`, a hidden subcommand), so the CLI
 /// needs no separate `fidius-worker` binary.
 pub fn own_worker() -> anyhow::Result<WorkerCommand> {
@@ -44,14 +67,19 @@ pub fn record(dir: &Path, will_sign: bool) -> anyhow::Result<()> {
         files.len()
     );
     let worker = own_worker()?;
-    let record = probe_extensions(dir, &worker, &ProbeOptions::default())
+    let mut record = probe_extensions(dir, &worker, &ProbeOptions::default())
         .with_context(|| format!("cannot probe the compiled extensions of {}", dir.display()))?;
+    record.replace_paths_in_reasons(&machine_paths(dir));
+    // One line per top-level package: SciPy alone has over a hundred extension modules.
+    let mut refused: std::collections::BTreeMap<&str, (usize, &str)> = Default::default();
     for module in record.refused() {
-        eprintln!(
-            "  {} cannot run in a sub-interpreter: {}",
-            module.name,
-            module.reason.as_deref().unwrap_or("no reason given")
-        );
+        let package = module.name.split('.').next().unwrap_or(&module.name);
+        let reason = module.reason.as_deref().unwrap_or("no reason given");
+        refused.entry(package).or_insert((0, reason)).0 += 1;
+    }
+    for (package, (count, reason)) in refused {
+        let first_line = reason.lines().next().unwrap_or_default();
+        eprintln!("  {package}: {count} module(s) cannot run in a sub-interpreter: {first_line}");
     }
     let path = dir.join(EXTENSIONS_FILE);
     let unchanged =

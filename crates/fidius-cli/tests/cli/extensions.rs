@@ -66,7 +66,8 @@ fn pack_records_the_probe_and_inspect_shows_the_tier() -> TestResult {
         "{out}"
     );
     assert!(
-        stderr(&pack).contains("_testsinglephase cannot run in a sub-interpreter: ImportError"),
+        stderr(&pack)
+            .contains("_testsinglephase: 1 module(s) cannot run in a sub-interpreter: ImportError"),
         "{}",
         stderr(&pack)
     );
@@ -204,5 +205,38 @@ fn pack_does_not_invalidate_an_existing_signature_to_record_the_probe() -> TestR
             "dist/my-greeter-0.1.0.fid",
         ],
     ));
+    Ok(())
+}
+
+/// A record written into a package names no folder of the packer's machine: an extension that
+/// fails with its own path in the error is recorded relative to `<package>`, and the probe prints
+/// one line per top-level package.
+#[test]
+fn recorded_reasons_name_no_machine_paths() -> TestResult {
+    let work = tempfile::tempdir()?;
+    let cwd = work.path();
+    let package = write_package(cwd, &[])?;
+    fs::create_dir_all(package.join("vendor/broken"))?;
+    fs::write(package.join("vendor/broken/__init__.py"), "")?;
+    for name in ["first", "second"] {
+        fs::write(
+            package.join(format!("vendor/broken/{name}.abi3.so")),
+            "not an ELF file\n",
+        )?;
+    }
+    let pack = fidius(cwd, &["pack", "my-greeter-py", "--out", "dist"]);
+    succeeds(&pack);
+    assert!(
+        stderr(&pack).contains("  broken: 2 module(s) cannot run in a sub-interpreter: "),
+        "{}",
+        stderr(&pack)
+    );
+    let record = fs::read_to_string(package.join("extensions.toml"))?;
+    let absolute = package.canonicalize()?.to_string_lossy().into_owned();
+    assert!(!record.contains(&absolute), "{record}");
+    assert!(
+        record.contains("<package>/vendor/broken/first.abi3.so"),
+        "{record}"
+    );
     Ok(())
 }

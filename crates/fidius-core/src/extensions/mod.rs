@@ -300,6 +300,23 @@ impl ExtensionRecord {
         self.modules.iter().filter(|module| !module.subinterpreter)
     }
 
+    /// Replaces each `(path, placeholder)` path in the recorded reasons (longest path first), so
+    /// that a record written into a package names no folder of the machine that probed it.
+    pub fn replace_paths_in_reasons(&mut self, replacements: &[(String, &str)]) {
+        let mut replacements: Vec<&(String, &str)> = replacements
+            .iter()
+            .filter(|(path, _)| !path.is_empty())
+            .collect();
+        replacements.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
+        for reason in self.modules.iter_mut().filter_map(|m| m.reason.as_mut()) {
+            for (path, placeholder) in &replacements {
+                if reason.contains(path.as_str()) {
+                    *reason = reason.replace(path.as_str(), placeholder);
+                }
+            }
+        }
+    }
+
     /// Whether this record can stand for a package whose extension files are `present`, on a host
     /// running `python`: same `major.minor`, and exactly the same files.
     pub fn matches(&self, python: PythonVersion, present: &[ExtensionFile]) -> bool {
