@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context as _};
 use fidius_core::dist_info::VENDOR_DIR;
+use fidius_core::fs::{read_regular_text, FileError};
 
 /// Environment variable naming the Python to vendor with, when `--python` is not given.
 pub const PYTHON_ENV: &str = "FIDIUS_PYTHON";
@@ -46,12 +47,11 @@ pub enum VendorRecord {
 impl VendorRecord {
     pub fn check(package_dir: &Path, requirements: &Path) -> anyhow::Result<Self> {
         let record = package_dir.join(VENDOR_DIR).join(VENDOR_RECORD);
-        let recorded = match fs::read_to_string(&record) {
+        // A package file like any other: read as a bounded regular file (one hash and a newline).
+        let recorded = match read_regular_text(&record, 256) {
             Ok(text) => text,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Self::Absent),
-            Err(error) => {
-                return Err(error).with_context(|| format!("cannot read {}", record.display()))
-            }
+            Err(FileError::NotFound { .. }) => return Ok(Self::Absent),
+            Err(error) => return Err(error.into()),
         };
         let current = requirements_digest(&package_dir.join(requirements))?;
         Ok(if recorded.trim() == current {

@@ -8,6 +8,7 @@ use anyhow::{bail, Context as _};
 use clap::Args;
 use fidius_core::interface::WireMode;
 use fidius_core::manifest::Isolation;
+use fidius_core::toml_error::shorten;
 use fidius_core::PluginCall;
 use fidius_host::{LoadOptions, PluginHost, PublicKey, PythonPluginHandle};
 
@@ -193,9 +194,9 @@ impl CallCommand {
                     )
                 };
                 let value: serde_json::Value = serde_json::from_str(text)
-                    .with_context(|| format!("`{}` is not JSON; {}", excerpt(text), example()))?;
+                    .with_context(|| format!("`{}` is not JSON; {}", shorten(text), example()))?;
                 if !value.is_array() {
-                    bail!("`{}` is not an array; {}", excerpt(text), example());
+                    bail!("`{}` is not an array; {}", shorten(text), example());
                 }
                 Ok(text.as_bytes().to_vec())
             }
@@ -253,15 +254,6 @@ impl CallTarget {
                  --trait-name Greeter"
             ),
         }
-    }
-}
-
-/// The start of what the user typed, for an error message.
-fn excerpt(text: &str) -> String {
-    const SHOWN: usize = 40;
-    match text.char_indices().nth(SHOWN) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text.to_owned(),
     }
 }
 
