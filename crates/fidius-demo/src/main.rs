@@ -146,19 +146,19 @@ fn load(host: &PluginHost, name: &str, instances: usize) -> anyhow::Result<Loade
             LoadOptions::default().instances(instances),
         )
         .with_context(|| format!("cannot load plugin {name}"))?;
-    let signer = handle
-        .info()
+    let info = handle.info();
+    let signer = info
         .signer
         .as_ref()
         .context("the host loaded a plugin without a verified signature")?;
     let tier = handle.tier();
     let instances = match tier.tier {
         Tier::Process => "worker processes",
-        _ => "sub-interpreters",
+        Tier::Subinterpreter => "sub-interpreters",
     };
     println!(
         "loaded {name} from {} (signed by key {signer}, {} {instances})",
-        handle.info().path.display(),
+        info.path.display(),
         handle.instances(),
     );
     println!("  tier: {} ({})", tier.tier, tier.reason);

@@ -31,20 +31,23 @@
 //!   [`PythonPluginHandle::tier`] says which tier a plugin got and why.
 #![forbid(unsafe_code)]
 
+mod backend;
 mod error;
 mod handle;
 mod host;
 mod options;
+mod plugin;
 mod process;
 mod runtime;
 mod sdk;
 mod tier;
 pub mod worker;
 
+pub use backend::PoolStats;
 pub use error::{LoadError, LoadWarning};
 pub use fidius_core::{CallError, PluginCall, PluginError};
 pub use fidius_ffi::PythonException;
-pub use handle::{PluginInfo, PythonPluginHandle};
+pub use handle::PythonPluginHandle;
 #[cfg(fidius_bench_unproven_cache)]
 #[doc(hidden)]
 pub use host::SERVE_UNPROVEN_FOR_BENCHMARKS;
@@ -53,9 +56,10 @@ pub use host::{
     PluginHost, PluginHostBuilder, PruneRule, PublicKey,
 };
 pub use options::{CallOptions, LoadOptions};
+pub use plugin::descriptor::SharedDescriptor;
+pub use plugin::version::PluginInfo;
 pub use process::command::{WorkerCommand, WorkerNotFound, WORKER_BINARY, WORKER_ENV};
 pub use process::probe::{probe_extensions, ProbeError, ProbeOptions};
 pub use runtime::output::{OutputLine, OutputStream, OUTPUT_TARGET};
-pub use runtime::pool::PoolStats;
 pub use runtime::source::PluginSource;
 pub use tier::{choose_tier, subinterpreter_refusal, Tier, TierChoice};

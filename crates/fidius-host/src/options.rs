@@ -37,7 +37,7 @@ impl Default for LoadOptions {
 }
 
 impl LoadOptions {
-    /// Number of instances (own-GIL interpreters, one worker thread each) serving the plugin's calls
+    /// Number of instances (own-GIL interpreters, one instance thread each) serving the plugin's calls
     /// from one shared queue. Default: 1. Zero is rejected when loading.
     pub fn instances(mut self, instances: usize) -> Self {
         self.instances = instances;

@@ -21,7 +21,7 @@ use crate::process::probe::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Tier {
-    /// Own-GIL sub-interpreters on worker threads inside the host process.
+    /// Own-GIL sub-interpreters on instance threads inside the host process.
     Subinterpreter,
     /// One worker process per instance, running the plugin in its main interpreter.
     Process,
@@ -38,6 +38,7 @@ impl fmt::Display for Tier {
 
 /// The tier a plugin was given, and the reason in words (for logs, `fidius call`, errors).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TierChoice {
     /// The tier its instances run in.
     pub tier: Tier,

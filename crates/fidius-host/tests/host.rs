@@ -353,7 +353,8 @@ fn packages_made_by_the_original_tool_verify_load_and_answer() {
 }
 
 fn manifest_version(handle: &fidius_host::PythonPluginHandle) -> String {
-    let manifest = handle.info().manifest.as_ref().unwrap();
+    let info = handle.info();
+    let manifest = info.manifest.as_ref().unwrap();
     manifest.package.version.to_string()
 }
 

@@ -102,9 +102,9 @@ impl CallCommand {
         }
         let target = CallTarget::from_positional(&self.positional)?;
         let interface = read_interface(&self.interface, &self.trait_name)?;
-        let descriptor = interface.spec.leak_descriptor();
+        let descriptor = interface.spec.descriptor();
         let index = descriptor.method_index(&target.method).with_context(|| {
-            let names: Vec<&str> = descriptor.methods.iter().map(|m| m.name).collect();
+            let names: Vec<&str> = descriptor.methods.iter().map(|m| m.name.as_str()).collect();
             format!(
                 "interface `{}` has no method `{}`; its methods are: {}",
                 descriptor.trait_name,
@@ -139,8 +139,8 @@ impl CallCommand {
         }
         options = options.strict(self.strict);
         let handle = host.load_python_path(&target.package, descriptor, options)?;
-        let found = handle
-            .info()
+        let info = handle.info();
+        let found = info
             .manifest
             .as_ref()
             .map(|manifest| manifest.package.name.as_str())
@@ -154,7 +154,7 @@ impl CallCommand {
 
         let tier = handle.tier();
         eprintln!("tier: {} ({})", tier.tier, tier.reason);
-        for warning in &handle.info().warnings {
+        for warning in &info.warnings {
             eprintln!("warning: {warning} (loaded as the original fidius would; --strict refuses)");
         }
 

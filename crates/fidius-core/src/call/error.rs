@@ -69,10 +69,7 @@ pub enum CallError {
     },
     /// No method has this index in the interface descriptor.
     #[error("no method with index {index} in interface `{interface}`")]
-    UnknownMethod {
-        interface: &'static str,
-        index: usize,
-    },
+    UnknownMethod { interface: String, index: usize },
     /// The plugin raised an exception other than `PluginError`.
     #[error("`{method}` raised {exception_type}: {message}")]
     Python {

@@ -104,11 +104,16 @@ impl ArgumentShapes {
     /// Shapes for `method`'s arguments. An argument whose type string is empty or unknown is
     /// [`JsonShape::Any`], so a descriptor without types checks only the count.
     pub fn for_method(method: &PythonMethodDescriptor) -> Self {
+        Self::for_arguments(method.args.iter().map(|arg| (arg.name, arg.ty)))
+    }
+
+    /// Shapes for the `(name, canonical type)` arguments of a method, e.g. an
+    /// [`OwnedMethodDescriptor`](super::OwnedMethodDescriptor)'s `args`.
+    pub fn for_arguments<'a>(arguments: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
         Self {
-            arguments: method
-                .args
-                .iter()
-                .map(|arg| (arg.name.to_owned(), JsonShape::parse(arg.ty)))
+            arguments: arguments
+                .into_iter()
+                .map(|(name, ty)| (name.to_owned(), JsonShape::parse(ty)))
                 .collect(),
         }
     }

@@ -80,7 +80,7 @@ impl PythonInterfaceDescriptor {
 }
 
 /// A [`PythonInterfaceDescriptor`] that owns its strings: built at run time (from an interface's
-/// source, or received from another process) and turned into the `'static` form with [`leak`](Self::leak).
+/// source, or received from another process); a host loads plugins against either form.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OwnedInterfaceDescriptor {
     pub trait_name: String,
@@ -128,41 +128,20 @@ impl From<&PythonInterfaceDescriptor> for OwnedInterfaceDescriptor {
 }
 
 impl OwnedInterfaceDescriptor {
-    /// The `'static` descriptor a host loads plugins against.
-    ///
-    /// This leaks a few hundred bytes per call: meant for a process that loads one interface (a
-    /// tool such as `fidius call`, a process-tier worker), not for a loop.
-    pub fn leak(&self) -> &'static PythonInterfaceDescriptor {
-        fn leak(text: &str) -> &'static str {
-            Box::leak(text.to_owned().into_boxed_str())
-        }
-        let methods: Vec<PythonMethodDescriptor> = self
-            .methods
-            .iter()
-            .map(|method| PythonMethodDescriptor {
-                name: leak(&method.name),
-                wire: method.wire,
-                args: Box::leak(
-                    method
-                        .args
-                        .iter()
-                        .map(|(name, ty)| PythonArgDescriptor {
-                            name: leak(name),
-                            ty: leak(ty),
-                        })
-                        .collect::<Vec<_>>()
-                        .into_boxed_slice(),
-                ),
-                returns: leak(&method.returns),
-                optional_since: method.optional_since,
-                signature: leak(&method.signature),
-            })
-            .collect();
-        Box::leak(Box::new(PythonInterfaceDescriptor {
-            trait_name: leak(&self.trait_name),
-            version: self.version,
-            interface_hash: self.interface_hash,
-            methods: Box::leak(methods.into_boxed_slice()),
-        }))
+    /// The index of the method called `name`.
+    pub fn method_index(&self, name: &str) -> Option<usize> {
+        self.methods.iter().position(|method| method.name == name)
+    }
+
+    /// The method at `index`.
+    pub fn method(&self, index: usize) -> Option<&OwnedMethodDescriptor> {
+        self.methods.get(index)
+    }
+}
+
+impl OwnedMethodDescriptor {
+    /// Whether a plugin may leave this method out.
+    pub const fn is_optional(&self) -> bool {
+        self.optional_since.is_some()
     }
 }

@@ -7,9 +7,7 @@ use syn::{Attribute, FnArg, ItemTrait, Pat, ReturnType, TraitItem, TraitItemFn, 
 
 use super::attr::InterfaceAttr;
 use super::canonical::canonical_type;
-use super::descriptor::{
-    OwnedInterfaceDescriptor, OwnedMethodDescriptor, PythonInterfaceDescriptor, WireMode,
-};
+use super::descriptor::{OwnedInterfaceDescriptor, OwnedMethodDescriptor, WireMode};
 use super::error::{InterfaceError, InterfaceErrors};
 use super::{hash_signatures, shape};
 
@@ -339,9 +337,7 @@ impl InterfaceSpec {
     /// The run-time descriptor of this interface, for tools that read an interface from source
     /// (such as `fidius call`) instead of compiling it with `#[plugin_interface]`.
     ///
-    /// The descriptor borrows `'static` strings, so this leaks a few hundred bytes per call: meant
-    /// for a process that loads one interface, not for a loop.
-    pub fn leak_descriptor(&self) -> &'static PythonInterfaceDescriptor {
+    pub fn descriptor(&self) -> OwnedInterfaceDescriptor {
         OwnedInterfaceDescriptor {
             trait_name: self.trait_name.clone(),
             version: self.version,
@@ -368,6 +364,5 @@ impl InterfaceSpec {
                 })
                 .collect(),
         }
-        .leak()
     }
 }

@@ -3,80 +3,65 @@
 mod reload;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 pub(crate) use reload::Reloader;
-use reload::Version;
-use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
-use fidius_core::interface::{ArgumentShapes, PythonInterfaceDescriptor, WireMode};
+use fidius_core::interface::{ArgumentShapes, OwnedInterfaceDescriptor, WireMode};
 use fidius_core::{CallError, PluginCall};
 
+use crate::backend::thread::ThreadBackend;
+use crate::backend::{Backend, Deadline, PoolStats};
 use crate::error::LoadError;
 use crate::options::{CallOptions, LoadOptions};
-use crate::process::pool::{ProcessPool, ProcessSettings};
-use crate::runtime::generation;
-use crate::runtime::instance::{Deadline, Reply, ReplyTo, Request};
+use crate::plugin::descriptor::SharedDescriptor;
+use crate::plugin::shared::{self, PluginShared};
+use crate::plugin::version::{PluginInfo, Version};
+use crate::process::pool::ProcessBackend;
+use crate::runtime::loader::Accepted;
 use crate::runtime::output::OutputLine;
-use crate::runtime::pool::{PoolSettings, PoolShared, PoolStats};
 use crate::runtime::source::PluginSource;
-use crate::runtime::wait;
 use crate::tier::{self, Tier, TierChoice};
 
 /// A loaded plugin: a pool of instances fed from one queue.
 ///
-/// Cheap to clone (clones share the pool); `Send + Sync`, and every call takes `&self`, so any number
+/// Cheap to clone (clones share the instances); `Send + Sync`, and every call takes `&self`, so any number
 /// of host threads may call at once: each call goes to whichever instance is idle first. Dropping the
 /// last clone lets the instances finish the calls already queued, ends their interpreters on their
 /// own threads and joins the threads (an instance stuck past a call's timeout is retired and
 /// detached instead; see [`LoadOptions::call_timeout`]).
 #[derive(Clone)]
 pub struct PythonPluginHandle {
-    pool: Arc<Pool>,
+    plugin: Arc<LoadedPlugin>,
 }
 
 /// A handle that does not keep its plugin loaded (for the host's registry of loaded plugins).
 #[derive(Clone)]
 pub(crate) struct WeakPluginHandle {
-    pool: std::sync::Weak<Pool>,
+    plugin: std::sync::Weak<LoadedPlugin>,
 }
 
 impl WeakPluginHandle {
     pub(crate) fn upgrade(&self) -> Option<PythonPluginHandle> {
-        self.pool.upgrade().map(|pool| PythonPluginHandle { pool })
+        self.plugin
+            .upgrade()
+            .map(|plugin| PythonPluginHandle { plugin })
     }
 
     pub(crate) fn is_alive(&self) -> bool {
-        self.pool.strong_count() > 0
+        self.plugin.strong_count() > 0
     }
 }
 
-/// Where a loaded plugin came from.
-#[derive(Debug, Clone)]
-pub struct PluginInfo {
-    /// The package manifest (absent when started from a bare [`PluginSource`]).
-    pub manifest: Option<fidius_core::manifest::Manifest>,
-    /// The plugin directory or `.fid` file it was loaded from.
-    pub path: std::path::PathBuf,
-    /// The trusted key whose signature verified, if any.
-    pub signer: Option<fidius_core::signing::KeyFingerprint>,
-    /// What the original fidius tool accepted and this version was loaded with (each also logged
-    /// as a warning); empty for a plugin written for fidius. [`LoadOptions::strict`] refuses them.
-    pub warnings: Vec<crate::LoadWarning>,
-    /// Keeps the cache slot an archive was unpacked into from being pruned while this version runs.
-    pub(crate) _cache_lease: Option<std::sync::Arc<crate::host::SlotLease>>,
-}
-
-struct Pool {
-    shared: Arc<PoolShared>,
+/// What the clones of one handle share: the tier-neutral state and the backend serving it.
+struct LoadedPlugin {
+    shared: Arc<PluginShared>,
     /// Where the instances run, and why.
     tier: TierChoice,
-    /// The worker processes, in the process tier (the thread pool in `shared` then has no
-    /// instances).
-    processes: Option<ProcessPool>,
-    /// The loaded version and every version reloads brought in since, newest last.
-    versions: Version,
+    backend: Box<dyn Backend>,
+    /// The serving version; older ones live only as long as instances still serve them.
+    serving: Mutex<Arc<Version>>,
     /// Which descriptor methods the serving version defines (optional ones may be absent).
     implemented: Box<[AtomicBool]>,
     /// Each method's argument types, parsed once from the descriptor: typed calls are checked
@@ -88,8 +73,6 @@ struct Pool {
     reloader: Option<Reloader>,
     /// One reload at a time.
     reloading: Mutex<()>,
-    /// `None` only while dropping.
-    requests: Option<Sender<Request>>,
 }
 
 const _: () = {
@@ -100,33 +83,28 @@ const _: () = {
 impl PythonPluginHandle {
     pub(crate) fn downgrade(&self) -> WeakPluginHandle {
         WeakPluginHandle {
-            pool: Arc::downgrade(&self.pool),
+            plugin: Arc::downgrade(&self.plugin),
         }
     }
 
     /// Starts `options`' number of instances of the plugin at `source` and waits until each has
-    /// imported it and checked it against `descriptor`.
+    /// imported it and checked it against `descriptor` (the `&DESCRIPTOR` `#[plugin_interface]`
+    /// generates, or a [`SharedDescriptor`] built at run time).
     ///
     /// The caller is responsible for what must happen before any plugin code runs (manifest and
     /// signature checks); `PluginHost` does that.
     pub fn start(
         source: PluginSource,
-        descriptor: &'static PythonInterfaceDescriptor,
+        descriptor: impl Into<SharedDescriptor>,
         options: &LoadOptions,
     ) -> Result<Self, LoadError> {
-        let info = PluginInfo {
-            manifest: None,
-            path: source.dir.clone(),
-            signer: None,
-            warnings: Vec::new(),
-            _cache_lease: None,
-        };
-        Self::start_with_info(source, descriptor, options, info, None)
+        let info = PluginInfo::bare(source.dir.clone());
+        Self::start_with_info(source, descriptor.into(), options, info, None)
     }
 
     pub(crate) fn start_with_info(
         source: PluginSource,
-        descriptor: &'static PythonInterfaceDescriptor,
+        descriptor: SharedDescriptor,
         options: &LoadOptions,
         info: PluginInfo,
         reloader: Option<Reloader>,
@@ -151,113 +129,90 @@ impl PythonPluginHandle {
             .and_then(|manifest| manifest.python.as_ref())
             .map(|python| python.isolation);
         let tier = tier::decide(&source, manifest_isolation, options)?;
-        let (requests, queue) = crossbeam_channel::unbounded();
-        let serving = Arc::new(source.clone());
-        let shared = PoolShared::new(
-            Arc::clone(&serving),
+        let argument_shapes = descriptor
+            .methods
+            .iter()
+            .map(|method| {
+                ArgumentShapes::for_arguments(
+                    method
+                        .args
+                        .iter()
+                        .map(|(name, ty)| (name.as_str(), ty.as_str())),
+                )
+            })
+            .collect();
+        let shared = Arc::new(PluginShared::new(
+            source.name.clone(),
             descriptor,
-            (requests.clone(), queue),
-            PoolSettings {
-                recent_output_lines: options.recent_output_lines,
-                load_timeout: options.load_timeout,
-                strict: options.strict,
-                retire_after: options.retire_after,
-            },
-        );
-        let mut pool = Pool {
-            shared: Arc::clone(&shared),
-            tier: tier.clone(),
-            processes: None,
-            versions: Version {
-                source,
-                info,
-                next: OnceLock::new(),
-            },
-            implemented: Box::default(),
-            argument_shapes: descriptor
-                .methods
-                .iter()
-                .map(ArgumentShapes::for_method)
-                .collect(),
-            instances: options.instances,
-            call_timeout: options.call_timeout,
-            reloader,
-            reloading: Mutex::new(()),
-            requests: Some(requests),
-        };
-        let accepted = match tier.tier {
-            Tier::Process => {
-                let command = options.resolved_worker_command().map_err(|source| {
-                    LoadError::WorkerNotFound {
-                        plugin: serving.name.clone(),
-                        source,
-                    }
-                })?;
-                let settings = ProcessSettings {
-                    command,
-                    memory_limit: options.memory_limit,
-                    load_timeout: options.load_timeout,
-                    strict: options.strict,
-                };
-                let (processes, accepted) = ProcessPool::start(
-                    &serving,
-                    descriptor,
-                    options.instances,
-                    Arc::clone(&shared.recent_output),
-                    settings,
-                )?;
-                pool.processes = Some(processes);
-                accepted
+            options.recent_output_lines,
+        ));
+        let version = Version::new(source, info);
+        let (backend, accepted): (Box<dyn Backend>, Accepted) = match tier.tier {
+            Tier::Subinterpreter => {
+                let (backend, accepted) =
+                    ThreadBackend::start(Arc::clone(&shared), &version, options)?;
+                (Box::new(backend), accepted)
             }
-            // On error `pool` drops here, which stops and joins the instances that did start.
-            _ => generation::start(&shared, &serving, 0, options.instances, false)?.accepted,
+            Tier::Process => {
+                let (backend, accepted) =
+                    ProcessBackend::start(Arc::clone(&shared), &version, options)?;
+                (Box::new(backend), accepted)
+            }
         };
-        pool.implemented = accepted
+        let implemented = accepted
             .implemented
             .iter()
             .map(|&on| AtomicBool::new(on))
             .collect();
-        record_warnings(&serving, &mut pool.versions.info, accepted.warnings);
-        tracing::info!(plugin = %serving.name, version = %serving.version, instances = options.instances, "plugin loaded");
+        version.record_warnings(accepted.warnings);
+        tracing::info!(plugin = %version.source.name, version = %version.source.version, instances = options.instances, "plugin loaded");
         Ok(Self {
-            pool: Arc::new(pool),
+            plugin: Arc::new(LoadedPlugin {
+                shared,
+                tier,
+                backend,
+                serving: Mutex::new(version),
+                implemented,
+                argument_shapes,
+                instances: options.instances,
+                call_timeout: options.call_timeout,
+                reloader,
+                reloading: Mutex::new(()),
+            }),
         })
     }
 
     /// The interface this plugin was loaded against.
-    pub fn descriptor(&self) -> &'static PythonInterfaceDescriptor {
-        self.pool.shared.descriptor
+    pub fn descriptor(&self) -> &OwnedInterfaceDescriptor {
+        &self.plugin.shared.descriptor
     }
 
     /// Where the serving version of the plugin was loaded from.
-    pub fn source(&self) -> &PluginSource {
-        &self.pool.versions.latest().source
+    pub fn source(&self) -> Arc<PluginSource> {
+        Arc::clone(&self.plugin.serving().source)
     }
 
     /// Manifest, origin and signer of the serving version of the plugin.
-    pub fn info(&self) -> &PluginInfo {
-        &self.pool.versions.latest().info
+    pub fn info(&self) -> Arc<PluginInfo> {
+        self.plugin.serving().info()
     }
 
     /// How many instances serve this plugin (as loaded; a retired instance is replaced).
     pub fn instances(&self) -> usize {
-        self.pool.instances
+        self.plugin.instances
     }
 
     /// Where this plugin's instances run (sub-interpreters or worker processes), and why.
     pub fn tier(&self) -> &TierChoice {
-        &self.pool.tier
+        &self.plugin.tier
     }
 
     /// Timeouts, retired instances, detached threads and worker crashes so far.
     pub fn stats(&self) -> PoolStats {
-        let mut stats = self.pool.shared.stats();
-        if let Some(processes) = &self.pool.processes {
-            stats.instances = processes.running();
-            stats.worker_crashes = processes.counters.crashes.load(Ordering::Relaxed);
-            stats.worker_restarts = processes.counters.restarts.load(Ordering::Relaxed);
+        PoolStats {
+            timeouts: self.plugin.shared.timeouts.load(Ordering::Relaxed),
+            ..self.plugin.backend.stats()
         }
-        stats
     }
 
     /// [`call_typed_json`](PluginCall::call_typed_json) with per-call settings, e.g. a timeout.
@@ -267,7 +222,7 @@ impl PythonPluginHandle {
         args_json: &[u8],
         options: &CallOptions,
     ) -> Result<Vec<u8>, CallError> {
-        let timeout = options.timeout.unwrap_or(self.pool.call_timeout);
+        let timeout = options.timeout.unwrap_or(self.plugin.call_timeout);
         self.call(method_index, WireMode::TypedJson, args_json, timeout)
     }
 
@@ -278,7 +233,7 @@ impl PythonPluginHandle {
         input: &[u8],
         options: &CallOptions,
     ) -> Result<Vec<u8>, CallError> {
-        let timeout = options.timeout.unwrap_or(self.pool.call_timeout);
+        let timeout = options.timeout.unwrap_or(self.plugin.call_timeout);
         self.call(method_index, WireMode::Raw, input, timeout)
     }
 
@@ -289,7 +244,7 @@ impl PythonPluginHandle {
     /// `version`, `instance`, `stream` and `logger`. Output is collected when a call (or the load)
     /// finishes; text without a trailing newline waits for the newline or a `flush()`.
     pub fn recent_output(&self) -> Vec<OutputLine> {
-        self.pool.shared.recent_output.snapshot()
+        self.plugin.shared.recent_output.snapshot()
     }
 
     fn call(
@@ -299,128 +254,48 @@ impl PythonPluginHandle {
         payload: &[u8],
         timeout: Option<Duration>,
     ) -> Result<Vec<u8>, CallError> {
-        let pool = &*self.pool;
-        let method = pool
-            .shared
-            .descriptor
-            .method(index)
-            .ok_or(CallError::UnknownMethod {
-                interface: pool.shared.descriptor.trait_name,
-                index,
-            })?;
+        let plugin = &*self.plugin;
+        let shared = &*plugin.shared;
+        let method = shared::method(&shared.descriptor, index)?;
         if method.wire != requested {
             return Err(CallError::WireModeMismatch {
-                method: method.name.to_owned(),
+                method: method.name.clone(),
                 actual: method.wire,
                 requested,
             });
         }
-        if !pool
-            .implemented
-            .get(index)
-            .is_some_and(|flag| flag.load(Ordering::Relaxed))
-        {
+        if !self.implements(index) {
             return Err(CallError::NotImplemented {
-                method: method.name.to_owned(),
+                method: method.name.clone(),
             });
         }
         if requested == WireMode::TypedJson {
-            if let Some(shapes) = pool.argument_shapes.get(index) {
+            if let Some(shapes) = plugin.argument_shapes.get(index) {
                 shapes
                     .check(payload)
                     .map_err(|mismatch| CallError::InvalidArguments {
-                        method: method.name.to_owned(),
+                        method: method.name.clone(),
                         reason: mismatch.to_string(),
                     })?;
             }
         }
-        let unavailable = || CallError::Unavailable {
-            plugin: pool.shared.name.clone(),
-        };
-        // Calls without a timeout never read the clock. A timeout too large to represent is none.
-        let deadline = timeout.and_then(|after| {
-            let at = Instant::now().checked_add(after)?;
-            Some(Deadline { at, after })
-        });
-        if let Some(processes) = &pool.processes {
-            let result = processes.call(index, payload, deadline);
-            if matches!(result, Err(CallError::Timeout { .. })) {
-                pool.shared.timeouts.fetch_add(1, Ordering::Relaxed);
-            }
-            return result;
+        let result = plugin
+            .backend
+            .call(index, payload, Deadline::after(timeout));
+        if matches!(result, Err(CallError::Timeout { .. })) {
+            shared.timeouts.fetch_add(1, Ordering::Relaxed);
         }
-        let requests = pool.requests.as_ref().ok_or_else(unavailable)?;
-        REPLIES.with(|replies| {
-            let call_id = replies.next_call_id();
-            requests
-                .send(Request {
-                    method: index,
-                    payload: payload.to_vec(),
-                    reply: ReplyTo::new(replies.sender.clone(), call_id),
-                    deadline,
-                })
-                .map_err(|_| unavailable())?;
-            loop {
-                // Never disconnected: this thread's own sender keeps the channel open, and an
-                // instance that drops a request unanswered still replies (see `ReplyTo`).
-                let reply = match deadline {
-                    None => wait::recv(&replies.receiver, wait::SPIN_BEFORE_PARKING)
-                        .map_err(|_| unavailable())?,
-                    Some(deadline) => {
-                        match wait::recv_deadline(
-                            &replies.receiver,
-                            wait::SPIN_BEFORE_PARKING,
-                            deadline.at,
-                        ) {
-                            Ok(reply) => reply,
-                            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                                pool.shared.timeouts.fetch_add(1, Ordering::Relaxed);
-                                return Err(CallError::Timeout {
-                                    plugin: pool.shared.name.clone(),
-                                    method: method.name.to_owned(),
-                                    after: deadline.after,
-                                });
-                            }
-                            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                                return Err(unavailable())
-                            }
-                        }
-                    }
-                };
-                if reply.call_id == call_id {
-                    let result = reply.result.unwrap_or_else(|| Err(unavailable()));
-                    if matches!(result, Err(CallError::Timeout { .. })) {
-                        pool.shared.timeouts.fetch_add(1, Ordering::Relaxed);
-                    }
-                    return result;
-                }
-                // A reply to a call this thread stopped waiting for; drop it.
-            }
-        })
+        result
     }
 }
 
-/// Each calling thread's reply channel, reused for every call it makes (creating a channel per call
-/// would cost an allocation on the fast path).
-struct ReplyChannel {
-    sender: Sender<Reply>,
-    receiver: crossbeam_channel::Receiver<Reply>,
-    last_call_id: std::cell::Cell<u64>,
-}
-
-impl ReplyChannel {
-    fn next_call_id(&self) -> u64 {
-        let id = self.last_call_id.get().wrapping_add(1);
-        self.last_call_id.set(id);
-        id
+impl LoadedPlugin {
+    fn serving(&self) -> MutexGuard<'_, Arc<Version>> {
+        // Replaced whole, so a poisoned lock still holds a consistent value.
+        self.serving
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
-}
-
-thread_local! {
-    static REPLIES: ReplyChannel = {
-        let (sender, receiver) = crossbeam_channel::unbounded();
-        ReplyChannel { sender, receiver, last_call_id: std::cell::Cell::new(0) }
-    };
 }
 
 impl PluginCall for PythonPluginHandle {
@@ -429,40 +304,24 @@ impl PluginCall for PythonPluginHandle {
             method_index,
             WireMode::TypedJson,
             args_json,
-            self.pool.call_timeout,
+            self.plugin.call_timeout,
         )
     }
 
     fn call_raw(&self, method_index: usize, input: &[u8]) -> Result<Vec<u8>, CallError> {
-        self.call(method_index, WireMode::Raw, input, self.pool.call_timeout)
+        self.call(method_index, WireMode::Raw, input, self.plugin.call_timeout)
     }
 
     fn implements(&self, method_index: usize) -> bool {
-        self.pool
+        self.plugin
             .implemented
             .get(method_index)
             .is_some_and(|flag| flag.load(Ordering::Relaxed))
     }
 }
 
-impl Drop for Pool {
+impl Drop for LoadedPlugin {
     fn drop(&mut self) {
-        // Closing the queue lets each worker finish what is queued, then end its interpreter.
-        self.requests = None;
-        self.shared.wait_for_workers();
-    }
-}
-
-/// Logs, once per load, what a plugin was accepted with, and keeps it in its [`PluginInfo`].
-pub(crate) fn record_warnings(
-    source: &PluginSource,
-    info: &mut PluginInfo,
-    warnings: Vec<crate::LoadWarning>,
-) {
-    for warning in warnings {
-        tracing::warn!(plugin = %source.name, version = %source.version, %warning, "loaded as the original fidius would (LoadOptions::strict refuses this)");
-        if !info.warnings.contains(&warning) {
-            info.warnings.push(warning);
-        }
+        self.backend.shutdown();
     }
 }

@@ -1,34 +1,16 @@
 //! Replacing a loaded plugin's code without failing a call.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use crate::error::LoadError;
-use crate::handle::{record_warnings, PluginInfo, PythonPluginHandle};
-use crate::runtime::generation;
+use crate::handle::PythonPluginHandle;
+use crate::plugin::version::{PluginInfo, Version};
 use crate::runtime::source::PluginSource;
 
 /// Finds and verifies the plugin's package again, for a reload.
 pub(crate) type Reloader =
     Box<dyn Fn() -> Result<(PluginSource, PluginInfo), LoadError> + Send + Sync>;
-
-/// One loaded version of the plugin. Reloads append; nothing is removed while the handle lives, so
-/// [`PythonPluginHandle::source`] and [`PythonPluginHandle::info`] can lend references.
-pub(super) struct Version {
-    pub(super) source: PluginSource,
-    pub(super) info: PluginInfo,
-    pub(super) next: OnceLock<Box<Version>>,
-}
-
-impl Version {
-    pub(super) fn latest(&self) -> &Version {
-        let mut version = self;
-        while let Some(next) = version.next.get() {
-            version = next;
-        }
-        version
-    }
-}
 
 impl PythonPluginHandle {
     /// Replaces the plugin's code without dropping a call: reads the package again (through the
@@ -39,56 +21,102 @@ impl PythonPluginHandle {
     /// Calls running on the old instances finish there; calls queued or made from then on are served
     /// by the new ones (for a moment, either version may answer). If the new version fails to load,
     /// the old one keeps serving and the error is returned. Reloads of one handle run one at a time.
-    /// A handle started from a bare [`PluginSource`] re-imports from the same directory.
+    /// A handle started from a bare [`PluginSource`] re-imports from the same directory. The old
+    /// version (its [`PluginInfo`], the cache slot it ran from) is released once its instances
+    /// have ended.
     ///
     /// Each reload costs what loading the plugin costs, and CPython keeps a few MiB of every ended
     /// interpreter (see the README on memory), so reload on change, not on a timer.
     pub fn reload(&self) -> Result<(), LoadError> {
-        let (source, info) = match &self.pool.reloader {
+        let plugin = &*self.plugin;
+        let (source, info) = match &plugin.reloader {
             Some(reloader) => reloader()?,
             None => {
-                let latest = self.pool.versions.latest();
-                (latest.source.clone(), latest.info.clone())
+                let serving = Arc::clone(&plugin.serving());
+                ((*serving.source).clone(), (*serving.info()).clone())
             }
         };
-        let pool = &*self.pool;
-        if source.name != pool.shared.name {
+        if source.name != plugin.shared.name {
             return Err(LoadError::ReloadFoundOtherPlugin {
-                plugin: pool.shared.name.clone(),
+                plugin: plugin.shared.name.clone(),
                 found: source.name,
             });
         }
-        let _one_at_a_time = pool
+        let _one_at_a_time = plugin
             .reloading
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let shared = &pool.shared;
-        let serving = Arc::new(source.clone());
-        let accepted = match &pool.processes {
-            // The new workers serve from the next call on; the old ones end once their calls did.
-            Some(processes) => processes.reload(&serving, pool.instances)?,
-            None => {
-                let generation = shared.generation.load(Ordering::Acquire) + 1;
-                let loaded = generation::start(shared, &serving, generation, pool.instances, true)?;
-                let accepted = loaded.accepted.clone();
-                // New instances serve from here on, next to the old ones until those take their
-                // next request, hand it back, and end.
-                let signal = loaded.release();
-                shared.promote(Arc::clone(&serving), generation, signal);
-                accepted
-            }
-        };
-        for (flag, &now) in pool.implemented.iter().zip(&accepted.implemented) {
+        let version = Version::new(source, info);
+        let accepted = plugin.backend.reload(&version)?;
+        for (flag, &now) in plugin.implemented.iter().zip(&accepted.implemented) {
             flag.store(now, Ordering::Relaxed);
         }
-        let mut info = info;
-        record_warnings(&serving, &mut info, accepted.warnings);
-        let _ = pool.versions.latest().next.set(Box::new(Version {
-            source,
-            info,
-            next: OnceLock::new(),
-        }));
-        tracing::info!(plugin = %serving.name, version = %serving.version, "plugin reloaded");
+        version.record_warnings(accepted.warnings);
+        tracing::info!(plugin = %version.source.name, version = %version.source.version, "plugin reloaded");
+        *plugin.serving() = version;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Weak};
+    use std::time::{Duration, Instant};
+
+    use fidius_core::interface::{PythonInterfaceDescriptor, PythonMethodDescriptor, WireMode};
+    use fidius_core::PluginCall;
+
+    use crate::{LoadOptions, PluginSource, PythonPluginHandle};
+
+    static MINIMAL: PythonInterfaceDescriptor = PythonInterfaceDescriptor {
+        trait_name: "Minimal",
+        version: 1,
+        interface_hash: 0x5eed,
+        methods: &[PythonMethodDescriptor {
+            name: "ping",
+            wire: WireMode::TypedJson,
+            args: &[],
+            returns: "",
+            optional_since: None,
+            signature: "",
+        }],
+    };
+
+    const PLUGIN: &str = "from fidius import method\n\
+        __interface__ = 'Minimal'\n\
+        __interface_version__ = 1\n\
+        __interface_hash__ = 0x5eed\n\
+        @method\n\
+        def ping():\n    return 1\n";
+
+    /// Every reload used to append a version that lived as long as the handle; now a handle keeps
+    /// the serving version and those whose instances have not ended yet.
+    #[test]
+    fn reloads_retain_only_the_versions_still_serving() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("minimal.py"), PLUGIN).unwrap();
+        let source = PluginSource::new("minimal", "1.0.0", dir.path(), "minimal");
+        let handle = PythonPluginHandle::start(source, &MINIMAL, &LoadOptions::default()).unwrap();
+        let serving = || Arc::downgrade(&handle.plugin.serving());
+        let mut versions: Vec<Weak<_>> = vec![serving()];
+        for _ in 0..200 {
+            handle.reload().unwrap();
+            assert_eq!(handle.call_typed_json(0, b"[]").unwrap(), b"1");
+            versions.push(serving());
+        }
+        let retained = || {
+            versions
+                .iter()
+                .filter(|version| version.strong_count() > 0)
+                .count()
+        };
+        // The old instances end on their own threads once told; a bounded wait for the last ones.
+        let give_up = Instant::now() + Duration::from_secs(60);
+        while retained() > 1 && Instant::now() < give_up {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(retained(), 1, "only the serving version is left");
+        assert!(versions.last().unwrap().strong_count() > 0);
+        assert_eq!(handle.stats().instances, 1);
     }
 }

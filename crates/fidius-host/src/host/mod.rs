@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use fidius_core::archive::{check_unpacked, UnpackLimits};
 use fidius_core::digest::PackageDigest;
-use fidius_core::interface::PythonInterfaceDescriptor;
+use fidius_core::interface::OwnedInterfaceDescriptor;
 use fidius_core::manifest::Manifest;
 use fidius_core::signing::{
     read_signature, verify_digest, verify_dir, VerifiedSignature, VerifyingKey,
@@ -26,8 +26,10 @@ pub use discovery::{BrokenPackage, DiscoveredPlugin, Discovery};
 pub use keys::PublicKey;
 
 use crate::error::{admit, LoadError, LoadWarning};
-use crate::handle::{PluginInfo, PythonPluginHandle, Reloader, WeakPluginHandle};
+use crate::handle::{PythonPluginHandle, Reloader, WeakPluginHandle};
 use crate::options::LoadOptions;
+use crate::plugin::descriptor::SharedDescriptor;
+use crate::plugin::version::PluginInfo;
 use crate::runtime::source::{absolute, PluginSource};
 use cache::{ArchiveCache, Fetch};
 
@@ -179,7 +181,7 @@ impl PluginHost {
     pub fn load_python(
         &self,
         name: &str,
-        descriptor: &'static PythonInterfaceDescriptor,
+        descriptor: impl Into<SharedDescriptor>,
     ) -> Result<PythonPluginHandle, LoadError> {
         self.load_python_with(name, descriptor, LoadOptions::default())
     }
@@ -193,16 +195,18 @@ impl PluginHost {
     pub fn load_python_with(
         &self,
         name: &str,
-        descriptor: &'static PythonInterfaceDescriptor,
+        descriptor: impl Into<SharedDescriptor>,
         options: LoadOptions,
     ) -> Result<PythonPluginHandle, LoadError> {
+        let descriptor = descriptor.into();
         let found = self.find(name)?;
         let strict = options.strict;
-        let (source, info) = self.verify(found, descriptor, strict)?;
+        let (source, info) = self.verify(found, &descriptor, strict)?;
         let host = self.clone();
         let request = name.to_owned();
+        let checked = descriptor.clone();
         let reloader: Reloader =
-            Box::new(move || host.verify(host.find(&request)?, descriptor, strict));
+            Box::new(move || host.verify(host.find(&request)?, &checked, strict));
         self.start(source, info, descriptor, &options, reloader)
     }
 
@@ -211,15 +215,16 @@ impl PluginHost {
     pub fn load_python_path(
         &self,
         path: &Path,
-        descriptor: &'static PythonInterfaceDescriptor,
+        descriptor: impl Into<SharedDescriptor>,
         options: LoadOptions,
     ) -> Result<PythonPluginHandle, LoadError> {
+        let descriptor = descriptor.into();
         let path = absolute(path.to_path_buf());
         let strict = options.strict;
-        let (source, info) = self.verify(read_path(&path)?, descriptor, strict)?;
+        let (source, info) = self.verify(read_path(&path)?, &descriptor, strict)?;
         let host = self.clone();
-        let reloader: Reloader =
-            Box::new(move || host.verify(read_path(&path)?, descriptor, strict));
+        let checked = descriptor.clone();
+        let reloader: Reloader = Box::new(move || host.verify(read_path(&path)?, &checked, strict));
         self.start(source, info, descriptor, &options, reloader)
     }
 
@@ -251,7 +256,7 @@ impl PluginHost {
         &self,
         source: PluginSource,
         info: PluginInfo,
-        descriptor: &'static PythonInterfaceDescriptor,
+        descriptor: SharedDescriptor,
         options: &LoadOptions,
         reloader: Reloader,
     ) -> Result<PythonPluginHandle, LoadError> {
@@ -278,7 +283,7 @@ impl PluginHost {
     fn verify(
         &self,
         found: DiscoveredPlugin,
-        descriptor: &'static PythonInterfaceDescriptor,
+        descriptor: &OwnedInterfaceDescriptor,
         strict: bool,
     ) -> Result<(PluginSource, PluginInfo), LoadError> {
         let plugin = found.name().to_owned();
@@ -441,7 +446,7 @@ impl PluginHost {
 /// fidius never compared them.
 fn check_manifest(
     manifest: &Manifest,
-    descriptor: &PythonInterfaceDescriptor,
+    descriptor: &OwnedInterfaceDescriptor,
     strict: bool,
 ) -> Result<Option<LoadWarning>, LoadError> {
     let plugin = manifest.package.name.clone();
@@ -451,7 +456,7 @@ fn check_manifest(
             found: manifest.package.interface.clone(),
             expected: descriptor.trait_name.to_owned(),
         };
-        warning = Some(admit(found, &plugin, descriptor.trait_name, strict)?);
+        warning = Some(admit(found, &plugin, &descriptor.trait_name, strict)?);
     }
     if manifest.package.interface_version != descriptor.version {
         return Err(LoadError::InterfaceVersionMismatch {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
-use fidius_core::interface::PythonInterfaceDescriptor;
+use fidius_core::interface::OwnedInterfaceDescriptor;
 use fidius_core::CallError;
 
 use crate::error::LoadError;
@@ -79,7 +79,7 @@ impl WorkerProcess {
     pub(crate) fn start(
         command: &WorkerCommand,
         spec: &StartSpec,
-        descriptor: &PythonInterfaceDescriptor,
+        descriptor: &OwnedInterfaceDescriptor,
         attribution: Attribution,
         load_timeout: Option<Duration>,
     ) -> Result<(Self, Accepted), LoadError> {
@@ -119,7 +119,7 @@ impl WorkerProcess {
     fn load(
         &mut self,
         spec: &StartSpec,
-        descriptor: &PythonInterfaceDescriptor,
+        descriptor: &OwnedInterfaceDescriptor,
         load_timeout: Option<Duration>,
     ) -> Result<Accepted, LoadError> {
         let plugin = spec.plugin.clone();
@@ -207,7 +207,7 @@ impl WorkerProcess {
         index: usize,
         payload: &[u8],
         deadline: Option<Instant>,
-        descriptor: &PythonInterfaceDescriptor,
+        descriptor: &OwnedInterfaceDescriptor,
     ) -> Result<Vec<u8>, Failure> {
         let method = u32::try_from(index).unwrap_or(u32::MAX).to_le_bytes();
         let (kind, body) =

@@ -1,4 +1,4 @@
-//! A process-tier plugin: a set of worker processes, each serving one call at a time. Callers talk
+//! The process backend: a set of worker processes, each serving one call at a time. Callers talk
 //! to a worker's mailbox directly (no thread in between). A worker that dies or is killed at a
 //! deadline is replaced by a thread of its own, started as soon as the death is seen (with back-off
 //! when it keeps dying), so no call waits for a restart past its own deadline.
@@ -8,16 +8,18 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use fidius_core::interface::PythonInterfaceDescriptor;
 use fidius_core::CallError;
 
+use crate::backend::{Backend, Deadline, PoolStats};
 use crate::error::LoadError;
+use crate::options::LoadOptions;
+use crate::plugin::shared::PluginShared;
+use crate::plugin::version::Version;
 use crate::process::child::{Attribution, Failure, WorkerProcess};
 use crate::process::command::WorkerCommand;
 use crate::process::protocol::StartSpec;
 use crate::runtime::loader::Accepted;
-use crate::runtime::output::{self, RecentOutput};
-use crate::runtime::source::PluginSource;
+use crate::runtime::output;
 
 /// First wait before restarting a worker that died again without answering a call in between;
 /// doubled for each further death, up to [`MAX_BACKOFF`].
@@ -41,34 +43,35 @@ pub(crate) struct ProcessCounters {
     pub(crate) restarts: AtomicU64,
 }
 
-pub(crate) struct ProcessPool {
-    launcher: Arc<Launcher>,
-    /// The serving set; a reload swaps in a new one. Callers hold the set they took a worker from
-    /// until they give it back, so an old set ends once its last call finished.
-    current: Mutex<Arc<WorkerSet>>,
-    pub(crate) counters: Arc<ProcessCounters>,
+pub(crate) struct ProcessBackend {
+    launcher: Arc<WorkerLauncher>,
+    /// The serving set (`None` once shut down); a reload swaps in a new one. Callers hold the set
+    /// they took a worker from until they give it back, so an old set ends once its last call
+    /// finished.
+    current: Mutex<Option<Arc<WorkerSet>>>,
+    instances: usize,
 }
 
 /// What starting a worker needs; shared with the threads that restart workers in the background.
-struct Launcher {
-    plugin: String,
-    descriptor: &'static PythonInterfaceDescriptor,
-    recent: Arc<RecentOutput>,
+struct WorkerLauncher {
+    plugin: Arc<PluginShared>,
     settings: ProcessSettings,
-    counters: Arc<ProcessCounters>,
+    counters: ProcessCounters,
 }
 
 /// The workers of one loaded version.
 struct WorkerSet {
+    /// Kept while the set serves (its cache slot, for one).
+    _version: Arc<Version>,
     spec: StartSpec,
-    slots: Vec<Mutex<Slot>>,
+    slots: Vec<Mutex<WorkerSlot>>,
     /// Indexes of idle slots: taking one is the right to use that slot.
     idle_tx: Sender<usize>,
     idle_rx: Receiver<usize>,
 }
 
 /// One instance: its worker process, if running, and its crash history.
-struct Slot {
+struct WorkerSlot {
     number: usize,
     worker: Option<WorkerProcess>,
     /// Deaths since the last answered call.
@@ -81,12 +84,12 @@ struct Slot {
 }
 
 /// Gives a slot back to the idle list however the call ends.
-struct SlotLease<'a> {
+struct WorkerLease<'a> {
     set: &'a WorkerSet,
     index: usize,
 }
 
-impl SlotLease<'_> {
+impl WorkerLease<'_> {
     /// Hands the slot to a restart thread, which gives it back once the slot has a worker again
     /// (or the attempt failed): meanwhile no caller takes it.
     fn pass_to_restart(self) {
@@ -94,63 +97,51 @@ impl SlotLease<'_> {
     }
 }
 
-impl Drop for SlotLease<'_> {
+impl Drop for WorkerLease<'_> {
     fn drop(&mut self) {
         let _ = self.set.idle_tx.send(self.index);
     }
 }
 
-impl ProcessPool {
-    /// Starts `instances` workers of `source` (in parallel) and waits until each loaded it.
-    /// Returns the pool and which methods the plugin implements.
+impl ProcessBackend {
+    /// Starts `options.instances` workers of `version` (in parallel) and waits until each loaded
+    /// it. Returns the backend and which methods the plugin implements.
     pub(crate) fn start(
-        source: &PluginSource,
-        descriptor: &'static PythonInterfaceDescriptor,
-        instances: usize,
-        recent: Arc<RecentOutput>,
-        settings: ProcessSettings,
+        plugin: Arc<PluginShared>,
+        version: &Arc<Version>,
+        options: &LoadOptions,
     ) -> Result<(Self, Accepted), LoadError> {
-        let counters = Arc::new(ProcessCounters::default());
-        let pool = Self {
-            launcher: Arc::new(Launcher {
-                plugin: source.name.clone(),
-                descriptor,
-                recent,
-                settings,
-                counters: Arc::clone(&counters),
+        let command =
+            options
+                .resolved_worker_command()
+                .map_err(|source| LoadError::WorkerNotFound {
+                    plugin: plugin.name.clone(),
+                    source,
+                })?;
+        let backend = Self {
+            launcher: Arc::new(WorkerLauncher {
+                plugin,
+                settings: ProcessSettings {
+                    command,
+                    memory_limit: options.memory_limit,
+                    load_timeout: options.load_timeout,
+                    strict: options.strict,
+                },
+                counters: ProcessCounters::default(),
             }),
-            current: Mutex::new(Arc::new(WorkerSet::empty(source, descriptor, None, false))),
-            counters,
+            current: Mutex::new(None),
+            instances: options.instances,
         };
-        let (set, accepted) = pool.start_set(source, instances)?;
-        *pool.lock_current() = Arc::new(set);
-        Ok((pool, accepted))
+        let (set, accepted) = backend.start_set(version)?;
+        *backend.lock_current() = Some(Arc::new(set));
+        Ok((backend, accepted))
     }
 
-    /// Starts a new set of workers for `source` and, once all loaded, makes it the serving one.
-    pub(crate) fn reload(
-        &self,
-        source: &PluginSource,
-        instances: usize,
-    ) -> Result<Accepted, LoadError> {
-        let (set, accepted) = self.start_set(source, instances)?;
-        *self.lock_current() = Arc::new(set);
-        Ok(accepted)
-    }
-
-    fn start_set(
-        &self,
-        source: &PluginSource,
-        instances: usize,
-    ) -> Result<(WorkerSet, Accepted), LoadError> {
+    /// Starts a set of workers of `version`; returns it once every worker loaded it.
+    fn start_set(&self, version: &Arc<Version>) -> Result<(WorkerSet, Accepted), LoadError> {
         let launcher = &self.launcher;
-        let settings = &launcher.settings;
-        let set = WorkerSet::empty(
-            source,
-            launcher.descriptor,
-            settings.memory_limit,
-            settings.strict,
-        );
+        let instances = self.instances;
+        let set = WorkerSet::empty(version, launcher);
         let started: Vec<Result<(WorkerProcess, Accepted), LoadError>> =
             std::thread::scope(|scope| {
                 let starting: Vec<_> = (0..instances)
@@ -164,7 +155,7 @@ impl ProcessPool {
                     .map(|thread| {
                         thread.join().unwrap_or_else(|_| {
                             Err(LoadError::WorkerProtocol {
-                                plugin: launcher.plugin.clone(),
+                                plugin: launcher.plugin.name.clone(),
                                 reason: "the thread starting a worker panicked".to_owned(),
                             })
                         })
@@ -178,7 +169,7 @@ impl ProcessPool {
             match started {
                 Ok((worker, this_worker)) => {
                     accepted = this_worker;
-                    slots.push(Mutex::new(Slot {
+                    slots.push(Mutex::new(WorkerSlot {
                         number,
                         worker: Some(worker),
                         deaths: 0,
@@ -203,15 +194,17 @@ impl ProcessPool {
         Ok((set, accepted))
     }
 
-    fn lock_current(&self) -> MutexGuard<'_, Arc<WorkerSet>> {
+    fn lock_current(&self) -> MutexGuard<'_, Option<Arc<WorkerSet>>> {
         self.current
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Live worker processes of the serving set.
-    pub(crate) fn running(&self) -> usize {
-        let set = Arc::clone(&self.lock_current());
+    fn running(&self) -> usize {
+        let Some(set) = self.lock_current().clone() else {
+            return 0;
+        };
         set.slots
             .iter()
             .filter(|slot| match slot.try_lock() {
@@ -221,27 +214,34 @@ impl ProcessPool {
             })
             .count()
     }
+}
 
+impl Backend for ProcessBackend {
     /// Calls method `index` on the first idle worker.
-    pub(crate) fn call(
+    fn call(
         &self,
         index: usize,
         payload: &[u8],
-        deadline: Option<crate::runtime::instance::Deadline>,
+        deadline: Option<Deadline>,
     ) -> Result<Vec<u8>, CallError> {
         let launcher = &self.launcher;
-        let plugin = &launcher.plugin;
-        let set = Arc::clone(&self.lock_current());
+        let shared = &*launcher.plugin;
+        let plugin = &shared.name;
+        let set = self
+            .lock_current()
+            .clone()
+            .ok_or_else(|| shared.unavailable())?;
         let method_name = || {
-            launcher
+            shared
                 .descriptor
                 .method(index)
-                .map_or_else(String::new, |method| method.name.to_owned())
+                .map_or_else(String::new, |method| method.name.clone())
         };
-        let timed_out = || CallError::Timeout {
-            plugin: plugin.clone(),
-            method: method_name(),
-            after: deadline.map_or(Duration::ZERO, |deadline| deadline.after),
+        let timed_out = || {
+            shared.timed_out(
+                index,
+                deadline.map_or(Duration::ZERO, |deadline| deadline.after),
+            )
         };
         loop {
             let taken = match deadline {
@@ -252,11 +252,9 @@ impl ProcessPool {
                     Err(crossbeam_channel::RecvTimeoutError::Disconnected) => None,
                 },
             };
-            let lease = SlotLease {
+            let lease = WorkerLease {
                 set: &set,
-                index: taken.ok_or_else(|| CallError::Unavailable {
-                    plugin: plugin.clone(),
-                })?,
+                index: taken.ok_or_else(|| shared.unavailable())?,
             };
             let mut slot = set.slots[lease.index]
                 .lock()
@@ -289,7 +287,7 @@ impl ProcessPool {
                 index,
                 payload,
                 deadline.map(|deadline| deadline.at),
-                launcher.descriptor,
+                &shared.descriptor,
             );
             return match result {
                 Ok(bytes) => {
@@ -336,9 +334,30 @@ impl ProcessPool {
             };
         }
     }
+
+    fn reload(&self, version: &Arc<Version>) -> Result<Accepted, LoadError> {
+        let (set, accepted) = self.start_set(version)?;
+        // The new workers serve from the next call on; the old ones end once their calls did.
+        *self.lock_current() = Some(Arc::new(set));
+        Ok(accepted)
+    }
+
+    fn stats(&self) -> PoolStats {
+        PoolStats {
+            instances: self.running(),
+            worker_crashes: self.launcher.counters.crashes.load(Ordering::Relaxed),
+            worker_restarts: self.launcher.counters.restarts.load(Ordering::Relaxed),
+            ..PoolStats::default()
+        }
+    }
+
+    fn shutdown(&mut self) {
+        // Callers still holding the set finish their calls first; its workers end as it drops.
+        self.lock_current().take();
+    }
 }
 
-impl Launcher {
+impl WorkerLauncher {
     fn launch(
         &self,
         spec: &StartSpec,
@@ -348,14 +367,14 @@ impl Launcher {
             plugin: spec.plugin.clone(),
             version: spec.version.clone(),
             instance: number,
-            recent: Arc::clone(&self.recent),
+            recent: Arc::clone(&self.plugin.recent_output),
         };
         let span = tracing::info_span!("plugin_instance", plugin = %spec.plugin, version = %spec.version, instance = number, tier = "process");
         let _entered = span.enter();
         WorkerProcess::start(
             &self.settings.command,
             spec,
-            self.descriptor,
+            &self.plugin.descriptor,
             attribution,
             self.settings.load_timeout,
         )
@@ -363,7 +382,7 @@ impl Launcher {
 
     /// Forgets a dead (or killed) worker and sets when it may be restarted: at once after a first
     /// death, later after each further one without an answered call in between.
-    fn buried(&self, slot: &mut Slot) {
+    fn buried(&self, slot: &mut WorkerSlot) {
         slot.worker = None;
         slot.deaths += 1;
         slot.restart_at = (slot.deaths > 1).then(|| {
@@ -378,16 +397,21 @@ impl Launcher {
     /// Starts a replacement worker for `slot` on a thread of its own, after the slot's back-off;
     /// the thread gives the slot back to callers (`lease`) once it has a worker or the attempt
     /// failed. A set that ended meanwhile (the handle dropped, a reload) gets no worker.
-    fn restart(self: &Arc<Self>, set: &Arc<WorkerSet>, slot: &mut Slot, lease: SlotLease<'_>) {
+    fn restart(
+        self: &Arc<Self>,
+        set: &Arc<WorkerSet>,
+        slot: &mut WorkerSlot,
+        lease: WorkerLease<'_>,
+    ) {
         let launcher = Arc::clone(self);
         let weak: Weak<WorkerSet> = Arc::downgrade(set);
         let spec = set.spec.clone();
         let (number, index, restart_at) = (slot.number, lease.index, slot.restart_at);
         let spawned = std::thread::Builder::new()
-            .name(format!("fidius:{}#{number}:restart", launcher.plugin))
+            .name(format!("fidius:{}#{number}:restart", launcher.plugin.name))
             .spawn(move || {
                 if let Some(at) = restart_at {
-                    tracing::info!(plugin = %launcher.plugin, instance = number, "backing off before restarting the worker process");
+                    tracing::info!(plugin = %launcher.plugin.name, instance = number, "backing off before restarting the worker process");
                     std::thread::sleep(at.saturating_duration_since(Instant::now()));
                 }
                 if weak.strong_count() == 0 {
@@ -408,7 +432,7 @@ impl Launcher {
                             slot.failure = None;
                         }
                         Err(error) => {
-                            tracing::warn!(plugin = %launcher.plugin, instance = number, %error, "restarting the worker process failed");
+                            tracing::warn!(plugin = %launcher.plugin.name, instance = number, %error, "restarting the worker process failed");
                             launcher.buried(&mut slot);
                             slot.failure = Some(error.to_string());
                         }
@@ -437,23 +461,21 @@ impl Drop for WorkerSet {
 }
 
 impl WorkerSet {
-    fn empty(
-        source: &PluginSource,
-        descriptor: &PythonInterfaceDescriptor,
-        memory_limit: Option<u64>,
-        strict: bool,
-    ) -> Self {
+    /// A set for `version` without workers yet.
+    fn empty(version: &Arc<Version>, launcher: &WorkerLauncher) -> Self {
         let (idle_tx, idle_rx) = crossbeam_channel::unbounded();
+        let source = &version.source;
         Self {
+            _version: Arc::clone(version),
             spec: StartSpec {
                 plugin: source.name.clone(),
                 version: source.version.clone(),
                 dir: source.dir.clone(),
                 entry_module: source.entry_module.clone(),
-                interface: descriptor.into(),
+                interface: (*launcher.plugin.descriptor).clone(),
                 log_level: output::python_log_level(),
-                memory_limit,
-                strict,
+                memory_limit: launcher.settings.memory_limit,
+                strict: launcher.settings.strict,
             },
             slots: Vec::new(),
             idle_tx,

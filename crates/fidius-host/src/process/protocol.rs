@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use fidius_core::interface::{OwnedInterfaceDescriptor, PythonInterfaceDescriptor};
+use fidius_core::interface::OwnedInterfaceDescriptor;
 use fidius_core::{CallError, PluginError};
 use serde::{Deserialize, Serialize};
 
@@ -120,7 +120,7 @@ impl RemoteError {
         }
     }
 
-    pub(crate) fn into_call_error(self, descriptor: &PythonInterfaceDescriptor) -> CallError {
+    pub(crate) fn into_call_error(self, descriptor: &OwnedInterfaceDescriptor) -> CallError {
         match self {
             Self::Plugin(error) => CallError::Plugin(error),
             Self::NotImplemented { method } => CallError::NotImplemented { method },
@@ -140,7 +140,7 @@ impl RemoteError {
                 CallError::InvalidArguments { method, reason }
             }
             Self::UnknownMethod { index } => CallError::UnknownMethod {
-                interface: descriptor.trait_name,
+                interface: descriptor.trait_name.clone(),
                 index,
             },
             Self::Other { message } => CallError::InvalidResult {

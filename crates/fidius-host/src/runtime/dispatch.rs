@@ -1,6 +1,6 @@
 //! One call inside an attached interpreter: bytes in, one Python call, bytes out.
 
-use fidius_core::interface::{PythonMethodDescriptor, WireMode};
+use fidius_core::interface::{OwnedMethodDescriptor, WireMode};
 use fidius_core::{CallError, PluginError};
 use fidius_ffi::{Interp, PyObj, Raised};
 
@@ -11,7 +11,7 @@ use crate::runtime::loader::LoadedInstance;
 pub(crate) fn dispatch(
     py: Interp<'_>,
     instance: &LoadedInstance<'_>,
-    method: &PythonMethodDescriptor,
+    method: &OwnedMethodDescriptor,
     index: usize,
     payload: &[u8],
 ) -> Result<Vec<u8>, CallError> {
@@ -56,7 +56,7 @@ pub(crate) fn dispatch(
 /// against the method's argument types (`ArgumentShapes`) before the call was sent.
 fn typed_arguments<'i>(
     py: Interp<'i>,
-    method: &PythonMethodDescriptor,
+    method: &OwnedMethodDescriptor,
     payload: &[u8],
 ) -> Result<PyObj<'i>, CallError> {
     py.json_to_python(payload)
@@ -72,7 +72,7 @@ fn typed_arguments<'i>(
 /// `SystemExit` and `KeyboardInterrupt`) becomes [`CallError::Python`].
 fn exception_to_error(
     instance: &LoadedInstance<'_>,
-    method: &PythonMethodDescriptor,
+    method: &OwnedMethodDescriptor,
     raised: &Raised<'_>,
 ) -> CallError {
     let exception = raised.object();

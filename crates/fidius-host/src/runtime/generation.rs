@@ -7,9 +7,9 @@ use std::time::Instant;
 use crossbeam_channel::{RecvTimeoutError, Sender};
 
 use crate::error::LoadError;
+use crate::plugin::version::Version;
 use crate::runtime::loader::Accepted;
-use crate::runtime::pool::{GenerationSignal, PoolShared, WorkerStart};
-use crate::runtime::source::PluginSource;
+use crate::runtime::pool::{GenerationSignal, InstanceStart, InstanceThreads};
 
 /// A generation whose instances all loaded.
 pub(crate) struct Loaded {
@@ -18,7 +18,7 @@ pub(crate) struct Loaded {
     /// Releases gated instances; dropping it unsent ends them unused.
     go: Option<Sender<()>>,
     instances: usize,
-    /// The generation's signal, for [`PoolShared::promote`]; dropping it unused (an abandoned
+    /// The generation's signal, for [`InstanceThreads::promote`]; dropping it unused (an abandoned
     /// reload) ends the generation's instances.
     signal: GenerationSignal,
 }
@@ -35,22 +35,22 @@ impl Loaded {
     }
 }
 
-/// Starts `instances` instances of `source` as `generation` and waits until each has loaded. With
+/// Starts `instances` instances of `version` as `generation` and waits until each has loaded. With
 /// `gated`, they wait for [`Loaded::release`] before serving. On error, the instances that did load
-/// end unused (gated) or end with the pool; instances stuck past the load timeout are detached.
+/// end unused (gated) or end with the plugin; instances stuck past the load timeout are detached.
 pub(crate) fn start(
-    pool: &Arc<PoolShared>,
-    source: &Arc<PluginSource>,
+    threads: &Arc<InstanceThreads>,
+    version: &Arc<Version>,
     generation: u64,
     instances: usize,
     gated: bool,
 ) -> Result<Loaded, LoadError> {
     let (started_tx, started_rx) = crossbeam_channel::bounded(instances);
-    // A reload's generation gets its own signal; the first one watches the pool's.
+    // A reload's generation gets its own signal; the first one watches the plugin's.
     let signal = if gated {
         GenerationSignal::new()
     } else {
-        pool.serving_signal()
+        threads.serving_signal()
     };
     let (go_tx, go_rx) = if gated {
         let (go_tx, go_rx) = crossbeam_channel::bounded(instances);
@@ -59,8 +59,8 @@ pub(crate) fn start(
         (None, None)
     };
     for _ in 0..instances {
-        pool.spawn_worker(WorkerStart {
-            source: Arc::clone(source),
+        threads.spawn_instance(InstanceStart {
+            version: Arc::clone(version),
             generation,
             started: Some(started_tx.clone()),
             go: go_rx.clone(),
@@ -70,12 +70,12 @@ pub(crate) fn start(
     drop(started_tx);
     // Past this, instances still importing are given up on (the watchdog interrupted them at the
     // load timeout itself).
-    let give_up_at = pool.load_timeout.and_then(|timeout| {
+    let give_up_at = threads.load_timeout.and_then(|timeout| {
         Instant::now()
             .checked_add(timeout)?
-            .checked_add(pool.retire_after)
+            .checked_add(threads.retire_after)
     });
-    let plugin = &pool.name;
+    let plugin = &threads.plugin.name;
     let mut accepted = Accepted::default();
     for _ in 0..instances {
         let started = match give_up_at {
@@ -84,10 +84,10 @@ pub(crate) fn start(
                 Ok(started) => Some(started),
                 Err(RecvTimeoutError::Disconnected) => None,
                 Err(RecvTimeoutError::Timeout) => {
-                    pool.retire_loading(generation);
+                    threads.retire_loading(generation);
                     return Err(LoadError::LoadTimeout {
                         plugin: plugin.clone(),
-                        after: pool.load_timeout.unwrap_or_default(),
+                        after: threads.load_timeout.unwrap_or_default(),
                     });
                 }
             },

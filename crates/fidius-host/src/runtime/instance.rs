@@ -1,4 +1,4 @@
-//! One plugin instance: an own-GIL sub-interpreter owned by one dedicated worker thread.
+//! One plugin instance: an own-GIL sub-interpreter owned by one dedicated instance thread.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -9,22 +9,24 @@ use crossbeam_channel::Sender;
 use fidius_core::CallError;
 use fidius_ffi::{Interp, InterpreterOptions, SubInterpreter};
 
+use crate::backend::Deadline;
 use crate::error::LoadError;
+use crate::plugin::shared;
 use crate::runtime::dispatch::dispatch;
 use crate::runtime::loader::Accepted;
 use crate::runtime::loader::{self, LoadedInstance};
 use crate::runtime::output::{OutputRoute, OutputSink};
-use crate::runtime::pool::{PoolShared, WorkerStart};
+use crate::runtime::pool::{InstanceStart, InstanceThreads};
 use crate::runtime::source::PluginSource;
 use crate::runtime::wait;
-use crate::runtime::watchdog::{CallSlot, Guarded};
+use crate::runtime::watchdog::{Guarded, InstanceWatch};
 
-/// Worker threads run plugin code, whose C-level recursion (deep `repr`, `json`, regex) can go far
+/// Instance threads run plugin code, whose C-level recursion (deep `repr`, `json`, regex) can go far
 /// beyond what a 2 MiB default stack holds before CPython's own limit trips. Untouched stack pages
 /// cost no memory.
-const WORKER_STACK_BYTES: usize = 16 << 20;
+const INSTANCE_STACK_BYTES: usize = 16 << 20;
 
-/// How long a worker that just answered keeps its GIL while polling for the next call.
+/// How long an instance that just answered keeps its GIL while polling for the next call.
 const KEEP_GIL_WHILE_POLLING: Duration = Duration::from_micros(20);
 
 /// A call on its way to an instance; the reply goes straight back to the waiting caller.
@@ -36,13 +38,6 @@ pub(crate) struct Request {
     pub(crate) deadline: Option<Deadline>,
 }
 
-/// When a call must have finished, and the timeout it came from (for the error).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Deadline {
-    pub(crate) at: Instant,
-    pub(crate) after: Duration,
-}
-
 /// An instance's answer to one [`Request`].
 pub(crate) struct Reply {
     /// Echoed from the request, so a caller reusing its reply channel can tell replies apart.
@@ -51,7 +46,7 @@ pub(crate) struct Reply {
     pub(crate) result: Option<Result<Vec<u8>, CallError>>,
 }
 
-/// Where a request's answer goes. Dropping it unanswered (a worker unwinding, a queue torn down)
+/// Where a request's answer goes. Dropping it unanswered (an instance thread unwinding, a queue torn down)
 /// still answers, with `None`, so no caller waits forever.
 pub(crate) struct ReplyTo {
     sender: Sender<Reply>,
@@ -89,27 +84,27 @@ impl Drop for ReplyTo {
     }
 }
 
-/// What a worker reports once its instance has loaded (or failed to).
+/// What an instance thread reports once its instance has loaded (or failed to).
 pub(crate) type Started = Result<Accepted, LoadError>;
 
-/// Starts instance `number` of the pool's plugin on its own thread, named `fidius:<plugin>#<number>`.
+/// Starts instance `number` of the plugin on its own thread, named `fidius:<plugin>#<number>`.
 ///
 /// The thread reports on `start.started` (when given) once the plugin is imported and checked, waits
-/// for `start.go` (when given), then serves the pool's queue until every sender is gone (draining
+/// for `start.go` (when given), then serves the plugin's queue until every sender is gone (draining
 /// what is queued), its instance is retired, or a newer generation took over; then it ends its
 /// interpreter.
 pub(crate) fn spawn(
-    pool: Arc<PoolShared>,
+    threads: Arc<InstanceThreads>,
     number: usize,
-    slot: Arc<CallSlot>,
-    start: WorkerStart,
+    watch: Arc<InstanceWatch>,
+    start: InstanceStart,
 ) -> Result<JoinHandle<()>, LoadError> {
-    let plugin = pool.name.clone();
+    let plugin = threads.plugin.name.clone();
     thread::Builder::new()
         .name(format!("fidius:{plugin}#{number}"))
-        .stack_size(WORKER_STACK_BYTES)
+        .stack_size(INSTANCE_STACK_BYTES)
         .spawn(move || {
-            let source = &*start.source;
+            let source = &*start.version.source;
             let span = tracing::info_span!(
                 "plugin_instance",
                 plugin = %source.name,
@@ -118,37 +113,37 @@ pub(crate) fn spawn(
             );
             let _entered = span.enter();
             let _exited = ExitNotice {
-                pool: &pool,
-                slot: &slot,
+                threads: &threads,
+                watch: &watch,
             };
             let route = OutputRoute {
                 plugin: &source.name,
                 version: &source.version,
                 instance: number,
-                recent: &pool.recent_output,
+                recent: &threads.plugin.recent_output,
             };
-            run(&pool, &slot, source, &start, &route);
+            run(&threads, &watch, source, &start, &route);
         })
         .map_err(|source| LoadError::Spawn { plugin, source })
 }
 
-/// Tells the pool the worker is gone, also when it unwinds.
+/// Tells the roster the instance thread is gone, also when it unwinds.
 struct ExitNotice<'a> {
-    pool: &'a PoolShared,
-    slot: &'a Arc<CallSlot>,
+    threads: &'a InstanceThreads,
+    watch: &'a Arc<InstanceWatch>,
 }
 
 impl Drop for ExitNotice<'_> {
     fn drop(&mut self) {
-        self.pool.worker_exited(self.slot);
+        self.threads.instance_exited(self.watch);
     }
 }
 
 fn run(
-    pool: &PoolShared,
-    slot: &CallSlot,
+    threads: &InstanceThreads,
+    watch: &InstanceWatch,
     source: &PluginSource,
-    start: &WorkerStart,
+    start: &InstanceStart,
     route: &OutputRoute<'_>,
 ) {
     let started = start.started.as_ref();
@@ -163,16 +158,22 @@ fn run(
             return;
         }
     };
-    slot.set_interrupt(interp.interrupt_handle());
+    watch.set_interrupt(interp.interrupt_handle());
     // Only the first instances have someone waiting to give up on them; replacements load as the
     // originals did.
-    let load_timeout = pool.load_timeout.filter(|_| started.is_some());
+    let load_timeout = threads.load_timeout.filter(|_| started.is_some());
     if let Some(deadline) = load_timeout.and_then(|timeout| Instant::now().checked_add(timeout)) {
-        slot.begin(deadline, Guarded::Load);
+        watch.begin(deadline, Guarded::Load);
     }
-    let loaded = loader::load(&interp, source, pool.descriptor, route, pool.strict);
+    let loaded = loader::load(
+        &interp,
+        source,
+        &threads.plugin.descriptor,
+        route,
+        threads.strict,
+    );
     if let Some(timeout) = load_timeout {
-        let finished = slot.finish();
+        let finished = watch.finish();
         if finished.interrupted {
             let _ = interp.with(|py| py.discard_pending_interrupt());
             tracing::debug!("plugin load interrupted");
@@ -209,7 +210,7 @@ fn run(
     }
     tracing::debug!("instance ready");
     let generation = start.generation;
-    let requests = &pool.queue;
+    let requests = &threads.queue;
     while let Ok(first) = wait::recv_unless(requests, &start.superseded, wait::SPIN_BEFORE_PARKING)
     {
         let attached = interp.with(|py| {
@@ -219,14 +220,16 @@ fn run(
             // more than a small call. It is released as soon as no call follows within the poll.
             let mut request = first;
             loop {
-                if pool.generation.load(Ordering::Acquire) > generation {
+                if threads.generation.load(Ordering::Acquire) > generation {
                     // A reload brought in a newer generation: leave this call to it.
-                    pool.requeue(request);
+                    threads.requeue(request);
                     return Serving::Superseded;
                 }
                 let (result, retired) = match request.deadline {
-                    None => (serve(py, pool, &instance, &request), false),
-                    Some(deadline) => serve_guarded(py, pool, &instance, slot, &request, deadline),
+                    None => (serve(py, threads, &instance, &request), false),
+                    Some(deadline) => {
+                        serve_guarded(py, threads, &instance, watch, &request, deadline)
+                    }
                 };
                 route.drain(&output_buffer, &take_output);
                 request.reply.send(result);
@@ -260,7 +263,7 @@ fn run(
     tracing::debug!("instance shutting down");
 }
 
-/// Why a worker let go of its GIL.
+/// Why an instance thread let go of its GIL.
 enum Serving {
     /// No call followed within the poll.
     Idle,
@@ -272,44 +275,32 @@ enum Serving {
 
 fn serve(
     py: Interp<'_>,
-    pool: &PoolShared,
+    threads: &InstanceThreads,
     instance: &LoadedInstance<'_>,
     request: &Request,
 ) -> Result<Vec<u8>, CallError> {
-    match pool.descriptor.methods.get(request.method) {
-        Some(method) => dispatch(py, instance, method, request.method, &request.payload),
-        None => Err(CallError::UnknownMethod {
-            interface: pool.descriptor.trait_name,
-            index: request.method,
-        }),
-    }
+    let method = shared::method(&threads.plugin.descriptor, request.method)?;
+    dispatch(py, instance, method, request.method, &request.payload)
 }
 
 /// Serves a call that has a deadline: dropped unrun if the deadline already passed, otherwise run
 /// under the watchdog. Returns whether the instance was retired meanwhile.
 fn serve_guarded(
     py: Interp<'_>,
-    pool: &PoolShared,
+    threads: &InstanceThreads,
     instance: &LoadedInstance<'_>,
-    slot: &CallSlot,
+    watch: &InstanceWatch,
     request: &Request,
     deadline: Deadline,
 ) -> (Result<Vec<u8>, CallError>, bool) {
-    let timed_out = || CallError::Timeout {
-        plugin: pool.name.clone(),
-        method: pool
-            .descriptor
-            .method(request.method)
-            .map_or_else(String::new, |method| method.name.to_owned()),
-        after: deadline.after,
-    };
+    let timed_out = || threads.plugin.timed_out(request.method, deadline.after);
     if Instant::now() >= deadline.at {
         // Still queued at its deadline: its caller has stopped waiting, so it never runs.
         return (Err(timed_out()), false);
     }
-    slot.begin(deadline.at, Guarded::Call);
-    let result = serve(py, pool, instance, request);
-    let finished = slot.finish();
+    watch.begin(deadline.at, Guarded::Call);
+    let result = serve(py, threads, instance, request);
+    let finished = watch.finish();
     if finished.interrupted {
         // The interrupt may have arrived after the Python code returned; it must not hit the next
         // call.

@@ -1,6 +1,6 @@
 //! Loading a plugin into a fresh sub-interpreter and checking it against the interface.
 
-use fidius_core::interface::PythonInterfaceDescriptor;
+use fidius_core::interface::OwnedInterfaceDescriptor;
 use fidius_ffi::{FfiError, Interpreter, PyHandle};
 use serde::Deserialize;
 
@@ -76,34 +76,58 @@ enum Rejection {
 pub(crate) fn load<'s, I: Interpreter>(
     interp: &'s I,
     source: &PluginSource,
-    descriptor: &PythonInterfaceDescriptor,
+    descriptor: &OwnedInterfaceDescriptor,
     output: &dyn OutputSink,
     strict: bool,
 ) -> Result<LoadedInstance<'s>, LoadError> {
     let log_level = output::python_log_level();
-    let report =
-        bootstrap(interp, source, descriptor, log_level, output).map_err(|source_error| {
-            LoadError::Bootstrap {
-                plugin: source.name.clone(),
-                source: source_error,
-            }
-        })?;
-    let warnings = check_report(&report, source, descriptor, strict)?;
-    let mut loaded = instance(interp, descriptor).map_err(|source_error| LoadError::Bootstrap {
-        plugin: source.name.clone(),
-        source: source_error,
-    })?;
-    loaded.warnings = warnings;
-    Ok(loaded)
+    import(interp, source, descriptor, log_level, output, strict)
+        .map_err(|source_error| LoadError::Bootstrap {
+            plugin: source.name.clone(),
+            source: source_error,
+        })?
+        .checked
+}
+
+/// What the load steps made of a plugin in one interpreter.
+pub(crate) struct Imported<'s> {
+    /// The bootstrap's JSON report (a worker process hands it to its host, which checks it again
+    /// with its own settings).
+    pub(crate) report: Vec<u8>,
+    /// The accepted plugin, or the load error its report describes.
+    pub(crate) checked: Result<LoadedInstance<'s>, LoadError>,
+}
+
+/// The load steps, the same in a sub-interpreter and in a worker process's main interpreter: the
+/// bootstrap (imports and checks the plugin), the check of its report, and keeping the accepted
+/// plugin's methods. `Err` when the bootstrap itself failed.
+pub(crate) fn import<'s, I: Interpreter>(
+    interp: &'s I,
+    source: &PluginSource,
+    descriptor: &OwnedInterfaceDescriptor,
+    log_level: u32,
+    output: &dyn OutputSink,
+    strict: bool,
+) -> Result<Imported<'s>, FfiError> {
+    let report = bootstrap(interp, source, descriptor, log_level, output)?;
+    let checked = match check_report(&report, source, descriptor, strict) {
+        Ok(warnings) => {
+            let mut loaded = instance(interp, descriptor)?;
+            loaded.warnings = warnings;
+            Ok(loaded)
+        }
+        Err(rejected) => Err(rejected),
+    };
+    Ok(Imported { report, checked })
 }
 
 /// Runs the bootstrap (sets up `sys.path`, the SDK and output capture, imports the plugin and
 /// checks it), drains what the import printed, and returns the bootstrap's JSON report for
 /// [`check_report`].
-pub(crate) fn bootstrap<I: Interpreter>(
+fn bootstrap<I: Interpreter>(
     interp: &I,
     source: &PluginSource,
-    descriptor: &PythonInterfaceDescriptor,
+    descriptor: &OwnedInterfaceDescriptor,
     log_level: u32,
     output: &dyn OutputSink,
 ) -> Result<Vec<u8>, FfiError> {
@@ -174,7 +198,7 @@ pub(crate) struct Accepted {
 pub(crate) fn check_report(
     report: &[u8],
     source: &PluginSource,
-    descriptor: &PythonInterfaceDescriptor,
+    descriptor: &OwnedInterfaceDescriptor,
     strict: bool,
 ) -> Result<Vec<LoadWarning>, LoadError> {
     let unreadable = |error| LoadError::BootstrapReport {
@@ -193,14 +217,14 @@ pub(crate) fn check_report(
     };
     warnings
         .into_iter()
-        .map(|warning| admit(warning, &source.name, descriptor.trait_name, strict))
+        .map(|warning| admit(warning, &source.name, &descriptor.trait_name, strict))
         .collect()
 }
 
 /// Keeps the accepted plugin's methods, error class and output capture for serving calls.
-pub(crate) fn instance<'s, I: Interpreter>(
+fn instance<'s, I: Interpreter>(
     interp: &'s I,
-    descriptor: &PythonInterfaceDescriptor,
+    descriptor: &OwnedInterfaceDescriptor,
 ) -> Result<LoadedInstance<'s>, FfiError> {
     interp
         .with(|py| -> Result<LoadedInstance<'s>, FfiError> {
@@ -238,10 +262,10 @@ fn internal(error: fidius_ffi::JsonError) -> FfiError {
 fn rejection_to_error(
     rejection: Rejection,
     source: &PluginSource,
-    descriptor: &PythonInterfaceDescriptor,
+    descriptor: &OwnedInterfaceDescriptor,
 ) -> LoadError {
     let plugin = source.name.clone();
-    let interface = descriptor.trait_name.to_owned();
+    let interface = descriptor.trait_name.clone();
     match rejection {
         Rejection::Syntax {
             file,

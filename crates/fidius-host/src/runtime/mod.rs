@@ -1,4 +1,5 @@
-//! Plugin instances: own-GIL sub-interpreters on dedicated worker threads.
+//! The thread backend's parts (instance threads, their generations, deadlines and queue waits),
+//! and plugin code both tiers run (loader, dispatch, output, bootstrap, source-only imports).
 
 pub(crate) mod dispatch;
 pub(crate) mod generation;

@@ -2,7 +2,7 @@
 //! in a small per-plugin ring the host can read.
 //!
 //! The bootstrap replaces the interpreter's streams with writers that append complete lines to a
-//! Python list and attaches a `logging` handler when the plugin imports `logging`. The worker drains
+//! Python list and attaches a `logging` handler when the plugin imports `logging`. The instance drains
 //! that list after the load and after every call, while it still holds the GIL; when nothing was
 //! written, draining costs one length check.
 
@@ -33,8 +33,9 @@ pub enum OutputStream {
 
 /// One line a plugin wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct OutputLine {
-    /// The instance (0-based, as in the worker thread's name) that wrote it.
+    /// The instance (0-based, as in its instance thread's or worker process's name) that wrote it.
     pub instance: usize,
     /// stdout, stderr or a `logging` record.
     pub stream: OutputStream,

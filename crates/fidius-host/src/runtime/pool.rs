@@ -1,5 +1,6 @@
-//! The part of a plugin's pool that its workers and the watchdog share: where the plugin comes from,
-//! the live worker threads, and what happened to instances that had to be given up on.
+//! The instance threads of one plugin, as its thread backend, the threads themselves and the
+//! watchdog share them: which version a new instance loads, the live threads, and what happened to
+//! instances that had to be given up on.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -7,49 +8,25 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
-use fidius_core::interface::PythonInterfaceDescriptor;
 
+use crate::backend::PoolStats;
 use crate::error::LoadError;
+use crate::plugin::shared::PluginShared;
+use crate::plugin::version::Version;
 use crate::runtime::instance::{self, Request, Started};
-use crate::runtime::output::RecentOutput;
-use crate::runtime::source::PluginSource;
-use crate::runtime::watchdog::CallSlot;
+use crate::runtime::watchdog::InstanceWatch;
 
-/// Counters of a plugin's pool, from [`PythonPluginHandle::stats`](crate::PythonPluginHandle::stats).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct PoolStats {
-    /// Instances serving calls now.
-    pub instances: usize,
-    /// Calls that ended with [`CallError::Timeout`](crate::CallError::Timeout).
-    pub timeouts: u64,
-    /// Instances given up on because they did not come back from an interrupted call (or load)
-    /// within the grace period; each was replaced by a fresh instance.
-    pub retired_instances: u64,
-    /// Threads of retired instances that are still running (stuck in C code), detached from the
-    /// pool. Each holds its interpreter's memory until the code it is stuck in returns.
-    pub detached_threads: u64,
-    /// Process tier: worker processes that died (crashed, exited, were killed for memory) or
-    /// broke the protocol. Workers killed at a call's timeout count under `timeouts` instead.
-    pub worker_crashes: u64,
-    /// Process tier: worker processes started to replace one that died, timed out or was killed.
-    pub worker_restarts: u64,
-}
-
-pub(crate) struct PoolShared {
-    /// The plugin's name (the same for every version a reload brings in).
-    pub(crate) name: String,
-    pub(crate) descriptor: &'static PythonInterfaceDescriptor,
-    pub(crate) recent_output: Arc<RecentOutput>,
+pub(crate) struct InstanceThreads {
+    /// Name, interface and output ring of the plugin.
+    pub(crate) plugin: Arc<PluginShared>,
     pub(crate) queue: Receiver<Request>,
     pub(crate) load_timeout: Option<Duration>,
     /// Refuse what the original fidius accepted with a warning (see `LoadOptions::strict`).
     pub(crate) strict: bool,
     pub(crate) retire_after: Duration,
-    workers: Mutex<Workers>,
-    /// Signalled whenever a worker exits or is detached.
+    roster: Mutex<Roster>,
+    /// Signalled whenever an instance thread exits or is detached.
     changed: Condvar,
-    pub(crate) timeouts: AtomicU64,
     retired: AtomicU64,
     detached_running: AtomicU64,
     /// The generation that serves calls. A reload starts a newer one; an instance of an older
@@ -60,13 +37,14 @@ pub(crate) struct PoolShared {
     requeue: Mutex<Option<Sender<Request>>>,
 }
 
-struct Workers {
-    live: Vec<Worker>,
+/// The instance threads that were started and not yet joined or detached.
+struct Roster {
+    live: Vec<InstanceThread>,
     next_number: usize,
     /// The handle is being dropped: retired instances are not replaced any more.
     closing: bool,
-    /// What a replacement for a retired instance loads: the serving generation's package.
-    current: Arc<PluginSource>,
+    /// What a replacement for a retired instance loads: the serving generation's version.
+    current: Arc<Version>,
     /// The serving generation's signal; replaced (which disconnects it) when a newer one serves.
     serving: GenerationSignal,
 }
@@ -87,16 +65,16 @@ impl GenerationSignal {
     }
 }
 
-struct Worker {
-    slot: Arc<CallSlot>,
+struct InstanceThread {
+    watch: Arc<InstanceWatch>,
     thread: JoinHandle<()>,
     exited: bool,
     generation: u64,
 }
 
-/// Which package a new worker loads, for which generation, and who waits for it.
-pub(crate) struct WorkerStart {
-    pub(crate) source: Arc<PluginSource>,
+/// Which version a new instance thread loads, for which generation, and who waits for it.
+pub(crate) struct InstanceStart {
+    pub(crate) version: Arc<Version>,
     pub(crate) generation: u64,
     /// Hears once the instance has loaded (initial and reloaded instances); replacements for retired
     /// instances have nobody waiting.
@@ -108,39 +86,35 @@ pub(crate) struct WorkerStart {
     pub(crate) superseded: Receiver<()>,
 }
 
-/// How [`PoolShared::new`] is configured.
-pub(crate) struct PoolSettings {
-    pub(crate) recent_output_lines: usize,
+/// How [`InstanceThreads::new`] is configured.
+pub(crate) struct ThreadSettings {
     pub(crate) load_timeout: Option<Duration>,
     /// Refuse what the original fidius accepted with a warning (see `LoadOptions::strict`).
     pub(crate) strict: bool,
     pub(crate) retire_after: Duration,
 }
 
-impl PoolShared {
+impl InstanceThreads {
     pub(crate) fn new(
-        source: Arc<PluginSource>,
-        descriptor: &'static PythonInterfaceDescriptor,
+        plugin: Arc<PluginShared>,
+        version: Arc<Version>,
         (requeue, queue): (Sender<Request>, Receiver<Request>),
-        settings: PoolSettings,
+        settings: ThreadSettings,
     ) -> Arc<Self> {
         Arc::new(Self {
-            name: source.name.clone(),
-            descriptor,
-            recent_output: Arc::new(RecentOutput::new(settings.recent_output_lines)),
+            plugin,
             queue,
             load_timeout: settings.load_timeout,
             strict: settings.strict,
             retire_after: settings.retire_after,
-            workers: Mutex::new(Workers {
+            roster: Mutex::new(Roster {
                 live: Vec::new(),
                 next_number: 0,
                 closing: false,
-                current: source,
+                current: version,
                 serving: GenerationSignal::new(),
             }),
             changed: Condvar::new(),
-            timeouts: AtomicU64::new(0),
             retired: AtomicU64::new(0),
             detached_running: AtomicU64::new(0),
             generation: AtomicU64::new(0),
@@ -148,23 +122,23 @@ impl PoolShared {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Workers> {
+    fn lock(&self) -> MutexGuard<'_, Roster> {
         // Each update leaves the list consistent, so a poisoned lock is still usable.
-        self.workers
+        self.roster
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Starts one more instance.
-    pub(crate) fn spawn_worker(self: &Arc<Self>, start: WorkerStart) -> Result<(), LoadError> {
-        let mut workers = self.lock();
-        let number = workers.next_number;
-        workers.next_number += 1;
-        let slot = CallSlot::new(Arc::downgrade(self), self.retire_after);
+    pub(crate) fn spawn_instance(self: &Arc<Self>, start: InstanceStart) -> Result<(), LoadError> {
+        let mut roster = self.lock();
+        let number = roster.next_number;
+        roster.next_number += 1;
+        let watch = InstanceWatch::new(Arc::downgrade(self), self.retire_after);
         let generation = start.generation;
-        let thread = instance::spawn(Arc::clone(self), number, Arc::clone(&slot), start)?;
-        workers.live.push(Worker {
-            slot,
+        let thread = instance::spawn(Arc::clone(self), number, Arc::clone(&watch), start)?;
+        roster.live.push(InstanceThread {
+            watch,
             thread,
             exited: false,
             generation,
@@ -177,26 +151,21 @@ impl PoolShared {
         self.lock().serving.clone()
     }
 
-    /// Makes `generation` (loaded from `source`, watching `signal`) the one that serves: from now
+    /// Makes `generation` (loaded from `version`, watching `signal`) the one that serves: from now
     /// on instances of older generations step aside (idle ones wake and end at once, busy ones
-    /// when their call returns), and retired instances are replaced from `source`.
-    pub(crate) fn promote(
-        &self,
-        source: Arc<PluginSource>,
-        generation: u64,
-        signal: GenerationSignal,
-    ) {
-        let mut workers = self.lock();
-        workers.current = source;
+    /// when their call returns), and retired instances are replaced from `version`.
+    pub(crate) fn promote(&self, version: Arc<Version>, generation: u64, signal: GenerationSignal) {
+        let mut roster = self.lock();
+        roster.current = version;
         self.generation.store(generation, Ordering::Release);
         // Dropping the old generation's last sender wakes its parked instances.
-        workers.serving = signal;
+        roster.serving = signal;
         // Instances that ended since the last look (older generations, aborted reloads).
-        let (exited, live): (Vec<Worker>, Vec<Worker>) =
-            workers.live.drain(..).partition(|worker| worker.exited);
-        workers.live = live;
-        for worker in exited {
-            let _ = worker.thread.join();
+        let (exited, live): (Vec<InstanceThread>, Vec<InstanceThread>) =
+            roster.live.drain(..).partition(|thread| thread.exited);
+        roster.live = live;
+        for thread in exited {
+            let _ = thread.thread.join();
         }
     }
 
@@ -212,52 +181,52 @@ impl PoolShared {
         }
     }
 
-    /// The last thing a worker thread does.
-    pub(crate) fn worker_exited(&self, slot: &Arc<CallSlot>) {
-        let mut workers = self.lock();
-        match workers
+    /// The last thing an instance thread does.
+    pub(crate) fn instance_exited(&self, watch: &Arc<InstanceWatch>) {
+        let mut roster = self.lock();
+        match roster
             .live
             .iter_mut()
-            .find(|worker| Arc::ptr_eq(&worker.slot, slot))
+            .find(|thread| Arc::ptr_eq(&thread.watch, watch))
         {
-            Some(worker) => worker.exited = true,
+            Some(thread) => thread.exited = true,
             // Detached earlier: one stuck thread fewer.
             None => {
                 self.detached_running.fetch_sub(1, Ordering::Relaxed);
             }
         }
-        drop(workers);
+        drop(roster);
         self.changed.notify_all();
     }
 
-    /// Gives up on the instance behind `slot` (the watchdog decided it is stuck): detaches its thread
-    /// and starts a replacement unless the pool is closing.
-    pub(crate) fn retire(self: &Arc<Self>, slot: &Arc<CallSlot>) {
+    /// Gives up on the instance behind `watch` (the watchdog decided it is stuck): detaches its
+    /// thread and starts a replacement unless the plugin is closing.
+    pub(crate) fn retire(self: &Arc<Self>, watch: &Arc<InstanceWatch>) {
         let closing = {
-            let mut workers = self.lock();
-            if !self.detach(&mut workers, slot) {
+            let mut roster = self.lock();
+            if !self.detach(&mut roster, watch) {
                 return;
             }
-            workers.closing
+            roster.closing
         };
         tracing::warn!(
-            plugin = %self.name,
+            plugin = %self.plugin.name,
             grace = ?self.retire_after,
             "an instance did not come back from an interrupted call; retired (its thread is detached)"
         );
         if !closing {
             let replacement = {
-                let workers = self.lock();
-                WorkerStart {
-                    source: Arc::clone(&workers.current),
+                let roster = self.lock();
+                InstanceStart {
+                    version: Arc::clone(&roster.current),
                     generation: self.generation.load(Ordering::Acquire),
                     started: None,
                     go: None,
-                    superseded: workers.serving.watch.clone(),
+                    superseded: roster.serving.watch.clone(),
                 }
             };
-            if let Err(error) = self.spawn_worker(replacement) {
-                tracing::error!(plugin = %self.name, %error, "could not start a replacement instance");
+            if let Err(error) = self.spawn_instance(replacement) {
+                tracing::error!(plugin = %self.plugin.name, %error, "could not start a replacement instance");
             }
         }
     }
@@ -265,36 +234,38 @@ impl PoolShared {
     /// After a load timeout: detaches every instance of `generation` still stuck in its import.
     /// Instances that loaded stay and end with the pool (or the aborted reload).
     pub(crate) fn retire_loading(&self, generation: u64) {
-        let mut workers = self.lock();
-        let stuck: Vec<Arc<CallSlot>> = workers
+        let mut roster = self.lock();
+        let stuck: Vec<Arc<InstanceWatch>> = roster
             .live
             .iter()
-            .filter(|worker| {
-                worker.generation == generation && !worker.exited && worker.slot.retire_if_running()
+            .filter(|thread| {
+                thread.generation == generation
+                    && !thread.exited
+                    && thread.watch.retire_if_running()
             })
-            .map(|worker| Arc::clone(&worker.slot))
+            .map(|thread| Arc::clone(&thread.watch))
             .collect();
-        for slot in &stuck {
-            self.detach(&mut workers, slot);
+        for watch in &stuck {
+            self.detach(&mut roster, watch);
         }
     }
 
-    /// Takes the worker out of the pool; `false` if it was not in it.
-    fn detach(&self, workers: &mut Workers, slot: &Arc<CallSlot>) -> bool {
-        let Some(position) = workers
+    /// Takes the instance thread off the roster; `false` if it was not on it.
+    fn detach(&self, roster: &mut Roster, watch: &Arc<InstanceWatch>) -> bool {
+        let Some(position) = roster
             .live
             .iter()
-            .position(|worker| Arc::ptr_eq(&worker.slot, slot))
+            .position(|thread| Arc::ptr_eq(&thread.watch, watch))
         else {
             return false;
         };
-        let worker = workers.live.swap_remove(position);
+        let thread = roster.live.swap_remove(position);
         self.retired.fetch_add(1, Ordering::Relaxed);
-        if worker.exited {
+        if thread.exited {
             // It came back just in time after all; nothing is left running.
-            let _ = worker.thread.join();
+            let _ = thread.thread.join();
         } else {
-            // Dropping the JoinHandle detaches the thread; `worker_exited` counts it down.
+            // Dropping the JoinHandle detaches the thread; `instance_exited` counts it down.
             self.detached_running.fetch_add(1, Ordering::Relaxed);
         }
         self.changed.notify_all();
@@ -306,42 +277,40 @@ impl PoolShared {
             .lock()
             .live
             .iter()
-            .filter(|worker| !worker.exited)
+            .filter(|thread| !thread.exited)
             .count();
         PoolStats {
             instances,
-            timeouts: self.timeouts.load(Ordering::Relaxed),
             retired_instances: self.retired.load(Ordering::Relaxed),
             detached_threads: self.detached_running.load(Ordering::Relaxed),
-            worker_crashes: 0,
-            worker_restarts: 0,
+            ..PoolStats::default()
         }
     }
 
-    /// Once the queue is closed: waits until every worker has exited (and joins it) or has been
-    /// retired. A stuck instance is retired by the watchdog when its call had a timeout.
-    pub(crate) fn wait_for_workers(&self) {
+    /// Once the queue is closed: waits until every instance thread has exited (and joins it) or
+    /// has been retired. A stuck instance is retired by the watchdog when its call had a timeout.
+    pub(crate) fn wait_for_instances(&self) {
         self.requeue
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take();
-        let mut workers = self.lock();
-        workers.closing = true;
+        let mut roster = self.lock();
+        roster.closing = true;
         loop {
-            let (exited, live): (Vec<Worker>, Vec<Worker>) =
-                workers.live.drain(..).partition(|worker| worker.exited);
-            workers.live = live;
-            for worker in exited {
-                if worker.thread.join().is_err() {
-                    tracing::error!(plugin = %self.name, "a worker thread panicked");
+            let (exited, live): (Vec<InstanceThread>, Vec<InstanceThread>) =
+                roster.live.drain(..).partition(|thread| thread.exited);
+            roster.live = live;
+            for thread in exited {
+                if thread.thread.join().is_err() {
+                    tracing::error!(plugin = %self.plugin.name, "an instance thread panicked");
                 }
             }
-            if workers.live.is_empty() {
+            if roster.live.is_empty() {
                 return;
             }
-            workers = self
+            roster = self
                 .changed
-                .wait(workers)
+                .wait(roster)
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
         }
     }

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 /// A plugin on disk, already verified by the caller (manifest read, signature checked).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PluginSource {
     /// The plugin's name, used in thread names, logs and errors.
     pub name: String,

@@ -1,13 +1,13 @@
 //! Deadlines of running calls: one watchdog thread for the whole process interrupts calls that run
 //! past their deadline and retires instances that do not come back.
 //!
-//! Each instance has a [`CallSlot`] saying which call (if any) it runs under a deadline. The worker
-//! fills and clears it while holding its interpreter's GIL; the watchdog sleeps until the earliest
+//! Each instance has an [`InstanceWatch`] saying which call (if any) it runs under a deadline. Its
+//! instance thread fills and clears it while holding its interpreter's GIL; the watchdog sleeps until the earliest
 //! deadline it knows of and is woken only when a call starts with an earlier one. When a deadline
 //! passes it spawns a short-lived thread that takes the interpreter's GIL and raises
-//! `KeyboardInterrupt` in the worker (taking the GIL may block while C code holds it, and the
+//! `KeyboardInterrupt` in the instance thread (taking the GIL may block while C code holds it, and the
 //! watchdog itself must never block). If the call is still running `retire_after` later, the
-//! instance is retired: its pool detaches the thread and starts a replacement.
+//! instance is retired: its plugin's `InstanceThreads` detaches the thread and starts a replacement.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use fidius_ffi::{InterruptHandle, InterruptOutcome};
 
-use crate::runtime::pool::PoolShared;
+use crate::runtime::pool::InstanceThreads;
 
 /// What a deadline guards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,60 +35,61 @@ struct Running {
 }
 
 #[derive(Debug, Default)]
-struct SlotState {
+struct WatchState {
     running: Option<Running>,
     last_seq: u64,
     /// Set (holding the interpreter's GIL) when an interrupt was raised into the running call.
     interrupted: bool,
-    /// Set when the instance was given up on; its worker stops after the current call.
+    /// Set when the instance was given up on; its thread stops after the current call.
     retired: bool,
     /// The call an interrupt was sent to, and when to give up on it.
     interrupt_sent: Option<(u64, Instant)>,
 }
 
-/// How a guarded call ended, as seen by its worker.
+/// How a guarded call ended, as seen by its instance thread.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Finished {
     /// An interrupt was raised into it: its result is a timeout, whatever it returned.
     pub(crate) interrupted: bool,
-    /// The instance was retired while the call ran: the worker must stop now.
+    /// The instance was retired while the call ran: its thread must stop now.
     pub(crate) retired: bool,
 }
 
-/// One instance's deadline bookkeeping, shared by its worker, its pool and the watchdog.
-pub(crate) struct CallSlot {
-    state: Mutex<SlotState>,
+/// One instance's deadline bookkeeping, shared by its thread, its plugin's `InstanceThreads` and
+/// the watchdog.
+pub(crate) struct InstanceWatch {
+    state: Mutex<WatchState>,
     interrupt: OnceLock<InterruptHandle>,
     retire_after: Duration,
-    pool: Weak<PoolShared>,
+    threads: Weak<InstanceThreads>,
 }
 
-impl CallSlot {
-    /// A slot for a new instance of `pool`, registered with the watchdog.
-    pub(crate) fn new(pool: Weak<PoolShared>, retire_after: Duration) -> Arc<Self> {
-        let slot = Arc::new(Self {
-            state: Mutex::new(SlotState::default()),
+impl InstanceWatch {
+    /// The watch of a new instance of `threads`, registered with the watchdog.
+    pub(crate) fn new(threads: Weak<InstanceThreads>, retire_after: Duration) -> Arc<Self> {
+        let watch = Arc::new(Self {
+            state: Mutex::new(WatchState::default()),
             interrupt: OnceLock::new(),
             retire_after,
-            pool,
+            threads,
         });
-        watchdog().register(&slot);
-        slot
+        watchdog().register(&watch);
+        watch
     }
 
-    fn lock(&self) -> MutexGuard<'_, SlotState> {
+    fn lock(&self) -> MutexGuard<'_, WatchState> {
         // Every update leaves the state consistent, so a poisoned lock is still usable.
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Called by the worker once its interpreter exists.
+    /// Called by the instance thread once its interpreter exists.
     pub(crate) fn set_interrupt(&self, handle: InterruptHandle) {
         let _ = self.interrupt.set(handle);
     }
 
-    /// Marks the start of guarded work; the worker must hold its interpreter's GIL (or not have
+    /// Marks the start of guarded work; the instance thread must hold its interpreter's GIL (or not have
     /// started Python yet), so an interrupter that holds the GIL sees either before or after.
     pub(crate) fn begin(&self, deadline: Instant, guarded: Guarded) {
         {
@@ -116,7 +117,7 @@ impl CallSlot {
     }
 
     /// Retires the instance if it is still inside guarded work (the caller stopped waiting for it).
-    /// Returns `false` when the work already finished: then its worker carries on normally.
+    /// Returns `false` when the work already finished: then its thread carries on normally.
     pub(crate) fn retire_if_running(&self) -> bool {
         let mut state = self.lock();
         if state.running.is_some() {
@@ -132,7 +133,7 @@ impl CallSlot {
             return; // the interpreter does not exist yet (or failed to start): nothing runs
         };
         let outcome = handle.interrupt_if(|| {
-            // Holding the interpreter's GIL: the worker cannot begin or finish work meanwhile.
+            // Holding the interpreter's GIL: the instance thread cannot begin or finish work meanwhile.
             let mut state = self.lock();
             let wanted = state.running.is_some_and(|running| running.seq == seq);
             if wanted {
@@ -150,13 +151,13 @@ impl CallSlot {
 
 /// What the watchdog decided for one slot, carried out after it let go of the registry.
 enum Action {
-    Interrupt(Arc<CallSlot>, u64),
-    Retire(Arc<CallSlot>),
+    Interrupt(Arc<InstanceWatch>, u64),
+    Retire(Arc<InstanceWatch>),
 }
 
 struct Watchdog {
     thread: Thread,
-    slots: Mutex<Vec<Weak<CallSlot>>>,
+    slots: Mutex<Vec<Weak<InstanceWatch>>>,
     /// When the watchdog will next look, in nanoseconds since `epoch`; `u64::MAX` while it scans or
     /// sleeps without a deadline. A call whose deadline is earlier wakes it.
     next_wake: AtomicU64,
@@ -180,11 +181,11 @@ fn watchdog() -> &'static Watchdog {
 }
 
 impl Watchdog {
-    fn register(&self, slot: &Arc<CallSlot>) {
+    fn register(&self, slot: &Arc<InstanceWatch>) {
         self.lock_slots().push(Arc::downgrade(slot));
     }
 
-    fn lock_slots(&self) -> MutexGuard<'_, Vec<Weak<CallSlot>>> {
+    fn lock_slots(&self) -> MutexGuard<'_, Vec<Weak<InstanceWatch>>> {
         self.slots
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -228,8 +229,8 @@ impl Watchdog {
                         }
                     }
                     Action::Retire(slot) => {
-                        if let Some(pool) = slot.pool.upgrade() {
-                            pool.retire(&slot);
+                        if let Some(threads) = slot.threads.upgrade() {
+                            threads.retire(&slot);
                         }
                     }
                 }
@@ -245,7 +246,11 @@ impl Watchdog {
     }
 
     /// Decides what to do about one slot now; returns when it next needs a look.
-    fn examine(slot: &Arc<CallSlot>, now: Instant, actions: &mut Vec<Action>) -> Option<Instant> {
+    fn examine(
+        slot: &Arc<InstanceWatch>,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) -> Option<Instant> {
         let mut state = slot.lock();
         let running = state.running?;
         match state.interrupt_sent {

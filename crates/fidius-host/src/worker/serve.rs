@@ -6,12 +6,12 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use fidius_core::interface::PythonInterfaceDescriptor;
-use fidius_core::CallError;
+use fidius_core::interface::OwnedInterfaceDescriptor;
 use fidius_ffi::{FfiError, Interpreter, PyObj, WorkerInterpreter};
 use rustix::event::{poll, PollFd, PollFlags};
 use rustix::process::{getppid, pidfd_open, Pid, PidfdFlags, Resource, Rlimit};
 
+use crate::plugin::shared;
 use crate::process::mailbox::{Interrupted, Mailbox, ReceiveError, Wait};
 use crate::process::protocol::{self, RemoteError, StartSpec, Started};
 use crate::runtime::dispatch::dispatch;
@@ -87,7 +87,7 @@ fn serve() -> Result<(), String> {
         )
         .map_err(|error| format!("cannot set the memory limit: {error}"))?;
     }
-    let descriptor = spec.interface.leak();
+    let descriptor = &spec.interface;
     let claimed = WorkerInterpreter::claim().and_then(|interp| {
         if let Some(limit) = spec.memory_limit {
             interp.limit_memory(usize::try_from(limit).unwrap_or(usize::MAX))?;
@@ -124,13 +124,8 @@ fn serve() -> Result<(), String> {
                 let (index, payload) = split_call(&body)?;
                 let result = interp
                     .with(|py| {
-                        let result = match descriptor.methods.get(index) {
-                            Some(method) => dispatch(py, &instance, method, index, payload),
-                            None => Err(CallError::UnknownMethod {
-                                interface: descriptor.trait_name,
-                                index,
-                            }),
-                        };
+                        let result = shared::method(descriptor, index)
+                            .and_then(|method| dispatch(py, &instance, method, index, payload));
                         collected.drain(
                             &instance.output_buffer.bind(py),
                             &instance.take_output.bind(py),
@@ -196,36 +191,32 @@ fn exit_with_host(host: Pid) -> Result<(), String> {
 fn load<'s>(
     interp: &'s WorkerInterpreter,
     spec: &StartSpec,
-    descriptor: &'static PythonInterfaceDescriptor,
+    descriptor: &OwnedInterfaceDescriptor,
     collected: &Collected,
     mailbox: &mut Mailbox,
     wait: &mut Wait<'_>,
 ) -> Result<Option<LoadedInstance<'s>>, String> {
     let source = spec.source();
-    let report = loader::bootstrap(interp, &source, descriptor, spec.log_level, collected);
+    // Lenient here: the host checks the same report with its own `strict` setting.
+    let imported = loader::import(
+        interp,
+        &source,
+        descriptor,
+        spec.log_level,
+        collected,
+        false,
+    );
     send_output(collected, mailbox, wait)?;
-    let report = match report {
-        Ok(report) => report,
+    let imported = match imported {
+        Ok(imported) => imported,
         Err(error) => {
             send_json(mailbox, protocol::STARTED, &failed(&error), wait)?;
             return Ok(None);
         }
     };
-    // Lenient here: the host checks the same report with its own `strict` setting.
-    let accepted = loader::check_report(&report, &source, descriptor, false).is_ok();
-    let instance = if accepted {
-        match loader::instance(interp, descriptor) {
-            Ok(instance) => Some(instance),
-            Err(error) => {
-                send_json(mailbox, protocol::STARTED, &failed(&error), wait)?;
-                return Ok(None);
-            }
-        }
-    } else {
-        None
-    };
+    let instance = imported.checked.ok();
     let started = Started::Report {
-        report: String::from_utf8_lossy(&report).into_owned(),
+        report: String::from_utf8_lossy(&imported.report).into_owned(),
         implemented: instance
             .as_ref()
             .map(LoadedInstance::implemented)

@@ -1,0 +1,84 @@
+//! Where a plugin's instances run. A [`PythonPluginHandle`](crate::PythonPluginHandle) owns one
+//! [`Backend`] and does everything that does not depend on the tier itself: the method, wire-mode,
+//! "implemented" and argument checks, the call's deadline, the timeout count, the loaded versions
+//! and the reload protocol. A backend runs calls on its instances and swaps in new versions.
+//!
+//! * `thread`: own-GIL sub-interpreters, each on an instance thread of the host, fed from one queue.
+//! * `process`: one worker process per instance, each behind a shared-memory mailbox.
+//!
+//! A new backend (a Rust cdylib, say) implements [`Backend`], gets a [`Tier`](crate::Tier), and one
+//! arm in `PythonPluginHandle::start_with_info`, whose `match` on the tier is exhaustive.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fidius_core::CallError;
+
+use crate::error::LoadError;
+use crate::plugin::version::Version;
+use crate::runtime::loader::Accepted;
+
+pub(crate) mod thread;
+
+/// When a call must have finished, and the timeout it came from (for the error).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadline {
+    pub(crate) at: Instant,
+    pub(crate) after: Duration,
+}
+
+impl Deadline {
+    /// The deadline of a call starting now; `None` for no timeout, or one too large to represent.
+    /// Calls without a timeout never read the clock.
+    pub(crate) fn after(timeout: Option<Duration>) -> Option<Self> {
+        let after = timeout?;
+        let at = Instant::now().checked_add(after)?;
+        Some(Self { at, after })
+    }
+}
+
+/// One tier's way of running a plugin's instances. Dropping a backend shuts it down as
+/// [`shutdown`](Self::shutdown) does.
+pub(crate) trait Backend: Send + Sync {
+    /// Runs method `index` with `payload` on an idle instance. The handle has checked the method
+    /// (it exists, has this wire mode, is implemented) and a typed call's arguments.
+    fn call(
+        &self,
+        index: usize,
+        payload: &[u8],
+        deadline: Option<Deadline>,
+    ) -> Result<Vec<u8>, CallError>;
+
+    /// Starts a new set of instances of `version` and, once every one of them has loaded, serves
+    /// from it; the old instances end once their calls finished, releasing their version. On error
+    /// the old instances keep serving.
+    fn reload(&self, version: &Arc<Version>) -> Result<Accepted, LoadError>;
+
+    /// The backend's counters: instances, retired instances, detached threads, worker crashes and
+    /// restarts (the handle adds the timeouts).
+    fn stats(&self) -> PoolStats;
+
+    /// Stops taking calls, lets the ones already taken finish and ends the instances. Idempotent.
+    fn shutdown(&mut self);
+}
+
+/// Counters of a plugin's pool, from [`PythonPluginHandle::stats`](crate::PythonPluginHandle::stats).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolStats {
+    /// Instances serving calls now.
+    pub instances: usize,
+    /// Calls that ended with [`CallError::Timeout`](crate::CallError::Timeout).
+    pub timeouts: u64,
+    /// Instances given up on because they did not come back from an interrupted call (or load)
+    /// within the grace period; each was replaced by a fresh instance.
+    pub retired_instances: u64,
+    /// Threads of retired instances that are still running (stuck in C code), detached from the
+    /// pool. Each holds its interpreter's memory until the code it is stuck in returns.
+    pub detached_threads: u64,
+    /// Process tier: worker processes that died (crashed, exited, were killed for memory) or
+    /// broke the protocol. Workers killed at a call's timeout count under `timeouts` instead.
+    pub worker_crashes: u64,
+    /// Process tier: worker processes started to replace one that died, timed out or was killed.
+    pub worker_restarts: u64,
+}
