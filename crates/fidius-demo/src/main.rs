@@ -155,6 +155,8 @@ fn load(host: &PluginHost, name: &str, instances: usize) -> anyhow::Result<Loade
     let instances = match tier.tier {
         Tier::Process => "worker processes",
         Tier::Subinterpreter => "sub-interpreters",
+        // `Tier` is non-exhaustive; a tier this demo does not know gets a neutral word.
+        _ => "instances",
     };
     println!(
         "loaded {name} from {} (signed by key {signer}, {} {instances})",

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use fidius_core::CallError;
 
 use crate::error::LoadError;
+use crate::options::LoadOptions;
+use crate::plugin::shared::PluginShared;
 use crate::plugin::version::Version;
 use crate::runtime::loader::Accepted;
 
@@ -37,17 +39,32 @@ impl Deadline {
     }
 }
 
+/// One call, as the handle hands it to its backend.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Call<'a> {
+    /// The method's index in the descriptor.
+    pub(crate) index: usize,
+    /// The JSON array of arguments, or a raw method's bytes.
+    pub(crate) payload: &'a [u8],
+    /// Set only for calls with a timeout.
+    pub(crate) deadline: Option<Deadline>,
+}
+
+/// What a backend starts from: the plugin's shared state, the version its first instances load, and
+/// the load options (`instances`, timeouts, `strict`, ...). Each backend's `start(BackendStart) ->
+/// Result<(Self, Accepted), LoadError>` starts them all and waits until each has loaded.
+pub(crate) struct BackendStart<'a> {
+    pub(crate) plugin: Arc<PluginShared>,
+    pub(crate) version: &'a Arc<Version>,
+    pub(crate) options: &'a LoadOptions,
+}
+
 /// One tier's way of running a plugin's instances. Dropping a backend shuts it down as
 /// [`shutdown`](Self::shutdown) does.
 pub(crate) trait Backend: Send + Sync {
-    /// Runs method `index` with `payload` on an idle instance. The handle has checked the method
-    /// (it exists, has this wire mode, is implemented) and a typed call's arguments.
-    fn call(
-        &self,
-        index: usize,
-        payload: &[u8],
-        deadline: Option<Deadline>,
-    ) -> Result<Vec<u8>, CallError>;
+    /// Runs the call on an idle instance. The handle has checked the method (it exists, has this
+    /// wire mode, is implemented) and a typed call's arguments.
+    fn call(&self, call: Call<'_>) -> Result<Vec<u8>, CallError>;
 
     /// Starts a new set of instances of `version` and, once every one of them has loaded, serves
     /// from it; the old instances end once their calls finished, releasing their version. On error

@@ -12,7 +12,7 @@ use fidius_core::interface::{ArgumentShapes, OwnedInterfaceDescriptor, WireMode}
 use fidius_core::{CallError, PluginCall};
 
 use crate::backend::thread::ThreadBackend;
-use crate::backend::{Backend, Deadline, PoolStats};
+use crate::backend::{Backend, BackendStart, Call, Deadline, PoolStats};
 use crate::error::LoadError;
 use crate::options::{CallOptions, LoadOptions};
 use crate::plugin::descriptor::SharedDescriptor;
@@ -147,17 +147,15 @@ impl PythonPluginHandle {
             options.recent_output_lines,
         ));
         let version = Version::new(source, info);
+        let start = BackendStart {
+            plugin: Arc::clone(&shared),
+            version: &version,
+            options,
+        };
+        // Exhaustive: a new tier does not compile until it has a backend here.
         let (backend, accepted): (Box<dyn Backend>, Accepted) = match tier.tier {
-            Tier::Subinterpreter => {
-                let (backend, accepted) =
-                    ThreadBackend::start(Arc::clone(&shared), &version, options)?;
-                (Box::new(backend), accepted)
-            }
-            Tier::Process => {
-                let (backend, accepted) =
-                    ProcessBackend::start(Arc::clone(&shared), &version, options)?;
-                (Box::new(backend), accepted)
-            }
+            Tier::Subinterpreter => boxed(ThreadBackend::start(start)?),
+            Tier::Process => boxed(ProcessBackend::start(start)?),
         };
         let implemented = accepted
             .implemented
@@ -279,9 +277,11 @@ impl PythonPluginHandle {
                     })?;
             }
         }
-        let result = plugin
-            .backend
-            .call(index, payload, Deadline::after(timeout));
+        let result = plugin.backend.call(Call {
+            index,
+            payload,
+            deadline: Deadline::after(timeout),
+        });
         if matches!(result, Err(CallError::Timeout { .. })) {
             shared.timeouts.fetch_add(1, Ordering::Relaxed);
         }
@@ -318,6 +318,10 @@ impl PluginCall for PythonPluginHandle {
             .get(method_index)
             .is_some_and(|flag| flag.load(Ordering::Relaxed))
     }
+}
+
+fn boxed<B: Backend + 'static>((backend, accepted): (B, Accepted)) -> (Box<dyn Backend>, Accepted) {
+    (Box::new(backend), accepted)
 }
 
 impl Drop for LoadedPlugin {

@@ -198,16 +198,8 @@ impl PluginHost {
         descriptor: impl Into<SharedDescriptor>,
         options: LoadOptions,
     ) -> Result<PythonPluginHandle, LoadError> {
-        let descriptor = descriptor.into();
-        let found = self.find(name)?;
-        let strict = options.strict;
-        let (source, info) = self.verify(found, &descriptor, strict)?;
-        let host = self.clone();
         let request = name.to_owned();
-        let checked = descriptor.clone();
-        let reloader: Reloader =
-            Box::new(move || host.verify(host.find(&request)?, &checked, strict));
-        self.start(source, info, descriptor, &options, reloader)
+        self.load_found(descriptor.into(), options, move |host| host.find(&request))
     }
 
     /// Loads the package at `path` (a plugin directory or a `.fid` file, whether or not it is on a
@@ -218,13 +210,22 @@ impl PluginHost {
         descriptor: impl Into<SharedDescriptor>,
         options: LoadOptions,
     ) -> Result<PythonPluginHandle, LoadError> {
-        let descriptor = descriptor.into();
         let path = absolute(path.to_path_buf());
+        self.load_found(descriptor.into(), options, move |_| read_path(&path))
+    }
+
+    /// Verifies what `find` finds and starts it; a reload finds and verifies again the same way.
+    fn load_found(
+        &self,
+        descriptor: SharedDescriptor,
+        options: LoadOptions,
+        find: impl Fn(&PluginHost) -> Result<DiscoveredPlugin, LoadError> + Send + Sync + 'static,
+    ) -> Result<PythonPluginHandle, LoadError> {
         let strict = options.strict;
-        let (source, info) = self.verify(read_path(&path)?, &descriptor, strict)?;
+        let (source, info) = self.verify(find(self)?, &descriptor, strict)?;
         let host = self.clone();
         let checked = descriptor.clone();
-        let reloader: Reloader = Box::new(move || host.verify(read_path(&path)?, &checked, strict));
+        let reloader: Reloader = Box::new(move || host.verify(find(&host)?, &checked, strict));
         self.start(source, info, descriptor, &options, reloader)
     }
 

@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use fidius_core::CallError;
 
-use crate::backend::{Backend, Deadline, PoolStats};
+use crate::backend::{Backend, BackendStart, Call, PoolStats};
 use crate::error::LoadError;
-use crate::options::LoadOptions;
 use crate::plugin::shared::PluginShared;
 use crate::plugin::version::Version;
 use crate::process::child::{Attribution, Failure, WorkerProcess};
@@ -104,13 +103,14 @@ impl Drop for WorkerLease<'_> {
 }
 
 impl ProcessBackend {
-    /// Starts `options.instances` workers of `version` (in parallel) and waits until each loaded
-    /// it. Returns the backend and which methods the plugin implements.
-    pub(crate) fn start(
-        plugin: Arc<PluginShared>,
-        version: &Arc<Version>,
-        options: &LoadOptions,
-    ) -> Result<(Self, Accepted), LoadError> {
+    /// Starts the options' number of worker processes (in parallel) and waits until each has
+    /// loaded the version.
+    pub(crate) fn start(start: BackendStart<'_>) -> Result<(Self, Accepted), LoadError> {
+        let BackendStart {
+            plugin,
+            version,
+            options,
+        } = start;
         let command =
             options
                 .resolved_worker_command()
@@ -217,13 +217,9 @@ impl ProcessBackend {
 }
 
 impl Backend for ProcessBackend {
-    /// Calls method `index` on the first idle worker.
-    fn call(
-        &self,
-        index: usize,
-        payload: &[u8],
-        deadline: Option<Deadline>,
-    ) -> Result<Vec<u8>, CallError> {
+    /// Calls the method on the first idle worker.
+    fn call(&self, call: Call<'_>) -> Result<Vec<u8>, CallError> {
+        let (index, deadline) = (call.index, call.deadline);
         let launcher = &self.launcher;
         let shared = &*launcher.plugin;
         let plugin = &shared.name;
@@ -285,53 +281,49 @@ impl Backend for ProcessBackend {
             };
             let result = worker.call(
                 index,
-                payload,
+                call.payload,
                 deadline.map(|deadline| deadline.at),
                 &shared.descriptor,
             );
-            return match result {
+            let (status, stderr_tail) = match result {
                 Ok(bytes) => {
                     slot.deaths = 0;
-                    Ok(bytes)
+                    return Ok(bytes);
                 }
                 Err(Failure::Call(error)) => {
                     slot.deaths = 0;
-                    Err(error)
+                    return Err(error);
                 }
                 Err(Failure::Deadline) => {
                     tracing::warn!(plugin = %plugin, instance = slot.number, "call timed out; worker process killed");
                     launcher.buried(&mut slot);
                     launcher.restart(&set, &mut slot, lease);
-                    Err(timed_out())
+                    return Err(timed_out());
                 }
                 Err(Failure::Died {
                     status,
                     stderr_tail,
                 }) => {
-                    launcher.counters.crashes.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(plugin = %plugin, instance = slot.number, %status, "worker process died during a call");
-                    launcher.buried(&mut slot);
-                    launcher.restart(&set, &mut slot, lease);
-                    Err(CallError::WorkerCrashed {
-                        plugin: plugin.clone(),
-                        method: method_name(),
-                        status,
-                        stderr_tail,
-                    })
+                    (status, stderr_tail)
                 }
                 Err(Failure::Protocol(reason)) => {
-                    launcher.counters.crashes.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(plugin = %plugin, instance = slot.number, %reason, "worker process broke the protocol; killed");
-                    launcher.buried(&mut slot);
-                    launcher.restart(&set, &mut slot, lease);
-                    Err(CallError::WorkerCrashed {
-                        plugin: plugin.clone(),
-                        method: method_name(),
-                        status: format!("killed after a protocol error: {reason}"),
-                        stderr_tail: String::new(),
-                    })
+                    (
+                        format!("killed after a protocol error: {reason}"),
+                        String::new(),
+                    )
                 }
             };
+            launcher.counters.crashes.fetch_add(1, Ordering::Relaxed);
+            launcher.buried(&mut slot);
+            launcher.restart(&set, &mut slot, lease);
+            return Err(CallError::WorkerCrashed {
+                plugin: plugin.clone(),
+                method: method_name(),
+                status,
+                stderr_tail,
+            });
         }
     }
 

@@ -7,10 +7,8 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use fidius_core::CallError;
 
-use crate::backend::{Backend, Deadline, PoolStats};
+use crate::backend::{Backend, BackendStart, Call, PoolStats};
 use crate::error::LoadError;
-use crate::options::LoadOptions;
-use crate::plugin::shared::PluginShared;
 use crate::plugin::version::Version;
 use crate::runtime::generation;
 use crate::runtime::instance::{Reply, ReplyTo, Request};
@@ -28,15 +26,12 @@ pub(crate) struct ThreadBackend {
 }
 
 impl ThreadBackend {
-    /// Starts `options.instances` instances of `version` and waits until each has loaded it.
-    pub(crate) fn start(
-        plugin: Arc<PluginShared>,
-        version: &Arc<Version>,
-        options: &LoadOptions,
-    ) -> Result<(Self, Accepted), LoadError> {
+    /// Starts the options' number of instance threads and waits until each has loaded the version.
+    pub(crate) fn start(start: BackendStart<'_>) -> Result<(Self, Accepted), LoadError> {
+        let (version, options) = (start.version, start.options);
         let (requests, queue) = crossbeam_channel::unbounded();
         let threads = InstanceThreads::new(
-            plugin,
+            start.plugin,
             Arc::clone(version),
             (requests.clone(), queue),
             ThreadSettings {
@@ -57,12 +52,12 @@ impl ThreadBackend {
 }
 
 impl Backend for ThreadBackend {
-    fn call(
-        &self,
-        index: usize,
-        payload: &[u8],
-        deadline: Option<Deadline>,
-    ) -> Result<Vec<u8>, CallError> {
+    fn call(&self, call: Call<'_>) -> Result<Vec<u8>, CallError> {
+        let Call {
+            index,
+            payload,
+            deadline,
+        } = call;
         let plugin = &self.threads.plugin;
         let requests = self.requests.as_ref().ok_or_else(|| plugin.unavailable())?;
         REPLIES.with(|replies| {
