@@ -24,10 +24,11 @@ use crate::runtime::output::OutputLine;
 use crate::runtime::source::PluginSource;
 use crate::tier::{self, Tier, TierChoice};
 
-/// A loaded plugin: a pool of instances fed from one queue.
+/// A loaded plugin: its instances (sub-interpreters, or worker processes in the process tier), any
+/// idle one taking the next call.
 ///
-/// Cheap to clone (clones share the instances); `Send + Sync`, and every call takes `&self`, so any number
-/// of host threads may call at once: each call goes to whichever instance is idle first. Dropping the
+/// Cheap to clone (clones share the instances); `Send + Sync`, and every call takes `&self`, so any
+/// number of host threads may call at once: each call goes to whichever instance is idle first. Dropping the
 /// last clone lets the instances finish the calls already queued, ends their interpreters on their
 /// own threads and joins the threads (an instance stuck past a call's timeout is retired and
 /// detached instead; see [`LoadOptions::call_timeout`]).
