@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use fidius_core::PackageError;
 use fidius_ffi::{FfiError, PythonException};
 
-use crate::process::probe::ProbeError;
+use crate::backend::process::probe::ProbeError;
 
 /// Something the original fidius tool accepted that fidius accepts too, with this warning (logged
 /// once per load, and in [`PluginInfo::warnings`](crate::PluginInfo::warnings)); with
@@ -113,7 +113,7 @@ pub enum LoadError {
     WorkerNotFound {
         plugin: String,
         #[source]
-        source: crate::process::command::WorkerNotFound,
+        source: crate::backend::process::command::WorkerNotFound,
     },
     /// The operating system refused to start a worker process.
     #[error("plugin `{plugin}`: could not start worker process {}", program.display())]

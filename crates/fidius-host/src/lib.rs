@@ -37,12 +37,12 @@ mod handle;
 mod host;
 mod options;
 mod plugin;
-mod process;
-mod runtime;
 mod sdk;
 mod tier;
 pub mod worker;
 
+pub use backend::process::command::{WorkerCommand, WorkerNotFound, WORKER_BINARY, WORKER_ENV};
+pub use backend::process::probe::{probe_extensions, ProbeError, ProbeOptions};
 pub use backend::PoolStats;
 pub use error::{LoadError, LoadWarning};
 pub use fidius_core::{CallError, PluginCall, PluginError};
@@ -57,9 +57,7 @@ pub use host::{
 };
 pub use options::{CallOptions, LoadOptions};
 pub use plugin::descriptor::SharedDescriptor;
+pub use plugin::output::{OutputLine, OutputStream, OUTPUT_TARGET};
+pub use plugin::source::PluginSource;
 pub use plugin::version::PluginInfo;
-pub use process::command::{WorkerCommand, WorkerNotFound, WORKER_BINARY, WORKER_ENV};
-pub use process::probe::{probe_extensions, ProbeError, ProbeOptions};
-pub use runtime::output::{OutputLine, OutputStream, OUTPUT_TARGET};
-pub use runtime::source::PluginSource;
 pub use tier::{choose_tier, subinterpreter_refusal, Tier, TierChoice};

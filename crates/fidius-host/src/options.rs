@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use fidius_core::manifest::Isolation;
 
-use crate::process::command::WorkerCommand;
+use crate::backend::process::command::WorkerCommand;
 
 /// How a plugin is loaded. `LoadOptions::default()` gives one instance, no timeouts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,7 +162,7 @@ impl LoadOptions {
     /// The configured worker command, else [`WorkerCommand::find`]'s.
     pub(crate) fn resolved_worker_command(
         &self,
-    ) -> Result<WorkerCommand, crate::process::command::WorkerNotFound> {
+    ) -> Result<WorkerCommand, crate::backend::process::command::WorkerNotFound> {
         self.worker_command
             .clone()
             .map_or_else(WorkerCommand::find, Ok)

@@ -11,11 +11,11 @@ use fidius_core::extensions::{
 };
 use fidius_core::manifest::Isolation;
 
-use crate::error::LoadError;
-use crate::process::command::{WorkerCommand, WorkerNotFound};
-use crate::process::probe::{
+use crate::backend::process::command::{WorkerCommand, WorkerNotFound};
+use crate::backend::process::probe::{
     host_python, parse_package_failure, probe_files, ProbeError, ProbeOptions,
 };
+use crate::error::LoadError;
 
 /// Where a plugin's instances run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -318,7 +318,7 @@ fn memo() -> &'static Mutex<HashMap<MemoKey, ExtensionRecord>> {
 /// The tier for a plugin being loaded with `options`: [`choose_tier`], except that a memory limit
 /// needs the process tier (only a process can be limited).
 pub(crate) fn decide(
-    source: &crate::runtime::source::PluginSource,
+    source: &crate::plugin::source::PluginSource,
     manifest: Option<Isolation>,
     options: &crate::options::LoadOptions,
 ) -> Result<TierChoice, LoadError> {

@@ -16,10 +16,11 @@ use fidius_core::CallError;
 
 use crate::error::LoadError;
 use crate::options::LoadOptions;
+use crate::plugin::loader::Accepted;
 use crate::plugin::shared::PluginShared;
 use crate::plugin::version::Version;
-use crate::runtime::loader::Accepted;
 
+pub(crate) mod process;
 pub(crate) mod thread;
 
 /// When a call must have finished, and the timeout it came from (for the error).

@@ -11,17 +11,17 @@ pub(crate) use reload::Reloader;
 use fidius_core::interface::{ArgumentShapes, OwnedInterfaceDescriptor, WireMode};
 use fidius_core::{CallError, PluginCall};
 
+use crate::backend::process::workers::ProcessBackend;
 use crate::backend::thread::ThreadBackend;
 use crate::backend::{Backend, BackendStart, Call, Deadline, PoolStats};
 use crate::error::LoadError;
 use crate::options::{CallOptions, LoadOptions};
 use crate::plugin::descriptor::SharedDescriptor;
+use crate::plugin::loader::Accepted;
+use crate::plugin::output::OutputLine;
 use crate::plugin::shared::{self, PluginShared};
+use crate::plugin::source::PluginSource;
 use crate::plugin::version::{PluginInfo, Version};
-use crate::process::pool::ProcessBackend;
-use crate::runtime::loader::Accepted;
-use crate::runtime::output::OutputLine;
-use crate::runtime::source::PluginSource;
 use crate::tier::{self, Tier, TierChoice};
 
 /// A loaded plugin: its instances (sub-interpreters, or worker processes in the process tier), any

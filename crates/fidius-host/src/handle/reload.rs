@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use crate::error::LoadError;
 use crate::handle::PythonPluginHandle;
+use crate::plugin::source::PluginSource;
 use crate::plugin::version::{PluginInfo, Version};
-use crate::runtime::source::PluginSource;
 
 /// Finds and verifies the plugin's package again, for a reload.
 pub(crate) type Reloader =

@@ -29,8 +29,8 @@ use crate::error::{admit, LoadError, LoadWarning};
 use crate::handle::{PythonPluginHandle, Reloader, WeakPluginHandle};
 use crate::options::LoadOptions;
 use crate::plugin::descriptor::SharedDescriptor;
+use crate::plugin::source::{absolute, PluginSource};
 use crate::plugin::version::PluginInfo;
-use crate::runtime::source::{absolute, PluginSource};
 use cache::{ArchiveCache, Fetch};
 
 /// Why a host could not be built.

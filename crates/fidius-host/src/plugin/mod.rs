@@ -2,5 +2,10 @@
 //! its loaded versions.
 
 pub(crate) mod descriptor;
+pub(crate) mod dispatch;
+pub(crate) mod loader;
+pub(crate) mod output;
+pub(crate) mod plugin_imports;
 pub(crate) mod shared;
+pub(crate) mod source;
 pub(crate) mod version;

@@ -8,7 +8,7 @@ use fidius_core::interface::{OwnedInterfaceDescriptor, OwnedMethodDescriptor};
 use fidius_core::CallError;
 
 use crate::plugin::descriptor::SharedDescriptor;
-use crate::runtime::output::RecentOutput;
+use crate::plugin::output::RecentOutput;
 
 /// One plugin's name, interface, recent output and timeout count: the same for every version a
 /// reload brings in and for every backend.

@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::LoadWarning;
-use crate::runtime::source::PluginSource;
+use crate::plugin::source::PluginSource;
 
 /// Where a loaded plugin came from.
 #[derive(Debug, Clone)]

@@ -11,7 +11,7 @@
 //!
 //! Reports are JSON lines ([`Report`]) on a private copy of the original stdout; file descriptor 1
 //! is pointed at stderr before any module is imported, so whatever a module's C code writes cannot
-//! corrupt them. The host ([`crate::process::probe`]) treats a crash or a hang as "no" for the module
+//! corrupt them. The host ([`crate::backend::process::probe`]) treats a crash or a hang as "no" for the module
 //! in flight and starts a new worker for the rest.
 
 use std::ffi::OsString;
@@ -25,7 +25,7 @@ use fidius_core::dist_info::VENDOR_DIR;
 use fidius_ffi::{FfiError, InterpreterOptions, SubInterpreter};
 use serde::{Deserialize, Serialize};
 
-use crate::runtime::plugin_imports::install_source_only_imports;
+use crate::plugin::plugin_imports::install_source_only_imports;
 
 /// Defines `_fidius_probe(vendor_dir, plugin_dir, name)`: `None` if `name` imports, else a one-line
 /// `Type: message`, followed by `(caused by Type: message)` of the first exception in its chain.

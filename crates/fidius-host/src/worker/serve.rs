@@ -11,12 +11,12 @@ use fidius_ffi::{FfiError, Interpreter, PyObj, WorkerInterpreter};
 use rustix::event::{poll, PollFd, PollFlags};
 use rustix::process::{getppid, pidfd_open, Pid, PidfdFlags, Resource, Rlimit};
 
+use crate::backend::process::mailbox::{Interrupted, Mailbox, ReceiveError, Wait};
+use crate::backend::process::protocol::{self, RemoteError, StartSpec, Started};
+use crate::plugin::dispatch::dispatch;
+use crate::plugin::loader::{self, LoadedInstance};
+use crate::plugin::output::{self, OutputSink, Taken};
 use crate::plugin::shared;
-use crate::process::mailbox::{Interrupted, Mailbox, ReceiveError, Wait};
-use crate::process::protocol::{self, RemoteError, StartSpec, Started};
-use crate::runtime::dispatch::dispatch;
-use crate::runtime::loader::{self, LoadedInstance};
-use crate::runtime::output::{self, OutputSink, Taken};
 
 /// How long the worker polls for the next call after answering one before it sleeps (a host making
 /// back-to-back calls never waits for a wake-up).

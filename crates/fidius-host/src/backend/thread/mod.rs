@@ -1,6 +1,12 @@
 //! The thread backend: each instance an own-GIL sub-interpreter on an instance thread of the host,
 //! all of a plugin's instances fed from one queue, so any idle instance takes the next call.
 
+pub(crate) mod generation;
+pub(crate) mod instance;
+pub(crate) mod threads;
+pub(crate) mod wait;
+mod watchdog;
+
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -9,12 +15,10 @@ use fidius_core::CallError;
 
 use crate::backend::{Backend, BackendStart, Call, PoolStats};
 use crate::error::LoadError;
+use crate::plugin::loader::Accepted;
 use crate::plugin::version::Version;
-use crate::runtime::generation;
-use crate::runtime::instance::{Reply, ReplyTo, Request};
-use crate::runtime::loader::Accepted;
-use crate::runtime::pool::{InstanceThreads, ThreadSettings};
-use crate::runtime::wait;
+use instance::{Reply, ReplyTo, Request};
+use threads::{InstanceThreads, ThreadSettings};
 
 /// A plugin's instance threads and the queue that feeds them.
 pub(crate) struct ThreadBackend {

@@ -39,7 +39,7 @@ impl WorkerCommand {
     pub fn new(program: impl Into<PathBuf>) -> Self {
         let program = program.into();
         let program = if program.components().count() > 1 {
-            crate::runtime::source::absolute(program)
+            crate::plugin::source::absolute(program)
         } else {
             program
         };

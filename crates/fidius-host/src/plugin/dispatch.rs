@@ -4,7 +4,7 @@ use fidius_core::interface::{OwnedMethodDescriptor, WireMode};
 use fidius_core::{CallError, PluginError};
 use fidius_ffi::{Interp, PyObj, Raised};
 
-use crate::runtime::loader::LoadedInstance;
+use crate::plugin::loader::LoadedInstance;
 
 /// Calls method `index` of the loaded plugin with `payload` (a JSON array of the positional
 /// arguments, or the raw bytes) and encodes what it returns.

@@ -7,7 +7,7 @@ use fidius_core::interface::OwnedInterfaceDescriptor;
 use fidius_core::{CallError, PluginError};
 use serde::{Deserialize, Serialize};
 
-use crate::runtime::source::PluginSource;
+use crate::plugin::source::PluginSource;
 
 /// Host → worker: load this plugin (JSON [`StartSpec`]).
 pub(crate) const START: u8 = 1;

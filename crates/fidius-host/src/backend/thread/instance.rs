@@ -9,17 +9,17 @@ use crossbeam_channel::Sender;
 use fidius_core::CallError;
 use fidius_ffi::{Interp, InterpreterOptions, SubInterpreter};
 
+use crate::backend::thread::threads::{InstanceStart, InstanceThreads};
+use crate::backend::thread::wait;
+use crate::backend::thread::watchdog::{Guarded, InstanceWatch};
 use crate::backend::Deadline;
 use crate::error::LoadError;
+use crate::plugin::dispatch::dispatch;
+use crate::plugin::loader::Accepted;
+use crate::plugin::loader::{self, LoadedInstance};
+use crate::plugin::output::{OutputRoute, OutputSink};
 use crate::plugin::shared;
-use crate::runtime::dispatch::dispatch;
-use crate::runtime::loader::Accepted;
-use crate::runtime::loader::{self, LoadedInstance};
-use crate::runtime::output::{OutputRoute, OutputSink};
-use crate::runtime::pool::{InstanceStart, InstanceThreads};
-use crate::runtime::source::PluginSource;
-use crate::runtime::wait;
-use crate::runtime::watchdog::{Guarded, InstanceWatch};
+use crate::plugin::source::PluginSource;
 
 /// Instance threads run plugin code, whose C-level recursion (deep `repr`, `json`, regex) can go far
 /// beyond what a 2 MiB default stack holds before CPython's own limit trips. Untouched stack pages

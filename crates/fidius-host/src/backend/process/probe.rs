@@ -17,8 +17,8 @@ use fidius_core::extensions::{
     ExtensionsError, PythonVersion,
 };
 
-use crate::process::child::describe_status;
-use crate::process::command::{WorkerCommand, WorkerNotFound};
+use crate::backend::process::child::describe_status;
+use crate::backend::process::command::{WorkerCommand, WorkerNotFound};
 use crate::worker::probe::Report;
 
 /// How probing runs. `ProbeOptions::default()` gives each module 30 s.

@@ -6,10 +6,10 @@ use std::time::Instant;
 
 use crossbeam_channel::{RecvTimeoutError, Sender};
 
+use crate::backend::thread::threads::{GenerationSignal, InstanceStart, InstanceThreads};
 use crate::error::LoadError;
+use crate::plugin::loader::Accepted;
 use crate::plugin::version::Version;
-use crate::runtime::loader::Accepted;
-use crate::runtime::pool::{GenerationSignal, InstanceStart, InstanceThreads};
 
 /// A generation whose instances all loaded.
 pub(crate) struct Loaded {

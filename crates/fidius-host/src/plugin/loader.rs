@@ -5,9 +5,9 @@ use fidius_ffi::{FfiError, Interpreter, PyHandle};
 use serde::Deserialize;
 
 use crate::error::{admit, LoadError, LoadWarning};
-use crate::runtime::output::{self, OutputSink};
-use crate::runtime::plugin_imports::install_source_only_imports;
-use crate::runtime::source::PluginSource;
+use crate::plugin::output::{self, OutputSink};
+use crate::plugin::plugin_imports::install_source_only_imports;
+use crate::plugin::source::PluginSource;
 use crate::sdk::SDK_SOURCE;
 
 const BOOTSTRAP_SOURCE: &str = include_str!("bootstrap.py");

@@ -10,15 +10,15 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use fidius_core::CallError;
 
+use crate::backend::process::child::{Attribution, Failure, WorkerProcess};
+use crate::backend::process::command::WorkerCommand;
+use crate::backend::process::protocol::StartSpec;
 use crate::backend::{Backend, BackendStart, Call, PoolStats};
 use crate::error::LoadError;
+use crate::plugin::loader::Accepted;
+use crate::plugin::output;
 use crate::plugin::shared::PluginShared;
 use crate::plugin::version::Version;
-use crate::process::child::{Attribution, Failure, WorkerProcess};
-use crate::process::command::WorkerCommand;
-use crate::process::protocol::StartSpec;
-use crate::runtime::loader::Accepted;
-use crate::runtime::output;
 
 /// First wait before restarting a worker that died again without answering a call in between;
 /// doubled for each further death, up to [`MAX_BACKOFF`].

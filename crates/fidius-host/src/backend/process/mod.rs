@@ -3,6 +3,6 @@
 pub(crate) mod child;
 pub(crate) mod command;
 pub(crate) mod mailbox;
-pub(crate) mod pool;
 pub(crate) mod probe;
 pub(crate) mod protocol;
+pub(crate) mod workers;

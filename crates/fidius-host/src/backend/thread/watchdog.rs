@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use fidius_ffi::{InterruptHandle, InterruptOutcome};
 
-use crate::runtime::pool::InstanceThreads;
+use crate::backend::thread::threads::InstanceThreads;
 
 /// What a deadline guards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,12 +11,12 @@ use crossbeam_channel::Receiver;
 use fidius_core::interface::OwnedInterfaceDescriptor;
 use fidius_core::CallError;
 
+use crate::backend::process::command::WorkerCommand;
+use crate::backend::process::mailbox::{Interrupted, Mailbox, ReceiveError, Wait};
+use crate::backend::process::protocol::{self, RemoteError, StartSpec, Started};
 use crate::error::LoadError;
-use crate::process::command::WorkerCommand;
-use crate::process::mailbox::{Interrupted, Mailbox, ReceiveError, Wait};
-use crate::process::protocol::{self, RemoteError, StartSpec, Started};
-use crate::runtime::loader::{self, Accepted};
-use crate::runtime::output::{OutputRoute, RecentOutput, Taken, LINE_LIMIT};
+use crate::plugin::loader::{self, Accepted};
+use crate::plugin::output::{OutputRoute, RecentOutput, Taken, LINE_LIMIT};
 
 /// How long the host polls for a reply before it sleeps (most small calls answer well within it).
 const SPIN_FOR_REPLY: Duration = Duration::from_micros(50);

@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::backend::thread::instance::{self, Request, Started};
+use crate::backend::thread::watchdog::InstanceWatch;
 use crate::backend::PoolStats;
 use crate::error::LoadError;
 use crate::plugin::shared::PluginShared;
 use crate::plugin::version::Version;
-use crate::runtime::instance::{self, Request, Started};
-use crate::runtime::watchdog::InstanceWatch;
 
 pub(crate) struct InstanceThreads {
     /// Name, interface and output ring of the plugin.
