@@ -17,19 +17,25 @@ use std::time::{Duration, Instant};
 use fidius_ffi::SharedMemory;
 use rustix::thread::futex;
 
+use crate::runtime::wait::spin_until;
+
 /// Bytes of one chunk. Small calls touch only the first page of it.
 const CHUNK: usize = 256 << 10;
-/// Where the chunk buffers start; the page before holds the counters.
-const DATA: usize = 4096;
-/// Identifies the layout (and its version) at offset 0.
-const MAGIC: u64 = u64::from_le_bytes(*b"fidius\x01\x00");
+/// Identifies the layout (and its version): header words 0 and 1.
+const MAGIC: [u32; 2] = [
+    u32::from_le_bytes(*b"fidi"),
+    u32::from_le_bytes(*b"us\x02\x00"),
+];
 /// A message starts with its body length (u64) and its kind (u8).
 const MESSAGE_HEADER: usize = 9;
 
 /// The longest a waiting side sleeps before checking that its peer is still there.
 const SLEEP_SLICE: Duration = Duration::from_millis(5);
-/// How long a waiting side spins without yielding the core.
-const PURE_SPIN: Duration = Duration::from_micros(3);
+
+/// Header words per cache line (128 bytes, two lines on CPUs that fetch pairs).
+const LINE_WORDS: usize = 32;
+/// Header words in all: the magic's line, then each direction's four lines.
+const HEADER_WORDS: usize = LINE_WORDS * (1 + 2 * 4);
 
 /// Which end of the mailbox this process is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,11 +44,15 @@ pub(crate) enum End {
     Worker,
 }
 
-/// Offsets of one direction's counters. Each sits on its own cache line.
+/// Where one direction's counters (header words) and chunk buffer (data offset) are. The words
+/// the producer writes and those the consumer writes sit on different cache lines.
 #[derive(Debug, Clone, Copy)]
 struct Direction {
+    /// Chunks published (producer).
     seq: usize,
+    /// Bytes in the latest chunk (producer).
     len: usize,
+    /// Chunks consumed (consumer).
     ack: usize,
     consumer_sleeping: usize,
     producer_sleeping: usize,
@@ -51,14 +61,14 @@ struct Direction {
 
 impl Direction {
     const fn new(index: usize) -> Self {
-        let base = 256 + index * 1024;
+        let base = LINE_WORDS * (1 + index * 4);
         Self {
             seq: base,
-            len: base + 4,
-            ack: base + 128,
-            consumer_sleeping: base + 256,
-            producer_sleeping: base + 384,
-            data: DATA + index * CHUNK,
+            len: base + 1,
+            ack: base + LINE_WORDS,
+            consumer_sleeping: base + 2 * LINE_WORDS,
+            producer_sleeping: base + 3 * LINE_WORDS,
+            data: index * CHUNK,
         }
     }
 }
@@ -94,7 +104,7 @@ pub(crate) struct Wait<'a> {
     /// Poll this long before sleeping.
     pub(crate) spin: Duration,
     pub(crate) deadline: Option<Instant>,
-    /// Asked between sleeps: is the other side still there?
+    /// Asked only when a sleep slice passed without news: is the other side still there?
     pub(crate) alive: &'a mut dyn FnMut() -> bool,
 }
 
@@ -111,20 +121,25 @@ pub(crate) struct Mailbox {
 impl Mailbox {
     /// The host's end: a new shared memory file, to hand to the worker with [`file`](Self::file).
     pub(crate) fn create() -> io::Result<Self> {
-        let memory = SharedMemory::create(DATA + 2 * CHUNK)?;
-        memory.atomic_u64(0).store(MAGIC, Ordering::Release);
+        let memory = SharedMemory::create(HEADER_WORDS, 2 * CHUNK)?;
+        for (word, value) in memory.header().iter().zip(MAGIC) {
+            word.store(value, Ordering::Release);
+        }
         Ok(Self::with_end(memory, End::Host))
     }
 
     /// The worker's end, over the memory file its host created.
     pub(crate) fn open(file: OwnedFd) -> io::Result<Self> {
-        let memory = SharedMemory::open(file)?;
-        if memory.len() != DATA + 2 * CHUNK || memory.atomic_u64(0).load(Ordering::Acquire) != MAGIC
-        {
-            return Err(io::Error::new(
+        let not_ours = || {
+            io::Error::new(
                 io::ErrorKind::InvalidData,
                 "not a fidius mailbox (host and worker from different builds?)",
-            ));
+            )
+        };
+        let memory = SharedMemory::open(file, HEADER_WORDS, 2 * CHUNK).map_err(|_| not_ours())?;
+        let magic = memory.header().iter().map(|word| word.load(Ordering::Acquire));
+        if !magic.take(MAGIC.len()).eq(MAGIC) {
+            return Err(not_ours());
         }
         Ok(Self::with_end(memory, End::Worker))
     }
@@ -134,9 +149,10 @@ impl Mailbox {
             End::Host => (TO_WORKER, TO_HOST),
             End::Worker => (TO_HOST, TO_WORKER),
         };
+        let header = memory.header();
         Self {
-            sent: memory.atomic_u32(outgoing.seq).load(Ordering::Acquire),
-            received: memory.atomic_u32(incoming.ack).load(Ordering::Acquire),
+            sent: header[outgoing.seq].load(Ordering::Acquire),
+            received: header[incoming.ack].load(Ordering::Acquire),
             memory,
             outgoing,
             incoming,
@@ -148,7 +164,12 @@ impl Mailbox {
         self.memory.file()
     }
 
-    /// Sends one message: `kind`, then the concatenation of `parts`.
+    fn word(&self, index: usize) -> &AtomicU32 {
+        &self.memory.header()[index]
+    }
+
+    /// Sends one message: `kind`, then the concatenation of `parts`. Each byte is copied once,
+    /// from its part straight into the shared chunk.
     pub(crate) fn send(
         &mut self,
         kind: u8,
@@ -166,16 +187,20 @@ impl Mailbox {
         let mut offset_in_piece = 0;
         while current.is_some() {
             // The previous chunk must have been consumed before its buffer is reused.
-            let ack = self.memory.atomic_u32(self.outgoing.ack);
-            if ack.load(Ordering::Acquire) != self.sent {
-                let sleeping = self.memory.atomic_u32(self.outgoing.producer_sleeping);
-                wait_for_change(ack, sleeping, self.sent.wrapping_sub(1), wait)?;
+            let out = self.outgoing;
+            if self.word(out.ack).load(Ordering::Acquire) != self.sent {
+                wait_for_change(
+                    self.word(out.ack),
+                    self.word(out.producer_sleeping),
+                    self.sent.wrapping_sub(1),
+                    wait,
+                )?;
             }
             let mut filled = 0;
             while let Some(piece) = current {
                 let take = (piece.len() - offset_in_piece).min(CHUNK - filled);
                 self.memory.write(
-                    self.outgoing.data + filled,
+                    out.data + filled,
                     &piece[offset_in_piece..offset_in_piece + take],
                 );
                 filled += take;
@@ -188,13 +213,11 @@ impl Mailbox {
                     break;
                 }
             }
-            self.memory
-                .atomic_u32(self.outgoing.len)
-                .store(filled as u32, Ordering::Relaxed);
+            self.word(out.len).store(filled as u32, Ordering::Relaxed);
             self.sent = self.sent.wrapping_add(1);
             publish(
-                self.memory.atomic_u32(self.outgoing.seq),
-                self.memory.atomic_u32(self.outgoing.consumer_sleeping),
+                self.word(out.seq),
+                self.word(out.consumer_sleeping),
                 self.sent,
             );
         }
@@ -202,73 +225,87 @@ impl Mailbox {
     }
 
     /// Receives one message: its kind and body. A body longer than `max_body` is a protocol error.
+    /// Each byte is copied once, from the shared chunk straight into the returned body.
     pub(crate) fn receive(
         &mut self,
         max_body: usize,
         wait: &mut Wait<'_>,
     ) -> Result<(u8, Vec<u8>), ReceiveError> {
-        let first = self.receive_chunk(wait)?;
-        if first.len() < MESSAGE_HEADER {
+        let first = self.next_chunk(wait)?;
+        if first < MESSAGE_HEADER {
             return Err(ReceiveError::Protocol(format!(
-                "message header cut short ({} bytes)",
-                first.len()
+                "message header cut short ({first} bytes)"
             )));
         }
+        let mut header = [0u8; MESSAGE_HEADER];
+        self.memory.read(self.incoming.data, &mut header);
         let mut length = [0u8; 8];
-        length.copy_from_slice(&first[..8]);
+        length.copy_from_slice(&header[..8]);
         let body_len = usize::try_from(u64::from_le_bytes(length)).unwrap_or(usize::MAX);
         if body_len > max_body {
             return Err(ReceiveError::Protocol(format!(
                 "message of {body_len} bytes exceeds the limit of {max_body}"
             )));
         }
-        let kind = first[8];
-        let mut body = Vec::with_capacity(body_len);
-        body.extend_from_slice(&first[MESSAGE_HEADER..]);
-        while body.len() < body_len {
-            let chunk = self.receive_chunk(wait)?;
-            body.extend_from_slice(&chunk);
+        let kind = header[8];
+        let mut body = Vec::new();
+        let mut chunk = (MESSAGE_HEADER, first);
+        loop {
+            let (start, end) = chunk;
+            if body.len() + (end - start) > body_len {
+                return Err(ReceiveError::Protocol(format!(
+                    "message body of more than {body_len} announced bytes"
+                )));
+            }
+            if body.capacity() == 0 {
+                // Reserved only once the first chunk proved consistent with the announced length.
+                body.reserve_exact(body_len);
+            }
+            self.memory
+                .read_to_end_of(self.incoming.data + start, end - start, &mut body);
+            self.consumed();
+            if body.len() == body_len {
+                return Ok((kind, body));
+            }
+            chunk = (0, self.next_chunk(wait)?);
         }
-        if body.len() != body_len {
-            return Err(ReceiveError::Protocol(format!(
-                "message body of {} bytes announced as {body_len}",
-                body.len()
-            )));
-        }
-        Ok((kind, body))
     }
 
-    fn receive_chunk(&mut self, wait: &mut Wait<'_>) -> Result<Vec<u8>, ReceiveError> {
-        let seq = self.memory.atomic_u32(self.incoming.seq);
-        if seq.load(Ordering::Acquire) == self.received {
-            let sleeping = self.memory.atomic_u32(self.incoming.consumer_sleeping);
-            wait_for_change(seq, sleeping, self.received, wait)?;
+    /// Waits for the next chunk and returns its length, validated against the buffer.
+    fn next_chunk(&mut self, wait: &mut Wait<'_>) -> Result<usize, ReceiveError> {
+        let incoming = self.incoming;
+        if self.word(incoming.seq).load(Ordering::Acquire) == self.received {
+            wait_for_change(
+                self.word(incoming.seq),
+                self.word(incoming.consumer_sleeping),
+                self.received,
+                wait,
+            )?;
         }
-        let published = seq.load(Ordering::Acquire);
+        let published = self.word(incoming.seq).load(Ordering::Acquire);
         if published != self.received.wrapping_add(1) {
             return Err(ReceiveError::Protocol(format!(
                 "chunk counter jumped from {} to {published}",
                 self.received
             )));
         }
-        let len = self
-            .memory
-            .atomic_u32(self.incoming.len)
-            .load(Ordering::Relaxed) as usize;
+        let len = self.word(incoming.len).load(Ordering::Relaxed) as usize;
         if len > CHUNK {
             return Err(ReceiveError::Protocol(format!(
                 "chunk of {len} bytes in a {CHUNK}-byte buffer"
             )));
         }
-        let mut chunk = vec![0u8; len];
-        self.memory.read(self.incoming.data, &mut chunk);
-        self.received = published;
+        Ok(len)
+    }
+
+    /// Hands the chunk just read back to the producer.
+    fn consumed(&mut self) {
+        self.received = self.received.wrapping_add(1);
         publish(
-            self.memory.atomic_u32(self.incoming.ack),
-            self.memory.atomic_u32(self.incoming.producer_sleeping),
+            self.word(self.incoming.ack),
+            self.word(self.incoming.producer_sleeping),
             self.received,
         );
-        Ok(chunk)
     }
 }
 
@@ -283,28 +320,16 @@ fn publish(word: &AtomicU32, sleeping: &AtomicU32, value: u32) {
 }
 
 /// Waits until `word` no longer holds `seen`: polls for `wait.spin`, then sleeps on the futex in
-/// slices, checking the deadline and the peer between them.
+/// slices, checking the deadline between them and the peer after a slice that brought nothing.
 fn wait_for_change(
     word: &AtomicU32,
     sleeping: &AtomicU32,
     seen: u32,
     wait: &mut Wait<'_>,
 ) -> Result<(), Interrupted> {
-    let started = Instant::now();
-    loop {
-        for _ in 0..16 {
-            if word.load(Ordering::Acquire) != seen {
-                return Ok(());
-            }
-            std::hint::spin_loop();
-        }
-        let waited = started.elapsed();
-        if waited >= wait.spin {
-            break;
-        }
-        if waited >= PURE_SPIN {
-            std::thread::yield_now();
-        }
+    let changed = || (word.load(Ordering::Acquire) != seen).then_some(());
+    if spin_until(wait.spin, changed).is_some() {
+        return Ok(());
     }
     loop {
         sleeping.store(1, Ordering::SeqCst);
@@ -416,14 +441,8 @@ mod tests {
             Err(ReceiveError::Protocol(_))
         ));
         // A worker that scribbles on the counters is caught too.
-        worker
-            .memory
-            .atomic_u32(TO_HOST.len)
-            .store(u32::MAX, Ordering::Relaxed);
-        worker
-            .memory
-            .atomic_u32(TO_HOST.seq)
-            .fetch_add(1, Ordering::SeqCst);
+        worker.word(TO_HOST.len).store(u32::MAX, Ordering::Relaxed);
+        worker.word(TO_HOST.seq).fetch_add(1, Ordering::SeqCst);
         assert!(matches!(
             host.receive(usize::MAX, &mut forever()),
             Err(ReceiveError::Protocol(_))
