@@ -32,6 +32,7 @@ compile_error!(
      e.g. `export PYO3_PYTHON=$(ci/python-bootstrap | tail -n 1)`"
 );
 
+#[cfg(feature = "bench")]
 mod baseline;
 mod bytes;
 mod containment;
@@ -47,6 +48,7 @@ mod runtime;
 mod shared_memory;
 mod worker_interpreter;
 
+#[cfg(feature = "bench")]
 pub use baseline::{MainHandle, MainInterpreter};
 pub use bytes::NotBytes;
 pub use containment::MAX_SWITCH_INTERVAL;
