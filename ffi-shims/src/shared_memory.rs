@@ -72,10 +72,7 @@ impl SharedMemory {
             MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
         )?;
         ftruncate(&file, len as u64)?;
-        fcntl_add_seals(
-            &file,
-            SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL,
-        )?;
+        fcntl_add_seals(&file, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)?;
         Self::map(file, len, header_words)
     }
 
@@ -141,10 +138,7 @@ impl SharedMemory {
         // layout of u32, every bit pattern is valid, and this process accesses these bytes only
         // through these atomics (the data region, the only other way in, starts after them).
         unsafe {
-            std::slice::from_raw_parts(
-                self.base.as_ptr().cast::<AtomicU32>(),
-                self.header_words,
-            )
+            std::slice::from_raw_parts(self.base.as_ptr().cast::<AtomicU32>(), self.header_words)
         }
     }
 
@@ -280,7 +274,10 @@ unsafe fn copy_from_shared(from: *const u8, to: *mut u8, len: usize) {
         }
         while word < words {
             let value = word_at(src_words, word).load(Ordering::Relaxed);
-            dst_words.add(word * WORD).cast::<u64>().write_unaligned(value);
+            dst_words
+                .add(word * WORD)
+                .cast::<u64>()
+                .write_unaligned(value);
             word += 1;
         }
         for index in head + words * WORD..len {
@@ -349,18 +346,28 @@ mod tests {
         let file = host.file().try_clone_to_owned().expect("dup");
         let mut worker = SharedMemory::open(file, 3, PAGE).expect("open");
         assert_eq!(worker.header()[2].load(Ordering::Acquire), 0xfeed);
-        assert_eq!(worker.header()[0].load(Ordering::Acquire), 0, "data left the header alone");
+        assert_eq!(
+            worker.header()[0].load(Ordering::Acquire),
+            0,
+            "data left the header alone"
+        );
         let mut data = [0u8; 16];
         worker.read(0, &mut data);
         assert_eq!(data, [0xff; 16]);
         let file = host.file().try_clone_to_owned().expect("dup");
-        assert!(SharedMemory::open(file, 3, 2 * PAGE).is_err(), "size mismatch refused");
+        assert!(
+            SharedMemory::open(file, 3, 2 * PAGE).is_err(),
+            "size mismatch refused"
+        );
     }
 
     #[test]
     fn the_file_cannot_be_resized_by_the_other_side() {
         let host = SharedMemory::create(1, PAGE).expect("memfd");
-        assert!(ftruncate(host.file(), 1).is_err(), "a shrunk file would SIGBUS the host");
+        assert!(
+            ftruncate(host.file(), 1).is_err(),
+            "a shrunk file would SIGBUS the host"
+        );
         assert!(ftruncate(host.file(), 16 * PAGE as u64).is_err());
     }
 

@@ -137,7 +137,10 @@ impl Mailbox {
             )
         };
         let memory = SharedMemory::open(file, HEADER_WORDS, 2 * CHUNK).map_err(|_| not_ours())?;
-        let magic = memory.header().iter().map(|word| word.load(Ordering::Acquire));
+        let magic = memory
+            .header()
+            .iter()
+            .map(|word| word.load(Ordering::Acquire));
         if !magic.take(MAGIC.len()).eq(MAGIC) {
             return Err(not_ours());
         }
