@@ -42,8 +42,9 @@ pub(crate) fn dispatch(
         }
         WireMode::TypedJson => {
             let args = typed_arguments(py, method, payload)?;
+            let args: Vec<&PyObj<'_>> = args.iter().collect();
             let output = function
-                .call_with_sequence(&args)
+                .call(&args)
                 .map_err(|raised| exception_to_error(instance, method, &raised))?;
             output
                 .to_json()
@@ -52,14 +53,15 @@ pub(crate) fn dispatch(
     }
 }
 
-/// Parses the JSON array of positional arguments into a Python list. The handle has checked them
-/// against the method's argument types (`ArgumentShapes`) before the call was sent.
+/// Parses the JSON array of positional arguments into Python objects, passed to the function as
+/// they are (vectorcall: no list or tuple of them is built). The handle has checked them against the
+/// method's argument types (`ArgumentShapes`) before the call was sent.
 fn typed_arguments<'i>(
     py: Interp<'i>,
     method: &PythonMethodDescriptor,
     payload: &[u8],
-) -> Result<PyObj<'i>, CallError> {
-    py.json_to_python(payload)
+) -> Result<Vec<PyObj<'i>>, CallError> {
+    py.json_to_arguments(payload)
         .map_err(|error| CallError::InvalidArguments {
             method: method.name.to_owned(),
             reason: error.to_string(),
