@@ -1,11 +1,13 @@
 //! Messages between a host and one worker process, through shared memory.
 //!
-//! Each direction has one chunk buffer, a published-chunk counter (`seq`) and a consumed-chunk
-//! counter (`ack`). The protocol is strictly request/response, so a direction only ever has one
-//! producer and one consumer, and small messages (one chunk) cost two atomic stores and no system
-//! call when the other side is polling. Both sides poll for a bounded time, then sleep on a futex
-//! in the shared page (a cross-process futex, hence no `FUTEX_PRIVATE`). Messages larger than a
-//! chunk stream through it. Every value read from the other process is validated: a broken or
+//! Each direction has [`SLOTS`] chunk buffers used in turn, a published-chunk counter (`seq`) and a
+//! consumed-chunk counter (`ack`). The protocol is strictly request/response, so a direction only
+//! ever has one producer and one consumer, and small messages (one chunk) cost two atomic stores
+//! and no system call when the other side is polling. Both sides poll for a bounded time, then
+//! sleep on a futex in the shared header (a cross-process futex, hence no `FUTEX_PRIVATE`).
+//! Messages larger than a chunk stream through the slots: the producer fills one while the consumer
+//! empties the other. Each byte is copied once per direction (from the sender's slice into a slot,
+//! from the slot into the receiver's buffer). Every value read from the other process is validated: a broken or
 //! hostile worker can make the host give up on it, never read out of bounds or allocate without
 //! limit.
 
@@ -21,6 +23,10 @@ use crate::runtime::wait::spin_until;
 
 /// Bytes of one chunk. Small calls touch only the first page of it.
 const CHUNK: usize = 256 << 10;
+/// Chunk buffers per direction: with two, sender and receiver copy at the same time.
+const SLOTS: u32 = 2;
+/// The data region: each direction's slots.
+const DATA_LEN: usize = 2 * SLOTS as usize * CHUNK;
 /// Identifies the layout (and its version): header words 0 and 1.
 const MAGIC: [u32; 2] = [
     u32::from_le_bytes(*b"fidi"),
@@ -44,13 +50,13 @@ pub(crate) enum End {
     Worker,
 }
 
-/// Where one direction's counters (header words) and chunk buffer (data offset) are. The words
+/// Where one direction's counters (header words) and chunk buffers (data offset) are. The words
 /// the producer writes and those the consumer writes sit on different cache lines.
 #[derive(Debug, Clone, Copy)]
 struct Direction {
     /// Chunks published (producer).
     seq: usize,
-    /// Bytes in the latest chunk (producer).
+    /// Bytes in each slot's chunk (producer): `SLOTS` words from here.
     len: usize,
     /// Chunks consumed (consumer).
     ack: usize,
@@ -68,8 +74,14 @@ impl Direction {
             ack: base + LINE_WORDS,
             consumer_sleeping: base + 2 * LINE_WORDS,
             producer_sleeping: base + 3 * LINE_WORDS,
-            data: index * CHUNK,
+            data: index * SLOTS as usize * CHUNK,
         }
+    }
+
+    /// The header word holding the length of chunk number `chunk`, and where its bytes are.
+    fn slot(self, chunk: u32) -> (usize, usize) {
+        let slot = (chunk % SLOTS) as usize;
+        (self.len + slot, self.data + slot * CHUNK)
     }
 }
 
@@ -121,7 +133,7 @@ pub(crate) struct Mailbox {
 impl Mailbox {
     /// The host's end: a new shared memory file, to hand to the worker with [`file`](Self::file).
     pub(crate) fn create() -> io::Result<Self> {
-        let memory = SharedMemory::create(HEADER_WORDS, 2 * CHUNK)?;
+        let memory = SharedMemory::create(HEADER_WORDS, DATA_LEN)?;
         for (word, value) in memory.header().iter().zip(MAGIC) {
             word.store(value, Ordering::Release);
         }
@@ -136,7 +148,7 @@ impl Mailbox {
                 "not a fidius mailbox (host and worker from different builds?)",
             )
         };
-        let memory = SharedMemory::open(file, HEADER_WORDS, 2 * CHUNK).map_err(|_| not_ours())?;
+        let memory = SharedMemory::open(file, HEADER_WORDS, DATA_LEN).map_err(|_| not_ours())?;
         let magic = memory
             .header()
             .iter()
@@ -189,21 +201,26 @@ impl Mailbox {
         let mut current = pieces.next();
         let mut offset_in_piece = 0;
         while current.is_some() {
-            // The previous chunk must have been consumed before its buffer is reused.
+            // The chunk that last used this slot must have been consumed before it is reused.
             let out = self.outgoing;
-            if self.word(out.ack).load(Ordering::Acquire) != self.sent {
+            loop {
+                let ack = self.word(out.ack).load(Ordering::Acquire);
+                if self.sent.wrapping_sub(ack) < SLOTS {
+                    break;
+                }
                 wait_for_change(
                     self.word(out.ack),
                     self.word(out.producer_sleeping),
-                    self.sent.wrapping_sub(1),
+                    ack,
                     wait,
                 )?;
             }
+            let (len_word, data) = out.slot(self.sent);
             let mut filled = 0;
             while let Some(piece) = current {
                 let take = (piece.len() - offset_in_piece).min(CHUNK - filled);
                 self.memory.write(
-                    out.data + filled,
+                    data + filled,
                     &piece[offset_in_piece..offset_in_piece + take],
                 );
                 filled += take;
@@ -216,7 +233,7 @@ impl Mailbox {
                     break;
                 }
             }
-            self.word(out.len).store(filled as u32, Ordering::Relaxed);
+            self.word(len_word).store(filled as u32, Ordering::Relaxed);
             self.sent = self.sent.wrapping_add(1);
             publish(
                 self.word(out.seq),
@@ -234,14 +251,14 @@ impl Mailbox {
         max_body: usize,
         wait: &mut Wait<'_>,
     ) -> Result<(u8, Vec<u8>), ReceiveError> {
-        let first = self.next_chunk(wait)?;
+        let (data, first) = self.next_chunk(wait)?;
         if first < MESSAGE_HEADER {
             return Err(ReceiveError::Protocol(format!(
                 "message header cut short ({first} bytes)"
             )));
         }
         let mut header = [0u8; MESSAGE_HEADER];
-        self.memory.read(self.incoming.data, &mut header);
+        self.memory.read(data, &mut header);
         let mut length = [0u8; 8];
         length.copy_from_slice(&header[..8]);
         let body_len = usize::try_from(u64::from_le_bytes(length)).unwrap_or(usize::MAX);
@@ -252,7 +269,7 @@ impl Mailbox {
         }
         let kind = header[8];
         let mut body = Vec::new();
-        let mut chunk = (MESSAGE_HEADER, first);
+        let mut chunk = (data + MESSAGE_HEADER, data + first);
         loop {
             let (start, end) = chunk;
             if body.len() + (end - start) > body_len {
@@ -264,18 +281,19 @@ impl Mailbox {
                 // Reserved only once the first chunk proved consistent with the announced length.
                 body.reserve_exact(body_len);
             }
-            self.memory
-                .read_to_end_of(self.incoming.data + start, end - start, &mut body);
+            self.memory.read_to_end_of(start, end - start, &mut body);
             self.consumed();
             if body.len() == body_len {
                 return Ok((kind, body));
             }
-            chunk = (0, self.next_chunk(wait)?);
+            let (data, len) = self.next_chunk(wait)?;
+            chunk = (data, data + len);
         }
     }
 
-    /// Waits for the next chunk and returns its length, validated against the buffer.
-    fn next_chunk(&mut self, wait: &mut Wait<'_>) -> Result<usize, ReceiveError> {
+    /// Waits for the next chunk and returns where it starts in the data region and its length,
+    /// validated against the buffer.
+    fn next_chunk(&mut self, wait: &mut Wait<'_>) -> Result<(usize, usize), ReceiveError> {
         let incoming = self.incoming;
         if self.word(incoming.seq).load(Ordering::Acquire) == self.received {
             wait_for_change(
@@ -286,19 +304,21 @@ impl Mailbox {
             )?;
         }
         let published = self.word(incoming.seq).load(Ordering::Acquire);
-        if published != self.received.wrapping_add(1) {
+        let ahead = published.wrapping_sub(self.received);
+        if ahead == 0 || ahead > SLOTS {
             return Err(ReceiveError::Protocol(format!(
                 "chunk counter jumped from {} to {published}",
                 self.received
             )));
         }
-        let len = self.word(incoming.len).load(Ordering::Relaxed) as usize;
+        let (len_word, data) = incoming.slot(self.received);
+        let len = self.word(len_word).load(Ordering::Relaxed) as usize;
         if len > CHUNK {
             return Err(ReceiveError::Protocol(format!(
                 "chunk of {len} bytes in a {CHUNK}-byte buffer"
             )));
         }
-        Ok(len)
+        Ok((data, len))
     }
 
     /// Hands the chunk just read back to the producer.
@@ -444,7 +464,10 @@ mod tests {
             Err(ReceiveError::Protocol(_))
         ));
         // A worker that scribbles on the counters is caught too.
-        worker.word(TO_HOST.len).store(u32::MAX, Ordering::Relaxed);
+        for chunk in 0..SLOTS {
+            let (len_word, _) = TO_HOST.slot(chunk);
+            worker.word(len_word).store(u32::MAX, Ordering::Relaxed);
+        }
         worker.word(TO_HOST.seq).fetch_add(1, Ordering::SeqCst);
         assert!(matches!(
             host.receive(usize::MAX, &mut forever()),
