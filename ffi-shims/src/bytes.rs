@@ -28,6 +28,13 @@ pub struct NotBytes {
 impl PyObj<'_> {
     /// Copies the contents of a `bytes`, `bytearray` or contiguous `memoryview` into a `Vec`.
     pub fn to_bytes(&self) -> Result<Vec<u8>, NotBytes> {
+        self.with_bytes(<[u8]>::to_vec)
+    }
+
+    /// Runs `f` on the contents of a `bytes`, `bytearray` or contiguous `memoryview`, borrowed
+    /// (no copy). The attachment (this thread holds the GIL) lasts throughout, so no Python code
+    /// can change a mutable buffer meanwhile.
+    pub fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R, NotBytes> {
         let not_bytes = || NotBytes {
             type_name: self.type_name(),
         };
@@ -40,14 +47,15 @@ impl PyObj<'_> {
             )
         };
         if is_bytes {
-            return Ok(bytes_as_slice(self).to_vec());
+            return Ok(f(bytes_as_slice(self)));
         }
         if !is_buffer {
             return Err(not_bytes());
         }
         let mut view = std::mem::MaybeUninit::<ffi::Py_buffer>::uninit();
         // SAFETY: attached; on success PyObject_GetBuffer fills `view` with a C-contiguous buffer that
-        // stays valid until PyBuffer_Release, which we call right after copying.
+        // stays valid (and, while the GIL is held, unchanged) until PyBuffer_Release, which runs
+        // right after `f`, even if `f` unwinds.
         unsafe {
             if ffi::PyObject_GetBuffer(self.as_ptr(), view.as_mut_ptr(), ffi::PyBUF_C_CONTIGUOUS)
                 != 0
@@ -55,12 +63,21 @@ impl PyObj<'_> {
                 ffi::PyErr_Clear();
                 return Err(not_bytes());
             }
-            let mut view = view.assume_init();
-            let copy =
-                std::slice::from_raw_parts(view.buf.cast::<u8>(), view.len as usize).to_vec();
-            ffi::PyBuffer_Release(&mut view);
-            Ok(copy)
+            let view = ReleaseOnDrop(view.assume_init());
+            let contents = std::slice::from_raw_parts(view.0.buf.cast::<u8>(), view.0.len as usize);
+            Ok(f(contents))
         }
+    }
+}
+
+/// A buffer view released when dropped.
+struct ReleaseOnDrop(ffi::Py_buffer);
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: the view was filled by a successful PyObject_GetBuffer and is released only here,
+        // while still attached (it lives inside `with_bytes`, which holds an attachment token).
+        unsafe { ffi::PyBuffer_Release(&mut self.0) };
     }
 }
 

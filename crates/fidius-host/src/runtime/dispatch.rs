@@ -1,5 +1,7 @@
 //! One call inside an attached interpreter: bytes in, one Python call, bytes out.
 
+use std::borrow::Cow;
+
 use fidius_core::interface::{PythonMethodDescriptor, WireMode};
 use fidius_core::{CallError, PluginError};
 use fidius_ffi::{Interp, PyObj, Raised};
@@ -7,14 +9,17 @@ use fidius_ffi::{Interp, PyObj, Raised};
 use crate::runtime::loader::LoadedInstance;
 
 /// Calls method `index` of the loaded plugin with `payload` (a JSON array of the positional
-/// arguments, or the raw bytes) and encodes what it returns.
-pub(crate) fn dispatch(
+/// arguments, or the raw bytes), encodes what it returns and hands the encoding to `deliver`,
+/// still attached: raw bytes borrowed from the returned object (a caller that only copies them
+/// somewhere, like a worker's mailbox, copies once), JSON as the `Vec` it was written into.
+pub(crate) fn dispatch<R>(
     py: Interp<'_>,
     instance: &LoadedInstance<'_>,
     method: &PythonMethodDescriptor,
     index: usize,
     payload: &[u8],
-) -> Result<Vec<u8>, CallError> {
+    deliver: impl FnOnce(Cow<'_, [u8]>) -> R,
+) -> Result<R, CallError> {
     let Some(Some(function)) = instance.methods.get(index) else {
         return Err(CallError::NotImplemented {
             method: method.name.to_owned(),
@@ -37,7 +42,7 @@ pub(crate) fn dispatch(
                 .call(&[&input])
                 .map_err(|raised| exception_to_error(instance, method, &raised))?;
             output
-                .to_bytes()
+                .with_bytes(|bytes| deliver(Cow::Borrowed(bytes)))
                 .map_err(|error| invalid_result(error.to_string()))
         }
         WireMode::TypedJson => {
@@ -48,6 +53,7 @@ pub(crate) fn dispatch(
                 .map_err(|raised| exception_to_error(instance, method, &raised))?;
             output
                 .to_json()
+                .map(|json| deliver(Cow::Owned(json)))
                 .map_err(|error| invalid_result(error.to_string()))
         }
     }

@@ -277,7 +277,14 @@ fn serve(
     request: &Request,
 ) -> Result<Vec<u8>, CallError> {
     match pool.descriptor.methods.get(request.method) {
-        Some(method) => dispatch(py, instance, method, request.method, &request.payload),
+        Some(method) => dispatch(
+            py,
+            instance,
+            method,
+            request.method,
+            &request.payload,
+            |reply| reply.into_owned(),
+        ),
         None => Err(CallError::UnknownMethod {
             interface: pool.descriptor.trait_name,
             index: request.method,
