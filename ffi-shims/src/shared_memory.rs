@@ -1,28 +1,7 @@
-//! Memory shared between a host and its process-tier worker: a file-backed mapping both processes
-//! map, split into two typed regions.
-//!
-//! * The **header**: `AtomicU32` words, the only shared state either side reads to make decisions
-//!   (counters, flags, futex words). Handed out as `&[AtomicU32]`, never accessed any other way.
-//! * The **data** region: bytes that are only ever copied in and out, never referenced, and copied
-//!   with relaxed atomic loads and stores (8 bytes at a time where aligned, single bytes at the
-//!   ends). The other process is outside Rust's model, so it may write these bytes at any moment,
-//!   even while this side copies them; atomic copies make such a race well-defined (this side reads
-//!   some mix of old and new bytes, and the protocol on top validates what they mean), where a plain
-//!   `memcpy` racing a write would be undefined behaviour. Copies take `&mut self`, so within this
-//!   process there is one copier at a time.
+//! Memory shared between a host and its process-tier worker (see [`SharedMemory`]).
 //!
 //! This is the crate's other kind of unsafe code (besides CPython's C API): mapping memory and
 //! viewing parts of it as atomics. The protocol on top (rings, frames) is safe Rust in fidius-host.
-//!
-//! The memory file is sealed against resizing before it reaches the other process: a peer that
-//! could shrink it would turn this side's next access into `SIGBUS`.
-//!
-//! ```compile_fail
-//! // Copies need exclusive access: two threads cannot copy through one mapping at once.
-//! fn copy_while_shared(memory: &fidius_ffi::SharedMemory) {
-//!     memory.write(0, b"bytes");
-//! }
-//! ```
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -37,13 +16,28 @@ const PAGE: usize = 4096;
 /// Bytes per word of a data copy.
 const WORD: usize = std::mem::size_of::<u64>();
 
-/// A shared, read-write mapping of a memory file (`memfd`), alive until dropped: a header of atomic
-/// words and a data region of bytes (see the [module documentation](self)).
+/// A shared, read-write mapping of a memory file (`memfd`), alive until dropped, split into two
+/// typed regions:
+///
+/// * The **header**: `AtomicU32` words, the only shared state either side reads to make decisions
+///   (counters, flags, futex words). Handed out as `&[AtomicU32]`, never accessed any other way.
+/// * The **data** region: bytes that are only ever copied in and out, never referenced, and copied
+///   with relaxed atomic loads and stores (8 bytes at a time where aligned, single bytes at the
+///   ends). The other process is outside Rust's model, so it may write these bytes at any moment,
+///   even while this side copies them; atomic copies make such a race well-defined (this side reads
+///   some mix of old and new bytes, and the protocol on top validates what they mean), where a plain
+///   `memcpy` racing a write would be undefined behaviour. Copies take `&mut self`, so within this
+///   process there is one copier at a time:
+///
+/// ```compile_fail
+/// fn copy_while_shared(memory: &fidius_ffi::SharedMemory) {
+///     memory.write(0, b"bytes");
+/// }
+/// ```
 ///
 /// Nothing here trusts the other process: every access is bounds-checked against this side's own
-/// mapping, the header's atomics are the only shared state read for decisions, and data bytes are
-/// only copied (atomically, never referenced), so whatever the other side writes can at worst
-/// produce wrong bytes, not unsoundness on this side.
+/// mapping, and the memory file is sealed against resizing before it reaches the other process (a
+/// peer that could shrink it would turn this side's next access into `SIGBUS`).
 #[derive(Debug)]
 pub struct SharedMemory {
     base: NonNull<u8>,
