@@ -10,8 +10,9 @@ use crate::runtime::loader::LoadedInstance;
 
 /// Calls method `index` of the loaded plugin with `payload` (a JSON array of the positional
 /// arguments, or the raw bytes), encodes what it returns and hands the encoding to `deliver`,
-/// still attached: raw bytes borrowed from the returned object (a caller that only copies them
-/// somewhere, like a worker's mailbox, copies once), JSON as the `Vec` it was written into.
+/// still attached: the raw bytes of a returned `bytes` object borrowed from it (a caller that only
+/// copies them somewhere, like a worker's mailbox, copies once; a mutable buffer is copied first, see
+/// `PyObj::with_bytes`), JSON as the `Vec` it was written into.
 pub(crate) fn dispatch<R>(
     py: Interp<'_>,
     instance: &LoadedInstance<'_>,
