@@ -226,3 +226,24 @@ fn sequence_calls_spread_arguments() {
         .unwrap();
     assert_eq!(arity.type_name, "TypeError");
 }
+
+#[test]
+fn with_bytes_hands_out_a_copy_of_a_buffer_that_python_code_can_change() {
+    let interp = interpreter_with("data = bytearray(b'abc')\nfrozen = b'abc'");
+    interp
+        .with(|py| {
+            let data = py.eval("data").unwrap();
+            let seen = data
+                .with_bytes(|bytes| {
+                    py.run("data[0] = ord('x')").unwrap();
+                    bytes.to_vec()
+                })
+                .unwrap();
+            assert_eq!(seen, b"abc", "the closure's view did not change under it");
+            assert_eq!(data.to_bytes().unwrap(), b"xbc");
+            let frozen = py.eval("frozen").unwrap();
+            assert_eq!(frozen.with_bytes(<[u8]>::to_vec).unwrap(), b"abc");
+            assert!(py.eval("1").unwrap().with_bytes(drop).is_err());
+        })
+        .unwrap();
+}
