@@ -243,7 +243,7 @@ fn with_bytes_hands_out_a_copy_of_a_buffer_that_python_code_can_change() {
             assert_eq!(data.to_bytes().unwrap(), b"xbc");
             let frozen = py.eval("frozen").unwrap();
             assert_eq!(frozen.with_bytes(|bytes| bytes.to_vec()).unwrap(), b"abc");
-            assert!(py.eval("1").unwrap().with_bytes(drop).is_err());
+            assert!(py.eval("1").unwrap().with_bytes(|_| ()).is_err());
         })
         .unwrap();
 }
