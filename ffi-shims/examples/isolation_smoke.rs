@@ -5,7 +5,7 @@
 use std::sync::{Arc, Barrier};
 use std::thread;
 
-use fidius_ffi::{FfiError, InterpreterOptions, MainInterpreter, SubInterpreter};
+use fidius_ffi::{FfiError, Interpreter, InterpreterOptions, SubInterpreter, WorkerInterpreter};
 
 const REPORT: &str =
     "f'Python {sys.version.split()[0]}, id(sys.modules)={id(sys.modules):#x}, json.owner={json.owner!r}'";
@@ -18,7 +18,7 @@ fn report(name: &str, both_ready: &Barrier) -> Result<String, FfiError> {
     both_ready.wait();
     // Plugin sub-interpreters may not import `_interpreters`: ask the main interpreter about this one.
     let id = interp.id();
-    let gil = MainInterpreter::with(|py| {
+    let gil = WorkerInterpreter::claim()?.with(|py| {
         py.eval_to_string(&format!("__import__('_interpreters').get_config({id}).gil"))
     })??;
     Ok(format!("[{name}] interpreter {id}: {line}, gil={gil}"))

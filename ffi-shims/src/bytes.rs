@@ -28,32 +28,58 @@ pub struct NotBytes {
 impl PyObj<'_> {
     /// Copies the contents of a `bytes`, `bytearray` or contiguous `memoryview` into a `Vec`.
     pub fn to_bytes(&self) -> Result<Vec<u8>, NotBytes> {
-        let not_bytes = || NotBytes {
-            type_name: self.type_name(),
-        };
+        match self.bytes_kind() {
+            BytesKind::Bytes => Ok(bytes_as_slice(self).to_vec()),
+            BytesKind::Buffer => self.copy_buffer(),
+            BytesKind::Neither => Err(self.not_bytes()),
+        }
+    }
+
+    /// Runs `f` on the contents of a `bytes`, `bytearray` or contiguous `memoryview`: those of a
+    /// `bytes` borrowed (no copy: they cannot change, and the object outlives `f`), those of a
+    /// mutable buffer copied first (`f` may run Python code, and other Python threads with it,
+    /// which could change them under a borrow).
+    pub fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R, NotBytes> {
+        match self.bytes_kind() {
+            BytesKind::Bytes => Ok(f(bytes_as_slice(self))),
+            BytesKind::Buffer => self.copy_buffer().map(|copy| f(&copy)),
+            BytesKind::Neither => Err(self.not_bytes()),
+        }
+    }
+
+    fn bytes_kind(&self) -> BytesKind {
         // SAFETY: attached; type checks only read the object's type.
-        let (is_bytes, is_buffer) = unsafe {
-            (
-                ffi::PyBytes_Check(self.as_ptr()) != 0,
-                ffi::PyByteArray_Check(self.as_ptr()) != 0
-                    || ffi::PyMemoryView_Check(self.as_ptr()) != 0,
-            )
-        };
-        if is_bytes {
-            return Ok(bytes_as_slice(self).to_vec());
+        unsafe {
+            if ffi::PyBytes_Check(self.as_ptr()) != 0 {
+                BytesKind::Bytes
+            } else if ffi::PyByteArray_Check(self.as_ptr()) != 0
+                || ffi::PyMemoryView_Check(self.as_ptr()) != 0
+            {
+                BytesKind::Buffer
+            } else {
+                BytesKind::Neither
+            }
         }
-        if !is_buffer {
-            return Err(not_bytes());
+    }
+
+    fn not_bytes(&self) -> NotBytes {
+        NotBytes {
+            type_name: self.type_name(),
         }
+    }
+
+    /// Copies the contents of a buffer-protocol object (a `bytearray`, a `memoryview`).
+    fn copy_buffer(&self) -> Result<Vec<u8>, NotBytes> {
         let mut view = std::mem::MaybeUninit::<ffi::Py_buffer>::uninit();
         // SAFETY: attached; on success PyObject_GetBuffer fills `view` with a C-contiguous buffer that
-        // stays valid until PyBuffer_Release, which we call right after copying.
+        // stays valid until PyBuffer_Release, which we call right after copying (no Python code
+        // runs in between, so nothing can change it meanwhile).
         unsafe {
             if ffi::PyObject_GetBuffer(self.as_ptr(), view.as_mut_ptr(), ffi::PyBUF_C_CONTIGUOUS)
                 != 0
             {
                 ffi::PyErr_Clear();
-                return Err(not_bytes());
+                return Err(self.not_bytes());
             }
             let mut view = view.assume_init();
             let copy =
@@ -62,6 +88,14 @@ impl PyObj<'_> {
             Ok(copy)
         }
     }
+}
+
+/// What [`PyObj::to_bytes`] and [`PyObj::with_bytes`] accept.
+enum BytesKind {
+    Bytes,
+    /// A `bytearray` or `memoryview`: mutable, read through the buffer protocol.
+    Buffer,
+    Neither,
 }
 
 /// Borrows the buffer of a `bytes` object; the caller must know it is one.

@@ -36,6 +36,14 @@ pub enum FfiError {
     /// The calling thread is already attached to an interpreter; attachments do not nest.
     #[error("this thread is already attached to a Python interpreter")]
     AlreadyAttached,
+    /// The calling thread has a Python thread state current that fidius did not make current
+    /// (PyO3's `with_gil`, another embedding of CPython): fidius refuses to switch thread states
+    /// behind its back.
+    #[error(
+        "this thread has a Python thread state that fidius did not make current (PyO3's \
+         with_gil or another embedding); leave it before using fidius interpreters on this thread"
+    )]
+    ForeignThreadState,
     /// Python code raised.
     #[error(transparent)]
     Python(#[from] PythonException),

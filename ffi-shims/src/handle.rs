@@ -35,6 +35,21 @@ impl HandleOwner for SubInterpreter {
 ///
 /// It borrows the interpreter, so the compiler ends the handle first; it is `!Send` like its owner.
 /// Use it from inside `with` through [`bind`](Self::bind).
+///
+/// ```compile_fail
+/// // A handle stays on its interpreter's thread.
+/// fn assert_send<T: Send>() {}
+/// assert_send::<fidius_ffi::PyHandle<'static>>();
+/// ```
+///
+/// ```compile_fail
+/// // And cannot outlive its interpreter.
+/// use fidius_ffi::{InterpreterOptions, SubInterpreter};
+/// let handle = {
+///     let interpreter = SubInterpreter::new(InterpreterOptions::default()).unwrap();
+///     interpreter.with(|py| interpreter.persist(py.none())).unwrap()
+/// };
+/// ```
 pub struct PyHandle<'s> {
     ptr: NonNull<ffi::PyObject>,
     owner: &'s dyn HandleOwner,

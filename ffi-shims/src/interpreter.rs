@@ -1,6 +1,6 @@
 //! Own-GIL sub-interpreters and the attachment token that guards every use of them.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::ffi::CString;
 use std::marker::PhantomData;
 use std::ptr;
@@ -18,6 +18,30 @@ thread_local! {
     /// fidius keeps its own record instead of asking `PyGILState_Check`, which stops telling the truth
     /// once sub-interpreters exist.
     static ATTACHED: Cell<*mut ffi::PyThreadState> = const { Cell::new(ptr::null_mut()) };
+
+    /// Interpreters dropped on this thread while a thread state was current (inside another
+    /// interpreter's `with`, or under a foreign thread state): ended once none is (see
+    /// [`SubInterpreter`]'s `Drop`).
+    static DEFERRED_ENDS: RefCell<Vec<Ending>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Fails unless the calling thread has no Python thread state current at all: none that fidius made
+/// current (its own record, `ATTACHED`), and none that anything else did (PyO3's `with_gil`, another
+/// embedding, an interrupter's callback), which only CPython's own thread-local knows.
+///
+/// Every attach, create and interrupt checks this first: making a thread state current over another
+/// one aborts the process, and creating an interpreter silently detaches the current one.
+pub(crate) fn ensure_detached() -> Result<(), FfiError> {
+    if !ATTACHED.get().is_null() {
+        return Err(FfiError::AlreadyAttached);
+    }
+    // SAFETY: PyThreadState_GetUnchecked only reads CPython's thread-local (the 3.13 function, or
+    // `_PyThreadState_UncheckedGet` on 3.12 through pyo3-ffi's compat shim); it needs no GIL, works
+    // before initialisation, and returns NULL when nothing is current.
+    if !unsafe { ffi::compat::PyThreadState_GetUnchecked() }.is_null() {
+        return Err(FfiError::ForeignThreadState);
+    }
+    Ok(())
 }
 
 /// How a sub-interpreter is configured. The defaults are the isolation fidius relies on.
@@ -41,6 +65,19 @@ impl Default for InterpreterOptions {
 /// Created, used and ended on one OS thread: the type is neither `Send` nor `Sync`. While no closure
 /// passed to [`with`](Self::with) runs, the interpreter's GIL is released, so an idle interpreter
 /// blocks nothing. Dropping it ends the interpreter (joining any threads its code started).
+///
+/// Dropped while the thread is attached to another interpreter (inside its `with`), or while a
+/// thread state that fidius did not make is current, the interpreter cannot end at once: ending it
+/// needs its own thread state current, which would mean releasing the outer GIL behind the back of
+/// the code holding it. It is ended instead as soon as this thread has no thread state current again:
+/// when that outer `with` returns, or at the next `SubInterpreter::new` or drop on this thread once
+/// the foreign thread state is gone. A thread that never gets there leaks the interpreter.
+///
+/// ```compile_fail
+/// // Two threads cannot share one (that it cannot move is checked in the crate documentation).
+/// fn assert_sync<T: Sync>() {}
+/// assert_sync::<fidius_ffi::SubInterpreter>();
+/// ```
 pub struct SubInterpreter {
     /// The interpreter's main thread state, bound to the creating OS thread.
     tstate: *mut ffi::PyThreadState,
@@ -52,8 +89,20 @@ pub struct SubInterpreter {
 
 /// Proof that the current thread is attached to one interpreter (holds its GIL).
 ///
-/// Only [`SubInterpreter::with`] (and the baseline `MainInterpreter::with`) hand one out, for the
-/// duration of their closure. It is `Copy` and `!Send`, so it stays on its thread.
+/// Only [`SubInterpreter::with`] (and [`WorkerInterpreter`](crate::WorkerInterpreter)'s `with`) hand
+/// one out, for the duration of their closure. It is `Copy` and `!Send`, so it stays on its thread,
+/// and the closure must work for every lifetime, so neither it nor anything borrowing it leaves:
+///
+/// ```compile_fail
+/// use fidius_ffi::{InterpreterOptions, SubInterpreter};
+/// let interpreter = SubInterpreter::new(InterpreterOptions::default()).unwrap();
+/// let escaped = interpreter.with(|py| py).unwrap();
+/// ```
+///
+/// ```compile_fail
+/// fn assert_send<T: Send>() {}
+/// assert_send::<fidius_ffi::Interp<'static>>();
+/// ```
 #[derive(Clone, Copy)]
 pub struct Interp<'i> {
     state: *mut ffi::PyInterpreterState,
@@ -100,9 +149,8 @@ impl SubInterpreter {
     /// Initialises CPython first if needed. Fails if the thread is attached to another interpreter.
     pub fn new(options: InterpreterOptions) -> Result<Self, FfiError> {
         ensure_initialized()?;
-        if !ATTACHED.get().is_null() {
-            return Err(FfiError::AlreadyAttached);
-        }
+        ensure_detached()?;
+        end_deferred();
         let config = ffi::PyInterpreterConfig {
             use_main_obmalloc: 0,
             allow_fork: 0,
@@ -113,8 +161,8 @@ impl SubInterpreter {
             gil: ffi::PyInterpreterConfig_OWN_GIL,
         };
         let mut tstate: *mut ffi::PyThreadState = ptr::null_mut();
-        // SAFETY: CPython is initialised and this thread has no current thread state (checked through
-        // ATTACHED; fidius never leaves one current outside `with`). On success the new interpreter's
+        // SAFETY: CPython is initialised and this thread has no current thread state (checked above,
+        // in fidius's record and CPython's). On success the new interpreter's
         // thread state is current and holds its fresh GIL; on failure nothing is current.
         let status = unsafe { ffi::Py_NewInterpreterFromConfig(&mut tstate, &config) };
         // SAFETY: PyStatus_Exception only inspects the status value.
@@ -154,27 +202,47 @@ impl SubInterpreter {
 
 impl Drop for SubInterpreter {
     fn drop(&mut self) {
-        // Dropped while this thread is attached to another interpreter: step out of that one briefly.
-        let other = ATTACHED.get();
-        if !other.is_null() {
-            // SAFETY: `other` is the current thread state, so PyEval_SaveThread releases exactly that
-            // GIL; the code attached to it is suspended on this very thread and touches nothing until
-            // we restore it below.
-            unsafe { ffi::PyEval_SaveThread() };
+        let ending = Ending {
+            tstate: self.tstate,
+            interrupt: std::sync::Arc::clone(&self.interrupt),
+        };
+        if ensure_detached().is_ok() {
+            end_deferred();
+            ending.end();
+        } else {
+            DEFERRED_ENDS.with_borrow_mut(|deferred| deferred.push(ending));
         }
+    }
+}
+
+/// What ending a sub-interpreter needs once its `SubInterpreter` is gone.
+struct Ending {
+    tstate: *mut ffi::PyThreadState,
+    interrupt: SharedTarget,
+}
+
+impl Ending {
+    /// Ends the interpreter. The calling thread must have no thread state current
+    /// ([`ensure_detached`]) and be the one the interpreter was created on.
+    fn end(self) {
         // No interrupter may hold a thread state of this interpreter when it ends (CPython aborts):
         // this waits for one in progress and turns later ones away.
         interrupt::retire_target(&self.interrupt);
-        // SAFETY: no thread state is current now; ours is bound to this thread and not yet ended.
-        // Py_EndInterpreter needs it current with its GIL held, and leaves nothing current.
+        // SAFETY: no thread state is current (the caller checked); ours is bound to this thread (it
+        // comes from a !Send SubInterpreter of this thread) and not yet ended. Py_EndInterpreter
+        // needs it current with its GIL held, and leaves nothing current.
         unsafe {
             ffi::PyEval_RestoreThread(self.tstate);
             ffi::Py_EndInterpreter(self.tstate);
         }
-        if !other.is_null() {
-            // SAFETY: `other` was current before and is still alive: its `with` frame is below us.
-            unsafe { ffi::PyEval_RestoreThread(other) };
-        }
+    }
+}
+
+/// Ends the interpreters whose drop had to wait. The calling thread must have no thread state
+/// current.
+fn end_deferred() {
+    while let Some(ending) = DEFERRED_ENDS.with_borrow_mut(Vec::pop) {
+        ending.end();
     }
 }
 
@@ -191,11 +259,9 @@ impl Attachment {
     ///   for its interpreter and used by no other thread);
     /// - it must stay alive until the returned guard drops.
     pub(crate) unsafe fn attach(tstate: *mut ffi::PyThreadState) -> Result<Self, FfiError> {
-        if !ATTACHED.get().is_null() {
-            return Err(FfiError::AlreadyAttached);
-        }
-        // SAFETY: no thread state is current on this thread (ATTACHED is null and fidius never leaves
-        // one current outside a guard); the caller vouches for `tstate`.
+        ensure_detached()?;
+        // SAFETY: no thread state is current on this thread (checked above, in fidius's record and
+        // CPython's); the caller vouches for `tstate`.
         unsafe { ffi::PyEval_RestoreThread(tstate) };
         ATTACHED.set(tstate);
         Ok(Attachment {
@@ -209,6 +275,11 @@ impl Drop for Attachment {
         ATTACHED.set(ptr::null_mut());
         // SAFETY: `attach` made a thread state current and took its GIL; release both.
         unsafe { ffi::PyEval_SaveThread() };
+        // Interpreters dropped inside the closure end now that nothing is current (unless the
+        // closure left a foreign thread state behind; then they wait for a later chance).
+        if ensure_detached().is_ok() {
+            end_deferred();
+        }
     }
 }
 
@@ -231,11 +302,6 @@ impl SubInterpreter {
     pub(crate) fn interrupt_target(&self) -> &SharedTarget {
         &self.interrupt
     }
-}
-
-/// Whether the calling thread is attached to any interpreter through fidius.
-pub(crate) fn attached_here() -> bool {
-    !ATTACHED.get().is_null()
 }
 
 /// The thread state the calling thread is attached to through fidius, or null.

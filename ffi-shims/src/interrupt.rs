@@ -103,22 +103,21 @@ impl InterruptHandle {
     /// the GIL (such as "which call is running") cannot change under it. It must not call into Python.
     ///
     /// Blocks until the GIL is free: one switch interval while the target runs bytecode, but for as
-    /// long as C code holds the GIL without releasing it. Must be called from a thread that is not
-    /// attached to any interpreter.
+    /// long as C code holds the GIL without releasing it. Must be called from a thread that has no
+    /// Python thread state current: fails with [`FfiError::AlreadyAttached`] inside a `with`, and
+    /// with [`FfiError::ForeignThreadState`] under one made current by other code.
     pub fn interrupt_if(
         &self,
         still_wanted: impl FnOnce() -> bool,
     ) -> Result<InterruptOutcome, FfiError> {
-        if crate::interpreter::attached_here() {
-            return Err(FfiError::AlreadyAttached);
-        }
+        crate::interpreter::ensure_detached()?;
         let target = lock(&self.target);
         let Some(target) = target.as_ref() else {
             return Ok(InterruptOutcome::Gone);
         };
         // SAFETY: the interpreter is alive (the target is still set and we hold its lock, which its
-        // owner takes before ending it) and this thread has no current thread state (checked above:
-        // fidius never leaves one current outside an attachment). PyThreadState_New needs no GIL.
+        // owner takes before ending it) and this thread has no current thread state (checked above,
+        // in fidius's record and CPython's). PyThreadState_New needs no GIL.
         let tstate = unsafe { ffi::PyThreadState_New(target.state) };
         if tstate.is_null() {
             return Err(FfiError::ThreadState);

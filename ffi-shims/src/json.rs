@@ -48,8 +48,22 @@ pub enum JsonError {
 impl<'i> Interp<'i> {
     /// Parses JSON text into Python objects (`dict`, `list`, `str`, `int`, `float`, `bool`, `None`).
     pub fn json_to_python(self, json: &[u8]) -> Result<PyObj<'i>, JsonError> {
+        self.parse(json, PythonSeed { interp: self })
+    }
+
+    /// Parses a JSON array into its elements as Python objects: the positional arguments of a
+    /// [`PyObj::call`], without building a list or tuple of them first.
+    pub fn json_to_arguments(self, json: &[u8]) -> Result<Vec<PyObj<'i>>, JsonError> {
+        self.parse(json, ArgumentsSeed { interp: self })
+    }
+
+    fn parse<T>(
+        self,
+        json: &[u8],
+        seed: impl for<'de> DeserializeSeed<'de, Value = T>,
+    ) -> Result<T, JsonError> {
         let mut deserializer = serde_json::Deserializer::from_slice(json);
-        let value = PythonSeed { interp: self }
+        let value = seed
             .deserialize(&mut deserializer)
             .and_then(|value| deserializer.end().map(|()| value));
         value.map_err(|error| match take_python_error(self) {
@@ -181,6 +195,40 @@ impl<'de, 'i> Visitor<'de> for PythonSeed<'i> {
             }
         }
         Ok(dict)
+    }
+}
+
+/// The elements of a top-level JSON array, each as a Python object.
+struct ArgumentsSeed<'i> {
+    interp: Interp<'i>,
+}
+
+impl<'de, 'i> DeserializeSeed<'de> for ArgumentsSeed<'i> {
+    type Value = Vec<PyObj<'i>>;
+
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Vec<PyObj<'i>>, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de, 'i> Visitor<'de> for ArgumentsSeed<'i> {
+    type Value = Vec<PyObj<'i>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON array of arguments")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Vec<PyObj<'i>>, A::Error> {
+        let mut arguments = Vec::with_capacity(items.size_hint().unwrap_or(0));
+        while let Some(item) = items.next_element_seed(PythonSeed {
+            interp: self.interp,
+        })? {
+            arguments.push(item);
+        }
+        Ok(arguments)
     }
 }
 

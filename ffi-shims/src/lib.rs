@@ -15,6 +15,11 @@
 //! * Other threads can interrupt the Python code an interpreter's owning thread runs through an
 //!   [`InterruptHandle`], which raises `KeyboardInterrupt` there asynchronously; the interrupter's
 //!   temporary thread state is always gone before the interpreter ends.
+//! * Every attach, create and interrupt first checks that the calling thread has no thread state
+//!   current, in fidius's own record and in CPython's (`PyThreadState_GetUnchecked`): under a thread
+//!   state made current by other code (PyO3's `with_gil`, another embedding) they fail with
+//!   [`FfiError::ForeignThreadState`] instead of switching behind its back. A [`SubInterpreter`]
+//!   dropped while a thread state is current is ended once none is (see its documentation).
 //! * Python exceptions are captured inside the interpreter as a plain-data [`PythonException`] before
 //!   anything crosses a thread.
 //!
@@ -32,6 +37,7 @@ compile_error!(
      e.g. `export PYO3_PYTHON=$(ci/python-bootstrap | tail -n 1)`"
 );
 
+#[cfg(feature = "bench")]
 mod baseline;
 mod bytes;
 mod containment;
@@ -47,6 +53,7 @@ mod runtime;
 mod shared_memory;
 mod worker_interpreter;
 
+#[cfg(feature = "bench")]
 pub use baseline::{MainHandle, MainInterpreter};
 pub use bytes::NotBytes;
 pub use containment::MAX_SWITCH_INTERVAL;

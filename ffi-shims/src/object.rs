@@ -13,6 +13,27 @@ use crate::interpreter::Interp;
 ///
 /// The lifetime ties it to the [`Interp`] token, so it can neither outlive the attachment nor move to
 /// another thread or interpreter. Dropping it releases the reference.
+///
+/// ```compile_fail
+/// // An object cannot leave the `with` it was made in (its GIL is released after it).
+/// use fidius_ffi::{InterpreterOptions, SubInterpreter};
+/// let interpreter = SubInterpreter::new(InterpreterOptions::default()).unwrap();
+/// let escaped = interpreter.with(|py| py.none()).unwrap();
+/// ```
+///
+/// ```compile_fail
+/// // Nor can it be smuggled out through a captured variable.
+/// use fidius_ffi::{InterpreterOptions, PyObj, SubInterpreter};
+/// let interpreter = SubInterpreter::new(InterpreterOptions::default()).unwrap();
+/// let mut outside: Option<PyObj<'_>> = None;
+/// interpreter.with(|py| outside = Some(py.none())).unwrap();
+/// ```
+///
+/// ```compile_fail
+/// // Nor cross to another thread.
+/// fn assert_send<T: Send>() {}
+/// assert_send::<fidius_ffi::PyObj<'static>>();
+/// ```
 pub struct PyObj<'i> {
     ptr: NonNull<ffi::PyObject>,
     interp: Interp<'i>,

@@ -7,7 +7,7 @@ use pyo3_ffi as ffi;
 
 use crate::error::FfiError;
 use crate::handle::HandleOwner;
-use crate::interpreter::{attached_here, Attachment, Interp, Interpreter};
+use crate::interpreter::{ensure_detached, Attachment, Interp, Interpreter};
 use crate::object::PyObj;
 use crate::runtime::ensure_initialized;
 use crate::PyHandle;
@@ -27,9 +27,7 @@ impl WorkerInterpreter {
     /// calling thread its own thread state in the main interpreter.
     pub fn claim() -> Result<Self, FfiError> {
         ensure_initialized()?;
-        if attached_here() {
-            return Err(FfiError::AlreadyAttached);
-        }
+        ensure_detached()?;
         // SAFETY: CPython is initialised; PyInterpreterState_Main only reads a global, and
         // PyThreadState_New needs no GIL. The thread state is used by this thread only (`!Send`)
         // and deleted in `drop`.
@@ -79,12 +77,14 @@ impl HandleOwner for WorkerInterpreter {
 
 impl Drop for WorkerInterpreter {
     fn drop(&mut self) {
-        if self.is_attached_here() || attached_here() {
-            // Dropped inside an attachment: leave the thread state to process exit rather than
-            // delete one that is current.
+        if ensure_detached().is_err() {
+            // Dropped inside an attachment (or under a foreign thread state): leave the thread
+            // state to process exit rather than delete one that is current or switch behind the
+            // current one's back.
             return;
         }
-        // SAFETY: no thread state is current on this thread; ours is alive and bound to it.
+        // SAFETY: no thread state is current on this thread (checked above); ours is alive and
+        // bound to it.
         // PyThreadState_Clear needs it current with the GIL held; PyThreadState_DeleteCurrent then
         // deletes it and releases the GIL.
         unsafe {

@@ -90,6 +90,34 @@ fn invalid_json_input_is_an_error() {
 }
 
 #[test]
+fn a_json_array_becomes_positional_arguments() {
+    let interp =
+        interpreter_with("def describe(*args):\n    return [type(arg).__name__ for arg in args]");
+    let described = interp
+        .with(|py| {
+            let args = py.json_to_arguments(br#"[1, "two", [3], {"four": 4}, null]"#)?;
+            let args: Vec<_> = args.iter().collect();
+            let describe = py.eval("describe").unwrap();
+            let result = describe
+                .call(&args)
+                .map_err(|raised| JsonError::Python(raised.describe()))?;
+            result.to_json()
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(described, br#"["int","str","list","dict","NoneType"]"#);
+    for bad in ["{}", "1", "[1", "[] []"] {
+        let error = interp
+            .with(|py| py.json_to_arguments(bad.as_bytes()).map(drop))
+            .unwrap();
+        assert!(
+            matches!(error, Err(JsonError::InvalidJson { .. })),
+            "{bad:?}: {error:?}"
+        );
+    }
+}
+
+#[test]
 fn bytes_round_trip_through_bytes_bytearray_and_memoryview() {
     let interp = interpreter_with("");
     let payload: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
@@ -197,4 +225,25 @@ fn sequence_calls_spread_arguments() {
         })
         .unwrap();
     assert_eq!(arity.type_name, "TypeError");
+}
+
+#[test]
+fn with_bytes_hands_out_a_copy_of_a_buffer_that_python_code_can_change() {
+    let interp = interpreter_with("data = bytearray(b'abc')\nfrozen = b'abc'");
+    interp
+        .with(|py| {
+            let data = py.eval("data").unwrap();
+            let seen = data
+                .with_bytes(|bytes| {
+                    py.run("data[0] = ord('x')").unwrap();
+                    bytes.to_vec()
+                })
+                .unwrap();
+            assert_eq!(seen, b"abc", "the closure's view did not change under it");
+            assert_eq!(data.to_bytes().unwrap(), b"xbc");
+            let frozen = py.eval("frozen").unwrap();
+            assert_eq!(frozen.with_bytes(|bytes| bytes.to_vec()).unwrap(), b"abc");
+            assert!(py.eval("1").unwrap().with_bytes(|_| ()).is_err());
+        })
+        .unwrap();
 }

@@ -3,7 +3,7 @@
 use std::sync::{Arc, Barrier};
 use std::thread;
 
-use fidius_ffi::{FfiError, InterpreterOptions, MainInterpreter, SubInterpreter};
+use fidius_ffi::{FfiError, Interpreter, InterpreterOptions, SubInterpreter, WorkerInterpreter};
 
 fn eval(interp: &SubInterpreter, expr: &str) -> String {
     interp
@@ -40,8 +40,10 @@ fn runs_with_own_gil_and_isolated_configuration() {
         // Read from the main interpreter: plugin sub-interpreters may not import `_interpreters`.
         let id = interp.id();
         assert_ne!(id, 0);
+        // The main interpreter, through the API a process-tier worker uses to claim it.
+        let main = WorkerInterpreter::claim().unwrap();
         let config = |field: &str| {
-            MainInterpreter::with(|py| {
+            main.with(|py| {
                 py.eval_to_string(&format!(
                     "__import__('_interpreters').get_config({id}).{field}"
                 ))

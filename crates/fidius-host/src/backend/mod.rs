@@ -22,6 +22,7 @@ use crate::plugin::version::Version;
 
 pub(crate) mod process;
 pub(crate) mod thread;
+pub(crate) mod wait;
 
 /// When a call must have finished, and the timeout it came from (for the error).
 #[derive(Debug, Clone, Copy)]

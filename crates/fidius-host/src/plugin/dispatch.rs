@@ -1,5 +1,7 @@
 //! One call inside an attached interpreter: bytes in, one Python call, bytes out.
 
+use std::borrow::Cow;
+
 use fidius_core::interface::{OwnedMethodDescriptor, WireMode};
 use fidius_core::{CallError, PluginError};
 use fidius_ffi::{Interp, PyObj, Raised};
@@ -7,14 +9,18 @@ use fidius_ffi::{Interp, PyObj, Raised};
 use crate::plugin::loader::LoadedInstance;
 
 /// Calls method `index` of the loaded plugin with `payload` (a JSON array of the positional
-/// arguments, or the raw bytes) and encodes what it returns.
-pub(crate) fn dispatch(
+/// arguments, or the raw bytes), encodes what it returns and hands the encoding to `deliver`,
+/// still attached: the raw bytes of a returned `bytes` object borrowed from it (a caller that only
+/// copies them somewhere, like a worker's mailbox, copies once; a mutable buffer is copied first, see
+/// `PyObj::with_bytes`), JSON as the `Vec` it was written into.
+pub(crate) fn dispatch<R>(
     py: Interp<'_>,
     instance: &LoadedInstance<'_>,
     method: &OwnedMethodDescriptor,
     index: usize,
     payload: &[u8],
-) -> Result<Vec<u8>, CallError> {
+    deliver: impl FnOnce(Cow<'_, [u8]>) -> R,
+) -> Result<R, CallError> {
     let Some(Some(function)) = instance.methods.get(index) else {
         return Err(CallError::NotImplemented {
             method: method.name.to_owned(),
@@ -37,29 +43,32 @@ pub(crate) fn dispatch(
                 .call(&[&input])
                 .map_err(|raised| exception_to_error(instance, method, &raised))?;
             output
-                .to_bytes()
+                .with_bytes(|bytes| deliver(Cow::Borrowed(bytes)))
                 .map_err(|error| invalid_result(error.to_string()))
         }
         WireMode::TypedJson => {
             let args = typed_arguments(py, method, payload)?;
+            let args: Vec<&PyObj<'_>> = args.iter().collect();
             let output = function
-                .call_with_sequence(&args)
+                .call(&args)
                 .map_err(|raised| exception_to_error(instance, method, &raised))?;
             output
                 .to_json()
+                .map(|json| deliver(Cow::Owned(json)))
                 .map_err(|error| invalid_result(error.to_string()))
         }
     }
 }
 
-/// Parses the JSON array of positional arguments into a Python list. The handle has checked them
-/// against the method's argument types (`ArgumentShapes`) before the call was sent.
+/// Parses the JSON array of positional arguments into Python objects, passed to the function as
+/// they are (vectorcall: no list or tuple of them is built). The handle has checked them against the
+/// method's argument types (`ArgumentShapes`) before the call was sent.
 fn typed_arguments<'i>(
     py: Interp<'i>,
     method: &OwnedMethodDescriptor,
     payload: &[u8],
-) -> Result<PyObj<'i>, CallError> {
-    py.json_to_python(payload)
+) -> Result<Vec<PyObj<'i>>, CallError> {
+    py.json_to_arguments(payload)
         .map_err(|error| CallError::InvalidArguments {
             method: method.name.to_owned(),
             reason: error.to_string(),

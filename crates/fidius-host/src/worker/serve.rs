@@ -122,29 +122,40 @@ fn serve() -> Result<(), String> {
         match kind {
             protocol::CALL => {
                 let (index, payload) = split_call(&body)?;
-                let result = interp
+                interp
                     .with(|py| {
-                        let result = shared::method(descriptor, index)
-                            .and_then(|method| dispatch(py, &instance, method, index, payload));
-                        collected.drain(
-                            &instance.output_buffer.bind(py),
-                            &instance.take_output.bind(py),
-                        );
-                        result
+                        let drain = || {
+                            collected.drain(
+                                &instance.output_buffer.bind(py),
+                                &instance.take_output.bind(py),
+                            )
+                        };
+                        // The reply goes out from the result's own buffer (no copy into a `Vec` first),
+                        // so still attached: the call's output first, then it.
+                        let replied = shared::method(descriptor, index).and_then(|method| {
+                            dispatch(py, &instance, method, index, payload, |reply| {
+                                drain();
+                                send_output(&collected, &mut mailbox, &mut wait)?;
+                                mailbox
+                                    .send(protocol::REPLY_OK, &[&reply], &mut wait)
+                                    .map_err(|_| "the host went away".to_owned())
+                            })
+                        });
+                        match replied {
+                            Ok(sent) => sent,
+                            Err(error) => {
+                                drain();
+                                send_output(&collected, &mut mailbox, &mut wait)?;
+                                send_json(
+                                    &mut mailbox,
+                                    protocol::REPLY_ERR,
+                                    &RemoteError::from_call_error(error),
+                                    &mut wait,
+                                )
+                            }
+                        }
                     })
-                    .map_err(|error| format!("cannot enter the interpreter: {error}"))?;
-                send_output(&collected, &mut mailbox, &mut wait)?;
-                match result {
-                    Ok(bytes) => mailbox
-                        .send(protocol::REPLY_OK, &[&bytes], &mut wait)
-                        .map_err(|_| "the host went away".to_owned())?,
-                    Err(error) => send_json(
-                        &mut mailbox,
-                        protocol::REPLY_ERR,
-                        &RemoteError::from_call_error(error),
-                        &mut wait,
-                    )?,
-                }
+                    .map_err(|error| format!("cannot enter the interpreter: {error}"))??;
             }
             protocol::SHUTDOWN => {
                 // What `Py_FinalizeEx` does first, and ending a sub-interpreter does too: wait for

@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,8 +19,6 @@ use crate::error::LoadError;
 use crate::plugin::loader::{self, Accepted};
 use crate::plugin::output::{OutputRoute, RecentOutput, Taken, LINE_LIMIT};
 
-/// How long the host polls for a reply before it sleeps (most small calls answer well within it).
-const SPIN_FOR_REPLY: Duration = Duration::from_micros(50);
 /// The longest reply the host accepts from a worker (a bound on what a broken worker can make the
 /// host allocate).
 const MAX_REPLY: usize = 1 << 31;
@@ -69,6 +68,8 @@ pub(crate) struct WorkerProcess {
     stderr: StderrTail,
     /// Set once the process has been reaped.
     exited: Option<ExitStatus>,
+    /// Set once the process has exited (not reaped), by its [`watch_exit`] thread.
+    exit_seen: Arc<AtomicBool>,
     /// Set once it was asked to end: when it is killed if it has not.
     shutdown_by: Option<Instant>,
 }
@@ -103,12 +104,14 @@ impl WorkerProcess {
         // The pipe's write ends now live only in the child, so the reader sees EOF when it exits.
         drop(process);
         let stderr = StderrTail::follow(std::fs::File::from(reader), attribution.clone());
+        let exit_seen = watch_exit(&child);
         let mut worker = Self {
             child,
             mailbox,
             attribution,
             stderr,
             exited: None,
+            exit_seen,
             shutdown_by: None,
         };
         let accepted = worker.load(spec, descriptor, load_timeout)?;
@@ -236,7 +239,8 @@ impl WorkerProcess {
     ) -> Result<(u8, Vec<u8>), Failure> {
         let mut alive = reaping(&mut self.child, &mut self.exited);
         let mut wait = Wait {
-            spin: SPIN_FOR_REPLY,
+            // Most small calls answer well within the spin.
+            spin: crate::backend::wait::SPIN_BEFORE_PARKING,
             deadline,
             alive: &mut alive,
         };
@@ -277,9 +281,10 @@ impl WorkerProcess {
         })
     }
 
-    /// Whether the process has exited (checked without blocking).
+    /// Whether the process has exited (checked without blocking, and without a system call while
+    /// it runs: asked before every call).
     pub(crate) fn has_exited(&mut self) -> bool {
-        if self.exited.is_none() {
+        if self.exited.is_none() && self.exit_seen.load(Ordering::Acquire) {
             if let Ok(Some(status)) = self.child.try_wait() {
                 self.exited = Some(status);
             }
@@ -398,6 +403,36 @@ fn reaping<'a>(
         Ok(None) => true,
         Err(_) => false,
     }
+}
+
+/// Starts a thread that waits for `child` to exit (through a pidfd, without reaping it) and then
+/// sets the returned flag. Where the process cannot be watched, the flag starts set, so
+/// [`WorkerProcess::has_exited`] asks `waitpid` every time instead.
+fn watch_exit(child: &Child) -> Arc<AtomicBool> {
+    use rustix::event::{poll, PollFd, PollFlags};
+    use rustix::process::{pidfd_open, Pid, PidfdFlags};
+    let exited = Arc::new(AtomicBool::new(false));
+    let pidfd = i32::try_from(child.id())
+        .ok()
+        .and_then(Pid::from_raw)
+        .and_then(|pid| pidfd_open(pid, PidfdFlags::empty()).ok());
+    let flag = Arc::clone(&exited);
+    let watching = pidfd.and_then(|pidfd| {
+        std::thread::Builder::new()
+            .name("fidius:worker-watch".to_owned())
+            .spawn(move || {
+                let mut fds = [PollFd::new(&pidfd, PollFlags::IN)];
+                // Readable once the process has exited; any other error ends the watch too, and
+                // `has_exited` then asks `waitpid`.
+                while poll(&mut fds, None) == Err(rustix::io::Errno::INTR) {}
+                flag.store(true, Ordering::Release);
+            })
+            .ok()
+    });
+    if watching.is_none() {
+        exited.store(true, Ordering::Release);
+    }
+    exited
 }
 
 /// `exit status 3`, or `killed by signal 11 (SIGSEGV)`.

@@ -1,11 +1,13 @@
 //! Messages between a host and one worker process, through shared memory.
 //!
-//! Each direction has one chunk buffer, a published-chunk counter (`seq`) and a consumed-chunk
-//! counter (`ack`). The protocol is strictly request/response, so a direction only ever has one
-//! producer and one consumer, and small messages (one chunk) cost two atomic stores and no system
-//! call when the other side is polling. Both sides poll for a bounded time, then sleep on a futex
-//! in the shared page (a cross-process futex, hence no `FUTEX_PRIVATE`). Messages larger than a
-//! chunk stream through it. Every value read from the other process is validated: a broken or
+//! Each direction has [`SLOTS`] chunk buffers used in turn, a published-chunk counter (`seq`) and a
+//! consumed-chunk counter (`ack`). The protocol is strictly request/response, so a direction only
+//! ever has one producer and one consumer, and small messages (one chunk) cost two atomic stores
+//! and no system call when the other side is polling. Both sides poll for a bounded time, then
+//! sleep on a futex in the shared header (a cross-process futex, hence no `FUTEX_PRIVATE`).
+//! Messages larger than a chunk stream through the slots: the producer fills one while the consumer
+//! empties the other. Each byte is copied once per direction (from the sender's slice into a slot,
+//! from the slot into the receiver's buffer). Every value read from the other process is validated: a broken or
 //! hostile worker can make the host give up on it, never read out of bounds or allocate without
 //! limit.
 
@@ -17,19 +19,29 @@ use std::time::{Duration, Instant};
 use fidius_ffi::SharedMemory;
 use rustix::thread::futex;
 
+use crate::backend::wait::spin_until;
+
 /// Bytes of one chunk. Small calls touch only the first page of it.
 const CHUNK: usize = 256 << 10;
-/// Where the chunk buffers start; the page before holds the counters.
-const DATA: usize = 4096;
-/// Identifies the layout (and its version) at offset 0.
-const MAGIC: u64 = u64::from_le_bytes(*b"fidius\x01\x00");
+/// Chunk buffers per direction: with two, sender and receiver copy at the same time.
+const SLOTS: u32 = 2;
+/// The data region: each direction's slots.
+const DATA_LEN: usize = 2 * SLOTS as usize * CHUNK;
+/// Identifies the layout (and its version): header words 0 and 1.
+const MAGIC: [u32; 2] = [
+    u32::from_le_bytes(*b"fidi"),
+    u32::from_le_bytes(*b"us\x02\x00"),
+];
 /// A message starts with its body length (u64) and its kind (u8).
 const MESSAGE_HEADER: usize = 9;
 
 /// The longest a waiting side sleeps before checking that its peer is still there.
 const SLEEP_SLICE: Duration = Duration::from_millis(5);
-/// How long a waiting side spins without yielding the core.
-const PURE_SPIN: Duration = Duration::from_micros(3);
+
+/// Header words per cache line (128 bytes, two lines on CPUs that fetch pairs).
+const LINE_WORDS: usize = 32;
+/// Header words in all: the magic's line, then each direction's four lines.
+const HEADER_WORDS: usize = LINE_WORDS * (1 + 2 * 4);
 
 /// Which end of the mailbox this process is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,11 +50,15 @@ pub(crate) enum End {
     Worker,
 }
 
-/// Offsets of one direction's counters. Each sits on its own cache line.
+/// Where one direction's counters (header words) and chunk buffers (data offset) are. The words
+/// the producer writes and those the consumer writes sit on different cache lines.
 #[derive(Debug, Clone, Copy)]
 struct Direction {
+    /// Chunks published (producer).
     seq: usize,
+    /// Bytes in each slot's chunk (producer): `SLOTS` words from here.
     len: usize,
+    /// Chunks consumed (consumer).
     ack: usize,
     consumer_sleeping: usize,
     producer_sleeping: usize,
@@ -51,15 +67,21 @@ struct Direction {
 
 impl Direction {
     const fn new(index: usize) -> Self {
-        let base = 256 + index * 1024;
+        let base = LINE_WORDS * (1 + index * 4);
         Self {
             seq: base,
-            len: base + 4,
-            ack: base + 128,
-            consumer_sleeping: base + 256,
-            producer_sleeping: base + 384,
-            data: DATA + index * CHUNK,
+            len: base + 1,
+            ack: base + LINE_WORDS,
+            consumer_sleeping: base + 2 * LINE_WORDS,
+            producer_sleeping: base + 3 * LINE_WORDS,
+            data: index * SLOTS as usize * CHUNK,
         }
+    }
+
+    /// The header word holding the length of chunk number `chunk`, and where its bytes are.
+    fn slot(self, chunk: u32) -> (usize, usize) {
+        let slot = (chunk % SLOTS) as usize;
+        (self.len + slot, self.data + slot * CHUNK)
     }
 }
 
@@ -94,7 +116,7 @@ pub(crate) struct Wait<'a> {
     /// Poll this long before sleeping.
     pub(crate) spin: Duration,
     pub(crate) deadline: Option<Instant>,
-    /// Asked between sleeps: is the other side still there?
+    /// Asked only when a sleep slice passed without news: is the other side still there?
     pub(crate) alive: &'a mut dyn FnMut() -> bool,
 }
 
@@ -111,20 +133,28 @@ pub(crate) struct Mailbox {
 impl Mailbox {
     /// The host's end: a new shared memory file, to hand to the worker with [`file`](Self::file).
     pub(crate) fn create() -> io::Result<Self> {
-        let memory = SharedMemory::create(DATA + 2 * CHUNK)?;
-        memory.atomic_u64(0).store(MAGIC, Ordering::Release);
+        let memory = SharedMemory::create(HEADER_WORDS, DATA_LEN)?;
+        for (word, value) in memory.header().iter().zip(MAGIC) {
+            word.store(value, Ordering::Release);
+        }
         Ok(Self::with_end(memory, End::Host))
     }
 
     /// The worker's end, over the memory file its host created.
     pub(crate) fn open(file: OwnedFd) -> io::Result<Self> {
-        let memory = SharedMemory::open(file)?;
-        if memory.len() != DATA + 2 * CHUNK || memory.atomic_u64(0).load(Ordering::Acquire) != MAGIC
-        {
-            return Err(io::Error::new(
+        let not_ours = || {
+            io::Error::new(
                 io::ErrorKind::InvalidData,
                 "not a fidius mailbox (host and worker from different builds?)",
-            ));
+            )
+        };
+        let memory = SharedMemory::open(file, HEADER_WORDS, DATA_LEN).map_err(|_| not_ours())?;
+        let magic = memory
+            .header()
+            .iter()
+            .map(|word| word.load(Ordering::Acquire));
+        if !magic.take(MAGIC.len()).eq(MAGIC) {
+            return Err(not_ours());
         }
         Ok(Self::with_end(memory, End::Worker))
     }
@@ -134,9 +164,10 @@ impl Mailbox {
             End::Host => (TO_WORKER, TO_HOST),
             End::Worker => (TO_HOST, TO_WORKER),
         };
+        let header = memory.header();
         Self {
-            sent: memory.atomic_u32(outgoing.seq).load(Ordering::Acquire),
-            received: memory.atomic_u32(incoming.ack).load(Ordering::Acquire),
+            sent: header[outgoing.seq].load(Ordering::Acquire),
+            received: header[incoming.ack].load(Ordering::Acquire),
             memory,
             outgoing,
             incoming,
@@ -148,7 +179,12 @@ impl Mailbox {
         self.memory.file()
     }
 
-    /// Sends one message: `kind`, then the concatenation of `parts`.
+    fn word(&self, index: usize) -> &AtomicU32 {
+        &self.memory.header()[index]
+    }
+
+    /// Sends one message: `kind`, then the concatenation of `parts`. Each byte is copied once,
+    /// from its part straight into the shared chunk.
     pub(crate) fn send(
         &mut self,
         kind: u8,
@@ -165,17 +201,26 @@ impl Mailbox {
         let mut current = pieces.next();
         let mut offset_in_piece = 0;
         while current.is_some() {
-            // The previous chunk must have been consumed before its buffer is reused.
-            let ack = self.memory.atomic_u32(self.outgoing.ack);
-            if ack.load(Ordering::Acquire) != self.sent {
-                let sleeping = self.memory.atomic_u32(self.outgoing.producer_sleeping);
-                wait_for_change(ack, sleeping, self.sent.wrapping_sub(1), wait)?;
+            // The chunk that last used this slot must have been consumed before it is reused.
+            let out = self.outgoing;
+            loop {
+                let ack = self.word(out.ack).load(Ordering::Acquire);
+                if self.sent.wrapping_sub(ack) < SLOTS {
+                    break;
+                }
+                wait_for_change(
+                    self.word(out.ack),
+                    self.word(out.producer_sleeping),
+                    ack,
+                    wait,
+                )?;
             }
+            let (len_word, data) = out.slot(self.sent);
             let mut filled = 0;
             while let Some(piece) = current {
                 let take = (piece.len() - offset_in_piece).min(CHUNK - filled);
                 self.memory.write(
-                    self.outgoing.data + filled,
+                    data + filled,
                     &piece[offset_in_piece..offset_in_piece + take],
                 );
                 filled += take;
@@ -188,13 +233,11 @@ impl Mailbox {
                     break;
                 }
             }
-            self.memory
-                .atomic_u32(self.outgoing.len)
-                .store(filled as u32, Ordering::Relaxed);
+            self.word(len_word).store(filled as u32, Ordering::Relaxed);
             self.sent = self.sent.wrapping_add(1);
             publish(
-                self.memory.atomic_u32(self.outgoing.seq),
-                self.memory.atomic_u32(self.outgoing.consumer_sleeping),
+                self.word(out.seq),
+                self.word(out.consumer_sleeping),
                 self.sent,
             );
         }
@@ -202,73 +245,90 @@ impl Mailbox {
     }
 
     /// Receives one message: its kind and body. A body longer than `max_body` is a protocol error.
+    /// Each byte is copied once, from the shared chunk straight into the returned body.
     pub(crate) fn receive(
         &mut self,
         max_body: usize,
         wait: &mut Wait<'_>,
     ) -> Result<(u8, Vec<u8>), ReceiveError> {
-        let first = self.receive_chunk(wait)?;
-        if first.len() < MESSAGE_HEADER {
+        let (data, first) = self.next_chunk(wait)?;
+        if first < MESSAGE_HEADER {
             return Err(ReceiveError::Protocol(format!(
-                "message header cut short ({} bytes)",
-                first.len()
+                "message header cut short ({first} bytes)"
             )));
         }
+        let mut header = [0u8; MESSAGE_HEADER];
+        self.memory.read(data, &mut header);
         let mut length = [0u8; 8];
-        length.copy_from_slice(&first[..8]);
+        length.copy_from_slice(&header[..8]);
         let body_len = usize::try_from(u64::from_le_bytes(length)).unwrap_or(usize::MAX);
         if body_len > max_body {
             return Err(ReceiveError::Protocol(format!(
                 "message of {body_len} bytes exceeds the limit of {max_body}"
             )));
         }
-        let kind = first[8];
-        let mut body = Vec::with_capacity(body_len);
-        body.extend_from_slice(&first[MESSAGE_HEADER..]);
-        while body.len() < body_len {
-            let chunk = self.receive_chunk(wait)?;
-            body.extend_from_slice(&chunk);
+        let kind = header[8];
+        let mut body = Vec::new();
+        let mut chunk = (data + MESSAGE_HEADER, data + first);
+        loop {
+            let (start, end) = chunk;
+            if body.len() + (end - start) > body_len {
+                return Err(ReceiveError::Protocol(format!(
+                    "message body of more than {body_len} announced bytes"
+                )));
+            }
+            if body.capacity() == 0 {
+                // Reserved only once the first chunk proved consistent with the announced length.
+                body.reserve_exact(body_len);
+            }
+            self.memory.read_to_end_of(start, end - start, &mut body);
+            self.consumed();
+            if body.len() == body_len {
+                return Ok((kind, body));
+            }
+            let (data, len) = self.next_chunk(wait)?;
+            chunk = (data, data + len);
         }
-        if body.len() != body_len {
-            return Err(ReceiveError::Protocol(format!(
-                "message body of {} bytes announced as {body_len}",
-                body.len()
-            )));
-        }
-        Ok((kind, body))
     }
 
-    fn receive_chunk(&mut self, wait: &mut Wait<'_>) -> Result<Vec<u8>, ReceiveError> {
-        let seq = self.memory.atomic_u32(self.incoming.seq);
-        if seq.load(Ordering::Acquire) == self.received {
-            let sleeping = self.memory.atomic_u32(self.incoming.consumer_sleeping);
-            wait_for_change(seq, sleeping, self.received, wait)?;
+    /// Waits for the next chunk and returns where it starts in the data region and its length,
+    /// validated against the buffer.
+    fn next_chunk(&mut self, wait: &mut Wait<'_>) -> Result<(usize, usize), ReceiveError> {
+        let incoming = self.incoming;
+        if self.word(incoming.seq).load(Ordering::Acquire) == self.received {
+            wait_for_change(
+                self.word(incoming.seq),
+                self.word(incoming.consumer_sleeping),
+                self.received,
+                wait,
+            )?;
         }
-        let published = seq.load(Ordering::Acquire);
-        if published != self.received.wrapping_add(1) {
+        let published = self.word(incoming.seq).load(Ordering::Acquire);
+        let ahead = published.wrapping_sub(self.received);
+        if ahead == 0 || ahead > SLOTS {
             return Err(ReceiveError::Protocol(format!(
                 "chunk counter jumped from {} to {published}",
                 self.received
             )));
         }
-        let len = self
-            .memory
-            .atomic_u32(self.incoming.len)
-            .load(Ordering::Relaxed) as usize;
+        let (len_word, data) = incoming.slot(self.received);
+        let len = self.word(len_word).load(Ordering::Relaxed) as usize;
         if len > CHUNK {
             return Err(ReceiveError::Protocol(format!(
                 "chunk of {len} bytes in a {CHUNK}-byte buffer"
             )));
         }
-        let mut chunk = vec![0u8; len];
-        self.memory.read(self.incoming.data, &mut chunk);
-        self.received = published;
+        Ok((data, len))
+    }
+
+    /// Hands the chunk just read back to the producer.
+    fn consumed(&mut self) {
+        self.received = self.received.wrapping_add(1);
         publish(
-            self.memory.atomic_u32(self.incoming.ack),
-            self.memory.atomic_u32(self.incoming.producer_sleeping),
+            self.word(self.incoming.ack),
+            self.word(self.incoming.producer_sleeping),
             self.received,
         );
-        Ok(chunk)
     }
 }
 
@@ -283,28 +343,16 @@ fn publish(word: &AtomicU32, sleeping: &AtomicU32, value: u32) {
 }
 
 /// Waits until `word` no longer holds `seen`: polls for `wait.spin`, then sleeps on the futex in
-/// slices, checking the deadline and the peer between them.
+/// slices, checking the deadline between them and the peer after a slice that brought nothing.
 fn wait_for_change(
     word: &AtomicU32,
     sleeping: &AtomicU32,
     seen: u32,
     wait: &mut Wait<'_>,
 ) -> Result<(), Interrupted> {
-    let started = Instant::now();
-    loop {
-        for _ in 0..16 {
-            if word.load(Ordering::Acquire) != seen {
-                return Ok(());
-            }
-            std::hint::spin_loop();
-        }
-        let waited = started.elapsed();
-        if waited >= wait.spin {
-            break;
-        }
-        if waited >= PURE_SPIN {
-            std::thread::yield_now();
-        }
+    let changed = || (word.load(Ordering::Acquire) != seen).then_some(());
+    if spin_until(wait.spin, changed).is_some() {
+        return Ok(());
     }
     loop {
         sleeping.store(1, Ordering::SeqCst);
@@ -416,14 +464,11 @@ mod tests {
             Err(ReceiveError::Protocol(_))
         ));
         // A worker that scribbles on the counters is caught too.
-        worker
-            .memory
-            .atomic_u32(TO_HOST.len)
-            .store(u32::MAX, Ordering::Relaxed);
-        worker
-            .memory
-            .atomic_u32(TO_HOST.seq)
-            .fetch_add(1, Ordering::SeqCst);
+        for chunk in 0..SLOTS {
+            let (len_word, _) = TO_HOST.slot(chunk);
+            worker.word(len_word).store(u32::MAX, Ordering::Relaxed);
+        }
+        worker.word(TO_HOST.seq).fetch_add(1, Ordering::SeqCst);
         assert!(matches!(
             host.receive(usize::MAX, &mut forever()),
             Err(ReceiveError::Protocol(_))

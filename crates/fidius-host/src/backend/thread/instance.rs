@@ -10,8 +10,8 @@ use fidius_core::CallError;
 use fidius_ffi::{Interp, InterpreterOptions, SubInterpreter};
 
 use crate::backend::thread::threads::{InstanceStart, InstanceThreads};
-use crate::backend::thread::wait;
 use crate::backend::thread::watchdog::{Guarded, InstanceWatch};
+use crate::backend::wait;
 use crate::backend::Deadline;
 use crate::error::LoadError;
 use crate::plugin::dispatch::dispatch;
@@ -280,7 +280,14 @@ fn serve(
     request: &Request,
 ) -> Result<Vec<u8>, CallError> {
     let method = shared::method(&threads.plugin.descriptor, request.method)?;
-    dispatch(py, instance, method, request.method, &request.payload)
+    dispatch(
+        py,
+        instance,
+        method,
+        request.method,
+        &request.payload,
+        |reply| reply.into_owned(),
+    )
 }
 
 /// Serves a call that has a deadline: dropped unrun if the deadline already passed, otherwise run

@@ -4,7 +4,6 @@
 pub(crate) mod generation;
 pub(crate) mod instance;
 pub(crate) mod threads;
-pub(crate) mod wait;
 mod watchdog;
 
 use std::sync::atomic::Ordering;
@@ -13,7 +12,7 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use fidius_core::CallError;
 
-use crate::backend::{Backend, BackendStart, Call, PoolStats};
+use crate::backend::{wait, Backend, BackendStart, Call, PoolStats};
 use crate::error::LoadError;
 use crate::plugin::loader::Accepted;
 use crate::plugin::version::Version;

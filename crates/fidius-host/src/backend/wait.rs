@@ -1,4 +1,4 @@
-//! Waiting on a channel: spin briefly, then park.
+//! Waiting on a channel (or, in the process tier, on shared memory): spin briefly, then park.
 //!
 //! A thread parked on a channel takes ~10 µs to wake on this class of machine, which would dominate
 //! a sub-microsecond Python call. Both sides of a call therefore poll for a short, bounded time
@@ -67,16 +67,26 @@ pub(crate) enum Polled<T> {
 
 /// Polls `receiver` for up to `spin`, never parking.
 pub(crate) fn poll<T>(receiver: &Receiver<T>, spin: Duration) -> Polled<T> {
+    let polled = spin_until(spin, || match receiver.try_recv() {
+        Ok(value) => Some(Polled::Ready(value)),
+        Err(TryRecvError::Disconnected) => Some(Polled::Disconnected),
+        Err(TryRecvError::Empty) => None,
+    });
+    polled.unwrap_or(Polled::Empty)
+}
+
+/// Asks `ready` until it answers `Some`, for up to `spin`, never parking: the spinning half of
+/// spin-then-park, shared by the channels here and the process tier's shared-memory mailbox (which
+/// parks on a futex instead). `None` when nothing was ready in time.
+pub(crate) fn spin_until<T>(spin: Duration, mut ready: impl FnMut() -> Option<T>) -> Option<T> {
     let started = Instant::now();
     loop {
-        match receiver.try_recv() {
-            Ok(value) => return Polled::Ready(value),
-            Err(TryRecvError::Disconnected) => return Polled::Disconnected,
-            Err(TryRecvError::Empty) => {}
+        if let Some(value) = ready() {
+            return Some(value);
         }
         let waited = started.elapsed();
         if waited >= spin {
-            return Polled::Empty;
+            return None;
         }
         for _ in 0..SPINS_PER_POLL {
             std::hint::spin_loop();
