@@ -41,9 +41,8 @@ mod sdk;
 mod tier;
 pub mod worker;
 
-pub use error::{LoadError, LoadWarning};
-pub use fidius_core::{CallError, PluginCall, PluginError};
-pub use fidius_ffi::PythonException;
+pub use error::{InterpreterError, LoadError, LoadWarning};
+pub use fidius_core::{CallError, PluginCall, PluginError, PythonError, WorkerExit};
 pub use handle::{PluginInfo, PythonPluginHandle};
 #[cfg(fidius_bench_unproven_cache)]
 #[doc(hidden)]
@@ -58,4 +57,7 @@ pub use process::probe::{probe_extensions, ProbeError, ProbeOptions};
 pub use runtime::output::{OutputLine, OutputStream, OUTPUT_TARGET};
 pub use runtime::pool::PoolStats;
 pub use runtime::source::PluginSource;
-pub use tier::{choose_tier, subinterpreter_refusal, Tier, TierChoice};
+pub use tier::{
+    choose_tier, subinterpreter_refusal, Evidence, ExtensionRefusal, IsolationOrigin,
+    RefusedModules, Tier, TierChoice, TierReason,
+};

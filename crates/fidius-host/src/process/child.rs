@@ -1,30 +1,28 @@
 //! One worker process as the host sees it: started, loaded, called, and killed when it misbehaves.
 
-use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
 use fidius_core::interface::PythonInterfaceDescriptor;
-use fidius_core::CallError;
+use fidius_core::{CallError, PythonError, WorkerExit};
 
-use crate::error::LoadError;
+use crate::error::{InterpreterError, LoadError};
 use crate::process::command::WorkerCommand;
 use crate::process::mailbox::{Interrupted, Mailbox, ReceiveError, Wait};
-use crate::process::protocol::{self, RemoteError, StartSpec, Started};
+use crate::process::protocol::{self, StartSpec, Started};
+use crate::process::tail::StderrTail;
 use crate::runtime::loader::{self, Accepted};
-use crate::runtime::output::{OutputRoute, RecentOutput, Taken, LINE_LIMIT};
+use crate::runtime::output::{OutputRoute, RecentOutput, Taken};
 
 /// How long the host polls for a reply before it sleeps (most small calls answer well within it).
 const SPIN_FOR_REPLY: Duration = Duration::from_micros(50);
 /// The longest reply the host accepts from a worker (a bound on what a broken worker can make the
 /// host allocate).
 const MAX_REPLY: usize = 1 << 31;
-/// Lines of a worker's stderr kept for crash reports.
-const STDERR_TAIL_LINES: usize = 20;
+/// How long a dead worker's stderr reader gets to reach the end of the pipe.
+const STDERR_DRAIN: Duration = Duration::from_millis(500);
 /// How long a worker gets to exit after being asked to: its interpreter finalises first, joining
 /// the threads the plugin started (as ending a sub-interpreter does), then it is killed.
 pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -54,7 +52,10 @@ pub(crate) enum Failure {
     /// The plugin answered with an error; the worker is fine.
     Call(CallError),
     /// The worker died; it is reaped.
-    Died { status: String, stderr_tail: String },
+    Died {
+        status: WorkerExit,
+        stderr_tail: String,
+    },
     /// The deadline passed; the worker was killed.
     Deadline,
     /// The worker broke the protocol; it was killed.
@@ -102,7 +103,16 @@ impl WorkerProcess {
         let child = process.spawn().map_err(spawn_failed)?;
         // The pipe's write ends now live only in the child, so the reader sees EOF when it exits.
         drop(process);
-        let stderr = StderrTail::follow(std::fs::File::from(reader), attribution.clone());
+        let stderr = {
+            let attribution = attribution.clone();
+            let name = format!(
+                "fidius:{}#{}:stderr",
+                attribution.plugin, attribution.instance
+            );
+            StderrTail::follow(std::fs::File::from(reader), name, move |text| {
+                attribution.route().deliver(Taken::line("stderr", text));
+            })
+        };
         let mut worker = Self {
             child,
             mailbox,
@@ -192,11 +202,7 @@ impl WorkerProcess {
                 traceback,
             } => Err(LoadError::Bootstrap {
                 plugin,
-                source: fidius_ffi::FfiError::Python(fidius_ffi::PythonException {
-                    type_name,
-                    message,
-                    traceback,
-                }),
+                source: InterpreterError::Python(PythonError::new(type_name, message, traceback)),
             }),
         }
     }
@@ -217,11 +223,11 @@ impl WorkerProcess {
         if kind == protocol::REPLY_OK {
             return Ok(body);
         }
-        Err(match serde_json::from_slice::<RemoteError>(&body) {
-            Ok(error) => Failure::Call(error.into_call_error(descriptor)),
-            Err(error) => {
+        Err(match protocol::decode_error(&body, descriptor, index) {
+            Ok(error) => Failure::Call(error),
+            Err(reason) => {
                 self.kill();
-                Failure::Protocol(format!("unreadable error reply: {error}"))
+                Failure::Protocol(reason)
             }
         })
     }
@@ -289,20 +295,13 @@ impl WorkerProcess {
 
     /// Describes the death of a worker that has exited (reaping it if needed).
     pub(crate) fn died(&mut self) -> Failure {
-        let status = match self.exited {
-            Some(status) => status,
-            None => {
-                let _ = self.child.kill();
-                match self.child.wait() {
-                    Ok(status) => status,
-                    Err(_) => ExitStatus::from_raw(0),
-                }
-            }
-        };
-        self.exited = Some(status);
+        if self.exited.is_none() {
+            let _ = self.child.kill();
+            self.exited = self.child.wait().ok();
+        }
         Failure::Died {
-            status: describe_status(status),
-            stderr_tail: self.stderr.finish(),
+            status: self.exited.map_or(WorkerExit::Unknown, worker_exit),
+            stderr_tail: self.stderr.finish(STDERR_DRAIN),
         }
     }
 
@@ -381,7 +380,7 @@ impl Drop for WorkerProcess {
         if self.exited.is_none() {
             self.finish_shutdown();
         }
-        let _ = self.stderr.finish();
+        let _ = self.stderr.finish(STDERR_DRAIN);
     }
 }
 
@@ -400,120 +399,11 @@ fn reaping<'a>(
     }
 }
 
-/// `exit status 3`, or `killed by signal 11 (SIGSEGV)`.
-pub(crate) fn describe_status(status: ExitStatus) -> String {
-    if let Some(code) = status.code() {
-        return format!("exit status {code}");
-    }
-    match status.signal() {
-        Some(signal) => {
-            let name = match signal {
-                4 => " (SIGILL)",
-                6 => " (SIGABRT)",
-                7 => " (SIGBUS)",
-                8 => " (SIGFPE)",
-                9 => " (SIGKILL; out of memory, or killed)",
-                11 => " (SIGSEGV)",
-                13 => " (SIGPIPE)",
-                15 => " (SIGTERM)",
-                24 => " (SIGXCPU)",
-                _ => "",
-            };
-            format!("killed by signal {signal}{name}")
-        }
-        None => status.to_string(),
-    }
-}
-
-/// Reads a worker's stderr (and stdout: one pipe) on its own thread: every line is routed as the
-/// plugin's stderr output, and the last ones are kept for crash reports.
-struct StderrTail {
-    lines: Arc<Mutex<VecDeque<String>>>,
-    done: Option<Receiver<()>>,
-}
-
-impl StderrTail {
-    fn follow(pipe: std::fs::File, attribution: Attribution) -> Self {
-        let lines = Arc::new(Mutex::new(VecDeque::with_capacity(STDERR_TAIL_LINES)));
-        let (done_tx, done_rx) = crossbeam_channel::bounded(1);
-        let kept = Arc::clone(&lines);
-        let name = format!(
-            "fidius:{}#{}:stderr",
-            attribution.plugin, attribution.instance
-        );
-        let spawned = std::thread::Builder::new().name(name).spawn(move || {
-            let route = attribution.route();
-            read_lines(pipe, |text| {
-                {
-                    let mut kept = kept.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                    if kept.len() == STDERR_TAIL_LINES {
-                        kept.pop_front();
-                    }
-                    kept.push_back(text.clone());
-                }
-                route.deliver(Taken::line("stderr", text));
-            });
-            let _ = done_tx.send(());
-        });
-        Self {
-            lines,
-            done: spawned.ok().map(|_| done_rx),
-        }
-    }
-
-    /// Waits briefly for the reader to reach the end of the pipe (a grandchild may hold it open),
-    /// then returns the last lines.
-    fn finish(&mut self) -> String {
-        if let Some(done) = self.done.take() {
-            let _ = done.recv_timeout(Duration::from_millis(500));
-        }
-        let lines = self
-            .lines
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        lines.iter().map(|line| format!("{line}\n")).collect()
-    }
-}
-
-/// Splits what a worker writes to its file descriptors into lines for `each`, keeping at most
-/// [`LINE_LIMIT`] bytes of a line (the rest is counted and named in a marker), so a worker writing
-/// gigabytes without a newline costs the host no more than that.
-fn read_lines(pipe: impl Read, mut each: impl FnMut(String)) {
-    let mut reader = BufReader::with_capacity(64 * 1024, pipe);
-    let mut line = Vec::new();
-    let mut dropped = 0usize;
-    let finish = |line: &mut Vec<u8>, dropped: &mut usize| {
-        let mut text = String::from_utf8_lossy(line)
-            .trim_end_matches('\r')
-            .to_owned();
-        if *dropped > 0 {
-            text.push_str(&format!(
-                "... [fidius: {dropped} more bytes of this line dropped]"
-            ));
-        }
-        line.clear();
-        *dropped = 0;
-        text
-    };
-    loop {
-        let available = match reader.fill_buf() {
-            Ok([]) => break,
-            Ok(available) => available,
-            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        };
-        let newline = available.iter().position(|byte| *byte == b'\n');
-        let chunk = &available[..newline.unwrap_or(available.len())];
-        let kept = chunk.len().min(LINE_LIMIT - line.len());
-        line.extend_from_slice(&chunk[..kept]);
-        dropped += chunk.len() - kept;
-        let consumed = newline.map_or(available.len(), |at| at + 1);
-        reader.consume(consumed);
-        if newline.is_some() {
-            each(finish(&mut line, &mut dropped));
-        }
-    }
-    if !line.is_empty() || dropped > 0 {
-        each(finish(&mut line, &mut dropped));
+/// How the worker with exit status `status` ended.
+pub(crate) fn worker_exit(status: ExitStatus) -> WorkerExit {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => WorkerExit::Code(code),
+        (None, Some(signal)) => WorkerExit::Signal(signal),
+        (None, None) => WorkerExit::Unknown,
     }
 }

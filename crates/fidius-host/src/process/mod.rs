@@ -6,3 +6,4 @@ pub(crate) mod mailbox;
 pub(crate) mod pool;
 pub(crate) mod probe;
 pub(crate) mod protocol;
+pub(crate) mod tail;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use fidius_core::interface::PythonInterfaceDescriptor;
-use fidius_core::CallError;
+use fidius_core::{CallError, WorkerExit};
 
 use crate::error::LoadError;
 use crate::process::child::{Attribution, Failure, WorkerProcess};
@@ -77,7 +77,7 @@ struct Slot {
     restart_at: Option<Instant>,
     /// Why the last restart failed, for the next caller (who gets it as an error while a new
     /// attempt starts in the background).
-    failure: Option<String>,
+    failure: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
 /// Gives a slot back to the idle list however the call ends.
@@ -275,14 +275,14 @@ impl ProcessPool {
             }
             let Some(worker) = slot.worker.as_mut() else {
                 // The last restart failed: say why, and try again in the background.
-                let reason = slot
+                let source = slot
                     .failure
                     .take()
-                    .unwrap_or_else(|| "no worker process".to_owned());
+                    .unwrap_or_else(|| "no worker process".into());
                 launcher.restart(&set, &mut slot, lease);
                 return Err(CallError::WorkerUnavailable {
                     plugin: plugin.clone(),
-                    reason,
+                    source,
                 });
             };
             let result = worker.call(
@@ -329,7 +329,7 @@ impl ProcessPool {
                     Err(CallError::WorkerCrashed {
                         plugin: plugin.clone(),
                         method: method_name(),
-                        status: format!("killed after a protocol error: {reason}"),
+                        status: WorkerExit::ProtocolViolation { reason },
                         stderr_tail: String::new(),
                     })
                 }
@@ -410,7 +410,7 @@ impl Launcher {
                         Err(error) => {
                             tracing::warn!(plugin = %launcher.plugin, instance = number, %error, "restarting the worker process failed");
                             launcher.buried(&mut slot);
-                            slot.failure = Some(error.to_string());
+                            slot.failure = Some(Box::new(error));
                         }
                     }
                 }
@@ -419,7 +419,12 @@ impl Launcher {
         match spawned {
             Ok(_) => lease.pass_to_restart(),
             // The lease goes back to callers, who are told why there is no worker.
-            Err(error) => slot.failure = Some(format!("cannot start a restart thread: {error}")),
+            Err(error) => {
+                slot.failure = Some(Box::new(LoadError::Spawn {
+                    plugin: self.plugin.clone(),
+                    source: error,
+                }))
+            }
         }
     }
 }

@@ -85,13 +85,13 @@ pub(crate) fn load<'s, I: Interpreter>(
         bootstrap(interp, source, descriptor, log_level, output).map_err(|source_error| {
             LoadError::Bootstrap {
                 plugin: source.name.clone(),
-                source: source_error,
+                source: source_error.into(),
             }
         })?;
     let warnings = check_report(&report, source, descriptor, strict)?;
     let mut loaded = instance(interp, descriptor).map_err(|source_error| LoadError::Bootstrap {
         plugin: source.name.clone(),
-        source: source_error,
+        source: source_error.into(),
     })?;
     loaded.warnings = warnings;
     Ok(loaded)
@@ -265,11 +265,7 @@ fn rejection_to_error(
         } => LoadError::Import {
             plugin,
             module: source.entry_module.clone(),
-            exception: fidius_ffi::PythonException {
-                type_name,
-                message,
-                traceback,
-            },
+            exception: fidius_core::PythonError::new(type_name, message, traceback),
         },
         Rejection::HashMissing => LoadError::InterfaceHashMissing {
             plugin,

@@ -13,7 +13,7 @@ use rustix::event::{poll, PollFd, PollFlags};
 use rustix::process::{getppid, pidfd_open, Pid, PidfdFlags, Resource, Rlimit};
 
 use crate::process::mailbox::{Interrupted, Mailbox, ReceiveError, Wait};
-use crate::process::protocol::{self, RemoteError, StartSpec, Started};
+use crate::process::protocol::{self, StartSpec, Started};
 use crate::runtime::dispatch::dispatch;
 use crate::runtime::loader::{self, LoadedInstance};
 use crate::runtime::output::{self, OutputSink, Taken};
@@ -122,6 +122,10 @@ fn serve() -> Result<(), String> {
         match kind {
             protocol::CALL => {
                 let (index, payload) = split_call(&body)?;
+                let method_name = descriptor
+                    .methods
+                    .get(index)
+                    .map_or("", |method| method.name);
                 let result = interp
                     .with(|py| {
                         let result = match descriptor.methods.get(index) {
@@ -143,12 +147,13 @@ fn serve() -> Result<(), String> {
                     Ok(bytes) => mailbox
                         .send(protocol::REPLY_OK, &[&bytes], &mut wait)
                         .map_err(|_| "the host went away".to_owned())?,
-                    Err(error) => send_json(
-                        &mut mailbox,
-                        protocol::REPLY_ERR,
-                        &RemoteError::from_call_error(error),
-                        &mut wait,
-                    )?,
+                    Err(error) => mailbox
+                        .send(
+                            protocol::REPLY_ERR,
+                            &[&protocol::encode_error(&error, method_name)],
+                            &mut wait,
+                        )
+                        .map_err(|_| "the host went away".to_owned())?,
                 }
             }
             protocol::SHUTDOWN => {
