@@ -571,3 +571,72 @@ fn the_probe_never_runs_bytecode_from_the_plugin_tree() -> TestResult {
     );
     Ok(())
 }
+
+#[test]
+fn the_probe_hands_the_tier_decision_typed_reasons() -> TestResult {
+    use fidius_host::{Evidence, RefusedModules, TierReason};
+
+    let py = python()?;
+    let work = tempfile::tempdir()?;
+    let plugin = plugin(work.path())?;
+    fs::create_dir_all(plugin.join("vendor/pkg"))?;
+    fs::write(
+        plugin.join("vendor/pkg/__init__.py"),
+        "raise ImportError('no sub-interpreters here')\n",
+    )?;
+    vendor_stdlib_module(&py, &plugin, "pkg", "_testmultiphase")?;
+    vendor_stdlib_module(&py, &plugin, "", "_testsinglephase")?;
+    vendor_stdlib_module(&py, &plugin, "", "xxlimited")?;
+
+    let choice = choose_tier("typed", Isolation::Auto, None, &plugin, found_worker)?;
+    assert_eq!(choice.tier, Tier::Process);
+    let TierReason::ExtensionsRefused(refusal) = &choice.reason else {
+        panic!("expected refused extensions, got {:?}", choice.reason);
+    };
+    assert_eq!(refusal.evidence, Evidence::ProbedAtLoad);
+    assert_eq!((refusal.refused, refusal.total), (2, 3));
+    assert_eq!(refusal.more_reasons, 0);
+    assert_eq!(refusal.deciding.len(), 2, "{:?}", refusal.deciding);
+    assert!(refusal.deciding.contains(&RefusedModules::Package {
+        package: "pkg".to_owned(),
+        error: "ImportError: no sub-interpreters here".to_owned(),
+    }));
+    assert!(
+        refusal.deciding.iter().any(|group| matches!(
+            group,
+            RefusedModules::Modules { modules, reason }
+                if modules == &["_testsinglephase".to_owned()] && reason.starts_with("ImportError")
+        )),
+        "{:?}",
+        refusal.deciding
+    );
+    // Its words are what they were as text.
+    let words = choice.reason.to_string();
+    assert!(
+        words.starts_with("isolation = \"auto\" and 2 of 3 compiled extension module(s)")
+            && words
+                .contains("package `pkg` (import fails: ImportError: no sub-interpreters here)")
+            && words.contains("(probed at load)"),
+        "{words}"
+    );
+
+    let choice = choose_tier(
+        "typed",
+        Isolation::Process,
+        Some(Isolation::Subinterpreter),
+        &plugin,
+        no_worker,
+    );
+    match choice {
+        Err(LoadError::SubinterpreterRefused { origin, reason, .. }) => {
+            assert_eq!(origin, fidius_host::IsolationOrigin::LoadOptions);
+            assert_eq!(
+                reason.evidence,
+                Evidence::ProbedAtLoad,
+                "remembered from the probe"
+            );
+        }
+        other => panic!("expected SubinterpreterRefused, got {other:?}"),
+    }
+    Ok(())
+}

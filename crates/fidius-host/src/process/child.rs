@@ -407,3 +407,183 @@ pub(crate) fn worker_exit(status: ExitStatus) -> WorkerExit {
         (None, None) => WorkerExit::Unknown,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! A fake worker: this test binary, re-run with [`FAKE_WORKER`] set, speaks the protocol to a
+    //! real [`WorkerProcess`] and answers a call with whatever error body the test chose.
+
+    use fidius_core::interface::{PythonMethodDescriptor, WireMode};
+
+    use super::*;
+
+    /// Prefixes the fake worker's argument that holds the `REPLY_ERR` body it sends (to libtest,
+    /// one more test-name filter that matches nothing).
+    const FAKE_REPLY: &str = "fidius-fake-reply=";
+    const FAKE_WORKER_TEST: &str = "process::child::tests::fake_worker";
+
+    const METHODS: &[PythonMethodDescriptor] = &[PythonMethodDescriptor {
+        name: "shout",
+        wire: WireMode::TypedJson,
+        args: &[],
+        returns: "String",
+        optional_since: None,
+        signature: "shout:->String",
+    }];
+    const DESCRIPTOR: PythonInterfaceDescriptor = PythonInterfaceDescriptor {
+        trait_name: "Shouter",
+        version: 1,
+        interface_hash: 1,
+        methods: METHODS,
+    };
+
+    /// The fake worker itself; a no-op unless started by [`call_fake_worker`].
+    #[test]
+    fn fake_worker() {
+        let Some(reply) =
+            std::env::args().find_map(|arg| arg.strip_prefix(FAKE_REPLY).map(str::to_owned))
+        else {
+            return;
+        };
+        let file = rustix::io::dup(std::io::stdin()).expect("a mailbox on stdin");
+        let mut mailbox = Mailbox::open(file).expect("a mailbox");
+        let mut alive = || true;
+        let mut wait = Wait {
+            spin: Duration::ZERO,
+            deadline: Some(Instant::now() + Duration::from_secs(60)),
+            alive: &mut alive,
+        };
+        let (kind, _) = mailbox.receive(64 << 20, &mut wait).expect("start");
+        assert_eq!(kind, protocol::START);
+        let started = Started::Report {
+            report: r#"{"ok": true}"#.to_owned(),
+            implemented: vec![true],
+        };
+        let started = serde_json::to_vec(&started).expect("encodes");
+        mailbox
+            .send(protocol::STARTED, &[&started], &mut wait)
+            .expect("started");
+        let (kind, _) = mailbox.receive(64 << 20, &mut wait).expect("call");
+        assert_eq!(kind, protocol::CALL);
+        mailbox
+            .send(protocol::REPLY_ERR, &[reply.as_bytes()], &mut wait)
+            .expect("reply");
+        // Stay until the host kills it (a protocol error) or asks it to end.
+        let _ = mailbox.receive(64 << 20, &mut wait);
+    }
+
+    /// Starts a fake worker that answers its one call with `reply`; the call's failure.
+    fn call_fake_worker(reply: &[u8]) -> Failure {
+        let exe = std::env::current_exe().expect("the test binary");
+        let reply = std::str::from_utf8(reply).expect("a UTF-8 reply");
+        // libtest takes the mode `serve` the host appends as one more filter, matching nothing.
+        let command = WorkerCommand::new(exe)
+            .arg("--exact")
+            .arg(FAKE_WORKER_TEST)
+            .arg(format!("{FAKE_REPLY}{reply}"));
+        let spec = StartSpec {
+            plugin: "fake".to_owned(),
+            version: "1.0.0".to_owned(),
+            dir: std::env::temp_dir(),
+            entry_module: "fake".to_owned(),
+            interface: (&DESCRIPTOR).into(),
+            log_level: 0,
+            memory_limit: None,
+            strict: false,
+        };
+        let attribution = Attribution {
+            plugin: "fake".to_owned(),
+            version: "1.0.0".to_owned(),
+            instance: 0,
+            recent: Arc::new(RecentOutput::new(16)),
+        };
+        let started = WorkerProcess::start(
+            &command,
+            &spec,
+            &DESCRIPTOR,
+            attribution,
+            Some(Duration::from_secs(60)),
+        );
+        let (mut worker, accepted) = match started {
+            Ok(started) => started,
+            Err(error) => panic!("the fake worker did not start: {error}"),
+        };
+        assert_eq!(accepted.implemented, vec![true]);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        match worker.call(0, b"[]", Some(deadline), &DESCRIPTOR) {
+            Ok(bytes) => panic!("the fake worker answered {bytes:?}"),
+            Err(failure) => failure,
+        }
+    }
+
+    #[test]
+    fn a_remote_error_crosses_in_call_errors_own_wire_form() {
+        let error = CallError::Python {
+            method: "shout".to_owned(),
+            exception_type: "ValueError".to_owned(),
+            message: "too quiet".to_owned(),
+            traceback: Some("Traceback (most recent call last): ...".to_owned()),
+        };
+        match call_fake_worker(&protocol::encode_error(&error, "shout")) {
+            Failure::Call(CallError::Python {
+                method,
+                exception_type,
+                message,
+                traceback,
+            }) => {
+                assert_eq!(
+                    (method.as_str(), exception_type.as_str()),
+                    ("shout", "ValueError")
+                );
+                assert_eq!(message, "too quiet");
+                assert_eq!(
+                    traceback.as_deref(),
+                    Some("Traceback (most recent call last): ...")
+                );
+            }
+            other => panic!("expected the Python error, got {}", describe(&other)),
+        }
+    }
+
+    #[test]
+    fn a_hostile_error_reply_is_a_protocol_error_and_the_worker_is_killed() {
+        let claims_a_timeout =
+            br#"{"Timeout":{"plugin":"other","method":"shout","after":{"secs":1,"nanos":0}}}"#;
+        match call_fake_worker(claims_a_timeout) {
+            Failure::Protocol(reason) => {
+                assert!(reason.contains("unknown variant `Timeout`"), "{reason}")
+            }
+            other => panic!("expected a protocol error, got {}", describe(&other)),
+        }
+        match call_fake_worker(br#"{"Python":{"method":"shout","exception_type":1}}"#) {
+            Failure::Protocol(reason) => assert!(reason.contains("invalid type"), "{reason}"),
+            other => panic!("expected a protocol error, got {}", describe(&other)),
+        }
+        // The hand-kept mirror this replaced took these two as call errors.
+        match call_fake_worker(br#"{"Other":{"message":"trust me"}}"#) {
+            Failure::Protocol(reason) => {
+                assert!(reason.contains("unknown variant `Other`"), "{reason}")
+            }
+            other => panic!("expected a protocol error, got {}", describe(&other)),
+        }
+        match call_fake_worker(br#"{"NotImplemented":{"method":"whisper"}}"#) {
+            Failure::Protocol(reason) => assert!(
+                reason.contains("`whisper`") && reason.contains("`shout`"),
+                "{reason}"
+            ),
+            other => panic!("expected a protocol error, got {}", describe(&other)),
+        }
+    }
+
+    fn describe(failure: &Failure) -> String {
+        match failure {
+            Failure::Call(error) => format!("call error {error:?}"),
+            Failure::Died {
+                status,
+                stderr_tail,
+            } => format!("death ({status}): {stderr_tail}"),
+            Failure::Deadline => "the deadline".to_owned(),
+            Failure::Protocol(reason) => format!("protocol error {reason}"),
+        }
+    }
+}
