@@ -413,29 +413,13 @@ mod tests {
     //! A fake worker: this test binary, re-run with [`FAKE_WORKER`] set, speaks the protocol to a
     //! real [`WorkerProcess`] and answers a call with whatever error body the test chose.
 
-    use fidius_core::interface::{PythonMethodDescriptor, WireMode};
-
     use super::*;
+    use crate::process::protocol::tests::DESCRIPTOR;
 
     /// Prefixes the fake worker's argument that holds the `REPLY_ERR` body it sends (to libtest,
     /// one more test-name filter that matches nothing).
     const FAKE_REPLY: &str = "fidius-fake-reply=";
     const FAKE_WORKER_TEST: &str = "process::child::tests::fake_worker";
-
-    const METHODS: &[PythonMethodDescriptor] = &[PythonMethodDescriptor {
-        name: "shout",
-        wire: WireMode::TypedJson,
-        args: &[],
-        returns: "String",
-        optional_since: None,
-        signature: "shout:->String",
-    }];
-    const DESCRIPTOR: PythonInterfaceDescriptor = PythonInterfaceDescriptor {
-        trait_name: "Shouter",
-        version: 1,
-        interface_hash: 1,
-        methods: METHODS,
-    };
 
     /// The fake worker itself; a no-op unless started by [`call_fake_worker`].
     #[test]

@@ -132,7 +132,7 @@ pub(crate) fn decode_error(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use fidius_core::interface::{PythonMethodDescriptor, WireMode};
     use fidius_core::PluginError;
 
@@ -146,7 +146,8 @@ mod tests {
         optional_since: None,
         signature: "shout:->String",
     }];
-    const DESCRIPTOR: PythonInterfaceDescriptor = PythonInterfaceDescriptor {
+    /// A one-method interface (`shout`) for tests of the protocol.
+    pub(crate) const DESCRIPTOR: PythonInterfaceDescriptor = PythonInterfaceDescriptor {
         trait_name: "Shouter",
         version: 1,
         interface_hash: 1,
