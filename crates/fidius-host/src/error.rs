@@ -2,10 +2,10 @@
 
 use std::path::PathBuf;
 
-use fidius_core::PackageError;
-use fidius_ffi::{FfiError, PythonException};
+use fidius_core::{PackageError, PythonError, WorkerExit};
 
 use crate::backend::process::probe::ProbeError;
+use crate::tier::{ExtensionRefusal, IsolationOrigin};
 
 /// Something the original fidius tool accepted that fidius accepts too, with this warning (logged
 /// once per load, and in [`PluginInfo::warnings`](crate::PluginInfo::warnings)); with
@@ -130,8 +130,8 @@ pub enum LoadError {
     )]
     WorkerExited {
         plugin: String,
-        /// `exit status N` or `killed by signal N (NAME)`.
-        status: String,
+        /// How it ended; displays as `exit status N` or `killed by signal N (NAME)`.
+        status: WorkerExit,
         /// The last lines the worker wrote to its stderr.
         stderr_tail: String,
     },
@@ -150,14 +150,14 @@ pub enum LoadError {
     Interpreter {
         plugin: String,
         #[source]
-        source: FfiError,
+        source: InterpreterError,
     },
     /// The host's own bootstrap code failed inside the interpreter (a fidius bug or a broken stdlib).
     #[error("plugin `{plugin}`: the fidius bootstrap failed in the interpreter")]
     Bootstrap {
         plugin: String,
         #[source]
-        source: FfiError,
+        source: InterpreterError,
     },
     /// The bootstrap's report could not be read (a fidius bug).
     #[error("plugin `{plugin}`: unreadable bootstrap report {report}")]
@@ -193,7 +193,7 @@ pub enum LoadError {
     Import {
         plugin: String,
         module: String,
-        exception: PythonException,
+        exception: PythonError,
     },
     /// The module has no `__interface_hash__`.
     #[error("plugin `{plugin}`: module defines no __interface_hash__ (expected {expected:#018x} for interface `{interface}`); generate it with `fidius python-stub`")]
@@ -284,13 +284,44 @@ pub enum LoadError {
     SubinterpreterRefused {
         plugin: String,
         /// Where the isolation was asked for: `package.toml` or `the load options`.
-        origin: String,
+        origin: IsolationOrigin,
         /// Which modules cannot, why, and where that is known from.
-        reason: String,
+        reason: ExtensionRefusal,
     },
     /// A worker thread ended before saying whether its instance loaded.
     #[error("plugin `{plugin}`: worker thread ended during load")]
     WorkerDied { plugin: String },
+}
+
+/// What went wrong in CPython while creating an interpreter or running the host's bootstrap in it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InterpreterError {
+    /// Python code raised.
+    #[error(transparent)]
+    Python(PythonError),
+    /// CPython or the embedding failed outside Python code (initialisation, a refused
+    /// sub-interpreter, a thread state); the message says what.
+    #[error("{message}")]
+    Embedding { message: String },
+}
+
+impl From<fidius_ffi::FfiError> for InterpreterError {
+    fn from(error: fidius_ffi::FfiError) -> Self {
+        match error {
+            fidius_ffi::FfiError::Python(exception) => {
+                InterpreterError::Python(python_error(exception))
+            }
+            other => InterpreterError::Embedding {
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+/// The host's own form of an exception the embedding caught.
+pub(crate) fn python_error(exception: fidius_ffi::PythonException) -> PythonError {
+    PythonError::new(exception.type_name, exception.message, exception.traceback)
 }
 
 /// The last lines of a worker's stderr, on their own lines after the message, when there are any.
@@ -303,7 +334,7 @@ fn tail_suffix(tail: &str) -> String {
 }
 
 /// Points plugin authors at the process tier when an extension refused to load in a sub-interpreter.
-fn subinterpreter_hint(exception: &PythonException) -> &'static str {
+fn subinterpreter_hint(exception: &PythonError) -> &'static str {
     if exception
         .message
         .contains("does not support loading in subinterpreters")

@@ -44,9 +44,8 @@ pub mod worker;
 pub use backend::process::command::{WorkerCommand, WorkerNotFound, WORKER_BINARY, WORKER_ENV};
 pub use backend::process::probe::{probe_extensions, ProbeError, ProbeOptions};
 pub use backend::PoolStats;
-pub use error::{LoadError, LoadWarning};
-pub use fidius_core::{CallError, PluginCall, PluginError};
-pub use fidius_ffi::PythonException;
+pub use error::{InterpreterError, LoadError, LoadWarning};
+pub use fidius_core::{CallError, PluginCall, PluginError, PythonError, WorkerExit};
 pub use handle::PythonPluginHandle;
 #[cfg(fidius_bench_unproven_cache)]
 #[doc(hidden)]
@@ -60,4 +59,7 @@ pub use plugin::descriptor::SharedDescriptor;
 pub use plugin::output::{OutputLine, OutputStream, OUTPUT_TARGET};
 pub use plugin::source::PluginSource;
 pub use plugin::version::PluginInfo;
-pub use tier::{choose_tier, subinterpreter_refusal, Tier, TierChoice};
+pub use tier::{
+    choose_tier, subinterpreter_refusal, Evidence, ExtensionRefusal, IsolationOrigin,
+    RefusedModules, Tier, TierChoice, TierReason,
+};

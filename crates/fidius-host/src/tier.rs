@@ -13,7 +13,7 @@ use fidius_core::manifest::Isolation;
 
 use crate::backend::process::command::{WorkerCommand, WorkerNotFound};
 use crate::backend::process::probe::{
-    host_python, parse_package_failure, probe_files, ProbeError, ProbeOptions,
+    host_python, probe_files, ProbeError, ProbeOptions, ProbeOutcome,
 };
 use crate::error::LoadError;
 
@@ -21,144 +21,307 @@ use crate::error::LoadError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Tier {
-    /// Own-GIL sub-interpreters on instance threads inside the host process.
+    /// Own-GIL sub-interpreters on worker threads inside the host process.
     Subinterpreter,
     /// One worker process per instance, running the plugin in its main interpreter.
     Process,
 }
 
-impl fmt::Display for Tier {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Tier::Subinterpreter => "subinterpreter",
-            Tier::Process => "process",
-        })
+impl From<Tier> for Isolation {
+    fn from(tier: Tier) -> Self {
+        match tier {
+            Tier::Subinterpreter => Isolation::Subinterpreter,
+            Tier::Process => Isolation::Process,
+        }
     }
 }
 
-/// The tier a plugin was given, and the reason in words (for logs, `fidius call`, errors).
+impl fmt::Display for Tier {
+    /// Spelled as the isolation that asks for it: `subinterpreter` or `process`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        Isolation::from(*self).fmt(f)
+    }
+}
+
+/// The tier a plugin was given, and why (for logs, `fidius call`, errors).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TierChoice {
     /// The tier its instances run in.
     pub tier: Tier,
-    /// Why, e.g. `isolation = "process" in package.toml` or
-    /// `numpy._core._multiarray_umath cannot run in a sub-interpreter (ImportError: ...)`.
-    pub reason: String,
+    /// Why; displays as e.g. `isolation = "process" in package.toml` or `isolation = "auto" and 1
+    /// of 3 compiled extension module(s) cannot run in a sub-interpreter (probed at load): ...`.
+    pub reason: TierReason,
+}
+
+/// Why a plugin runs in its tier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TierReason {
+    /// The isolation was asked for (`subinterpreter` or `process`).
+    Requested {
+        isolation: Isolation,
+        origin: IsolationOrigin,
+    },
+    /// The load options set a memory limit, which only a process can have.
+    MemoryLimit,
+    /// `isolation = "auto"` and the plugin vendors no compiled extension.
+    NoExtensions,
+    /// `isolation = "auto"` and every compiled extension module imports in a sub-interpreter.
+    ExtensionsImport {
+        /// How many modules there are.
+        total: usize,
+        evidence: Evidence,
+    },
+    /// `isolation = "auto"` and some compiled extension module cannot run in a sub-interpreter.
+    ExtensionsRefused(ExtensionRefusal),
+}
+
+impl fmt::Display for TierReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TierReason::Requested { isolation, origin } => {
+                write!(f, "isolation = \"{isolation}\" in {origin}")
+            }
+            TierReason::MemoryLimit => f.write_str(
+                "memory_limit is set in the load options (only a process can be limited)",
+            ),
+            TierReason::NoExtensions => {
+                f.write_str("isolation = \"auto\" and no compiled extensions under vendor/")
+            }
+            TierReason::ExtensionsImport { total, evidence } => write!(
+                f,
+                "isolation = \"auto\" and all {total} compiled extension module(s) import in a \
+                 sub-interpreter ({evidence})"
+            ),
+            TierReason::ExtensionsRefused(refusal) => {
+                write!(f, "isolation = \"auto\" and {refusal}")
+            }
+        }
+    }
+}
+
+/// Where the isolation that applies was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IsolationOrigin {
+    /// [`LoadOptions::isolation`](crate::LoadOptions::isolation) (or `fidius call --isolation`).
+    LoadOptions,
+    /// `package.toml`.
+    Manifest,
+    /// Neither: a bare [`PluginSource`](crate::PluginSource) counts as `auto`.
+    Defaults,
+}
+
+impl fmt::Display for IsolationOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            IsolationOrigin::LoadOptions => "the load options",
+            IsolationOrigin::Manifest => "package.toml",
+            IsolationOrigin::Defaults => "the defaults",
+        })
+    }
+}
+
+/// Where what is known about a plugin's compiled extensions comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Evidence {
+    /// The package's `extensions.toml`.
+    Recorded,
+    /// A probe in worker processes while the plugin was loaded.
+    ProbedAtLoad,
+    /// A probe by `fidius pack`.
+    ProbedByPack,
+}
+
+impl fmt::Display for Evidence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Evidence::Recorded => write!(f, "recorded in {EXTENSIONS_FILE}"),
+            Evidence::ProbedAtLoad => f.write_str("probed at load"),
+            Evidence::ProbedByPack => f.write_str("probed by fidius pack"),
+        }
+    }
 }
 
 impl TierChoice {
-    fn new(tier: Tier, reason: String) -> Self {
+    fn new(tier: Tier, reason: TierReason) -> Self {
         Self { tier, reason }
     }
 
     /// What `isolation = "auto"` chooses for a plugin with these probe results: the process tier
-    /// when any module cannot run in a sub-interpreter, else the sub-interpreter tier. `source` says
-    /// where the results come from, e.g. `recorded in extensions.toml` or `probed at load`.
+    /// when any module cannot run in a sub-interpreter, else the sub-interpreter tier. `evidence`
+    /// says where the results come from.
     ///
     /// A plugin without compiled extensions needs no results: see [`TierChoice::auto_without_extensions`].
-    pub fn auto_from_record(record: &ExtensionRecord, source: &str) -> Self {
-        let total = record.modules.len();
-        match refusals(record) {
+    pub fn auto_from_record(record: &ExtensionRecord, evidence: Evidence) -> Self {
+        Self::auto_from_probe(&ProbeOutcome::from_record(record.clone()), evidence)
+    }
+
+    fn auto_from_probe(probe: &ProbeOutcome, evidence: Evidence) -> Self {
+        match ExtensionRefusal::of(probe, evidence) {
             None => Self::new(
                 Tier::Subinterpreter,
-                format!(
-                    "isolation = \"auto\" and all {total} compiled extension module(s) import in a \
-                     sub-interpreter ({source})"
-                ),
+                TierReason::ExtensionsImport {
+                    total: probe.record.modules.len(),
+                    evidence,
+                },
             ),
-            Some(refused) => Self::new(
-                Tier::Process,
-                format!(
-                    "isolation = \"auto\" and {}",
-                    refused.describe(total, source)
-                ),
-            ),
+            Some(refusal) => Self::new(Tier::Process, TierReason::ExtensionsRefused(refusal)),
         }
     }
 
     /// What `isolation = "auto"` chooses for a plugin with no compiled extension under `vendor/`.
     pub fn auto_without_extensions() -> Self {
-        Self::new(
-            Tier::Subinterpreter,
-            "isolation = \"auto\" and no compiled extensions under vendor/".to_owned(),
-        )
+        Self::new(Tier::Subinterpreter, TierReason::NoExtensions)
     }
 }
 
-/// How many distinct reasons (each with its modules) a tier reason lists.
+/// How many distinct reasons (each with its modules) a refusal lists.
 const MAX_LISTED: usize = 3;
-/// How much of each deciding module's reason a tier reason keeps.
+/// How much of each deciding module's reason a refusal shows.
 const MAX_REASON_CHARS: usize = 120;
 
-/// The modules of a record that cannot run in a sub-interpreter, described for people.
-pub(crate) struct Refusals {
+/// The compiled extension modules of a plugin that cannot run in a sub-interpreter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ExtensionRefusal {
     /// How many modules were refused.
-    pub(crate) count: usize,
-    /// The deciding modules and their reasons, grouped by reason, e.g.
-    /// `package \`numpy\` (import fails: ...)` or `google._upb._message (ImportError: ...)`.
-    pub(crate) listing: String,
+    pub refused: usize,
+    /// How many compiled extension modules the plugin has.
+    pub total: usize,
+    /// Where this is known from.
+    pub evidence: Evidence,
+    /// The first few distinct reasons, each with the modules it refused, most telling first.
+    pub deciding: Vec<RefusedModules>,
+    /// How many further distinct reasons there are.
+    pub more_reasons: usize,
 }
 
-impl Refusals {
-    /// `N of TOTAL compiled extension module(s) cannot run in a sub-interpreter (SOURCE): LISTING`.
-    pub(crate) fn describe(&self, total: usize, source: &str) -> String {
-        format!(
-            "{} of {total} compiled extension module(s) cannot run in a sub-interpreter ({source}): {}",
-            self.count, self.listing
-        )
-    }
+/// Modules refused for one reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RefusedModules {
+    /// Importing their top-level package fails in a sub-interpreter, so all of its modules do.
+    Package {
+        package: String,
+        /// The package's import error (`Type: message`).
+        error: String,
+    },
+    /// These modules (most telling first: tests modules are rarely what matters) fail for `reason`.
+    Modules {
+        modules: Vec<String>,
+        /// `ImportError: ...`, `crashed: ...`, `timed out: ...`.
+        reason: String,
+    },
 }
 
-/// What in `record` keeps the plugin out of sub-interpreters; `None` when every module imports there.
-pub(crate) fn refusals(record: &ExtensionRecord) -> Option<Refusals> {
-    let refused: Vec<&ExtensionProbe> = record.refused().collect();
-    if refused.is_empty() {
-        return None;
-    }
-    // Modules refused for the same reason (all of numpy's, when `import numpy` fails) are named
-    // once, with the most telling module first: tests modules are rarely what matters.
-    let mut by_reason: Vec<(&str, Vec<&str>)> = Vec::new();
-    for module in &refused {
-        let reason = module.reason.as_deref().unwrap_or("no reason recorded");
-        match by_reason.iter_mut().find(|(known, _)| *known == reason) {
-            Some((_, names)) => names.push(&module.name),
-            None => by_reason.push((reason, vec![&module.name])),
+impl fmt::Display for RefusedModules {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RefusedModules::Package { package, error } => write!(
+                f,
+                "package `{package}` (import fails: {})",
+                shorten(error, MAX_REASON_CHARS)
+            ),
+            RefusedModules::Modules { modules, reason } => {
+                match modules.as_slice() {
+                    [] => {}
+                    [only] => f.write_str(only)?,
+                    [first, rest @ ..] => write!(f, "{first} and {} more", rest.len())?,
+                }
+                write!(f, " ({})", shorten(reason, MAX_REASON_CHARS))
+            }
         }
     }
-    let mut deciding: Vec<String> = by_reason
-        .iter()
-        .take(MAX_LISTED)
-        .map(|(reason, names)| {
-            if let Some((package, error)) = parse_package_failure(reason) {
-                return format!(
-                    "package `{package}` (import fails: {})",
-                    shorten(error, MAX_REASON_CHARS)
-                );
-            }
-            let mut names = names.clone();
-            names.sort_by_key(|name| (name.contains("test"), name.len()));
-            let who = match names.len() {
-                1 => names[0].to_owned(),
-                n => format!("{} and {} more", names[0], n - 1),
-            };
-            format!("{who} ({})", shorten(reason, MAX_REASON_CHARS))
-        })
-        .collect();
-    if by_reason.len() > MAX_LISTED {
-        deciding.push(format!("and {} more reasons", by_reason.len() - MAX_LISTED));
-    }
-    Some(Refusals {
-        count: refused.len(),
-        listing: deciding.join("; "),
-    })
 }
 
-/// Why a plugin asked to run in a sub-interpreter must not: the message of
-/// [`LoadError::SubinterpreterRefused`], also what `fidius package inspect` prints. `None` when the
-/// record allows it.
-pub fn subinterpreter_refusal(record: &ExtensionRecord, source: &str) -> Option<String> {
-    refusals(record).map(|refused| refused.describe(record.modules.len(), source))
+impl fmt::Display for ExtensionRefusal {
+    /// `N of TOTAL compiled extension module(s) cannot run in a sub-interpreter (EVIDENCE): LISTING`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} of {} compiled extension module(s) cannot run in a sub-interpreter ({}): ",
+            self.refused, self.total, self.evidence
+        )?;
+        for (number, group) in self.deciding.iter().enumerate() {
+            if number > 0 {
+                f.write_str("; ")?;
+            }
+            group.fmt(f)?;
+        }
+        if self.more_reasons > 0 {
+            write!(f, "; and {} more reasons", self.more_reasons)?;
+        }
+        Ok(())
+    }
+}
+
+impl ExtensionRefusal {
+    /// What in `probe` keeps the plugin out of sub-interpreters; `None` when every module imports
+    /// there.
+    fn of(probe: &ProbeOutcome, evidence: Evidence) -> Option<Self> {
+        let refused: Vec<&ExtensionProbe> = probe.record.refused().collect();
+        if refused.is_empty() {
+            return None;
+        }
+        // Modules refused for the same reason (all of numpy's, when `import numpy` fails) are
+        // named once; a package whose import fails is named as the package.
+        let mut groups: Vec<RefusedModules> = Vec::new();
+        for module in &refused {
+            let top_level = module.name.split('.').next().unwrap_or(&module.name);
+            if let Some(error) = probe.package_failures.get(top_level) {
+                let package = RefusedModules::Package {
+                    package: top_level.to_owned(),
+                    error: error.clone(),
+                };
+                if !groups.contains(&package) {
+                    groups.push(package);
+                }
+                continue;
+            }
+            let reason = module.reason.as_deref().unwrap_or("no reason recorded");
+            let known = groups.iter_mut().find_map(|group| match group {
+                RefusedModules::Modules {
+                    modules,
+                    reason: known,
+                } if known == reason => Some(modules),
+                _ => None,
+            });
+            match known {
+                Some(modules) => modules.push(module.name.clone()),
+                None => groups.push(RefusedModules::Modules {
+                    modules: vec![module.name.clone()],
+                    reason: reason.to_owned(),
+                }),
+            }
+        }
+        for group in &mut groups {
+            if let RefusedModules::Modules { modules, .. } = group {
+                modules.sort_by_key(|name| (name.contains("test"), name.len()));
+            }
+        }
+        let more_reasons = groups.len().saturating_sub(MAX_LISTED);
+        groups.truncate(MAX_LISTED);
+        Some(Self {
+            refused: refused.len(),
+            total: probe.record.modules.len(),
+            evidence,
+            deciding: groups,
+            more_reasons,
+        })
+    }
+}
+
+/// Why a plugin asked to run in a sub-interpreter must not, by `record` known from `evidence`:
+/// part of the message of [`LoadError::SubinterpreterRefused`], also what `fidius package inspect`
+/// prints. `None` when the record allows it.
+pub fn subinterpreter_refusal(
+    record: &ExtensionRecord,
+    evidence: Evidence,
+) -> Option<ExtensionRefusal> {
+    ExtensionRefusal::of(&ProbeOutcome::from_record(record.clone()), evidence)
 }
 
 fn shorten(text: &str, max_chars: usize) -> String {
@@ -195,52 +358,79 @@ pub fn choose_tier(
     root: &Path,
     worker: impl FnOnce() -> Result<WorkerCommand, WorkerNotFound>,
 ) -> Result<TierChoice, LoadError> {
-    let (isolation, origin) = requested_isolation(Some(manifest), requested);
+    decide_and_log(plugin, Some(manifest), requested, false, root, worker)
+}
+
+/// The tier for a plugin being loaded with `options`: [`choose_tier`], except that a memory limit
+/// needs the process tier (only a process can be limited).
+pub(crate) fn decide(
+    source: &crate::plugin::source::PluginSource,
+    manifest: Option<Isolation>,
+    options: &crate::options::LoadOptions,
+) -> Result<TierChoice, LoadError> {
+    decide_and_log(
+        &source.name,
+        manifest,
+        options.isolation,
+        options.memory_limit.is_some(),
+        &source.dir,
+        || options.resolved_worker_command(),
+    )
+}
+
+/// The one place a tier is decided and logged (`tracing` info `tier chosen`, fields `tier` and
+/// `reason`, in a span that names the plugin).
+fn decide_and_log(
+    plugin: &str,
+    manifest: Option<Isolation>,
+    requested: Option<Isolation>,
+    memory_limit: bool,
+    root: &Path,
+    worker: impl FnOnce() -> Result<WorkerCommand, WorkerNotFound>,
+) -> Result<TierChoice, LoadError> {
+    let _span = tracing::info_span!("choose_tier", plugin = %plugin).entered();
+    let probe_failed = |source| LoadError::Probe {
+        plugin: plugin.to_owned(),
+        source: Box::new(source),
+    };
+    let (isolation, origin) = requested_isolation(manifest, requested);
     let choice = match isolation {
-        Isolation::Subinterpreter => {
-            let probe_failed = |source| LoadError::Probe {
+        Isolation::Subinterpreter if memory_limit => {
+            return Err(LoadError::InvalidOptions {
                 plugin: plugin.to_owned(),
-                source: Box::new(source),
-            };
+                reason: format!(
+                    "memory_limit needs the process tier, but isolation = \"{isolation}\" in {origin}"
+                ),
+            });
+        }
+        _ if memory_limit => TierChoice::new(Tier::Process, TierReason::MemoryLimit),
+        Isolation::Subinterpreter => {
             // Binding: an extension known not to run in a sub-interpreter can crash the host there.
-            if let Some((record, evidence)) =
-                extension_record(root, worker).map_err(probe_failed)?
-            {
-                if let Some(refused) = refusals(&record) {
+            if let Some((probe, evidence)) = extension_record(root, worker).map_err(probe_failed)? {
+                if let Some(refusal) = ExtensionRefusal::of(&probe, evidence) {
                     return Err(LoadError::SubinterpreterRefused {
                         plugin: plugin.to_owned(),
-                        origin: origin.to_owned(),
-                        reason: refused.describe(record.modules.len(), &evidence),
+                        origin,
+                        reason: refusal,
                     });
                 }
             }
             TierChoice::new(
                 Tier::Subinterpreter,
-                format!("isolation = \"subinterpreter\" in {origin}"),
+                TierReason::Requested { isolation, origin },
             )
         }
-        Isolation::Process => TierChoice::new(
-            Tier::Process,
-            format!("isolation = \"process\" in {origin}"),
-        ),
+        Isolation::Process => {
+            TierChoice::new(Tier::Process, TierReason::Requested { isolation, origin })
+        }
         // `Auto`, and any isolation added to the manifest later that this host does not know.
-        _ => choose_auto(root, worker).map_err(|source| LoadError::Probe {
-            plugin: plugin.to_owned(),
-            source: Box::new(source),
-        })?,
+        _ => match extension_record(root, worker).map_err(probe_failed)? {
+            None => TierChoice::auto_without_extensions(),
+            Some((probe, evidence)) => TierChoice::auto_from_probe(&probe, evidence),
+        },
     };
-    tracing::info!(plugin = %plugin, tier = %choice.tier, reason = %choice.reason, "tier chosen");
+    tracing::info!(tier = %choice.tier, reason = %choice.reason, "tier chosen");
     Ok(choice)
-}
-
-fn choose_auto(
-    root: &Path,
-    worker: impl FnOnce() -> Result<WorkerCommand, WorkerNotFound>,
-) -> Result<TierChoice, ProbeError> {
-    Ok(match extension_record(root, worker)? {
-        None => TierChoice::auto_without_extensions(),
-        Some((record, evidence)) => TierChoice::auto_from_record(&record, &evidence),
-    })
 }
 
 /// What is known about the compiled extensions under `root/vendor/`, and where it comes from
@@ -252,7 +442,7 @@ fn choose_auto(
 fn extension_record(
     root: &Path,
     worker: impl FnOnce() -> Result<WorkerCommand, WorkerNotFound>,
-) -> Result<Option<(ExtensionRecord, String)>, ProbeError> {
+) -> Result<Option<(ProbeOutcome, Evidence)>, ProbeError> {
     let python = host_python()?;
     let files = find_extension_modules(root, python).map_err(ProbeError::Scan)?;
     if files.is_empty() {
@@ -260,7 +450,10 @@ fn extension_record(
     }
     match ExtensionRecord::load(root) {
         Ok(Some(record)) if record.matches(python, &files) => {
-            return Ok(Some((record, format!("recorded in {EXTENSIONS_FILE}"))));
+            return Ok(Some((
+                ProbeOutcome::from_record(record),
+                Evidence::Recorded,
+            )));
         }
         Ok(Some(record)) => tracing::debug!(
             plugin_dir = %root.display(),
@@ -276,18 +469,18 @@ fn extension_record(
     }
     let key = MemoKey::new(root, &files);
     let remembered = memo().lock().ok().and_then(|memo| memo.get(&key).cloned());
-    let record = match remembered {
-        Some(record) => record,
+    let probe = match remembered {
+        Some(probe) => probe,
         None => {
             let worker = worker().map_err(ProbeError::WorkerNotFound)?;
-            let record = probe_files(root, &files, &worker, &ProbeOptions::default(), python)?;
+            let probe = probe_files(root, &files, &worker, &ProbeOptions::default(), python)?;
             if let Ok(mut memo) = memo().lock() {
-                memo.insert(key, record.clone());
+                memo.insert(key, probe.clone());
             }
-            record
+            probe
         }
     };
-    Ok(Some((record, "probed at load".to_owned())))
+    Ok(Some((probe, Evidence::ProbedAtLoad)))
 }
 
 /// Identifies one state of a plugin's extension files.
@@ -310,42 +503,9 @@ impl MemoKey {
 }
 
 /// Probe results of this process, so loading a plugin again does not probe again.
-fn memo() -> &'static Mutex<HashMap<MemoKey, ExtensionRecord>> {
-    static MEMO: OnceLock<Mutex<HashMap<MemoKey, ExtensionRecord>>> = OnceLock::new();
+fn memo() -> &'static Mutex<HashMap<MemoKey, ProbeOutcome>> {
+    static MEMO: OnceLock<Mutex<HashMap<MemoKey, ProbeOutcome>>> = OnceLock::new();
     MEMO.get_or_init(Mutex::default)
-}
-
-/// The tier for a plugin being loaded with `options`: [`choose_tier`], except that a memory limit
-/// needs the process tier (only a process can be limited).
-pub(crate) fn decide(
-    source: &crate::plugin::source::PluginSource,
-    manifest: Option<Isolation>,
-    options: &crate::options::LoadOptions,
-) -> Result<TierChoice, LoadError> {
-    if options.memory_limit.is_some() {
-        let (isolation, origin) = requested_isolation(manifest, options.isolation);
-        if isolation == Isolation::Subinterpreter {
-            return Err(LoadError::InvalidOptions {
-                plugin: source.name.clone(),
-                reason: format!(
-                    "memory_limit needs the process tier, but isolation = \"subinterpreter\" in {origin}"
-                ),
-            });
-        }
-        let choice = TierChoice::new(
-            Tier::Process,
-            "memory_limit is set in the load options (only a process can be limited)".to_owned(),
-        );
-        tracing::info!(plugin = %source.name, tier = %choice.tier, reason = %choice.reason, "tier chosen");
-        return Ok(choice);
-    }
-    choose_tier(
-        &source.name,
-        manifest.unwrap_or_default(),
-        options.isolation,
-        &source.dir,
-        || options.resolved_worker_command(),
-    )
 }
 
 /// The isolation that applies, and where it was asked for: the load options win over the manifest
@@ -353,10 +513,10 @@ pub(crate) fn decide(
 fn requested_isolation(
     manifest: Option<Isolation>,
     requested: Option<Isolation>,
-) -> (Isolation, &'static str) {
+) -> (Isolation, IsolationOrigin) {
     match (requested, manifest) {
-        (Some(isolation), _) => (isolation, "the load options"),
-        (None, Some(isolation)) => (isolation, "package.toml"),
-        (None, None) => (Isolation::Auto, "the defaults"),
+        (Some(isolation), _) => (isolation, IsolationOrigin::LoadOptions),
+        (None, Some(isolation)) => (isolation, IsolationOrigin::Manifest),
+        (None, None) => (Isolation::Auto, IsolationOrigin::Defaults),
     }
 }

@@ -177,12 +177,15 @@ fn single_phase_extension_sends_an_auto_plugin_to_the_process_tier() -> TestResu
     let choice = choose_tier("single", Isolation::Auto, None, &plugin, found_worker)?;
     assert_eq!(choice.tier, Tier::Process, "{}", choice.reason);
     assert!(
-        choice.reason.contains("_testsinglephase (ImportError"),
+        choice
+            .reason
+            .to_string()
+            .contains("_testsinglephase (ImportError"),
         "{}",
         choice.reason
     );
     assert!(
-        choice.reason.contains("probed at load"),
+        choice.reason.to_string().contains("probed at load"),
         "{}",
         choice.reason
     );
@@ -222,7 +225,10 @@ fn multi_phase_extensions_keep_an_auto_plugin_in_sub_interpreters() -> TestResul
     let choice = choose_tier("multi", Isolation::Auto, None, &plugin, found_worker)?;
     assert_eq!(choice.tier, Tier::Subinterpreter, "{}", choice.reason);
     assert!(
-        choice.reason.contains("all 2 compiled extension"),
+        choice
+            .reason
+            .to_string()
+            .contains("all 2 compiled extension"),
         "{}",
         choice.reason
     );
@@ -260,10 +266,15 @@ fn a_crashing_extension_is_a_no_and_the_rest_are_still_probed() -> TestResult {
 
     let choice = choose_tier("crashy", Isolation::Auto, None, &plugin, found_worker)?;
     assert_eq!(choice.tier, Tier::Process);
-    assert!(choice.reason.contains("1 of 3"), "{}", choice.reason);
+    assert!(
+        choice.reason.to_string().contains("1 of 3"),
+        "{}",
+        choice.reason
+    );
     assert!(
         choice
             .reason
+            .to_string()
             .contains("_fidius_aborts (crashed: killed by signal 6"),
         "{}",
         choice.reason
@@ -306,12 +317,15 @@ fn a_matching_record_decides_without_probing_and_a_stale_one_is_ignored() -> Tes
     let choice = choose_tier("recorded", Isolation::Auto, None, &plugin, no_worker)?;
     assert_eq!(choice.tier, Tier::Process);
     assert!(
-        choice.reason.contains("recorded in extensions.toml"),
+        choice
+            .reason
+            .to_string()
+            .contains("recorded in extensions.toml"),
         "{}",
         choice.reason
     );
     assert!(
-        choice.reason.contains("recorded at pack time"),
+        choice.reason.to_string().contains("recorded at pack time"),
         "{}",
         choice.reason
     );
@@ -334,7 +348,7 @@ fn a_matching_record_decides_without_probing_and_a_stale_one_is_ignored() -> Tes
     let choice = choose_tier("stale", Isolation::Auto, None, &plugin, found_worker)?;
     assert_eq!(choice.tier, Tier::Subinterpreter, "{}", choice.reason);
     assert!(
-        choice.reason.contains("probed at load"),
+        choice.reason.to_string().contains("probed at load"),
         "{}",
         choice.reason
     );
@@ -355,7 +369,7 @@ fn explicit_isolation_and_plugins_without_extensions_need_no_probe() -> TestResu
     let choice = choose_tier("pure", Isolation::Auto, None, &pure, no_worker)?;
     assert_eq!(choice.tier, Tier::Subinterpreter);
     assert!(
-        choice.reason.contains("no compiled extensions"),
+        choice.reason.to_string().contains("no compiled extensions"),
         "{}",
         choice.reason
     );
@@ -363,7 +377,7 @@ fn explicit_isolation_and_plugins_without_extensions_need_no_probe() -> TestResu
     let choice = choose_tier("pinned", Isolation::Subinterpreter, None, &pure, no_worker)?;
     assert_eq!(choice.tier, Tier::Subinterpreter);
     assert_eq!(
-        choice.reason,
+        choice.reason.to_string(),
         "isolation = \"subinterpreter\" in package.toml"
     );
     vendor_stdlib_module(&py, &pure, "", "_testsinglephase")?;
@@ -375,7 +389,10 @@ fn explicit_isolation_and_plugins_without_extensions_need_no_probe() -> TestResu
         no_worker,
     )?;
     assert_eq!(choice.tier, Tier::Process);
-    assert_eq!(choice.reason, "isolation = \"process\" in the load options");
+    assert_eq!(
+        choice.reason.to_string(),
+        "isolation = \"process\" in the load options"
+    );
     Ok(())
 }
 
@@ -411,9 +428,10 @@ fn a_sub_interpreter_asked_for_is_refused_when_the_probe_says_no() -> TestResult
             reason,
         }) => {
             assert_eq!(plugin, "pinned");
-            assert_eq!(origin, "package.toml");
+            assert_eq!(origin, fidius_host::IsolationOrigin::Manifest);
             assert!(
-                reason.contains("_testsinglephase") && reason.contains("(probed at load)"),
+                reason.to_string().contains("_testsinglephase")
+                    && reason.to_string().contains("(probed at load)"),
                 "{reason}"
             );
         }
@@ -486,11 +504,16 @@ fn a_package_that_cannot_be_imported_refuses_all_its_modules_with_one_probe() ->
         );
     }
     assert!(!outcome(&record, "_testsinglephase")?.0);
-    let choice = fidius_host::TierChoice::auto_from_record(&record, "probed");
+    let choice =
+        fidius_host::TierChoice::auto_from_record(&record, fidius_host::Evidence::ProbedAtLoad);
     assert_eq!(choice.tier, Tier::Process);
     // One mention of the shared reason, for the package.
     assert_eq!(
-        choice.reason.matches("misleading advice").count(),
+        choice
+            .reason
+            .to_string()
+            .matches("misleading advice")
+            .count(),
         1,
         "{}",
         choice.reason
@@ -498,6 +521,7 @@ fn a_package_that_cannot_be_imported_refuses_all_its_modules_with_one_probe() ->
     assert!(
         choice
             .reason
+            .to_string()
             .contains("package `pkg` (import fails: ImportError: misleading"),
         "{}",
         choice.reason
@@ -545,5 +569,74 @@ fn the_probe_never_runs_bytecode_from_the_plugin_tree() -> TestResult {
         !marker.exists(),
         "the probe ran bytecode from the plugin tree"
     );
+    Ok(())
+}
+
+#[test]
+fn the_probe_hands_the_tier_decision_typed_reasons() -> TestResult {
+    use fidius_host::{Evidence, RefusedModules, TierReason};
+
+    let py = python()?;
+    let work = tempfile::tempdir()?;
+    let plugin = plugin(work.path())?;
+    fs::create_dir_all(plugin.join("vendor/pkg"))?;
+    fs::write(
+        plugin.join("vendor/pkg/__init__.py"),
+        "raise ImportError('no sub-interpreters here')\n",
+    )?;
+    vendor_stdlib_module(&py, &plugin, "pkg", "_testmultiphase")?;
+    vendor_stdlib_module(&py, &plugin, "", "_testsinglephase")?;
+    vendor_stdlib_module(&py, &plugin, "", "xxlimited")?;
+
+    let choice = choose_tier("typed", Isolation::Auto, None, &plugin, found_worker)?;
+    assert_eq!(choice.tier, Tier::Process);
+    let TierReason::ExtensionsRefused(refusal) = &choice.reason else {
+        panic!("expected refused extensions, got {:?}", choice.reason);
+    };
+    assert_eq!(refusal.evidence, Evidence::ProbedAtLoad);
+    assert_eq!((refusal.refused, refusal.total), (2, 3));
+    assert_eq!(refusal.more_reasons, 0);
+    assert_eq!(refusal.deciding.len(), 2, "{:?}", refusal.deciding);
+    assert!(refusal.deciding.contains(&RefusedModules::Package {
+        package: "pkg".to_owned(),
+        error: "ImportError: no sub-interpreters here".to_owned(),
+    }));
+    assert!(
+        refusal.deciding.iter().any(|group| matches!(
+            group,
+            RefusedModules::Modules { modules, reason }
+                if modules == &["_testsinglephase".to_owned()] && reason.starts_with("ImportError")
+        )),
+        "{:?}",
+        refusal.deciding
+    );
+    // Its words are what they were as text.
+    let words = choice.reason.to_string();
+    assert!(
+        words.starts_with("isolation = \"auto\" and 2 of 3 compiled extension module(s)")
+            && words
+                .contains("package `pkg` (import fails: ImportError: no sub-interpreters here)")
+            && words.contains("(probed at load)"),
+        "{words}"
+    );
+
+    let choice = choose_tier(
+        "typed",
+        Isolation::Process,
+        Some(Isolation::Subinterpreter),
+        &plugin,
+        no_worker,
+    );
+    match choice {
+        Err(LoadError::SubinterpreterRefused { origin, reason, .. }) => {
+            assert_eq!(origin, fidius_host::IsolationOrigin::LoadOptions);
+            assert_eq!(
+                reason.evidence,
+                Evidence::ProbedAtLoad,
+                "remembered from the probe"
+            );
+        }
+        other => panic!("expected SubinterpreterRefused, got {other:?}"),
+    }
     Ok(())
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use fidius_core::manifest::Isolation;
 use fidius_host::{
     CallError, CallOptions, LoadError, LoadOptions, OutputStream, PluginCall, PluginSource,
-    PythonPluginHandle, Tier, WorkerCommand,
+    PythonPluginHandle, Tier, WorkerCommand, WorkerExit,
 };
 use serde_json::{json, Value};
 
@@ -58,7 +58,7 @@ fn calls_results_and_errors_match_the_subinterpreter_tier() {
     let handle = start(root.path(), "proc", &process_options());
     assert_eq!(handle.tier().tier, Tier::Process);
     assert!(
-        handle.tier().reason.contains("load options"),
+        handle.tier().reason.to_string().contains("load options"),
         "{:?}",
         handle.tier()
     );
@@ -146,19 +146,29 @@ fn a_worker_that_exits_or_segfaults_fails_its_call_and_the_next_call_gets_a_fres
     let root = tempfile::tempdir().expect("tempdir");
     let handle = start(root.path(), "crashy", &process_options());
     let bystander = support::start_tester(root.path(), "bystander", "1.0", 2, 1);
-    let crashes: &[(&str, &str)] = &[
-        ("import os\nos._exit(3)", "exit status 3"),
-        ("import ctypes\nctypes.string_at(0)", "signal 11 (SIGSEGV)"),
+    let crashes: &[(&str, WorkerExit, &str)] = &[
+        (
+            "import os\nos._exit(3)",
+            WorkerExit::Code(3),
+            "exit status 3",
+        ),
+        (
+            "import ctypes\nctypes.string_at(0)",
+            WorkerExit::Signal(11),
+            "killed by signal 11 (SIGSEGV)",
+        ),
         (
             "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)",
-            "signal 9",
+            WorkerExit::Signal(9),
+            "killed by signal 9",
         ),
         (
             "import sys, os\nos.write(2, b'about to abort\\n')\nos.abort()",
-            "signal 6 (SIGABRT)",
+            WorkerExit::Signal(6),
+            "killed by signal 6 (SIGABRT)",
         ),
     ];
-    for (count, (code, status_part)) in crashes.iter().enumerate() {
+    for (count, (code, exit, status_part)) in crashes.iter().enumerate() {
         let before = worker_pid(&handle);
         match run(&handle, code) {
             Err(CallError::WorkerCrashed {
@@ -169,7 +179,8 @@ fn a_worker_that_exits_or_segfaults_fails_its_call_and_the_next_call_gets_a_fres
             }) => {
                 assert_eq!(plugin, "crashy");
                 assert_eq!(method, "give_back");
-                assert!(status.contains(status_part), "{code}: {status}");
+                assert_eq!(&status, exit, "{code}");
+                assert!(status.to_string().contains(status_part), "{code}: {status}");
                 if code.contains("about to abort") {
                     assert!(stderr_tail.contains("about to abort"), "{stderr_tail:?}");
                 }
@@ -187,6 +198,48 @@ fn a_worker_that_exits_or_segfaults_fails_its_call_and_the_next_call_gets_a_fres
         assert_eq!(stats.worker_crashes, count as u64 + 1);
         assert_eq!(stats.worker_restarts, count as u64 + 1);
     }
+}
+
+#[test]
+fn a_worker_killed_by_a_signal_during_a_call_reports_the_signal_as_data() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let handle = start(root.path(), "signalled", &process_options());
+    let pid = worker_pid(&handle);
+    let started = root.path().join("call-started");
+    let code = format!(
+        "import pathlib, time\npathlib.Path({:?}).write_text('')\ntime.sleep(60)",
+        started.display().to_string()
+    );
+    let outcome = std::thread::scope(|scope| {
+        let call = scope.spawn(|| run(&handle, &code));
+        // Bounded wait until the worker is inside the call, so the signal lands mid-call.
+        let give_up = Instant::now() + Duration::from_secs(30);
+        while !started.exists() {
+            assert!(Instant::now() < give_up, "the call never started");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // A real signal from outside, as an operator or the OOM killer would send one.
+        let killed = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(killed.success());
+        call.join().expect("call thread")
+    });
+    match outcome {
+        Err(CallError::WorkerCrashed { status, method, .. }) => {
+            assert_eq!(method, "give_back");
+            assert_eq!(status, WorkerExit::Signal(15));
+            assert_eq!(status.to_string(), "killed by signal 15 (SIGTERM)");
+        }
+        other => panic!("expected WorkerCrashed, got {other:?}"),
+    }
+    assert_healthy(&handle);
+    assert_ne!(
+        worker_pid(&handle),
+        pid,
+        "a fresh worker serves after the kill"
+    );
 }
 
 #[test]
@@ -351,7 +404,8 @@ fn load_failures_in_a_worker_are_the_same_load_errors() {
             stderr_tail,
         }) => {
             assert_eq!(plugin, "exits");
-            assert_eq!(status, "exit status 5");
+            assert_eq!(status, WorkerExit::Code(5));
+            assert_eq!(status.to_string(), "exit status 5");
             assert!(stderr_tail.contains("giving up"), "{stderr_tail:?}");
         }
         Err(other) => panic!("expected WorkerExited, got {other}"),

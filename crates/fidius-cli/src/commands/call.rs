@@ -64,7 +64,7 @@ pub struct CallCommand {
 
     /// Override the package's isolation: auto, subinterpreter or process. The tier chosen and why
     /// is printed to stderr either way.
-    #[arg(long, value_name = "MODE", value_parser = parse_isolation)]
+    #[arg(long, value_name = "MODE", value_parser = str::parse::<Isolation>)]
     isolation: Option<Isolation>,
 
     /// Trust signatures by this public key (repeatable).
@@ -282,17 +282,6 @@ fn call(
         }
         anyhow::Error::new(error)
     })
-}
-
-fn parse_isolation(text: &str) -> Result<Isolation, String> {
-    match text {
-        "auto" => Ok(Isolation::Auto),
-        "subinterpreter" => Ok(Isolation::Subinterpreter),
-        "process" => Ok(Isolation::Process),
-        _ => Err(format!(
-            "`{text}`: isolation is one of auto, subinterpreter, process"
-        )),
-    }
 }
 
 /// `total` calls over `threads` threads: throughput and latency percentiles.

@@ -9,7 +9,8 @@ use fidius_core::extensions::{
 use fidius_core::manifest::Isolation;
 use fidius_core::tree::SIGNATURE_FILE;
 use fidius_host::{
-    probe_extensions, subinterpreter_refusal, ProbeOptions, TierChoice, WorkerCommand,
+    probe_extensions, subinterpreter_refusal, Evidence, IsolationOrigin, ProbeOptions, TierChoice,
+    TierReason, WorkerCommand,
 };
 
 use crate::out::outln;
@@ -51,11 +52,20 @@ pub fn own_worker() -> anyhow::Result<WorkerCommand> {
     Ok(WorkerCommand::new(exe).arg("worker"))
 }
 
+/// Whether the package being packed is signed after the probe is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signing {
+    /// The archive is signed afterwards: an existing `package.sig` may go stale, as it is replaced.
+    Follows,
+    /// Nothing signs it afterwards: a record that would invalidate an existing `package.sig` is
+    /// left unwritten.
+    None,
+}
+
 /// Probes the compiled extension modules under `dir/vendor/` in `fidius worker` processes and
 /// records the results in `extensions.toml`. Does nothing for a package without compiled
-/// extensions. `will_sign`: the archive is signed afterwards, so an existing `package.sig` may go
-/// stale; otherwise the record is left unwritten rather than invalidate that signature.
-pub fn record(dir: &Path, will_sign: bool) -> anyhow::Result<()> {
+/// extensions; see [`Signing`] for when an existing signature keeps the record unwritten.
+pub fn record(dir: &Path, signing: Signing) -> anyhow::Result<()> {
     let python = host_python()?;
     let files = find_extension_modules(dir, python)
         .with_context(|| format!("cannot look for compiled extensions in {}", dir.display()))?;
@@ -86,7 +96,7 @@ pub fn record(dir: &Path, will_sign: bool) -> anyhow::Result<()> {
         ExtensionRecord::load(dir).is_ok_and(|existing| existing.as_ref() == Some(&record));
     if unchanged {
         eprintln!("{} is up to date", path.display());
-    } else if !will_sign && dir.join(SIGNATURE_FILE).exists() {
+    } else if signing == Signing::None && dir.join(SIGNATURE_FILE).exists() {
         eprintln!(
             "warning: not writing {}: {} would no longer match; sign after packing (or pack with \
              --key) to record the probe, otherwise hosts probe at load",
@@ -99,7 +109,7 @@ pub fn record(dir: &Path, will_sign: bool) -> anyhow::Result<()> {
             .with_context(|| format!("cannot record the probe in {}", path.display()))?;
         eprintln!("recorded the probe in {}", path.display());
     }
-    let choice = TierChoice::auto_from_record(&record, "probed by fidius pack");
+    let choice = TierChoice::auto_from_record(&record, Evidence::ProbedByPack);
     outln!(
         "tier:        {} if isolation = \"auto\" ({})",
         choice.tier,
@@ -126,10 +136,9 @@ pub fn show(root: &Path, isolation: Isolation) -> anyhow::Result<()> {
         .is_some_and(|record| record.matches(python, &files));
     let auto = match (&record, files.is_empty()) {
         (_, true) => Ok(TierChoice::auto_without_extensions()),
-        (Some(record), false) if current => Ok(TierChoice::auto_from_record(
-            record,
-            &format!("recorded in {EXTENSIONS_FILE}"),
-        )),
+        (Some(record), false) if current => {
+            Ok(TierChoice::auto_from_record(record, Evidence::Recorded))
+        }
         (_, false) => Err(stale_reason(record.as_ref(), python, &files)),
     };
     if let Some(record) = &record {
@@ -143,9 +152,9 @@ pub fn show(root: &Path, isolation: Isolation) -> anyhow::Result<()> {
             }
         )?;
         let marker = match isolation {
-            Isolation::Subinterpreter => " <- refuses isolation = \"subinterpreter\"",
-            Isolation::Process => "",
-            _ => " <- decides the tier",
+            Isolation::Subinterpreter => format!(" <- refuses isolation = \"{isolation}\""),
+            Isolation::Process => String::new(),
+            _ => " <- decides the tier".to_owned(),
         };
         let marked = current && !matches!(isolation, Isolation::Process);
         for module in &record.modules {
@@ -155,7 +164,7 @@ pub fn show(root: &Path, isolation: Isolation) -> anyhow::Result<()> {
                     "  no   {} ({}){}",
                     module.name,
                     reason.as_deref().unwrap_or("no reason given"),
-                    if marked { marker } else { "" }
+                    if marked { marker.as_str() } else { "" }
                 )?,
             }
         }
@@ -165,15 +174,16 @@ pub fn show(root: &Path, isolation: Isolation) -> anyhow::Result<()> {
             files.len()
         )?;
     }
+    let asked = TierReason::Requested {
+        isolation,
+        origin: IsolationOrigin::Manifest,
+    };
     let tier = match isolation {
         Isolation::Subinterpreter => {
-            let asked = "isolation = \"subinterpreter\" in package.toml";
             let refusal = record
                 .as_ref()
                 .filter(|_| current && !files.is_empty())
-                .and_then(|record| {
-                    subinterpreter_refusal(record, &format!("recorded in {EXTENSIONS_FILE}"))
-                });
+                .and_then(|record| subinterpreter_refusal(record, Evidence::Recorded));
             match (refusal, files.is_empty() || current) {
                 (Some(refusal), _) => format!(
                     "none: loading fails ({asked}, but {refusal}; use isolation = \"auto\" or \"process\")"
@@ -185,10 +195,10 @@ pub fn show(root: &Path, isolation: Isolation) -> anyhow::Result<()> {
                 ),
             }
         }
-        Isolation::Process => "process (isolation = \"process\" in package.toml)".to_owned(),
+        Isolation::Process => format!("{isolation} ({asked})"),
         _ => match auto {
             Ok(choice) => format!("{} ({})", choice.tier, choice.reason),
-            Err(why) => format!("decided at load (isolation = \"auto\" and {why})"),
+            Err(why) => format!("decided at load (isolation = \"{isolation}\" and {why})"),
         },
     };
     outln!("tier:        {tier}")?;

@@ -85,7 +85,13 @@ impl PackCommand {
         }
 
         if manifest.python.is_some() {
-            extensions::record(&self.dir, signing_key.is_some())?;
+            extensions::record(
+                &self.dir,
+                match signing_key {
+                    Some(_) => extensions::Signing::Follows,
+                    None => extensions::Signing::None,
+                },
+            )?;
         }
 
         let policy = match (&signing_key, trusted.is_empty()) {

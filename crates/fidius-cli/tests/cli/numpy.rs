@@ -262,7 +262,7 @@ fn expect_crash(plugin: &NumericClient<PythonPluginHandle>, code: &str, status_p
         }) => {
             assert_eq!(name, "numeric-a");
             assert_eq!(method, "run");
-            assert!(status.contains(status_part), "{code}: {status}");
+            assert!(status.to_string().contains(status_part), "{code}: {status}");
         }
         other => panic!("{code}: expected WorkerCrashed, got {other:?}"),
     }
@@ -281,8 +281,9 @@ fn two_numpy_versions_run_in_one_host_in_worker_processes_that_survive_crashes()
     for handle in [&a, &b] {
         let tier = handle.tier();
         assert_eq!(tier.tier, Tier::Process, "{tier:?}");
+        let reason = tier.reason.to_string();
         assert!(
-            tier.reason.starts_with("isolation = \"auto\" and ") && tier.reason.contains(RECORDED),
+            reason.starts_with("isolation = \"auto\" and ") && reason.contains(RECORDED),
             "{tier:?}"
         );
     }

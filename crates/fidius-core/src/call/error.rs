@@ -5,7 +5,10 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// An error a plugin reported on purpose (Python: `raise PluginError(code, message, details)`).
+///
+/// `#[non_exhaustive]`: build one with [`PluginError::new`] (and [`PluginError::with_details`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct PluginError {
     /// A stable, machine-readable code such as `EMPTY_INPUT`.
     pub code: String,
@@ -41,8 +44,107 @@ impl fmt::Display for PluginError {
 
 impl std::error::Error for PluginError {}
 
+/// A Python exception as the host reports it: its class, `str()` and traceback. Plain data, owned
+/// by fidius (the embedding's own exception type stays inside the host).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct PythonError {
+    /// Qualified name of the exception class, e.g. `ValueError` or `json.decoder.JSONDecodeError`.
+    pub type_name: String,
+    /// `str(exception)`.
+    pub message: String,
+    /// The formatted traceback, when one could be produced.
+    pub traceback: Option<String>,
+}
+
+impl PythonError {
+    /// An exception of class `type_name` with `str()` `message`, and its traceback if known.
+    pub fn new(
+        type_name: impl Into<String>,
+        message: impl Into<String>,
+        traceback: Option<String>,
+    ) -> Self {
+        Self {
+            type_name: type_name.into(),
+            message: message.into(),
+            traceback,
+        }
+    }
+}
+
+impl fmt::Display for PythonError {
+    /// `Type: message`, or `Type` alone when the message is empty.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.message.is_empty() {
+            f.write_str(&self.type_name)
+        } else {
+            write!(f, "{}: {}", self.type_name, self.message)
+        }
+    }
+}
+
+impl std::error::Error for PythonError {}
+
+/// How a worker process ended, as far as the host could tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WorkerExit {
+    /// It exited with this code (`os._exit(3)`, a fatal error's exit).
+    Code(i32),
+    /// It was killed by this signal number (a segfault, `abort()`, the out-of-memory killer).
+    Signal(i32),
+    /// The host killed it because it broke the host–worker protocol.
+    ProtocolViolation {
+        /// What it sent that is not the protocol.
+        reason: String,
+    },
+    /// It is gone, and its exit status could not be read.
+    Unknown,
+}
+
+impl WorkerExit {
+    /// The conventional name of `signal` and what it usually means, e.g. ` (SIGSEGV)`; empty for
+    /// signals without one here.
+    fn signal_name(signal: i32) -> &'static str {
+        match signal {
+            4 => " (SIGILL)",
+            6 => " (SIGABRT)",
+            7 => " (SIGBUS)",
+            8 => " (SIGFPE)",
+            9 => " (SIGKILL; out of memory, or killed)",
+            11 => " (SIGSEGV)",
+            13 => " (SIGPIPE)",
+            15 => " (SIGTERM)",
+            24 => " (SIGXCPU)",
+            _ => "",
+        }
+    }
+}
+
+impl fmt::Display for WorkerExit {
+    /// `exit status 3`, `killed by signal 11 (SIGSEGV)`, `killed after a protocol error: …`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WorkerExit::Code(code) => write!(f, "exit status {code}"),
+            WorkerExit::Signal(signal) => {
+                write!(f, "killed by signal {signal}{}", Self::signal_name(*signal))
+            }
+            WorkerExit::ProtocolViolation { reason } => {
+                write!(f, "killed after a protocol error: {reason}")
+            }
+            WorkerExit::Unknown => f.write_str("its status is unknown"),
+        }
+    }
+}
+
 /// Why a call into a plugin did not return a value.
-#[derive(Debug, thiserror::Error)]
+///
+/// The variants a plugin's own code can end in (`Plugin`, `NotImplemented`, `Python`,
+/// `InvalidResult`, `InvalidArguments`, `UnknownMethod`) serialise with serde: this is the form in
+/// which a process-tier worker reports them to the host. The others arise in the host only; they
+/// neither serialise nor deserialise (`#[serde(skip)]`), so a worker cannot claim them.
+#[derive(Debug, thiserror::Error, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub enum CallError {
     /// The plugin raised [`PluginError`].
@@ -53,6 +155,7 @@ pub enum CallError {
     /// The method is `#[optional]` and this plugin does not define it.
     #[error("the plugin does not implement optional method `{method}`")]
     NotImplemented { method: String },
+    #[serde(skip)]
     /// The arguments could not be encoded as JSON.
     #[error("could not encode the arguments of `{method}` as JSON")]
     EncodeArguments {
@@ -60,6 +163,7 @@ pub enum CallError {
         #[source]
         source: serde_json::Error,
     },
+    #[serde(skip)]
     /// The plugin's result did not decode into the method's return type.
     #[error("the result of `{method}` does not match its Rust return type")]
     DecodeResult {
@@ -69,7 +173,12 @@ pub enum CallError {
     },
     /// No method has this index in the interface descriptor.
     #[error("no method with index {index} in interface `{interface}`")]
-    UnknownMethod { interface: String, index: usize },
+    UnknownMethod {
+        /// Not on the wire: the host fills in the interface it called.
+        #[serde(skip)]
+        interface: String,
+        index: usize,
+    },
     /// The plugin raised an exception other than `PluginError`.
     #[error("`{method}` raised {exception_type}: {message}")]
     Python {
@@ -86,6 +195,7 @@ pub enum CallError {
     /// The arguments handed to the host were not a JSON array.
     #[error("invalid arguments for `{method}`: {reason}")]
     InvalidArguments { method: String, reason: String },
+    #[serde(skip)]
     /// A typed call to a raw method, or a raw call to a typed one.
     #[error("`{method}` is a {actual:?} method and cannot be called as {requested:?}")]
     WireModeMismatch {
@@ -93,6 +203,7 @@ pub enum CallError {
         actual: crate::interface::WireMode,
         requested: crate::interface::WireMode,
     },
+    #[serde(skip)]
     /// The call did not finish within its timeout (`LoadOptions::call_timeout` or a per-call
     /// override in the host). The plugin code was interrupted, or the call was dropped before it
     /// started; see the host's documentation for what can be interrupted.
@@ -102,9 +213,11 @@ pub enum CallError {
         method: String,
         after: std::time::Duration,
     },
+    #[serde(skip)]
     /// The plugin's instances are gone (shut down, or their worker thread died).
     #[error("plugin `{plugin}` is no longer running")]
     Unavailable { plugin: String },
+    #[serde(skip)]
     /// Process tier: the worker process serving the call died before answering (a segfault,
     /// `os._exit`, killed for memory...). The host and the plugin's other instances are unaffected,
     /// and the next call gets a fresh worker.
@@ -112,15 +225,22 @@ pub enum CallError {
     WorkerCrashed {
         plugin: String,
         method: String,
-        /// `exit status N` or `killed by signal N (NAME)`.
-        status: String,
+        /// How it ended; displays as `exit status N` or `killed by signal N (NAME)`.
+        status: WorkerExit,
         /// The last lines the worker wrote to stderr (C-level output, fatal error messages).
         stderr_tail: String,
     },
+    #[serde(skip)]
     /// Process tier: no worker process could be started for this call (the plugin crashed its
     /// previous workers and is in back-off, or its load fails now).
-    #[error("plugin `{plugin}`: no worker process available: {reason}")]
-    WorkerUnavailable { plugin: String, reason: String },
+    #[error("plugin `{plugin}`: no worker process available")]
+    WorkerUnavailable {
+        plugin: String,
+        /// Why not: the error of the last attempt to start one (the host's `LoadError`, or the
+        /// operating system's refusal to start a thread); [`std::error::Error::source`] returns it.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl From<PluginError> for CallError {

@@ -4,7 +4,7 @@
 
 mod error;
 
-pub use error::{CallError, PluginError};
+pub use error::{CallError, PluginError, PythonError, WorkerExit};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;

@@ -248,13 +248,12 @@ fn read_python(
             }
         },
     };
-    let isolation = match isolation.as_deref() {
-        None | Some("auto") => Some(Isolation::Auto),
-        Some("subinterpreter") => Some(Isolation::Subinterpreter),
-        Some("process") => Some(Isolation::Process),
-        Some(value) => {
+    let isolation = match isolation.as_deref().map(str::parse::<Isolation>) {
+        None => Some(Isolation::Auto),
+        Some(Ok(isolation)) => Some(isolation),
+        Some(Err(unknown)) => {
             problems.push(ManifestProblem::InvalidIsolation {
-                value: value.to_owned(),
+                value: unknown.value,
             });
             None
         }
@@ -331,13 +330,48 @@ impl fmt::Display for Runtime {
     }
 }
 
-impl fmt::Display for Isolation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Isolation {
+    /// Every isolation, in the order they are documented.
+    pub const ALL: [Isolation; 3] = [
+        Isolation::Auto,
+        Isolation::Subinterpreter,
+        Isolation::Process,
+    ];
+
+    /// How `package.toml`, `fidius call --isolation` and every message spell it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
             Isolation::Auto => "auto",
             Isolation::Subinterpreter => "subinterpreter",
             Isolation::Process => "process",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Isolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A word that is not one of [`Isolation::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{value}`: isolation is one of auto, subinterpreter, process")]
+pub struct UnknownIsolation {
+    pub value: String,
+}
+
+impl std::str::FromStr for Isolation {
+    type Err = UnknownIsolation;
+
+    /// `auto`, `subinterpreter` or `process`, exactly.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Isolation::ALL
+            .into_iter()
+            .find(|isolation| isolation.as_str() == text)
+            .ok_or_else(|| UnknownIsolation {
+                value: text.to_owned(),
+            })
     }
 }
 

@@ -125,9 +125,9 @@ fn plugin_error(exception: &PyObj<'_>) -> Option<PluginError> {
             }
         })
     };
-    Some(PluginError {
-        code,
-        message,
-        details,
+    let error = PluginError::new(code, message);
+    Some(match details {
+        Some(details) => error.with_details(details),
+        None => error,
     })
 }

@@ -84,7 +84,7 @@ pub(crate) fn load<'s, I: Interpreter>(
     import(interp, source, descriptor, log_level, output, strict)
         .map_err(|source_error| LoadError::Bootstrap {
             plugin: source.name.clone(),
-            source: source_error,
+            source: source_error.into(),
         })?
         .checked
 }
@@ -289,11 +289,7 @@ fn rejection_to_error(
         } => LoadError::Import {
             plugin,
             module: source.entry_module.clone(),
-            exception: fidius_ffi::PythonException {
-                type_name,
-                message,
-                traceback,
-            },
+            exception: fidius_core::PythonError::new(type_name, message, traceback),
         },
         Rejection::HashMissing => LoadError::InterfaceHashMissing {
             plugin,

@@ -12,7 +12,7 @@ use rustix::event::{poll, PollFd, PollFlags};
 use rustix::process::{getppid, pidfd_open, Pid, PidfdFlags, Resource, Rlimit};
 
 use crate::backend::process::mailbox::{Interrupted, Mailbox, ReceiveError, Wait};
-use crate::backend::process::protocol::{self, RemoteError, StartSpec, Started};
+use crate::backend::process::protocol::{self, StartSpec, Started};
 use crate::plugin::dispatch::dispatch;
 use crate::plugin::loader::{self, LoadedInstance};
 use crate::plugin::output::{self, OutputSink, Taken};
@@ -122,6 +122,10 @@ fn serve() -> Result<(), String> {
         match kind {
             protocol::CALL => {
                 let (index, payload) = split_call(&body)?;
+                let method_name = descriptor
+                    .methods
+                    .get(index)
+                    .map_or("", |method| method.name.as_str());
                 interp
                     .with(|py| {
                         let drain = || {
@@ -146,12 +150,13 @@ fn serve() -> Result<(), String> {
                             Err(error) => {
                                 drain();
                                 send_output(&collected, &mut mailbox, &mut wait)?;
-                                send_json(
-                                    &mut mailbox,
-                                    protocol::REPLY_ERR,
-                                    &RemoteError::from_call_error(error),
-                                    &mut wait,
-                                )
+                                mailbox
+                                    .send(
+                                        protocol::REPLY_ERR,
+                                        &[&protocol::encode_error(&error, method_name)],
+                                        &mut wait,
+                                    )
+                                    .map_err(|_| "the host went away".to_owned())
                             }
                         }
                     })

@@ -1,29 +1,27 @@
 //! One worker process as the host sees it: started, loaded, called, and killed when it misbehaves.
 
-use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
 use fidius_core::interface::OwnedInterfaceDescriptor;
-use fidius_core::CallError;
+use fidius_core::{CallError, PythonError, WorkerExit};
 
 use crate::backend::process::command::WorkerCommand;
 use crate::backend::process::mailbox::{Interrupted, Mailbox, ReceiveError, Wait};
-use crate::backend::process::protocol::{self, RemoteError, StartSpec, Started};
-use crate::error::LoadError;
+use crate::backend::process::protocol::{self, StartSpec, Started};
+use crate::backend::process::tail::StderrTail;
+use crate::error::{InterpreterError, LoadError};
 use crate::plugin::loader::{self, Accepted};
-use crate::plugin::output::{OutputRoute, RecentOutput, Taken, LINE_LIMIT};
+use crate::plugin::output::{OutputRoute, RecentOutput, Taken};
 
 /// The longest reply the host accepts from a worker (a bound on what a broken worker can make the
 /// host allocate).
 const MAX_REPLY: usize = 1 << 31;
-/// Lines of a worker's stderr kept for crash reports.
-const STDERR_TAIL_LINES: usize = 20;
+/// How long a dead worker's stderr reader gets to reach the end of the pipe.
+const STDERR_DRAIN: Duration = Duration::from_millis(500);
 /// How long a worker gets to exit after being asked to: its interpreter finalises first, joining
 /// the threads the plugin started (as ending a sub-interpreter does), then it is killed.
 pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -53,7 +51,10 @@ pub(crate) enum Failure {
     /// The plugin answered with an error; the worker is fine.
     Call(CallError),
     /// The worker died; it is reaped.
-    Died { status: String, stderr_tail: String },
+    Died {
+        status: WorkerExit,
+        stderr_tail: String,
+    },
     /// The deadline passed; the worker was killed.
     Deadline,
     /// The worker broke the protocol; it was killed.
@@ -103,7 +104,16 @@ impl WorkerProcess {
         let child = process.spawn().map_err(spawn_failed)?;
         // The pipe's write ends now live only in the child, so the reader sees EOF when it exits.
         drop(process);
-        let stderr = StderrTail::follow(std::fs::File::from(reader), attribution.clone());
+        let stderr = {
+            let attribution = attribution.clone();
+            let name = format!(
+                "fidius:{}#{}:stderr",
+                attribution.plugin, attribution.instance
+            );
+            StderrTail::follow(std::fs::File::from(reader), name, move |text| {
+                attribution.route().deliver(Taken::line("stderr", text));
+            })
+        };
         let exit_seen = watch_exit(&child);
         let mut worker = Self {
             child,
@@ -195,11 +205,7 @@ impl WorkerProcess {
                 traceback,
             } => Err(LoadError::Bootstrap {
                 plugin,
-                source: fidius_ffi::FfiError::Python(fidius_ffi::PythonException {
-                    type_name,
-                    message,
-                    traceback,
-                }),
+                source: InterpreterError::Python(PythonError::new(type_name, message, traceback)),
             }),
         }
     }
@@ -220,11 +226,11 @@ impl WorkerProcess {
         if kind == protocol::REPLY_OK {
             return Ok(body);
         }
-        Err(match serde_json::from_slice::<RemoteError>(&body) {
-            Ok(error) => Failure::Call(error.into_call_error(descriptor)),
-            Err(error) => {
+        Err(match protocol::decode_error(&body, descriptor, index) {
+            Ok(error) => Failure::Call(error),
+            Err(reason) => {
                 self.kill();
-                Failure::Protocol(format!("unreadable error reply: {error}"))
+                Failure::Protocol(reason)
             }
         })
     }
@@ -294,20 +300,13 @@ impl WorkerProcess {
 
     /// Describes the death of a worker that has exited (reaping it if needed).
     pub(crate) fn died(&mut self) -> Failure {
-        let status = match self.exited {
-            Some(status) => status,
-            None => {
-                let _ = self.child.kill();
-                match self.child.wait() {
-                    Ok(status) => status,
-                    Err(_) => ExitStatus::from_raw(0),
-                }
-            }
-        };
-        self.exited = Some(status);
+        if self.exited.is_none() {
+            let _ = self.child.kill();
+            self.exited = self.child.wait().ok();
+        }
         Failure::Died {
-            status: describe_status(status),
-            stderr_tail: self.stderr.finish(),
+            status: self.exited.map_or(WorkerExit::Unknown, worker_exit),
+            stderr_tail: self.stderr.finish(STDERR_DRAIN),
         }
     }
 
@@ -386,7 +385,7 @@ impl Drop for WorkerProcess {
         if self.exited.is_none() {
             self.finish_shutdown();
         }
-        let _ = self.stderr.finish();
+        let _ = self.stderr.finish(STDERR_DRAIN);
     }
 }
 
@@ -435,120 +434,176 @@ fn watch_exit(child: &Child) -> Arc<AtomicBool> {
     exited
 }
 
-/// `exit status 3`, or `killed by signal 11 (SIGSEGV)`.
-pub(crate) fn describe_status(status: ExitStatus) -> String {
-    if let Some(code) = status.code() {
-        return format!("exit status {code}");
-    }
-    match status.signal() {
-        Some(signal) => {
-            let name = match signal {
-                4 => " (SIGILL)",
-                6 => " (SIGABRT)",
-                7 => " (SIGBUS)",
-                8 => " (SIGFPE)",
-                9 => " (SIGKILL; out of memory, or killed)",
-                11 => " (SIGSEGV)",
-                13 => " (SIGPIPE)",
-                15 => " (SIGTERM)",
-                24 => " (SIGXCPU)",
-                _ => "",
-            };
-            format!("killed by signal {signal}{name}")
-        }
-        None => status.to_string(),
+/// How the worker with exit status `status` ended.
+pub(crate) fn worker_exit(status: ExitStatus) -> WorkerExit {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => WorkerExit::Code(code),
+        (None, Some(signal)) => WorkerExit::Signal(signal),
+        (None, None) => WorkerExit::Unknown,
     }
 }
 
-/// Reads a worker's stderr (and stdout: one pipe) on its own thread: every line is routed as the
-/// plugin's stderr output, and the last ones are kept for crash reports.
-struct StderrTail {
-    lines: Arc<Mutex<VecDeque<String>>>,
-    done: Option<Receiver<()>>,
-}
+#[cfg(test)]
+mod tests {
+    //! A fake worker: this test binary, re-run with [`FAKE_WORKER`] set, speaks the protocol to a
+    //! real [`WorkerProcess`] and answers a call with whatever error body the test chose.
 
-impl StderrTail {
-    fn follow(pipe: std::fs::File, attribution: Attribution) -> Self {
-        let lines = Arc::new(Mutex::new(VecDeque::with_capacity(STDERR_TAIL_LINES)));
-        let (done_tx, done_rx) = crossbeam_channel::bounded(1);
-        let kept = Arc::clone(&lines);
-        let name = format!(
-            "fidius:{}#{}:stderr",
-            attribution.plugin, attribution.instance
-        );
-        let spawned = std::thread::Builder::new().name(name).spawn(move || {
-            let route = attribution.route();
-            read_lines(pipe, |text| {
-                {
-                    let mut kept = kept.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                    if kept.len() == STDERR_TAIL_LINES {
-                        kept.pop_front();
-                    }
-                    kept.push_back(text.clone());
-                }
-                route.deliver(Taken::line("stderr", text));
-            });
-            let _ = done_tx.send(());
-        });
-        Self {
-            lines,
-            done: spawned.ok().map(|_| done_rx),
-        }
-    }
+    use super::*;
+    use crate::backend::process::protocol::tests::DESCRIPTOR;
 
-    /// Waits briefly for the reader to reach the end of the pipe (a grandchild may hold it open),
-    /// then returns the last lines.
-    fn finish(&mut self) -> String {
-        if let Some(done) = self.done.take() {
-            let _ = done.recv_timeout(Duration::from_millis(500));
-        }
-        let lines = self
-            .lines
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        lines.iter().map(|line| format!("{line}\n")).collect()
-    }
-}
+    /// Prefixes the fake worker's argument that holds the `REPLY_ERR` body it sends (to libtest,
+    /// one more test-name filter that matches nothing).
+    const FAKE_REPLY: &str = "fidius-fake-reply=";
+    const FAKE_WORKER_TEST: &str = "process::child::tests::fake_worker";
 
-/// Splits what a worker writes to its file descriptors into lines for `each`, keeping at most
-/// [`LINE_LIMIT`] bytes of a line (the rest is counted and named in a marker), so a worker writing
-/// gigabytes without a newline costs the host no more than that.
-fn read_lines(pipe: impl Read, mut each: impl FnMut(String)) {
-    let mut reader = BufReader::with_capacity(64 * 1024, pipe);
-    let mut line = Vec::new();
-    let mut dropped = 0usize;
-    let finish = |line: &mut Vec<u8>, dropped: &mut usize| {
-        let mut text = String::from_utf8_lossy(line)
-            .trim_end_matches('\r')
-            .to_owned();
-        if *dropped > 0 {
-            text.push_str(&format!(
-                "... [fidius: {dropped} more bytes of this line dropped]"
-            ));
-        }
-        line.clear();
-        *dropped = 0;
-        text
-    };
-    loop {
-        let available = match reader.fill_buf() {
-            Ok([]) => break,
-            Ok(available) => available,
-            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
+    /// The fake worker itself; a no-op unless started by [`call_fake_worker`].
+    #[test]
+    fn fake_worker() {
+        let Some(reply) =
+            std::env::args().find_map(|arg| arg.strip_prefix(FAKE_REPLY).map(str::to_owned))
+        else {
+            return;
         };
-        let newline = available.iter().position(|byte| *byte == b'\n');
-        let chunk = &available[..newline.unwrap_or(available.len())];
-        let kept = chunk.len().min(LINE_LIMIT - line.len());
-        line.extend_from_slice(&chunk[..kept]);
-        dropped += chunk.len() - kept;
-        let consumed = newline.map_or(available.len(), |at| at + 1);
-        reader.consume(consumed);
-        if newline.is_some() {
-            each(finish(&mut line, &mut dropped));
+        let file = rustix::io::dup(std::io::stdin()).expect("a mailbox on stdin");
+        let mut mailbox = Mailbox::open(file).expect("a mailbox");
+        let mut alive = || true;
+        let mut wait = Wait {
+            spin: Duration::ZERO,
+            deadline: Some(Instant::now() + Duration::from_secs(60)),
+            alive: &mut alive,
+        };
+        let (kind, _) = mailbox.receive(64 << 20, &mut wait).expect("start");
+        assert_eq!(kind, protocol::START);
+        let started = Started::Report {
+            report: r#"{"ok": true}"#.to_owned(),
+            implemented: vec![true],
+        };
+        let started = serde_json::to_vec(&started).expect("encodes");
+        mailbox
+            .send(protocol::STARTED, &[&started], &mut wait)
+            .expect("started");
+        let (kind, _) = mailbox.receive(64 << 20, &mut wait).expect("call");
+        assert_eq!(kind, protocol::CALL);
+        mailbox
+            .send(protocol::REPLY_ERR, &[reply.as_bytes()], &mut wait)
+            .expect("reply");
+        // Stay until the host kills it (a protocol error) or asks it to end.
+        let _ = mailbox.receive(64 << 20, &mut wait);
+    }
+
+    /// Starts a fake worker that answers its one call with `reply`; the call's failure.
+    fn call_fake_worker(reply: &[u8]) -> Failure {
+        let exe = std::env::current_exe().expect("the test binary");
+        let reply = std::str::from_utf8(reply).expect("a UTF-8 reply");
+        // libtest takes the mode `serve` the host appends as one more filter, matching nothing.
+        let command = WorkerCommand::new(exe)
+            .arg("--exact")
+            .arg(FAKE_WORKER_TEST)
+            .arg(format!("{FAKE_REPLY}{reply}"));
+        let spec = StartSpec {
+            plugin: "fake".to_owned(),
+            version: "1.0.0".to_owned(),
+            dir: std::env::temp_dir(),
+            entry_module: "fake".to_owned(),
+            interface: (&DESCRIPTOR).into(),
+            log_level: 0,
+            memory_limit: None,
+            strict: false,
+        };
+        let attribution = Attribution {
+            plugin: "fake".to_owned(),
+            version: "1.0.0".to_owned(),
+            instance: 0,
+            recent: Arc::new(RecentOutput::new(16)),
+        };
+        let descriptor = OwnedInterfaceDescriptor::from(&DESCRIPTOR);
+        let started = WorkerProcess::start(
+            &command,
+            &spec,
+            &descriptor,
+            attribution,
+            Some(Duration::from_secs(60)),
+        );
+        let (mut worker, accepted) = match started {
+            Ok(started) => started,
+            Err(error) => panic!("the fake worker did not start: {error}"),
+        };
+        assert_eq!(accepted.implemented, vec![true]);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        match worker.call(0, b"[]", Some(deadline), &descriptor) {
+            Ok(bytes) => panic!("the fake worker answered {bytes:?}"),
+            Err(failure) => failure,
         }
     }
-    if !line.is_empty() || dropped > 0 {
-        each(finish(&mut line, &mut dropped));
+
+    #[test]
+    fn a_remote_error_crosses_in_call_errors_own_wire_form() {
+        let error = CallError::Python {
+            method: "shout".to_owned(),
+            exception_type: "ValueError".to_owned(),
+            message: "too quiet".to_owned(),
+            traceback: Some("Traceback (most recent call last): ...".to_owned()),
+        };
+        match call_fake_worker(&protocol::encode_error(&error, "shout")) {
+            Failure::Call(CallError::Python {
+                method,
+                exception_type,
+                message,
+                traceback,
+            }) => {
+                assert_eq!(
+                    (method.as_str(), exception_type.as_str()),
+                    ("shout", "ValueError")
+                );
+                assert_eq!(message, "too quiet");
+                assert_eq!(
+                    traceback.as_deref(),
+                    Some("Traceback (most recent call last): ...")
+                );
+            }
+            other => panic!("expected the Python error, got {}", describe(&other)),
+        }
+    }
+
+    #[test]
+    fn a_hostile_error_reply_is_a_protocol_error_and_the_worker_is_killed() {
+        let claims_a_timeout =
+            br#"{"Timeout":{"plugin":"other","method":"shout","after":{"secs":1,"nanos":0}}}"#;
+        match call_fake_worker(claims_a_timeout) {
+            Failure::Protocol(reason) => {
+                assert!(reason.contains("unknown variant `Timeout`"), "{reason}")
+            }
+            other => panic!("expected a protocol error, got {}", describe(&other)),
+        }
+        match call_fake_worker(br#"{"Python":{"method":"shout","exception_type":1}}"#) {
+            Failure::Protocol(reason) => assert!(reason.contains("invalid type"), "{reason}"),
+            other => panic!("expected a protocol error, got {}", describe(&other)),
+        }
+        // The hand-kept mirror this replaced took these two as call errors.
+        match call_fake_worker(br#"{"Other":{"message":"trust me"}}"#) {
+            Failure::Protocol(reason) => {
+                assert!(reason.contains("unknown variant `Other`"), "{reason}")
+            }
+            other => panic!("expected a protocol error, got {}", describe(&other)),
+        }
+        match call_fake_worker(br#"{"NotImplemented":{"method":"whisper"}}"#) {
+            Failure::Protocol(reason) => assert!(
+                reason.contains("`whisper`") && reason.contains("`shout`"),
+                "{reason}"
+            ),
+            other => panic!("expected a protocol error, got {}", describe(&other)),
+        }
+    }
+
+    fn describe(failure: &Failure) -> String {
+        match failure {
+            Failure::Call(error) => format!("call error {error:?}"),
+            Failure::Died {
+                status,
+                stderr_tail,
+            } => format!("death ({status}): {stderr_tail}"),
+            Failure::Deadline => "the deadline".to_owned(),
+            Failure::Protocol(reason) => format!("protocol error {reason}"),
+        }
     }
 }

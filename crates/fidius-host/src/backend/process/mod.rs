@@ -5,4 +5,5 @@ pub(crate) mod command;
 pub(crate) mod mailbox;
 pub(crate) mod probe;
 pub(crate) mod protocol;
+pub(crate) mod tail;
 pub(crate) mod workers;

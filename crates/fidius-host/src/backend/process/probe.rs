@@ -5,8 +5,8 @@
 //! imports each module in its own own-GIL sub-interpreter and reports one line per module; when it
 //! crashes or hangs, the module it was on counts as "no" and a new worker takes the rest.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::io::{BufRead, BufReader, Read};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
 use std::time::Duration;
@@ -16,9 +16,11 @@ use fidius_core::extensions::{
     find_extension_modules, BadPythonVersion, ExtensionFile, ExtensionProbe, ExtensionRecord,
     ExtensionsError, PythonVersion,
 };
+use fidius_core::WorkerExit;
 
-use crate::backend::process::child::describe_status;
+use crate::backend::process::child::worker_exit;
 use crate::backend::process::command::{WorkerCommand, WorkerNotFound};
+use crate::backend::process::tail::StderrTail;
 use crate::worker::probe::Report;
 
 /// How probing runs. `ProbeOptions::default()` gives each module 30 s.
@@ -68,7 +70,7 @@ pub enum ProbeError {
     #[error("the probe worker {} ended before probing anything ({status}){}", program.display(), last_words(output))]
     WorkerFailed {
         program: PathBuf,
-        status: String,
+        status: WorkerExit,
         /// The end of what it wrote to stderr.
         output: String,
     },
@@ -110,7 +112,38 @@ pub fn probe_extensions(
 ) -> Result<ExtensionRecord, ProbeError> {
     let python = host_python()?;
     let files = find_extension_modules(root, python).map_err(ProbeError::Scan)?;
-    probe_files(root, &files, worker, options, python)
+    Ok(probe_files(root, &files, worker, options, python)?.record)
+}
+
+/// What a probe found: the record, and which top-level packages fail to import in a
+/// sub-interpreter (each refusing all its modules) with their import errors, as the probe saw them.
+#[derive(Debug, Clone)]
+pub(crate) struct ProbeOutcome {
+    pub(crate) record: ExtensionRecord,
+    /// Top-level package → its import error (`Type: message`).
+    pub(crate) package_failures: BTreeMap<String, String>,
+}
+
+impl ProbeOutcome {
+    /// The outcome behind a record read from `extensions.toml`, where the probe wrote a failing
+    /// package's error into each of its modules' reasons (see [`package_failure`]).
+    pub(crate) fn from_record(record: ExtensionRecord) -> Self {
+        let package_failures = record
+            .refused()
+            .filter_map(|module| {
+                let (package, error) = module
+                    .reason
+                    .as_deref()?
+                    .strip_prefix(PACKAGE_FAILURE.0)?
+                    .split_once(PACKAGE_FAILURE.1)?;
+                Some((package.to_owned(), error.to_owned()))
+            })
+            .collect();
+        Self {
+            record,
+            package_failures,
+        }
+    }
 }
 
 /// Probes `files` (found under `root` for `python`).
@@ -124,7 +157,7 @@ pub(crate) fn probe_files(
     worker: &WorkerCommand,
     options: &ProbeOptions,
     python: PythonVersion,
-) -> Result<ExtensionRecord, ProbeError> {
+) -> Result<ProbeOutcome, ProbeError> {
     let top_level =
         |file: &ExtensionFile| file.module.split('.').next().unwrap_or_default().to_owned();
     let packages: BTreeSet<String> = files
@@ -166,20 +199,20 @@ pub(crate) fn probe_files(
         refused = modules.iter().filter(|m| !m.subinterpreter).count(),
         "probed compiled extensions"
     );
-    Ok(ExtensionRecord { python, modules })
+    Ok(ProbeOutcome {
+        record: ExtensionRecord { python, modules },
+        package_failures: package_errors,
+    })
 }
 
 /// The reason recorded for a module whose package fails to import in a sub-interpreter.
 fn package_failure(package: &str, error: &str) -> String {
-    format!("importing its package `{package}` fails: {error}")
+    format!("{}{package}{}{error}", PACKAGE_FAILURE.0, PACKAGE_FAILURE.1)
 }
 
-/// The package and its import error, when `reason` was recorded by [`package_failure`].
-pub(crate) fn parse_package_failure(reason: &str) -> Option<(&str, &str)> {
-    reason
-        .strip_prefix("importing its package `")?
-        .split_once("` fails: ")
-}
+/// The words around the package and its error in [`package_failure`]'s reason, as written into
+/// `extensions.toml` and recognised by [`ProbeOutcome::from_record`].
+const PACKAGE_FAILURE: (&str, &str) = ("importing its package `", "` fails: ");
 
 /// Imports each of `names` in its own sub-interpreter in throwaway workers; one entry per name:
 /// `None` when it imported (and its interpreter ended cleanly), else why not.
@@ -204,12 +237,9 @@ struct ProbeRun {
     child: Child,
     program: PathBuf,
     lines: Receiver<std::io::Result<String>>,
-    stderr: Receiver<String>,
+    stderr: StderrTail,
     ready: bool,
 }
-
-/// How much of a worker's stderr is kept for error messages.
-const STDERR_TAIL: usize = 4096;
 
 impl ProbeRun {
     fn start(root: &Path, names: &[String], worker: &WorkerCommand) -> Result<Self, ProbeError> {
@@ -235,20 +265,10 @@ impl ProbeRun {
                 }
             });
         }
-        let (tail_sender, stderr) = crossbeam_channel::bounded(1);
-        if let Some(mut pipe) = child.stderr.take() {
-            std::thread::spawn(move || {
-                let mut tail = VecDeque::with_capacity(STDERR_TAIL);
-                let mut buffer = [0_u8; 4096];
-                while let Ok(read @ 1..) = pipe.read(&mut buffer) {
-                    tail.extend(&buffer[..read]);
-                    let excess = tail.len().saturating_sub(STDERR_TAIL);
-                    tail.drain(..excess);
-                }
-                let _ =
-                    tail_sender.send(String::from_utf8_lossy(tail.make_contiguous()).into_owned());
-            });
-        }
+        let stderr = match child.stderr.take() {
+            Some(pipe) => StderrTail::follow(pipe, "fidius:probe:stderr".to_owned(), drop),
+            None => StderrTail::follow(std::io::empty(), "fidius:probe:stderr".to_owned(), drop),
+        };
         Ok(Self {
             child,
             program,
@@ -281,11 +301,11 @@ impl ProbeRun {
                     if !self.ready {
                         return Err(ProbeError::WorkerFailed {
                             program: self.program.clone(),
-                            status: describe(status),
+                            status: exit(status),
                             output,
                         });
                     }
-                    let crash = format!("{}{}", describe(status), last_words(&output));
+                    let crash = format!("{}{}", exit(status), last_words(&output));
                     tracing::debug!(module = %name, output = %output, "probe worker crashed");
                     outcomes.push(Some(match imported {
                         None => format!("crashed: {crash}"),
@@ -359,10 +379,8 @@ impl ProbeRun {
 
     /// The end of the worker's stderr, once the pipe is closed. A grandchild process holding the
     /// pipe open must not hang the host, so this waits only briefly.
-    fn stderr_tail(&self) -> String {
-        self.stderr
-            .recv_timeout(Duration::from_secs(1))
-            .unwrap_or_default()
+    fn stderr_tail(&mut self) -> String {
+        self.stderr.finish(Duration::from_secs(1))
     }
 }
 
@@ -384,6 +402,6 @@ fn refused(file: &ExtensionFile, reason: String) -> ExtensionProbe {
     }
 }
 
-fn describe(status: Option<ExitStatus>) -> String {
-    status.map_or_else(|| "its status is unknown".to_owned(), describe_status)
+fn exit(status: Option<ExitStatus>) -> WorkerExit {
+    status.map_or(WorkerExit::Unknown, worker_exit)
 }

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use fidius_core::interface::OwnedInterfaceDescriptor;
-use fidius_core::{CallError, PluginError};
+use fidius_core::CallError;
 use serde::{Deserialize, Serialize};
 
 use crate::plugin::source::PluginSource;
@@ -21,7 +21,7 @@ pub(crate) const STARTED: u8 = 11;
 pub(crate) const OUTPUT: u8 = 12;
 /// Worker → host: a call's result bytes.
 pub(crate) const REPLY_OK: u8 = 13;
-/// Worker → host: a call's error (JSON [`RemoteError`]).
+/// Worker → host: a call's error ([`CallError`]'s serde JSON form; see [`encode_error`]).
 pub(crate) const REPLY_ERR: u8 = 14;
 
 /// Everything a worker needs to load its plugin.
@@ -63,90 +63,204 @@ pub(crate) enum Started {
     },
 }
 
-/// A call error as it crosses from the worker. Only what `dispatch` can produce.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum RemoteError {
-    Plugin(PluginError),
-    NotImplemented {
-        method: String,
-    },
-    Python {
-        method: String,
-        exception_type: String,
-        message: String,
-        traceback: Option<String>,
-    },
-    InvalidResult {
-        method: String,
-        reason: String,
-    },
-    InvalidArguments {
-        method: String,
-        reason: String,
-    },
-    UnknownMethod {
-        index: usize,
-    },
-    /// Anything else, described.
-    Other {
-        message: String,
-    },
+/// The longest error reply the host reads. An error is a few strings and, for a `PluginError`,
+/// its JSON `details`: far below this. The bound keeps a hostile worker from making the host build
+/// a huge JSON tree (many times the size of the body) out of one reply.
+pub(crate) const MAX_ERROR_REPLY: usize = 16 << 20;
+
+/// The body of a [`REPLY_ERR`] for `error`, raised by a call of `method`: [`CallError`]'s own serde
+/// form. The variants only the host produces have no wire form; should the worker's dispatch ever
+/// end in one, it is sent as [`CallError::InvalidResult`] describing it.
+pub(crate) fn encode_error(error: &CallError, method: &str) -> Vec<u8> {
+    serde_json::to_vec(error).unwrap_or_else(|_| {
+        let described = CallError::InvalidResult {
+            method: method.to_owned(),
+            reason: error.to_string(),
+        };
+        // Two strings always serialise.
+        serde_json::to_vec(&described).unwrap_or_default()
+    })
 }
 
-impl RemoteError {
-    pub(crate) fn from_call_error(error: CallError) -> Self {
-        match error {
-            CallError::Plugin(error) => Self::Plugin(error),
-            CallError::NotImplemented { method } => Self::NotImplemented { method },
+/// Reads the [`REPLY_ERR`] body a worker sent for a call of method `index` of `descriptor`. The
+/// worker is not trusted: a body over [`MAX_ERROR_REPLY`], anything but one of the variants a
+/// worker may send (the host-only ones do not deserialise), or an error about another method is a
+/// protocol error, described.
+pub(crate) fn decode_error(
+    body: &[u8],
+    descriptor: &OwnedInterfaceDescriptor,
+    index: usize,
+) -> Result<CallError, String> {
+    if body.len() > MAX_ERROR_REPLY {
+        return Err(format!(
+            "error reply of {} bytes exceeds the limit of {MAX_ERROR_REPLY}",
+            body.len()
+        ));
+    }
+    // serde_json bounds nesting (128 levels), so no body can exhaust the stack.
+    let mut error: CallError =
+        serde_json::from_slice(body).map_err(|error| format!("unreadable error reply: {error}"))?;
+    let called = descriptor
+        .methods
+        .get(index)
+        .map(|method| method.name.as_str());
+    let named = match &mut error {
+        CallError::UnknownMethod {
+            interface,
+            index: reported,
+        } => {
+            // Not on the wire: the interface is the host's.
+            interface.clone_from(&descriptor.trait_name);
+            if *reported != index {
+                return Err(format!(
+                    "error reply names method index {reported}, the call was to {index}"
+                ));
+            }
+            None
+        }
+        CallError::NotImplemented { method }
+        | CallError::Python { method, .. }
+        | CallError::InvalidResult { method, .. }
+        | CallError::InvalidArguments { method, .. } => Some(method.as_str()),
+        _ => None,
+    };
+    match named {
+        Some(named) if Some(named) != called => Err(format!(
+            "error reply names method `{}`, the call was to `{}`",
+            named.chars().take(100).collect::<String>(),
+            called.unwrap_or_default()
+        )),
+        _ => Ok(error),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use fidius_core::interface::{PythonInterfaceDescriptor, PythonMethodDescriptor, WireMode};
+    use fidius_core::PluginError;
+
+    use super::*;
+
+    const METHODS: &[PythonMethodDescriptor] = &[PythonMethodDescriptor {
+        name: "shout",
+        wire: WireMode::TypedJson,
+        args: &[],
+        returns: "String",
+        optional_since: None,
+        signature: "shout:->String",
+    }];
+    /// A one-method interface (`shout`) for tests of the protocol.
+    pub(crate) const DESCRIPTOR: PythonInterfaceDescriptor = PythonInterfaceDescriptor {
+        trait_name: "Shouter",
+        version: 1,
+        interface_hash: 1,
+        methods: METHODS,
+    };
+
+    fn round_trip(error: CallError) -> CallError {
+        decode_error(&encode_error(&error, "shout"), &(&DESCRIPTOR).into(), 0).expect("decodes")
+    }
+
+    #[test]
+    fn every_variant_a_worker_sends_round_trips_with_its_data() {
+        let plugin = PluginError::new("EMPTY", "nothing to shout")
+            .with_details(serde_json::json!({"field": "text", "sizes": [1, 2]}));
+        match round_trip(CallError::Plugin(plugin.clone())) {
+            CallError::Plugin(back) => assert_eq!(back, plugin),
+            other => panic!("{other:?}"),
+        }
+        match round_trip(CallError::Python {
+            method: "shout".into(),
+            exception_type: "ValueError".into(),
+            message: "bad".into(),
+            traceback: Some("Traceback ...".into()),
+        }) {
             CallError::Python {
                 method,
                 exception_type,
                 message,
                 traceback,
-            } => Self::Python {
-                method,
-                exception_type,
-                message,
-                traceback,
-            },
-            CallError::InvalidResult { method, reason } => Self::InvalidResult { method, reason },
-            CallError::InvalidArguments { method, reason } => {
-                Self::InvalidArguments { method, reason }
+            } => assert_eq!(
+                (method, exception_type, message, traceback),
+                (
+                    "shout".to_owned(),
+                    "ValueError".to_owned(),
+                    "bad".to_owned(),
+                    Some("Traceback ...".to_owned())
+                )
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            round_trip(CallError::NotImplemented { method: "shout".into() }),
+            CallError::NotImplemented { method } if method == "shout"
+        ));
+        assert!(matches!(
+            round_trip(CallError::InvalidResult { method: "shout".into(), reason: "a set".into() }),
+            CallError::InvalidResult { method, reason } if method == "shout" && reason == "a set"
+        ));
+        assert!(matches!(
+            round_trip(CallError::InvalidArguments { method: "shout".into(), reason: "no".into() }),
+            CallError::InvalidArguments { method, reason } if method == "shout" && reason == "no"
+        ));
+        // The interface is the host's own, whatever the worker's build called it.
+        assert!(matches!(
+            round_trip(CallError::UnknownMethod {
+                interface: "Other".into(),
+                index: 0
+            }),
+            CallError::UnknownMethod {
+                interface,
+                index: 0
+            } if interface == "Shouter"
+        ));
+    }
+
+    #[test]
+    fn a_host_only_error_is_sent_as_an_invalid_result_of_the_method() {
+        let timeout = CallError::Timeout {
+            plugin: "p".into(),
+            method: "shout".into(),
+            after: std::time::Duration::from_secs(1),
+        };
+        match round_trip(timeout) {
+            CallError::InvalidResult { method, reason } => {
+                assert_eq!(method, "shout");
+                assert!(reason.contains("timed out"), "{reason}");
             }
-            CallError::UnknownMethod { index, .. } => Self::UnknownMethod { index },
-            other => Self::Other {
-                message: other.to_string(),
-            },
+            other => panic!("{other:?}"),
         }
     }
 
-    pub(crate) fn into_call_error(self, descriptor: &OwnedInterfaceDescriptor) -> CallError {
-        match self {
-            Self::Plugin(error) => CallError::Plugin(error),
-            Self::NotImplemented { method } => CallError::NotImplemented { method },
-            Self::Python {
-                method,
-                exception_type,
-                message,
-                traceback,
-            } => CallError::Python {
-                method,
-                exception_type,
-                message,
-                traceback,
-            },
-            Self::InvalidResult { method, reason } => CallError::InvalidResult { method, reason },
-            Self::InvalidArguments { method, reason } => {
-                CallError::InvalidArguments { method, reason }
-            }
-            Self::UnknownMethod { index } => CallError::UnknownMethod {
-                interface: descriptor.trait_name.clone(),
-                index,
-            },
-            Self::Other { message } => CallError::InvalidResult {
-                method: String::new(),
-                reason: message,
-            },
-        }
+    #[test]
+    fn hostile_error_replies_are_protocol_errors() {
+        let refused = |body: &[u8]| decode_error(body, &(&DESCRIPTOR).into(), 0).unwrap_err();
+        // A worker must not claim what only the host can tell: timeouts, crashes, unavailability.
+        let claimed =
+            refused(br#"{"Timeout":{"plugin":"p","method":"shout","after":{"secs":1,"nanos":0}}}"#);
+        assert!(claimed.contains("unknown variant `Timeout`"), "{claimed}");
+        assert!(refused(br#"{"WorkerCrashed":{"plugin":"p"}}"#).contains("unknown variant"));
+        assert!(refused(br#"{"Other":{"message":"x"}}"#).contains("unknown variant `Other`"));
+        assert!(refused(b"not json").starts_with("unreadable error reply"));
+        assert!(refused(br#"{"Python":{"method":"shout"}}"#).contains("missing field"));
+        let extra = refused(br#"{"NotImplemented":{"method":"shout","extra":1}}"#);
+        assert!(extra.contains("unknown field `extra`"), "{extra}");
+        // Errors about a method other than the one called.
+        let other = refused(br#"{"NotImplemented":{"method":"whisper"}}"#);
+        assert!(
+            other.contains("`whisper`") && other.contains("`shout`"),
+            "{other}"
+        );
+        assert!(refused(br#"{"UnknownMethod":{"index":7}}"#).contains("index 7"));
+        // Deeper than serde_json's recursion limit: an error, not a stack overflow.
+        let deep = format!(
+            r#"{{"Plugin":{{"code":"c","message":"m","details":{}1{}}}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert!(refused(deep.as_bytes()).contains("recursion limit"));
+        // Over the size bound: refused before it is parsed.
+        let huge = vec![b' '; MAX_ERROR_REPLY + 1];
+        assert!(refused(&huge).contains("exceeds the limit"));
     }
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use fidius_core::CallError;
+use fidius_core::{CallError, WorkerExit};
 
 use crate::backend::process::child::{Attribution, Failure, WorkerProcess};
 use crate::backend::process::command::WorkerCommand;
@@ -79,7 +79,7 @@ struct WorkerSlot {
     restart_at: Option<Instant>,
     /// Why the last restart failed, for the next caller (who gets it as an error while a new
     /// attempt starts in the background).
-    failure: Option<String>,
+    failure: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
 /// Gives a slot back to the idle list however the call ends.
@@ -269,14 +269,14 @@ impl Backend for ProcessBackend {
             }
             let Some(worker) = slot.worker.as_mut() else {
                 // The last restart failed: say why, and try again in the background.
-                let reason = slot
+                let source = slot
                     .failure
                     .take()
-                    .unwrap_or_else(|| "no worker process".to_owned());
+                    .unwrap_or_else(|| "no worker process".into());
                 launcher.restart(&set, &mut slot, lease);
                 return Err(CallError::WorkerUnavailable {
                     plugin: plugin.clone(),
-                    reason,
+                    source,
                 });
             };
             let result = worker.call(
@@ -309,10 +309,7 @@ impl Backend for ProcessBackend {
                 }
                 Err(Failure::Protocol(reason)) => {
                     tracing::error!(plugin = %plugin, instance = slot.number, %reason, "worker process broke the protocol; killed");
-                    (
-                        format!("killed after a protocol error: {reason}"),
-                        String::new(),
-                    )
+                    (WorkerExit::ProtocolViolation { reason }, String::new())
                 }
             };
             launcher.counters.crashes.fetch_add(1, Ordering::Relaxed);
@@ -426,7 +423,7 @@ impl WorkerLauncher {
                         Err(error) => {
                             tracing::warn!(plugin = %launcher.plugin.name, instance = number, %error, "restarting the worker process failed");
                             launcher.buried(&mut slot);
-                            slot.failure = Some(error.to_string());
+                            slot.failure = Some(Box::new(error));
                         }
                     }
                 }
@@ -435,7 +432,12 @@ impl WorkerLauncher {
         match spawned {
             Ok(_) => lease.pass_to_restart(),
             // The lease goes back to callers, who are told why there is no worker.
-            Err(error) => slot.failure = Some(format!("cannot start a restart thread: {error}")),
+            Err(error) => {
+                slot.failure = Some(Box::new(LoadError::Spawn {
+                    plugin: self.plugin.name.clone(),
+                    source: error,
+                }))
+            }
         }
     }
 }

@@ -153,7 +153,7 @@ fn run(
         Err(error) => {
             report(Err(LoadError::Interpreter {
                 plugin: source.name.clone(),
-                source: error,
+                source: error.into(),
             }));
             return;
         }
