@@ -54,7 +54,7 @@ pub use host::{
 };
 pub use options::{CallOptions, LoadOptions};
 pub use process::command::{WorkerCommand, WorkerNotFound, WORKER_BINARY, WORKER_ENV};
-pub use process::probe::{probe_extensions, ProbeError, ProbeOptions};
+pub use process::probe::{host_python, probe_extensions, ProbeError, ProbeOptions};
 pub use runtime::output::{OutputLine, OutputStream, OUTPUT_TARGET};
 pub use runtime::pool::PoolStats;
 pub use runtime::source::PluginSource;
