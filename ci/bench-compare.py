@@ -56,7 +56,12 @@ def main():
     old, new = read(args.old), read(args.new)
     if not old or not new:
         sys.exit("ci/bench: a build reported no cases (see its output above)")
-    out = [f"## Comparison: {args.new_label} (new) against {args.old_label} (old)", "", args.header, ""]
+    out = [
+        f"## Comparison: new: {args.new_label}; old: {args.old_label}",
+        "",
+        args.header,
+        "",
+    ]
 
     names = list(new) + [case for case in old if case not in new]
     both = [case for case in names if case in old and case in new]
