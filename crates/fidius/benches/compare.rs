@@ -59,8 +59,8 @@ fn main() -> ExitCode {
     let quick = std::env::args().any(|arg| arg == "--quick");
     let samples = if quick {
         Samples {
-            latency: 5_000,
-            bandwidth: 10,
+            latency: 3_000,
+            bandwidth: 8,
         }
     } else {
         Samples {
