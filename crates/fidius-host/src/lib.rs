@@ -42,7 +42,7 @@ mod tier;
 pub mod worker;
 
 pub use backend::process::command::{WorkerCommand, WorkerNotFound, WORKER_BINARY, WORKER_ENV};
-pub use backend::process::probe::{probe_extensions, ProbeError, ProbeOptions};
+pub use backend::process::probe::{host_python, probe_extensions, ProbeError, ProbeOptions};
 pub use backend::PoolStats;
 pub use error::{InterpreterError, LoadError, LoadWarning};
 pub use fidius_core::{CallError, PluginCall, PluginError, PythonError, WorkerExit};

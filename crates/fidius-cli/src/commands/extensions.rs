@@ -9,18 +9,11 @@ use fidius_core::extensions::{
 use fidius_core::manifest::Isolation;
 use fidius_core::tree::SIGNATURE_FILE;
 use fidius_host::{
-    probe_extensions, subinterpreter_refusal, Evidence, IsolationOrigin, ProbeOptions, TierChoice,
-    TierReason, WorkerCommand,
+    host_python, probe_extensions, subinterpreter_refusal, Evidence, IsolationOrigin, ProbeOptions,
+    TierChoice, TierReason, WorkerCommand,
 };
 
 use crate::out::outln;
-
-/// The CPython this fidius embeds, the one whose hosts will load the package.
-fn host_python() -> anyhow::Result<PythonVersion> {
-    fidius_ffi::python_version()
-        .parse()
-        .context("cannot tell the embedded Python's version")
-}
 
 /// Folders of this machine that probe reasons may name, and what stands for them in a record
 /// written into a package: the package itself, and the Python that probed.

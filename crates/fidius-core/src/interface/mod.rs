@@ -2,32 +2,49 @@
 //! strings and hash (compatible with the original fidius, see `crates/fidius-core/interop/HASH.md`), and the
 //! `const` descriptor a host checks Python plugins against.
 //!
-//! [`InterfaceSpec::from_trait`] is the one place the hash is computed: the macro calls it at
-//! compile time and `fidius python-stub` calls it on the same source, so a generated stub always
-//! carries the hash the host expects.
+//! `InterfaceSpec::from_trait` (feature `rust-source`) is the one place signatures are read from a
+//! trait, and [`hash_signatures`] the one place they are hashed: the macro calls it at compile time
+//! and `fidius python-stub` calls it on the same source, so a generated stub always carries the
+//! hash the host expects. Hosts need neither: they compare the hash a descriptor carries.
 
 mod arguments;
-mod attr;
-mod canonical;
 mod descriptor;
-mod error;
 mod fnv;
-pub mod shape;
-mod source;
-mod spec;
-pub mod stub;
 
 pub use arguments::{ArgumentMismatch, ArgumentShapes, JsonShape};
-pub use attr::{is_interface_attribute, InterfaceAttr};
-pub use canonical::canonical_type;
 pub use descriptor::{
     OwnedInterfaceDescriptor, OwnedMethodDescriptor, PythonArgDescriptor,
     PythonInterfaceDescriptor, PythonMethodDescriptor, WireMode,
 };
+
+// Reading traits from Rust source (feature `rust-source`): the macro and the CLI. Everything above
+// works on the canonical strings a descriptor carries, so hosts and workers build without syn.
+#[cfg(feature = "rust-source")]
+mod attr;
+#[cfg(feature = "rust-source")]
+mod canonical;
+#[cfg(feature = "rust-source")]
+mod error;
+#[cfg(feature = "rust-source")]
+pub mod shape;
+#[cfg(feature = "rust-source")]
+mod source;
+#[cfg(feature = "rust-source")]
+mod spec;
+#[cfg(feature = "rust-source")]
+pub mod stub;
+
+#[cfg(feature = "rust-source")]
+pub use attr::{is_interface_attribute, InterfaceAttr};
+#[cfg(feature = "rust-source")]
+pub use canonical::canonical_type;
+#[cfg(feature = "rust-source")]
 pub use error::{InterfaceError, InterfaceErrors};
+#[cfg(feature = "rust-source")]
 pub use source::{
     find_interface, InterfaceSource, LocatedProblem, Location, SerdeStruct, SourceError,
 };
+#[cfg(feature = "rust-source")]
 pub use spec::{
     ArgSpec, InterfaceSpec, MethodSpec, METHOD_HELPER_ATTRIBUTES, TRAIT_HELPER_ATTRIBUTES,
 };

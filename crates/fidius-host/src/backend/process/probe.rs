@@ -93,8 +93,9 @@ fn last_words(output: &str) -> String {
     }
 }
 
-/// The CPython feature version this process runs.
-pub(crate) fn host_python() -> Result<PythonVersion, ProbeError> {
+/// The CPython feature version this process embeds: the one whose compiled extensions its plugins
+/// can load (what `fidius pack` probes and records for).
+pub fn host_python() -> Result<PythonVersion, ProbeError> {
     fidius_ffi::python_version()
         .parse()
         .map_err(ProbeError::HostVersion)
