@@ -58,4 +58,5 @@ pub use process::probe::{probe_extensions, ProbeError, ProbeOptions};
 pub use runtime::output::{OutputLine, OutputStream, OUTPUT_TARGET};
 pub use runtime::pool::PoolStats;
 pub use runtime::source::PluginSource;
+pub use sdk::SDK_SOURCE;
 pub use tier::{choose_tier, subinterpreter_refusal, Tier, TierChoice};

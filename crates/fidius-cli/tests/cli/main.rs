@@ -7,6 +7,7 @@ mod failures;
 mod forced_subinterpreter;
 mod help;
 mod numpy;
+mod readme_tutorial;
 #[allow(
     dead_code,
     reason = "shared with fidius-core's tests; this suite uses part of it"
@@ -15,6 +16,7 @@ mod numpy;
 mod package_support;
 mod scaffold;
 mod support;
+mod test_command;
 mod trust;
 mod tutorial;
 mod vendoring;

@@ -17,22 +17,22 @@ use crate::support::{fails_with, fidius, listing, succeeds, TestResult};
 const CHECKOUT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
 /// Where generated crates are built: outside their own folders, kept between test runs.
-fn shared_target() -> PathBuf {
+pub fn shared_target() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("outside-workspace-target")
 }
 
-fn checkout() -> PathBuf {
+pub fn checkout() -> PathBuf {
     fs::canonicalize(CHECKOUT).expect("the checkout exists")
 }
 
 /// The Python to build against: the one this test suite was built with, so fidius-ffi's
 /// compiled artifacts are reused.
-fn build_python() -> Option<OsString> {
+pub fn build_python() -> Option<OsString> {
     std::env::var_os("PYO3_PYTHON").or_else(|| option_env!("FIDIUS_BUILD_PYTHON").map(Into::into))
 }
 
 /// `cargo build --offline` in `crate_dir`, returning the executable `target/debug/NAME`.
-fn cargo_build(crate_dir: &Path, name: &str) -> PathBuf {
+pub fn cargo_build(crate_dir: &Path, name: &str) -> PathBuf {
     fs::copy(checkout().join("Cargo.lock"), crate_dir.join("Cargo.lock")).expect("copy Cargo.lock");
     let mut command = cargo(crate_dir);
     command
@@ -53,20 +53,25 @@ fn cargo_build(crate_dir: &Path, name: &str) -> PathBuf {
 }
 
 /// `cargo` in `crate_dir`, without the outer cargo's per-package variables.
-fn cargo(crate_dir: &Path) -> Command {
+pub fn cargo(crate_dir: &Path) -> Command {
     let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     command.current_dir(crate_dir);
+    clear_cargo_env(&mut command);
+    command
+}
+
+/// Removes the outer cargo's per-package variables from `command`'s environment.
+pub fn clear_cargo_env(command: &mut Command) {
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy();
         if (key.starts_with("CARGO_") && key != "CARGO_HOME") || key.starts_with("DEP_") {
             command.env_remove(key.as_ref());
         }
     }
-    command
 }
 
 /// Runs a built host the way a user would: no LD_LIBRARY_PATH, and its archive cache in `home`.
-fn run_host(executable: &Path, args: &[&Path], home: &Path) -> String {
+pub fn run_host(executable: &Path, args: &[&Path], home: &Path) -> String {
     let output = Command::new(executable)
         .args(args)
         .env_remove("LD_LIBRARY_PATH")
@@ -77,7 +82,7 @@ fn run_host(executable: &Path, args: &[&Path], home: &Path) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-fn assert_succeeded(what: &str, output: &Output) {
+pub fn assert_succeeded(what: &str, output: &Output) {
     assert!(
         output.status.success(),
         "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
@@ -87,7 +92,7 @@ fn assert_succeeded(what: &str, output: &Output) {
     );
 }
 
-fn write(path: &Path, contents: &str) -> std::io::Result<()> {
+pub fn write(path: &Path, contents: &str) -> std::io::Result<()> {
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent)?;
     }
@@ -95,7 +100,7 @@ fn write(path: &Path, contents: &str) -> std::io::Result<()> {
 }
 
 /// The stub's generated body for `greet`, filled in.
-fn fill_in_greet(module: &Path) -> TestResult {
+pub fn fill_in_greet(module: &Path) -> TestResult {
     let stub = fs::read_to_string(module)?;
     assert!(stub.contains("raise NotImplementedError"), "{stub}");
     fs::write(
