@@ -205,11 +205,11 @@ impl InitPluginCommand {
             // `fidius test` brings the host's SDK; plain pytest needs it installed.
             None => "# For plain `pytest`, the fidius SDK too: the path of \
                      crates/fidius-host/python-sdk in a fidius\n# checkout. `fidius test` needs \
-                     neither line: it runs the tests with the host's SDK.\n"
+                     only pytest: it brings the host's SDK.\n"
                 .to_owned(),
         };
-        let interface_file = fs::canonicalize(self.args.source_file())
-            .unwrap_or_else(|_| self.args.source_file());
+        let interface_file =
+            fs::canonicalize(self.args.source_file()).unwrap_or_else(|_| self.args.source_file());
         let methods: Vec<String> = spec
             .methods
             .iter()

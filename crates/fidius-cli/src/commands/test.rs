@@ -103,7 +103,9 @@ impl TestCommand {
         let root = if self.package.is_dir() {
             tree.clone()
         } else {
-            let copy = scratch.path().join(tree.file_name().unwrap_or("package".as_ref()));
+            let copy = scratch
+                .path()
+                .join(tree.file_name().unwrap_or("package".as_ref()));
             copy_tree(tree, &copy)?;
             copy
         };
@@ -132,7 +134,10 @@ fn report_contract(
         Some(key) => format!(", signed by {key}"),
         None => ", unsigned".to_owned(),
     };
-    outln!("plugin:    {name} {version} ({}{signer})", info.path.display())?;
+    outln!(
+        "plugin:    {name} {version} ({}{signer})",
+        info.path.display()
+    )?;
     outln!(
         "contract:  ok: {} v{}, interface hash {:#018x} matches",
         descriptor.trait_name,
@@ -191,8 +196,8 @@ fn find_tests(root: &Path) -> anyhow::Result<Vec<String>> {
     for entry in fs::read_dir(root).with_context(|| format!("cannot list {}", root.display()))? {
         let entry = entry.with_context(|| format!("cannot list {}", root.display()))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let is_test = (name.starts_with("test_") || name.ends_with("_test.py"))
-            && name.ends_with(".py");
+        let is_test =
+            (name.starts_with("test_") || name.ends_with("_test.py")) && name.ends_with(".py");
         if is_test && entry.file_type().is_ok_and(|kind| kind.is_file()) {
             files.push(name);
         }

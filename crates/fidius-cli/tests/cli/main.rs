@@ -7,13 +7,13 @@ mod failures;
 mod forced_subinterpreter;
 mod help;
 mod numpy;
-mod readme_tutorial;
 #[allow(
     dead_code,
     reason = "shared with fidius-core's tests; this suite uses part of it"
 )]
 #[path = "../../../fidius-core/tests/all/support.rs"]
 mod package_support;
+mod readme_tutorial;
 mod scaffold;
 mod support;
 mod test_command;

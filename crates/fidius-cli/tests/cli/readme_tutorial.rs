@@ -65,9 +65,13 @@ fn tutorial_steps(markdown: &str) -> Vec<Step> {
 fn shell(root: &Path, script: &str) -> Command {
     let fidius = Path::new(env!("CARGO_BIN_EXE_fidius"));
     let mut path = vec![fidius.parent().expect("the binary's folder").to_path_buf()];
-    path.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
+    path.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
     let mut command = Command::new("bash");
-    command.args(["-euo", "pipefail", "-c", script]).current_dir(root);
+    command
+        .args(["-euo", "pipefail", "-c", script])
+        .current_dir(root);
     clear_cargo_env(&mut command);
     command
         .env("PATH", std::env::join_paths(path).expect("PATH"))
@@ -77,7 +81,9 @@ fn shell(root: &Path, script: &str) -> Command {
         .env_remove("FIDIUS_LOG")
         .env_remove("LD_LIBRARY_PATH");
     if let Some(python) = build_python() {
-        command.env("PYO3_PYTHON", &python).env("FIDIUS_PYTHON", python);
+        command
+            .env("PYO3_PYTHON", &python)
+            .env("FIDIUS_PYTHON", python);
     }
     command
 }
@@ -138,7 +144,9 @@ fn the_readme_tutorial_followed_literally_works_end_to_end() -> TestResult {
                 last_stdout = Some(String::from_utf8_lossy(&output.stdout).into_owned());
             }
             Step::Output(expected) => {
-                let printed = last_stdout.as_deref().ok_or("output shown before any command")?;
+                let printed = last_stdout
+                    .as_deref()
+                    .ok_or("output shown before any command")?;
                 assert_eq!(
                     printed, expected,
                     "the host printed something else than README.md says"

@@ -72,6 +72,11 @@ pub fn clear_cargo_env(command: &mut Command) {
 
 /// Runs a built host the way a user would: no LD_LIBRARY_PATH, and its archive cache in `home`.
 pub fn run_host(executable: &Path, args: &[&Path], home: &Path) -> String {
+    String::from_utf8_lossy(&run_host_output(executable, args, home).stdout).into_owned()
+}
+
+/// [`run_host`], asserting success and returning both streams.
+pub fn run_host_output(executable: &Path, args: &[&Path], home: &Path) -> Output {
     let output = Command::new(executable)
         .args(args)
         .env_remove("LD_LIBRARY_PATH")
@@ -79,7 +84,7 @@ pub fn run_host(executable: &Path, args: &[&Path], home: &Path) -> String {
         .output()
         .expect("run the host");
     assert_succeeded("the host", &output);
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    output
 }
 
 pub fn assert_succeeded(what: &str, output: &Output) {
@@ -242,8 +247,33 @@ fn init_interface_plugin_and_host_make_a_working_project() -> TestResult {
     ));
     let executable = cargo_build(&host, "greeter-host");
     // No argument: the host searches `plugins/` beside its Cargo.toml.
-    let stdout = run_host(&executable, &[], work);
-    assert_eq!(stdout, "my-greeter greet: \"Hello, World!\"\n");
+    let output = run_host_output(&executable, &[], work);
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "my-greeter greet: \"Hello, World!\"\n"
+    );
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(log.contains("my-greeter: subinterpreter tier ("), "{log}");
+
+    // The same plugin forced into the process tier: the generated host is its own worker, so
+    // nothing else has to be built or installed.
+    let manifest = plugin.join("package.toml");
+    let text = fs::read_to_string(&manifest)?;
+    fs::write(
+        &manifest,
+        text.replace("[python]\n", "[python]\nisolation = \"process\"\n"),
+    )?;
+    succeeds(&fidius(
+        work,
+        &["pack", "my-greeter", "--out", "greeter-host/plugins"],
+    ));
+    let output = run_host_output(&executable, &[], work);
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "my-greeter greet: \"Hello, World!\"\n"
+    );
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(log.contains("my-greeter: process tier ("), "{log}");
     Ok(())
 }
 

@@ -31,7 +31,13 @@ fn pytest_python() -> &'static Path {
                 .expect("run python -m venv");
             assert_succeeded("python -m venv", &created);
             let installed = Command::new(&python)
-                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                ])
                 .arg("pytest")
                 .output()
                 .expect("run pip");
