@@ -70,6 +70,33 @@ pub fn clear_cargo_env(command: &mut Command) {
     }
 }
 
+/// A virtual environment at `venv` from the build's Python, with `pip install PIP_ARGS` run in
+/// `cwd`; returns its interpreter.
+pub fn make_venv(venv: &Path, pip_args: &[&str], cwd: &Path) -> PathBuf {
+    let python = build_python().expect("PYO3_PYTHON or the build's Python");
+    let created = Command::new(&python)
+        .args(["-m", "venv"])
+        .arg(venv)
+        .output()
+        .expect("run python -m venv");
+    assert_succeeded("python -m venv", &created);
+    let venv_python = venv.join("bin/python");
+    let installed = Command::new(&venv_python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .args(pip_args)
+        .current_dir(cwd)
+        .output()
+        .expect("run pip");
+    assert_succeeded(&format!("pip install {}", pip_args.join(" ")), &installed);
+    venv_python
+}
+
 /// Runs a built host the way a user would: no LD_LIBRARY_PATH, and its archive cache in `home`.
 pub fn run_host(executable: &Path, args: &[&Path], home: &Path) -> String {
     String::from_utf8_lossy(&run_host_output(executable, args, home).stdout).into_owned()
@@ -209,25 +236,8 @@ fn init_interface_plugin_and_host_make_a_working_project() -> TestResult {
     fill_in_greet(&plugin.join("my_greeter.py"))?;
 
     // The generated tests, with pytest and the SDK from the generated dev-requirements.txt.
-    let python = build_python().expect("PYO3_PYTHON or the build's Python");
     let venv = work.join("venv");
-    let created = Command::new(&python)
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .output()?;
-    assert_succeeded("python -m venv", &created);
-    let installed = Command::new(venv.join("bin/python"))
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-        ])
-        .args(["-r", "dev-requirements.txt"])
-        .current_dir(&plugin)
-        .output()?;
-    assert_succeeded("pip install -r dev-requirements.txt", &installed);
+    make_venv(&venv, &["-r", "dev-requirements.txt"], &plugin);
     let tested = Command::new(venv.join("bin/python"))
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
         .current_dir(&plugin)
@@ -247,13 +257,16 @@ fn init_interface_plugin_and_host_make_a_working_project() -> TestResult {
     ));
     let executable = cargo_build(&host, "greeter-host");
     // No argument: the host searches `plugins/` beside its Cargo.toml.
-    let output = run_host_output(&executable, &[], work);
-    assert_eq!(
-        String::from_utf8_lossy(&output.stdout),
-        "my-greeter greet: \"Hello, World!\"\n"
-    );
-    let log = String::from_utf8_lossy(&output.stderr);
-    assert!(log.contains("my-greeter: subinterpreter tier ("), "{log}");
+    let greets_in_tier = |tier: &str| {
+        let output = run_host_output(&executable, &[], work);
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout),
+            "my-greeter greet: \"Hello, World!\"\n"
+        );
+        let log = String::from_utf8_lossy(&output.stderr);
+        assert!(log.contains(&format!("my-greeter: {tier} tier (")), "{log}");
+    };
+    greets_in_tier("subinterpreter");
 
     // The same plugin forced into the process tier: the generated host is its own worker, so
     // nothing else has to be built or installed.
@@ -267,13 +280,7 @@ fn init_interface_plugin_and_host_make_a_working_project() -> TestResult {
         work,
         &["pack", "my-greeter", "--out", "greeter-host/plugins"],
     ));
-    let output = run_host_output(&executable, &[], work);
-    assert_eq!(
-        String::from_utf8_lossy(&output.stdout),
-        "my-greeter greet: \"Hello, World!\"\n"
-    );
-    let log = String::from_utf8_lossy(&output.stderr);
-    assert!(log.contains("my-greeter: process tier ("), "{log}");
+    greets_in_tier("process");
     Ok(())
 }
 

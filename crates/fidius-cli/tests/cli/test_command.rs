@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use crate::scaffold::{assert_succeeded, build_python, fill_in_greet};
+use crate::scaffold::{assert_succeeded, build_python, fill_in_greet, make_venv};
 use crate::support::{fails_with, fidius, stderr, stdout, succeeds, TestResult};
 
 /// A virtual environment with pytest (and no fidius SDK: the host's comes from `fidius test`),
@@ -23,25 +23,7 @@ fn pytest_python() -> &'static Path {
             .is_ok_and(|output| output.status.success());
         if !ready {
             let _ = fs::remove_dir_all(&venv);
-            let base = build_python().expect("PYO3_PYTHON or the build's Python");
-            let created = Command::new(base)
-                .args(["-m", "venv"])
-                .arg(&venv)
-                .output()
-                .expect("run python -m venv");
-            assert_succeeded("python -m venv", &created);
-            let installed = Command::new(&python)
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                ])
-                .arg("pytest")
-                .output()
-                .expect("run pip");
-            assert_succeeded("pip install pytest", &installed);
+            make_venv(&venv, &["pytest"], Path::new(env!("CARGO_TARGET_TMPDIR")));
         }
         python
     })
