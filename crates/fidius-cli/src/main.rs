@@ -17,6 +17,7 @@ use commands::keygen::KeygenCommand;
 use commands::pack::PackCommand;
 use commands::package::PackageCommand;
 use commands::python_stub::PythonStubCommand;
+use commands::test::{TestCommand, TestsNotRun, TESTS_NOT_RUN};
 
 /// Rust plugin host tooling for Python plugins.
 #[derive(Debug, Parser)]
@@ -35,6 +36,7 @@ enum Command {
     Keygen(KeygenCommand),
     PythonStub(PythonStubCommand),
     Call(CallCommand),
+    Test(TestCommand),
     InitInterface(InitInterfaceCommand),
     InitPlugin(InitPluginCommand),
     InitHost(InitHostCommand),
@@ -57,6 +59,7 @@ impl Command {
             Command::Keygen(command) => command.execute(),
             Command::PythonStub(command) => command.execute(),
             Command::Call(command) => command.execute(),
+            Command::Test(command) => command.execute(),
             Command::InitInterface(command) => command.execute(),
             Command::InitPlugin(command) => command.execute(),
             Command::InitHost(command) => command.execute(),
@@ -96,7 +99,11 @@ fn main() -> ExitCode {
         Err(error) => {
             // Not `eprintln!`: it panics when stderr is closed too.
             let _ = writeln!(std::io::stderr(), "error: {error:#}");
-            ExitCode::FAILURE
+            if error.chain().any(|cause| cause.is::<TestsNotRun>()) {
+                ExitCode::from(TESTS_NOT_RUN)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

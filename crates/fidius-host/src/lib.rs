@@ -59,6 +59,7 @@ pub use plugin::descriptor::SharedDescriptor;
 pub use plugin::output::{OutputLine, OutputStream, OUTPUT_TARGET};
 pub use plugin::source::PluginSource;
 pub use plugin::version::PluginInfo;
+pub use sdk::SDK_SOURCE;
 pub use tier::{
     choose_tier, subinterpreter_refusal, Evidence, ExtensionRefusal, IsolationOrigin,
     RefusedModules, Tier, TierChoice, TierReason,

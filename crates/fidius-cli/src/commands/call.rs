@@ -62,6 +62,19 @@ pub struct CallCommand {
     #[arg(long, default_value_t = 1, value_name = "N")]
     instances: usize,
 
+    /// Fail a call that takes longer than this (e.g. `500ms`, `2s`, `1.5s`, `1m`): runaway Python is
+    /// interrupted, and the command exits non-zero with the timeout error. Default: no limit.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    timeout: Option<Duration>,
+
+    #[command(flatten)]
+    load: LoadArgs,
+}
+
+/// How a command loads a plugin through the host: the signature policy, the tier, strictness and
+/// the load timeout (`fidius call`, `fidius test`).
+#[derive(Debug, Args)]
+pub struct LoadArgs {
     /// Override the package's isolation: auto, subinterpreter or process. The tier chosen and why
     /// is printed to stderr either way.
     #[arg(long, value_name = "MODE", value_parser = str::parse::<Isolation>)]
@@ -74,11 +87,6 @@ pub struct CallCommand {
     /// Refuse the plugin unless a `--key` signed it.
     #[arg(long, requires = "keys")]
     require_signature: bool,
-
-    /// Fail a call that takes longer than this (e.g. `500ms`, `2s`, `1.5s`, `1m`): runaway Python is
-    /// interrupted, and the command exits non-zero with the timeout error. Default: no limit.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    timeout: Option<Duration>,
 
     /// Refuse what the original fidius accepted and fidius loads with a warning (methods without
     /// @method, an interface name spelled differently from the trait's).
@@ -93,6 +101,37 @@ pub struct CallCommand {
     /// Where `.fid` archives are unpacked (default: see `fidius cache list`).
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
+}
+
+impl LoadArgs {
+    /// A host with this signature policy and cache folder.
+    pub fn host(&self) -> anyhow::Result<PluginHost> {
+        let mut builder = PluginHost::builder().require_signature(self.require_signature);
+        for key in &self.keys {
+            let key = PublicKey::from_file(key)
+                .with_context(|| format!("cannot load public key {}", key.display()))?;
+            builder = builder.trusted_key(key);
+        }
+        if let Some(dir) = &self.cache_dir {
+            builder = builder.cache_dir(dir);
+        }
+        Ok(builder.build()?)
+    }
+
+    /// Load options with this tier override, strictness and load timeout; this executable serves
+    /// as the process-tier worker.
+    pub fn options(&self) -> anyhow::Result<LoadOptions> {
+        let mut options = LoadOptions::default()
+            .worker_command(own_worker()?)
+            .strict(self.strict);
+        if let Some(isolation) = self.isolation {
+            options = options.isolation(isolation);
+        }
+        if let Some(timeout) = self.load_timeout {
+            options = options.load_timeout(timeout);
+        }
+        Ok(options)
+    }
 }
 
 impl CallCommand {
@@ -115,29 +154,11 @@ impl CallCommand {
         let wire = descriptor.methods[index].wire;
         let input = self.input(&target, wire)?;
 
-        let mut builder = PluginHost::builder().require_signature(self.require_signature);
-        for key in &self.keys {
-            let key = PublicKey::from_file(key)
-                .with_context(|| format!("cannot load public key {}", key.display()))?;
-            builder = builder.trusted_key(key);
-        }
-        if let Some(dir) = &self.cache_dir {
-            builder = builder.cache_dir(dir);
-        }
-        let host = builder.build()?;
-        let mut options = LoadOptions::default()
-            .instances(self.instances)
-            .worker_command(own_worker()?);
-        if let Some(isolation) = self.isolation {
-            options = options.isolation(isolation);
-        }
+        let host = self.load.host()?;
+        let mut options = self.load.options()?.instances(self.instances);
         if let Some(timeout) = self.timeout {
             options = options.call_timeout(timeout);
         }
-        if let Some(timeout) = self.load_timeout {
-            options = options.load_timeout(timeout);
-        }
-        options = options.strict(self.strict);
         let handle = host.load_python_path(&target.package, descriptor, options)?;
         let info = handle.info();
         let found = info

@@ -101,12 +101,16 @@ struct ForInterface {
 impl ForInterface {
     /// Reads the trait from the folder's `src/lib.rs`, or from the given `.rs` file.
     fn read(&self) -> anyhow::Result<InterfaceSource> {
-        let source = if self.interface.is_dir() {
+        read_interface(&self.source_file(), &self.trait_name)
+    }
+
+    /// The `.rs` file declaring the trait.
+    fn source_file(&self) -> PathBuf {
+        if self.interface.is_dir() {
             self.interface.join("src/lib.rs")
         } else {
             self.interface.clone()
-        };
-        read_interface(&source, &self.trait_name)
+        }
     }
 }
 
@@ -198,10 +202,14 @@ impl InitPluginCommand {
                 "{}\n",
                 checkout.join("crates/fidius-host/python-sdk").display()
             ),
-            None => "# The fidius SDK: the path of crates/fidius-host/python-sdk in a fidius \
-                     checkout.\n"
+            // `fidius test` brings the host's SDK; plain pytest needs it installed.
+            None => "# For plain `pytest`, the fidius SDK too: the path of \
+                     crates/fidius-host/python-sdk in a fidius\n# checkout. `fidius test` needs \
+                     only pytest: it brings the host's SDK.\n"
                 .to_owned(),
         };
+        let interface_file =
+            fs::canonicalize(self.args.source_file()).unwrap_or_else(|_| self.args.source_file());
         let methods: Vec<String> = spec
             .methods
             .iter()
@@ -209,8 +217,10 @@ impl InitPluginCommand {
             .map(|method| format!("\"{}\"", method.name))
             .collect();
         let tests = format!(
-            "\"\"\"Tests of the {name} plugin, against the fidius SDK (`pip install -r \
-             dev-requirements.txt`, then `pytest`).\"\"\"\n\n\
+            "\"\"\"Tests of the {name} plugin, against the fidius SDK.\n\n\
+             Run them with the host's SDK, after checking the plugin as a host would:\n\n    \
+             fidius test . --interface {interface} --trait-name {trait_name}\n\n\
+             or with `pip install -r dev-requirements.txt`, then `pytest`.\n\"\"\"\n\n\
              import {module}\n\n\n\
              def test_declares_its_interface():\n    \
                  assert {module}.__interface__ == \"{trait_name}\"\n    \
@@ -222,6 +232,7 @@ impl InitPluginCommand {
             trait_name = spec.trait_name,
             version = spec.version,
             methods = methods.join(", "),
+            interface = interface_file.display(),
         );
         let folder = self.args.placement.folder(&self.args.name);
         write_tree(
@@ -334,19 +345,37 @@ fn host_main(name: &str, interface_crate: &str, interface: &InterfaceSource) -> 
          folder given as\n//! first argument) and calls them through the typed client.\n\
          #![forbid(unsafe_code)]\n\n\
          use std::error::Error;\n\
-         use std::path::PathBuf;\n\n\
-         use fidius::host::{{LoadOptions, PluginHost}};\n\n\
+         use std::path::PathBuf;\n\
+         use std::process::ExitCode;\n\n\
+         use fidius::host::{{LoadOptions, PluginHost, WorkerCommand}};\n\n\
          use {interface_crate}::__fidius_{trait_name}::{trait_name}_PYTHON_DESCRIPTOR;\n\
          use {interface_crate}::{trait_name}Client;\n\n\
          /// Where plugins are looked for by default: `plugins/` beside this crate's Cargo.toml\n\
          /// (`fidius pack PLUGIN --out plugins`).\n\
          const DEFAULT_PLUGINS: &str = concat!(env!(\"CARGO_MANIFEST_DIR\"), \"/plugins\");\n\n\
-         fn main() -> Result<(), Box<dyn Error>> {{\n    \
+         /// Started with this first argument, the executable is a process-tier worker: plugins that\n\
+         /// need a process of their own (`isolation = \"process\"`, numpy...) run in copies of it.\n\
+         const WORKER_ARG: &str = \"--fidius-worker\";\n\n\
+         fn main() -> ExitCode {{\n    \
+             let mut args = std::env::args_os().skip(1);\n    \
+             if args.next().is_some_and(|arg| arg == WORKER_ARG) {{\n        \
+                 return fidius::host::worker::main(args.collect());\n    \
+             }}\n    \
+             match run() {{\n        \
+                 Ok(()) => ExitCode::SUCCESS,\n        \
+                 Err(error) => {{\n            \
+                     eprintln!(\"error: {{error}}\");\n            \
+                     ExitCode::FAILURE\n        \
+                 }}\n    \
+             }}\n\
+         }}\n\n\
+         fn run() -> Result<(), Box<dyn Error>> {{\n    \
              let plugins = std::env::args_os()\n        \
                  .nth(1)\n        \
                  .map_or_else(|| PathBuf::from(DEFAULT_PLUGINS), PathBuf::from);\n    \
              // Unsigned packages load; `.require_signature(true).trusted_key(..)` insists on signatures.\n    \
              let host = PluginHost::builder().search_path(&plugins).build()?;\n    \
+             let worker = WorkerCommand::new(std::env::current_exe()?).arg(WORKER_ARG);\n    \
              let discovery = host.discover()?;\n    \
              for broken in &discovery.broken {{\n        \
                  eprintln!(\"skipped {{}}: {{}}\", broken.path.display(), broken.error);\n    \
@@ -358,7 +387,10 @@ fn host_main(name: &str, interface_crate: &str, interface: &InterfaceSource) -> 
                  .iter()\n        \
                  .filter(|plugin| plugin.interface() == descriptor.trait_name)\n    \
              {{\n        \
-                 let handle = host.load_python_with(plugin.name(), descriptor, LoadOptions::default())?;\n        \
+                 let options = LoadOptions::default().worker_command(worker.clone());\n        \
+                 let handle = host.load_python_with(plugin.name(), descriptor, options)?;\n        \
+                 let tier = handle.tier();\n        \
+                 eprintln!(\"{{}}: {{}} tier ({{}})\", plugin.name(), tier.tier, tier.reason);\n        \
                  let client = {trait_name}Client(handle);\n\
          {calls}        \
                  loaded += 1;\n    \

@@ -10,6 +10,7 @@ pub mod pack;
 pub mod package;
 pub mod python_stub;
 pub mod sign;
+pub mod test;
 mod units;
 pub mod unpack;
 pub mod validate;

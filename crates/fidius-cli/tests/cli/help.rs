@@ -21,6 +21,7 @@ fn every_command_has_useful_help() {
         (&["package", "inspect"], &["vendored", "--key"]),
         (&["package", "validate"], &["problem"]),
         (&["keygen"], &["--out", "--force", "0600"]),
+        (&["test"], &["pytest", "--python", "--key", "Exit status"]),
         (&["cache"], &["list", "prune"]),
         (&["cache", "list"], &["--cache-dir", "loaded"]),
         (

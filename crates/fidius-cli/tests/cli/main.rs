@@ -13,8 +13,10 @@ mod numpy;
 )]
 #[path = "../../../fidius-core/tests/all/support.rs"]
 mod package_support;
+mod readme_tutorial;
 mod scaffold;
 mod support;
+mod test_command;
 mod trust;
 mod tutorial;
 mod vendoring;

@@ -17,22 +17,22 @@ use crate::support::{fails_with, fidius, listing, succeeds, TestResult};
 const CHECKOUT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
 /// Where generated crates are built: outside their own folders, kept between test runs.
-fn shared_target() -> PathBuf {
+pub fn shared_target() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("outside-workspace-target")
 }
 
-fn checkout() -> PathBuf {
+pub fn checkout() -> PathBuf {
     fs::canonicalize(CHECKOUT).expect("the checkout exists")
 }
 
 /// The Python to build against: the one this test suite was built with, so fidius-ffi's
 /// compiled artifacts are reused.
-fn build_python() -> Option<OsString> {
+pub fn build_python() -> Option<OsString> {
     std::env::var_os("PYO3_PYTHON").or_else(|| option_env!("FIDIUS_BUILD_PYTHON").map(Into::into))
 }
 
 /// `cargo build --offline` in `crate_dir`, returning the executable `target/debug/NAME`.
-fn cargo_build(crate_dir: &Path, name: &str) -> PathBuf {
+pub fn cargo_build(crate_dir: &Path, name: &str) -> PathBuf {
     fs::copy(checkout().join("Cargo.lock"), crate_dir.join("Cargo.lock")).expect("copy Cargo.lock");
     let mut command = cargo(crate_dir);
     command
@@ -53,20 +53,57 @@ fn cargo_build(crate_dir: &Path, name: &str) -> PathBuf {
 }
 
 /// `cargo` in `crate_dir`, without the outer cargo's per-package variables.
-fn cargo(crate_dir: &Path) -> Command {
+pub fn cargo(crate_dir: &Path) -> Command {
     let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     command.current_dir(crate_dir);
+    clear_cargo_env(&mut command);
+    command
+}
+
+/// Removes the outer cargo's per-package variables from `command`'s environment.
+pub fn clear_cargo_env(command: &mut Command) {
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy();
         if (key.starts_with("CARGO_") && key != "CARGO_HOME") || key.starts_with("DEP_") {
             command.env_remove(key.as_ref());
         }
     }
-    command
+}
+
+/// A virtual environment at `venv` from the build's Python, with `pip install PIP_ARGS` run in
+/// `cwd`; returns its interpreter.
+pub fn make_venv(venv: &Path, pip_args: &[&str], cwd: &Path) -> PathBuf {
+    let python = build_python().expect("PYO3_PYTHON or the build's Python");
+    let created = Command::new(&python)
+        .args(["-m", "venv"])
+        .arg(venv)
+        .output()
+        .expect("run python -m venv");
+    assert_succeeded("python -m venv", &created);
+    let venv_python = venv.join("bin/python");
+    let installed = Command::new(&venv_python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .args(pip_args)
+        .current_dir(cwd)
+        .output()
+        .expect("run pip");
+    assert_succeeded(&format!("pip install {}", pip_args.join(" ")), &installed);
+    venv_python
 }
 
 /// Runs a built host the way a user would: no LD_LIBRARY_PATH, and its archive cache in `home`.
-fn run_host(executable: &Path, args: &[&Path], home: &Path) -> String {
+pub fn run_host(executable: &Path, args: &[&Path], home: &Path) -> String {
+    String::from_utf8_lossy(&run_host_output(executable, args, home).stdout).into_owned()
+}
+
+/// [`run_host`], asserting success and returning both streams.
+pub fn run_host_output(executable: &Path, args: &[&Path], home: &Path) -> Output {
     let output = Command::new(executable)
         .args(args)
         .env_remove("LD_LIBRARY_PATH")
@@ -74,10 +111,10 @@ fn run_host(executable: &Path, args: &[&Path], home: &Path) -> String {
         .output()
         .expect("run the host");
     assert_succeeded("the host", &output);
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    output
 }
 
-fn assert_succeeded(what: &str, output: &Output) {
+pub fn assert_succeeded(what: &str, output: &Output) {
     assert!(
         output.status.success(),
         "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
@@ -87,7 +124,7 @@ fn assert_succeeded(what: &str, output: &Output) {
     );
 }
 
-fn write(path: &Path, contents: &str) -> std::io::Result<()> {
+pub fn write(path: &Path, contents: &str) -> std::io::Result<()> {
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent)?;
     }
@@ -95,7 +132,7 @@ fn write(path: &Path, contents: &str) -> std::io::Result<()> {
 }
 
 /// The stub's generated body for `greet`, filled in.
-fn fill_in_greet(module: &Path) -> TestResult {
+pub fn fill_in_greet(module: &Path) -> TestResult {
     let stub = fs::read_to_string(module)?;
     assert!(stub.contains("raise NotImplementedError"), "{stub}");
     fs::write(
@@ -199,25 +236,8 @@ fn init_interface_plugin_and_host_make_a_working_project() -> TestResult {
     fill_in_greet(&plugin.join("my_greeter.py"))?;
 
     // The generated tests, with pytest and the SDK from the generated dev-requirements.txt.
-    let python = build_python().expect("PYO3_PYTHON or the build's Python");
     let venv = work.join("venv");
-    let created = Command::new(&python)
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .output()?;
-    assert_succeeded("python -m venv", &created);
-    let installed = Command::new(venv.join("bin/python"))
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-        ])
-        .args(["-r", "dev-requirements.txt"])
-        .current_dir(&plugin)
-        .output()?;
-    assert_succeeded("pip install -r dev-requirements.txt", &installed);
+    make_venv(&venv, &["-r", "dev-requirements.txt"], &plugin);
     let tested = Command::new(venv.join("bin/python"))
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
         .current_dir(&plugin)
@@ -237,8 +257,30 @@ fn init_interface_plugin_and_host_make_a_working_project() -> TestResult {
     ));
     let executable = cargo_build(&host, "greeter-host");
     // No argument: the host searches `plugins/` beside its Cargo.toml.
-    let stdout = run_host(&executable, &[], work);
-    assert_eq!(stdout, "my-greeter greet: \"Hello, World!\"\n");
+    let greets_in_tier = |tier: &str| {
+        let output = run_host_output(&executable, &[], work);
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout),
+            "my-greeter greet: \"Hello, World!\"\n"
+        );
+        let log = String::from_utf8_lossy(&output.stderr);
+        assert!(log.contains(&format!("my-greeter: {tier} tier (")), "{log}");
+    };
+    greets_in_tier("subinterpreter");
+
+    // The same plugin forced into the process tier: the generated host is its own worker, so
+    // nothing else has to be built or installed.
+    let manifest = plugin.join("package.toml");
+    let text = fs::read_to_string(&manifest)?;
+    fs::write(
+        &manifest,
+        text.replace("[python]\n", "[python]\nisolation = \"process\"\n"),
+    )?;
+    succeeds(&fidius(
+        work,
+        &["pack", "my-greeter", "--out", "greeter-host/plugins"],
+    ));
+    greets_in_tier("process");
     Ok(())
 }
 

@@ -193,3 +193,31 @@ fn pack_writes_into_the_current_directory_by_default() -> TestResult {
     assert!(!work.path().join("my-greeter-0.1.0.fid").exists());
     Ok(())
 }
+
+/// A `requirements` naming a file that is not there: one error naming the file and both fixes,
+/// and nothing written.
+#[test]
+fn a_missing_requirements_file_is_named_with_how_to_fix_it() -> TestResult {
+    let work = tempfile::tempdir()?;
+    let cwd = work.path();
+    let package = write_package(cwd, &[])?;
+    fs::write(
+        package.join("package.toml"),
+        with_requirements(crate::support::MANIFEST),
+    )?;
+    fails_with(
+        &fidius(cwd, &["pack", "my-greeter-py"]),
+        &[
+            "my-greeter-py/requirements.txt",
+            "does not exist",
+            "create it (empty if the plugin needs no packages) or remove the field",
+        ],
+    );
+    assert_eq!(listing(cwd)?, ["my-greeter-py"]);
+    assert_eq!(
+        listing(&package)?,
+        ["greeter.py", "package.toml"],
+        "pack wrote into the package"
+    );
+    Ok(())
+}

@@ -70,7 +70,11 @@ pub enum ManifestProblem {
         "field `python.requirements` is {path:?} (expected a relative path inside the package)"
     )]
     RequirementsOutsidePackage { path: String },
-    #[error("field `python.requirements` names {}, which does not exist", .path.display())]
+    #[error(
+        "field `python.requirements` names {}, which does not exist: create it (empty if the \
+         plugin needs no packages) or remove the field",
+        .path.display()
+    )]
     RequirementsNotFound { path: PathBuf },
     #[error("field `python.isolation` is {value:?} (expected \"auto\", \"subinterpreter\" or \"process\")")]
     InvalidIsolation { value: String },
