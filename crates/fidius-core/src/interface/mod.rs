@@ -4,7 +4,8 @@
 //!
 //! [`InterfaceSpec::from_trait`] is the one place the hash is computed: the macro calls it at
 //! compile time and `fidius python-stub` calls it on the same source, so a generated stub always
-//! carries the hash the host expects.
+//! carries the hash the host expects. [`schema_fingerprint`] adds what the hash leaves out (the
+//! fields of the structs the methods use), computed the same way by both.
 
 mod arguments;
 mod attr;
@@ -12,6 +13,7 @@ mod canonical;
 mod descriptor;
 mod error;
 mod fnv;
+mod schema;
 pub mod shape;
 mod source;
 mod spec;
@@ -25,6 +27,7 @@ pub use descriptor::{
     PythonInterfaceDescriptor, PythonMethodDescriptor, WireMode,
 };
 pub use error::{InterfaceError, InterfaceErrors};
+pub use schema::schema_fingerprint;
 pub use source::{
     find_interface, InterfaceSource, LocatedProblem, Location, SerdeStruct, SourceError,
 };
