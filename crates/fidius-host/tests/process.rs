@@ -662,3 +662,93 @@ fn an_optional_method_raising_not_implemented_error_is_not_implemented_in_both_t
         assert_healthy(&handle);
     }
 }
+
+/// An interface whose returned struct gains a field between two versions of its crate; the
+/// interface hash is the same for both.
+const FACTS_BEFORE: &str = "
+#[derive(Serialize, Deserialize)]
+pub struct Facts {
+    pub name: String,
+}
+
+#[plugin_interface(version = 1)]
+pub trait Facter {
+    fn facts(&self) -> Facts;
+}
+";
+
+fn facts_after() -> String {
+    FACTS_BEFORE.replace(
+        "pub name: String,",
+        "pub name: String,\n    pub count: u32,",
+    )
+}
+
+/// The `fidius python-stub` module for `source`, filled in to return `{"name": "x"}`.
+fn facts_plugin(root: &std::path::Path, name: &str, source: &str) -> std::path::PathBuf {
+    let interface = fidius_core::interface::find_interface(source, "Facter").expect("interface");
+    let stub = fidius_core::interface::stub::render_stub(&interface).expect("stub");
+    let module = stub.replace("raise NotImplementedError", "return {\"name\": \"x\"}");
+    support::write_plugin(root, name, &[("facter.py", module.as_str())])
+}
+
+#[test]
+fn a_plugin_whose_stub_predates_a_struct_change_is_refused_in_both_tiers() {
+    let after = fidius_core::interface::find_interface(&facts_after(), "Facter").expect("reads");
+    let before = fidius_core::interface::find_interface(FACTS_BEFORE, "Facter").expect("reads");
+    assert_eq!(after.spec.hash, before.spec.hash, "the hash ignores fields");
+    let descriptor = after.spec.leak_descriptor();
+    let (old, new) = (
+        before.spec.schema_fingerprint.expect("computed"),
+        descriptor.schema_fingerprint.expect("computed"),
+    );
+    let root = tempfile::tempdir().expect("tempdir");
+    let stale = facts_plugin(root.path(), "stale", FACTS_BEFORE);
+    let current = facts_plugin(root.path(), "current", &facts_after());
+    // What the original fidius wrote: no schema constant, so nothing to compare.
+    let original = root.path().join("original");
+    std::fs::create_dir_all(&original).expect("mkdir");
+    let module = std::fs::read_to_string(stale.join("facter.py")).expect("read");
+    let schema_line = format!("__interface_schema__ = {old:#018x}\n");
+    assert!(module.contains(&schema_line), "{module}");
+    std::fs::write(original.join("facter.py"), module.replace(&schema_line, "")).expect("write");
+
+    for (tier, options) in [
+        (Tier::Subinterpreter, LoadOptions::default()),
+        (Tier::Process, process_options()),
+    ] {
+        let start = |name: &str, dir: &std::path::Path| {
+            PythonPluginHandle::start(
+                PluginSource::new(name, "1.0.0", dir, "facter"),
+                descriptor,
+                &options,
+            )
+        };
+        match start("stale", &stale) {
+            Err(error @ LoadError::InterfaceSchemaMismatch { .. }) => {
+                let text = error.to_string();
+                for part in [
+                    "plugin `stale`".to_owned(),
+                    "the structs of interface `Facter` changed".to_owned(),
+                    format!("{new:#018x}"),
+                    format!("{old:#018x}"),
+                    "regenerate the stub with `fidius python-stub`".to_owned(),
+                ] {
+                    assert!(text.contains(&part), "{tier:?}: no {part:?} in {text}");
+                }
+            }
+            Err(other) => panic!("{tier:?}: expected InterfaceSchemaMismatch, got {other}"),
+            Ok(_) => panic!("{tier:?}: the stale plugin loaded"),
+        }
+        for (name, dir) in [("current", &current), ("original", &original)] {
+            let handle =
+                start(name, dir).unwrap_or_else(|error| panic!("{tier:?} {name}: {error}"));
+            assert_eq!(handle.tier().tier, tier, "{name}");
+            let out = handle.call_typed_json(0, b"[]").expect("facts");
+            assert_eq!(
+                serde_json::from_slice::<Value>(&out).expect("json"),
+                json!({"name": "x"})
+            );
+        }
+    }
+}
