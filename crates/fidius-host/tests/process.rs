@@ -752,3 +752,91 @@ fn a_plugin_whose_stub_predates_a_struct_change_is_refused_in_both_tiers() {
         }
     }
 }
+
+/// `Tester` with `transform`'s argument declared as untyped JSON (`serde_json::Value`).
+static UNTYPED_TESTER: fidius_core::interface::PythonInterfaceDescriptor = {
+    use fidius_core::interface::{PythonArgDescriptor, WireMode};
+    fidius_core::interface::PythonInterfaceDescriptor {
+        methods: &[
+            support::method("whoami", WireMode::TypedJson, &[], None),
+            support::method("echo", WireMode::Raw, &[support::arg("data")], None),
+            support::method(
+                "transform",
+                WireMode::TypedJson,
+                &[PythonArgDescriptor {
+                    name: "value",
+                    ty: "serde_json :: Value",
+                }],
+                None,
+            ),
+            support::method("fail", WireMode::TypedJson, &[support::arg("kind")], None),
+            support::method(
+                "give_back",
+                WireMode::TypedJson,
+                &[support::arg("expression")],
+                None,
+            ),
+            support::method("maybe", WireMode::TypedJson, &[], Some(2)),
+        ],
+        ..support::TESTER
+    }
+};
+
+#[test]
+fn integers_beyond_64_bits_in_untyped_arguments_are_refused_in_both_tiers() {
+    let root = tempfile::tempdir().expect("tempdir");
+    // Factor 1: `transform` gives its argument back, so what Python received is visible.
+    let dir = support::tester_plugin(root.path(), "untyped", "1.0", 1);
+    for (tier, options) in [
+        (Tier::Subinterpreter, LoadOptions::default()),
+        (Tier::Process, process_options()),
+    ] {
+        let handle = PythonPluginHandle::start(
+            PluginSource::new("untyped", "1.0.0", &dir, "tester"),
+            &UNTYPED_TESTER,
+            &options,
+        )
+        .expect("loads");
+        assert_eq!(handle.tier().tier, tier);
+        for payload in [
+            "[123456789012345678901234567890]",
+            r#"[{"deep": [1, -123456789012345678901234567890]}]"#,
+        ] {
+            match handle.call_typed_json(TRANSFORM, payload.as_bytes()) {
+                Err(CallError::InvalidArguments { method, reason }) => {
+                    assert_eq!(method, "transform");
+                    assert!(
+                        reason.starts_with(
+                            "argument `value` (position 0): expected integers within 64 bits"
+                        ) && reason
+                            .contains("123456789012345678901234567890, an integer beyond 64 bits"),
+                        "{tier:?}: {reason}"
+                    );
+                }
+                other => panic!("{tier:?}: {payload} was not refused: {other:?}"),
+            }
+        }
+        // What crosses exactly reaches Python exactly; a float stays a float.
+        let back = |payload: &str| -> Value {
+            let out = handle
+                .call_typed_json(TRANSFORM, payload.as_bytes())
+                .unwrap_or_else(|error| panic!("{tier:?}: {payload}: {error}"));
+            serde_json::from_slice::<Value>(&out).expect("json")["result"].clone()
+        };
+        assert_eq!(
+            back("[18446744073709551615]"),
+            json!(18446744073709551615_u64)
+        );
+        assert_eq!(back("[1e30]"), json!(1e30));
+        assert_eq!(
+            back(r#"["123456789012345678901234567890"]"#),
+            json!("123456789012345678901234567890")
+        );
+        // The refused calls never ran.
+        let out = handle.call_typed_json(TRANSFORM, b"[0]").expect("call");
+        assert_eq!(
+            serde_json::from_slice::<Value>(&out).expect("json")["calls"],
+            json!(4)
+        );
+    }
+}
