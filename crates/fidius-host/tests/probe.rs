@@ -465,11 +465,13 @@ fn a_package_that_cannot_be_imported_refuses_all_its_modules_with_one_probe() ->
     let work = tempfile::tempdir()?;
     let plugin = plugin(work.path())?;
     // Both modules would import on their own; the package around them re-raises a misleading
-    // error from the real one, as numpy does.
+    // error from the real one, twice, as numpy does (a banner of many lines, then advice).
     fs::create_dir_all(plugin.join("vendor/pkg"))?;
     fs::write(
         plugin.join("vendor/pkg/__init__.py"),
-        "try:\n    raise ImportError('the real cause')\nexcept ImportError as exc:\n    raise ImportError('misleading advice') from exc\n",
+        "try:\n    try:\n        raise ImportError('the real cause')\n    except ImportError as exc:\n        \
+         raise ImportError('\\n\\nIMPORTANT: PLEASE READ THIS\\n\\n' + 'banner ' * 150) from exc\n\
+         except ImportError as exc:\n    raise ImportError('misleading advice\\n  on two lines') from exc\n",
     )?;
     vendor_stdlib_module(&py, &plugin, "pkg", "_testmultiphase")?;
     vendor_stdlib_module(&py, &plugin, "pkg", "xxlimited")?;
@@ -481,8 +483,8 @@ fn a_package_that_cannot_be_imported_refuses_all_its_modules_with_one_probe() ->
         assert!(!ok, "{module}");
         assert_eq!(
             reason,
-            "importing its package `pkg` fails: ImportError: misleading advice \
-             (caused by ImportError: the real cause)"
+            "importing its package `pkg` fails: ImportError: the real cause (re-raised as \
+             ImportError: IMPORTANT: PLEASE READ THIS, then as ImportError: misleading advice)"
         );
     }
     assert!(!outcome(&record, "_testsinglephase")?.0);
@@ -490,7 +492,7 @@ fn a_package_that_cannot_be_imported_refuses_all_its_modules_with_one_probe() ->
     assert_eq!(choice.tier, Tier::Process);
     // One mention of the shared reason, for the package.
     assert_eq!(
-        choice.reason.matches("misleading advice").count(),
+        choice.reason.matches("the real cause").count(),
         1,
         "{}",
         choice.reason
@@ -498,7 +500,7 @@ fn a_package_that_cannot_be_imported_refuses_all_its_modules_with_one_probe() ->
     assert!(
         choice
             .reason
-            .contains("package `pkg` (import fails: ImportError: misleading"),
+            .contains("package `pkg` (import fails: ImportError: the real cause"),
         "{}",
         choice.reason
     );
