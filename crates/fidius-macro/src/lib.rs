@@ -48,15 +48,7 @@ use proc_macro::TokenStream;
 /// `#[wire(raw)]` (bytes in, bytes out) and `#[optional(since = N)]`.
 #[proc_macro_attribute]
 pub fn plugin_interface(attr: TokenStream, item: TokenStream) -> TokenStream {
-    let item = item.into();
-    let source = expand::declaring_file(&item);
-    expand::expand(
-        attr.into(),
-        item,
-        expand::CoreRoot::FidiusCore,
-        source.as_deref(),
-    )
-    .into()
+    expand_in_its_file(attr, item, expand::CoreRoot::FidiusCore)
 }
 
 /// `#[plugin_interface]` as the `fidius` facade re-exports it (`fidius::plugin_interface`): the
@@ -64,13 +56,13 @@ pub fn plugin_interface(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// crate needs no other fidius dependency. Use it as `fidius::plugin_interface`.
 #[proc_macro_attribute]
 pub fn plugin_interface_via_facade(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand_in_its_file(attr, item, expand::CoreRoot::Facade)
+}
+
+/// Expands with the text of the trait's own file, where the serde structs of its schema
+/// fingerprint are read.
+fn expand_in_its_file(attr: TokenStream, item: TokenStream, root: expand::CoreRoot) -> TokenStream {
     let item = item.into();
     let source = expand::declaring_file(&item);
-    expand::expand(
-        attr.into(),
-        item,
-        expand::CoreRoot::Facade,
-        source.as_deref(),
-    )
-    .into()
+    expand::expand(attr.into(), item, root, source.as_deref()).into()
 }

@@ -205,7 +205,8 @@ fn pack_records_numpy_refusing_sub_interpreters_and_inspect_shows_the_process_ti
             .ok_or_else(|| format!("{name}: no reason in {entry}"))?;
         let cause = reason.split(" (re-raised as ").next().unwrap_or_default();
         assert!(
-            cause.contains("importing its package `numpy` fails: ImportError: ")
+            cause.starts_with("reason = \"importing its package `numpy` fails: ")
+                && reason.contains(" (re-raised as ImportError: ")
                 && !cause.contains("source directory")
                 && !cause.contains("IMPORTANT")
                 && reason.len() < 600,

@@ -44,6 +44,10 @@ def _fidius_probe(vendor_dir, plugin_dir, name):
     try:
         importlib.import_module(name)
     except BaseException as exc:  # SystemExit and KeyboardInterrupt at import count as failures too
+        # Explicit causes (`raise ... from`) and implicit context (raised while handling) both
+        # lead to the error the wrappers came from. numpy 2 in a sub-interpreter: "No module
+        # named 'numpy'", wrapped by a banner, wrapped by "you should not try to import numpy
+        # from its source directory".
         chain = [exc]
         while len(chain) < 16:
             link = chain[-1]
