@@ -112,6 +112,28 @@ def test_check_without_the_optional_method_passes(fidius_bin: Path, greeter_stub
     assert result.returncode == 0, result.stderr
 
 
+def test_check_reports_a_struct_changed_since_the_stub(fidius_bin: Path, tmp_path: Path) -> None:
+    interface = tmp_path / "greeter.rs"
+    interface.write_text(GREETER_INTERFACE.read_text())
+    stub = generated_stub(fidius_bin, interface, "Greeter", tmp_path / "greeter.py")
+    assert re.search(r"^__interface_schema__ = 0x[0-9a-f]{16}$", stub.read_text(), re.MULTILINE)
+    # A field added to a returned struct: the interface hash stays, the schema fingerprint moves.
+    source = interface.read_text()
+    assert "pub mean: f64," in source
+    interface.write_text(source.replace("pub mean: f64,", "pub mean: f64,\n    pub median: f64,"))
+
+    result = check_stub(fidius_bin, interface, "Greeter", stub)
+    assert result.returncode != 0
+    assert "__interface_schema__ is 0x" in result.stderr
+    assert "a struct the methods use changed; regenerate the stub" in result.stderr
+    assert "__interface_hash__" not in result.stderr
+
+    # A module as the original fidius wrote it (no schema constant) is not compared.
+    stub.write_text(re.sub(r"^__interface_schema__ = .*\n", "", stub.read_text(), flags=re.MULTILINE))
+    result = check_stub(fidius_bin, interface, "Greeter", stub)
+    assert result.returncode == 0, result.stderr
+
+
 def test_check_lists_every_drift(fidius_bin: Path, greeter_stub: Path, tmp_path: Path) -> None:
     text = greeter_stub.read_text()
     text = re.sub(r"__interface_hash__ = 0x[0-9a-f]+", "__interface_hash__ = 0x0000000000000001", text)

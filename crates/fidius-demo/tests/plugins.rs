@@ -24,10 +24,13 @@ fn interface() -> InterfaceSource {
 }
 
 #[test]
-fn the_stub_generator_and_the_macro_agree_on_the_hash() {
+fn the_stub_generator_and_the_macro_agree_on_the_hash_and_the_schema() {
+    let spec = interface().spec;
+    assert_eq!(spec.hash, VersionReport_PYTHON_DESCRIPTOR.interface_hash);
+    assert!(VersionReport_PYTHON_DESCRIPTOR.schema_fingerprint.is_some());
     assert_eq!(
-        interface().spec.hash,
-        VersionReport_PYTHON_DESCRIPTOR.interface_hash
+        spec.schema_fingerprint,
+        VersionReport_PYTHON_DESCRIPTOR.schema_fingerprint
     );
 }
 

@@ -55,6 +55,7 @@ static BENCH: PythonInterfaceDescriptor = PythonInterfaceDescriptor {
     trait_name: "Bench",
     version: 1,
     interface_hash: HASH,
+    schema_fingerprint: None,
     methods: &[
         support::method("echo", WireMode::Raw, &[ARG], None),
         support::method("add", WireMode::TypedJson, &[ARG, ARG], None),

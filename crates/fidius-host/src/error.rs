@@ -213,6 +213,16 @@ pub enum LoadError {
         expected: u64,
         found: u64,
     },
+    /// `__interface_schema__` differs from the descriptor's schema fingerprint: a struct or enum
+    /// the interface's methods use changed since the plugin's stub was generated (the interface
+    /// hash does not cover them). A plugin without the constant is not checked.
+    #[error("plugin `{plugin}`: the structs of interface `{interface}` changed since its stub was generated: the host's schema fingerprint is {expected:#018x}, the plugin's __interface_schema__ is {found}; regenerate the stub with `fidius python-stub` and update the plugin to the new fields")]
+    InterfaceSchemaMismatch {
+        plugin: String,
+        interface: String,
+        expected: u64,
+        found: String,
+    },
     /// `__interface__` names another trait.
     #[error("plugin `{plugin}`: implements interface `{found}`, the host expects `{expected}`")]
     InterfaceNameMismatch {

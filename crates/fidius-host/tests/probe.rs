@@ -483,11 +483,13 @@ fn a_package_that_cannot_be_imported_refuses_all_its_modules_with_one_probe() ->
     let work = tempfile::tempdir()?;
     let plugin = plugin(work.path())?;
     // Both modules would import on their own; the package around them re-raises a misleading
-    // error from the real one, as numpy does.
+    // error from the real one, twice, as numpy does (a banner of many lines, then advice).
     fs::create_dir_all(plugin.join("vendor/pkg"))?;
     fs::write(
         plugin.join("vendor/pkg/__init__.py"),
-        "try:\n    raise ImportError('the real cause')\nexcept ImportError as exc:\n    raise ImportError('misleading advice') from exc\n",
+        "try:\n    try:\n        raise ImportError('the real cause')\n    except ImportError as exc:\n        \
+         raise ImportError('\\n\\nIMPORTANT: PLEASE READ THIS\\n\\n' + 'banner ' * 150) from exc\n\
+         except ImportError as exc:\n    raise ImportError('misleading advice\\n  on two lines') from exc\n",
     )?;
     vendor_stdlib_module(&py, &plugin, "pkg", "_testmultiphase")?;
     vendor_stdlib_module(&py, &plugin, "pkg", "xxlimited")?;
@@ -499,8 +501,8 @@ fn a_package_that_cannot_be_imported_refuses_all_its_modules_with_one_probe() ->
         assert!(!ok, "{module}");
         assert_eq!(
             reason,
-            "importing its package `pkg` fails: ImportError: misleading advice \
-             (caused by ImportError: the real cause)"
+            "importing its package `pkg` fails: ImportError: the real cause (re-raised as \
+             ImportError: IMPORTANT: PLEASE READ THIS, then as ImportError: misleading advice)"
         );
     }
     assert!(!outcome(&record, "_testsinglephase")?.0);
@@ -512,7 +514,7 @@ fn a_package_that_cannot_be_imported_refuses_all_its_modules_with_one_probe() ->
         choice
             .reason
             .to_string()
-            .matches("misleading advice")
+            .matches("the real cause")
             .count(),
         1,
         "{}",
@@ -522,7 +524,7 @@ fn a_package_that_cannot_be_imported_refuses_all_its_modules_with_one_probe() ->
         choice
             .reason
             .to_string()
-            .contains("package `pkg` (import fails: ImportError: misleading"),
+            .contains("package `pkg` (import fails: ImportError: the real cause"),
         "{}",
         choice.reason
     );

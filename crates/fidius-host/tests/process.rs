@@ -716,3 +716,181 @@ fn an_optional_method_raising_not_implemented_error_is_not_implemented_in_both_t
         assert_healthy(&handle);
     }
 }
+
+/// An interface whose returned struct gains a field between two versions of its crate; the
+/// interface hash is the same for both.
+const FACTS_BEFORE: &str = "
+#[derive(Serialize, Deserialize)]
+pub struct Facts {
+    pub name: String,
+}
+
+#[plugin_interface(version = 1)]
+pub trait Facter {
+    fn facts(&self) -> Facts;
+}
+";
+
+fn facts_after() -> String {
+    FACTS_BEFORE.replace(
+        "pub name: String,",
+        "pub name: String,\n    pub count: u32,",
+    )
+}
+
+/// The `fidius python-stub` module for `source`, filled in to return `{"name": "x"}`.
+fn facts_plugin(root: &std::path::Path, name: &str, source: &str) -> std::path::PathBuf {
+    let interface = fidius_core::interface::find_interface(source, "Facter").expect("interface");
+    let stub = fidius_core::interface::stub::render_stub(&interface).expect("stub");
+    let module = stub.replace("raise NotImplementedError", "return {\"name\": \"x\"}");
+    support::write_plugin(root, name, &[("facter.py", module.as_str())])
+}
+
+#[test]
+fn a_plugin_whose_stub_predates_a_struct_change_is_refused_in_both_tiers() {
+    let after = fidius_core::interface::find_interface(&facts_after(), "Facter").expect("reads");
+    let before = fidius_core::interface::find_interface(FACTS_BEFORE, "Facter").expect("reads");
+    assert_eq!(after.spec.hash, before.spec.hash, "the hash ignores fields");
+    let descriptor = after.spec.leak_descriptor();
+    let (old, new) = (
+        before.spec.schema_fingerprint.expect("computed"),
+        descriptor.schema_fingerprint.expect("computed"),
+    );
+    let root = tempfile::tempdir().expect("tempdir");
+    let stale = facts_plugin(root.path(), "stale", FACTS_BEFORE);
+    let current = facts_plugin(root.path(), "current", &facts_after());
+    // What the original fidius wrote: no schema constant, so nothing to compare.
+    let original = root.path().join("original");
+    std::fs::create_dir_all(&original).expect("mkdir");
+    let module = std::fs::read_to_string(stale.join("facter.py")).expect("read");
+    let schema_line = format!("__interface_schema__ = {old:#018x}\n");
+    assert!(module.contains(&schema_line), "{module}");
+    std::fs::write(original.join("facter.py"), module.replace(&schema_line, "")).expect("write");
+
+    for (tier, options) in [
+        (Tier::Subinterpreter, LoadOptions::default()),
+        (Tier::Process, process_options()),
+    ] {
+        let start = |name: &str, dir: &std::path::Path| {
+            PythonPluginHandle::start(
+                PluginSource::new(name, "1.0.0", dir, "facter"),
+                descriptor,
+                &options,
+            )
+        };
+        match start("stale", &stale) {
+            Err(error @ LoadError::InterfaceSchemaMismatch { .. }) => {
+                let text = error.to_string();
+                for part in [
+                    "plugin `stale`".to_owned(),
+                    "the structs of interface `Facter` changed".to_owned(),
+                    format!("{new:#018x}"),
+                    format!("{old:#018x}"),
+                    "regenerate the stub with `fidius python-stub`".to_owned(),
+                ] {
+                    assert!(text.contains(&part), "{tier:?}: no {part:?} in {text}");
+                }
+            }
+            Err(other) => panic!("{tier:?}: expected InterfaceSchemaMismatch, got {other}"),
+            Ok(_) => panic!("{tier:?}: the stale plugin loaded"),
+        }
+        for (name, dir) in [("current", &current), ("original", &original)] {
+            let handle =
+                start(name, dir).unwrap_or_else(|error| panic!("{tier:?} {name}: {error}"));
+            assert_eq!(handle.tier().tier, tier, "{name}");
+            let out = handle.call_typed_json(0, b"[]").expect("facts");
+            assert_eq!(
+                serde_json::from_slice::<Value>(&out).expect("json"),
+                json!({"name": "x"})
+            );
+        }
+    }
+}
+
+/// `Tester` with `transform`'s argument declared as untyped JSON (`serde_json::Value`).
+static UNTYPED_TESTER: fidius_core::interface::PythonInterfaceDescriptor = {
+    use fidius_core::interface::{PythonArgDescriptor, WireMode};
+    fidius_core::interface::PythonInterfaceDescriptor {
+        methods: &[
+            support::method("whoami", WireMode::TypedJson, &[], None),
+            support::method("echo", WireMode::Raw, &[support::arg("data")], None),
+            support::method(
+                "transform",
+                WireMode::TypedJson,
+                &[PythonArgDescriptor {
+                    name: "value",
+                    ty: "serde_json :: Value",
+                }],
+                None,
+            ),
+            support::method("fail", WireMode::TypedJson, &[support::arg("kind")], None),
+            support::method(
+                "give_back",
+                WireMode::TypedJson,
+                &[support::arg("expression")],
+                None,
+            ),
+            support::method("maybe", WireMode::TypedJson, &[], Some(2)),
+        ],
+        ..support::TESTER
+    }
+};
+
+#[test]
+fn integers_beyond_64_bits_in_untyped_arguments_are_refused_in_both_tiers() {
+    let root = tempfile::tempdir().expect("tempdir");
+    // Factor 1: `transform` gives its argument back, so what Python received is visible.
+    let dir = support::tester_plugin(root.path(), "untyped", "1.0", 1);
+    for (tier, options) in [
+        (Tier::Subinterpreter, LoadOptions::default()),
+        (Tier::Process, process_options()),
+    ] {
+        let handle = PythonPluginHandle::start(
+            PluginSource::new("untyped", "1.0.0", &dir, "tester"),
+            &UNTYPED_TESTER,
+            &options,
+        )
+        .expect("loads");
+        assert_eq!(handle.tier().tier, tier);
+        for payload in [
+            "[123456789012345678901234567890]",
+            r#"[{"deep": [1, -123456789012345678901234567890]}]"#,
+        ] {
+            match handle.call_typed_json(TRANSFORM, payload.as_bytes()) {
+                Err(CallError::InvalidArguments { method, reason }) => {
+                    assert_eq!(method, "transform");
+                    assert!(
+                        reason.starts_with(
+                            "argument `value` (position 0): expected integers within 64 bits"
+                        ) && reason
+                            .contains("123456789012345678901234567890, an integer beyond 64 bits"),
+                        "{tier:?}: {reason}"
+                    );
+                }
+                other => panic!("{tier:?}: {payload} was not refused: {other:?}"),
+            }
+        }
+        // What crosses exactly reaches Python exactly; a float stays a float.
+        let back = |payload: &str| -> Value {
+            let out = handle
+                .call_typed_json(TRANSFORM, payload.as_bytes())
+                .unwrap_or_else(|error| panic!("{tier:?}: {payload}: {error}"));
+            serde_json::from_slice::<Value>(&out).expect("json")["result"].clone()
+        };
+        assert_eq!(
+            back("[18446744073709551615]"),
+            json!(18446744073709551615_u64)
+        );
+        assert_eq!(back("[1e30]"), json!(1e30));
+        assert_eq!(
+            back(r#"["123456789012345678901234567890"]"#),
+            json!("123456789012345678901234567890")
+        );
+        // The refused calls never ran.
+        let out = handle.call_typed_json(TRANSFORM, b"[0]").expect("call");
+        assert_eq!(
+            serde_json::from_slice::<Value>(&out).expect("json")["calls"],
+            json!(4)
+        );
+    }
+}

@@ -24,6 +24,14 @@ pub fn generate(item: &ItemTrait, spec: &InterfaceSpec, root: &TokenStream) -> T
     let version = spec.version;
     // Hex, like the stub's `__interface_hash__`, so the two are easy to compare by eye.
     let hash = syn::LitInt::new(&format!("{:#018x}_u64", spec.hash), Span::call_site());
+    let schema_fingerprint = match spec.schema_fingerprint {
+        Some(fingerprint) => {
+            let fingerprint =
+                syn::LitInt::new(&format!("{fingerprint:#018x}_u64"), Span::call_site());
+            quote!(::core::option::Option::Some(#fingerprint))
+        }
+        None => quote!(::core::option::Option::None),
+    };
     let methods = spec.methods.iter().map(|method| {
         let name = &method.name;
         let wire = match method.wire {
@@ -66,6 +74,7 @@ pub fn generate(item: &ItemTrait, spec: &InterfaceSpec, root: &TokenStream) -> T
                     trait_name: #trait_name,
                     version: #version,
                     interface_hash: #hash_const,
+                    schema_fingerprint: #schema_fingerprint,
                     methods: &[#(#methods),*],
                 };
         }

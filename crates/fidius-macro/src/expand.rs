@@ -1,7 +1,7 @@
 //! Parse, validate, then generate. Every problem found is reported, each at its own span.
 
 use fidius_core::interface::{
-    InterfaceAttr, InterfaceErrors, InterfaceSpec, METHOD_HELPER_ATTRIBUTES,
+    schema_fingerprint, InterfaceAttr, InterfaceErrors, InterfaceSpec, METHOD_HELPER_ATTRIBUTES,
     TRAIT_HELPER_ATTRIBUTES,
 };
 use proc_macro2::{Span, TokenStream};
@@ -13,7 +13,15 @@ use crate::{client, descriptor, wire};
 /// The macro's whole output for one trait: the cleaned trait plus the generated items, or the
 /// trait plus `compile_error!`s (keeping the trait avoids a cascade of "not found" errors).
 /// Generated code names fidius-core's items through `root` (see [`CoreRoot`]).
-pub fn expand(attr: TokenStream, item: TokenStream, root: CoreRoot) -> TokenStream {
+///
+/// `source` is the text of the file declaring the trait, where the serde structs its methods use
+/// are looked up for the schema fingerprint; `None` leaves the fingerprint out.
+pub fn expand(
+    attr: TokenStream,
+    item: TokenStream,
+    root: CoreRoot,
+    source: Option<&str>,
+) -> TokenStream {
     let root = root.path();
     let item: ItemTrait = match syn::parse2(item) {
         Ok(item) => item,
@@ -21,7 +29,11 @@ pub fn expand(attr: TokenStream, item: TokenStream, root: CoreRoot) -> TokenStre
     };
     let cleaned = strip_helper_attributes(item.clone());
     match analyze(attr, &item).and_then(|spec| check_wire(&spec).map(|()| spec)) {
-        Ok(spec) => {
+        Ok(mut spec) => {
+            // A file that does not parse is being compiled anyway, and rustc reports it.
+            if let Some(file) = source.and_then(|text| syn::parse_file(text).ok()) {
+                spec.schema_fingerprint = Some(schema_fingerprint(&spec, &file.items));
+            }
             let descriptor = descriptor::generate(&item, &spec, &root);
             let client = client::generate(&item, &spec, &root);
             quote! { #cleaned #descriptor #client }
@@ -31,6 +43,14 @@ pub fn expand(attr: TokenStream, item: TokenStream, root: CoreRoot) -> TokenStre
             quote! { #cleaned #errors }
         }
     }
+}
+
+/// The text of the file the trait is written in, read the way `fidius python-stub` reads an
+/// interface file. `None` when the compiler cannot say (before Rust 1.88, or a trait made by
+/// another macro) or the file cannot be read.
+pub fn declaring_file(item: &TokenStream) -> Option<String> {
+    let span = item.clone().into_iter().next()?.span();
+    std::fs::read_to_string(span.local_file()?).ok()
 }
 
 /// How generated code reaches fidius-core: an interface crate depends either on `fidius-core`
@@ -154,7 +174,7 @@ mod tests {
     }
 
     #[test]
-    fn macro_hash_equals_python_stub_hash_for_every_vector() {
+    fn macro_hash_and_schema_equal_python_stubs_for_every_vector() {
         let mut rejected_for_wire = Vec::new();
         for vector in vectors() {
             let expected = u64::from_str_radix(vector.hash.trim_start_matches("0x"), 16)
@@ -172,10 +192,27 @@ mod tests {
 
             // The full expansion embeds that same value, unless the trait's types cannot
             // cross the wire to Python, in which case it must say so.
-            let expanded = expand(attr, quote::quote!(#item), CoreRoot::FidiusCore).to_string();
+            let stub_schema = hash_in(&stub, "__interface_schema__ =");
+            assert!(stub_schema.is_some(), "{}: {stub}", vector.trait_name);
+
+            let expanded = expand(
+                attr,
+                quote::quote!(#item),
+                CoreRoot::FidiusCore,
+                Some(&vector.source),
+            )
+            .to_string();
             let const_name = format!("{}_INTERFACE_HASH : u64 =", vector.trait_name);
             match hash_in(&expanded, &const_name) {
-                Some(emitted) => assert_eq!(emitted, expected, "{}", vector.trait_name),
+                Some(emitted) => {
+                    assert_eq!(emitted, expected, "{}", vector.trait_name);
+                    // The macro's schema fingerprint is the stub's, for the same source.
+                    let schema = hash_in(
+                        &expanded,
+                        "schema_fingerprint : :: core :: option :: Option :: Some (",
+                    );
+                    assert_eq!(schema, stub_schema, "{}", vector.trait_name);
+                }
                 None => {
                     assert!(
                         expanded.contains("compile_error"),

@@ -27,7 +27,10 @@
 //!
 //! generates, beside the trait (with the `#[wire]`/`#[optional]` helper attributes removed):
 //! - `mod __fidius_Greeter` holding `Greeter_PYTHON_DESCRIPTOR` (a
-//!   `fidius_core::PythonInterfaceDescriptor`) and `Greeter_INTERFACE_HASH: u64`;
+//!   `fidius_core::PythonInterfaceDescriptor`) and `Greeter_INTERFACE_HASH: u64`; the descriptor's
+//!   schema fingerprint covers the serde structs and enums declared in the trait's own file (the
+//!   macro reads that file, as `fidius python-stub` does; on compilers before 1.88, which cannot
+//!   say where a trait is, it is `None`);
 //! - `struct GreeterClient<H>(pub H)`, whose methods mirror the trait's over any
 //!   `H: fidius_core::PluginCall` and return `Result<T, fidius_core::CallError>` (for a method
 //!   returning `Result<T, PluginError>`, the plugin's error arrives as `CallError::Plugin`).
@@ -45,7 +48,7 @@ use proc_macro::TokenStream;
 /// `#[wire(raw)]` (bytes in, bytes out) and `#[optional(since = N)]`.
 #[proc_macro_attribute]
 pub fn plugin_interface(attr: TokenStream, item: TokenStream) -> TokenStream {
-    expand::expand(attr.into(), item.into(), expand::CoreRoot::FidiusCore).into()
+    expand_in_its_file(attr, item, expand::CoreRoot::FidiusCore)
 }
 
 /// `#[plugin_interface]` as the `fidius` facade re-exports it (`fidius::plugin_interface`): the
@@ -53,5 +56,13 @@ pub fn plugin_interface(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// crate needs no other fidius dependency. Use it as `fidius::plugin_interface`.
 #[proc_macro_attribute]
 pub fn plugin_interface_via_facade(attr: TokenStream, item: TokenStream) -> TokenStream {
-    expand::expand(attr.into(), item.into(), expand::CoreRoot::Facade).into()
+    expand_in_its_file(attr, item, expand::CoreRoot::Facade)
+}
+
+/// Expands with the text of the trait's own file, where the serde structs of its schema
+/// fingerprint are read.
+fn expand_in_its_file(attr: TokenStream, item: TokenStream, root: expand::CoreRoot) -> TokenStream {
+    let item = item.into();
+    let source = expand::declaring_file(&item);
+    expand::expand(attr.into(), item, root, source.as_deref()).into()
 }

@@ -214,3 +214,17 @@ mod accepted_forms {
         );
     }
 }
+
+#[test]
+fn the_descriptor_carries_the_same_schema_fingerprint_as_the_stub() {
+    // The macro read the trait's own file (the included fixture) for the serde structs, as
+    // `fidius python-stub` reads it.
+    let interface =
+        fidius_core::interface::find_interface(include_str!("fixtures/greeter.rs"), "Greeter")
+            .expect("the fixture is an interface file");
+    assert!(Greeter_PYTHON_DESCRIPTOR.schema_fingerprint.is_some());
+    assert_eq!(
+        Greeter_PYTHON_DESCRIPTOR.schema_fingerprint,
+        interface.spec.schema_fingerprint
+    );
+}

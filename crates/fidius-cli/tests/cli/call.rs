@@ -264,3 +264,137 @@ fn undecorated_methods_load_with_a_warning_unless_strict() -> TestResult {
     );
     Ok(())
 }
+
+/// An interface with an untyped argument and a returned struct, for the two checks below.
+const KEEPER: &str = "use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize)]
+pub struct Facts {
+    pub name: String,
+}
+
+#[plugin_interface(version = 1)]
+pub trait Keeper {
+    fn keep(&self, value: serde_json::Value) -> serde_json::Value;
+    fn facts(&self) -> Facts;
+}
+";
+
+/// `KEEPER` in `root/keeper.rs` and a plugin `root/keeper` made from its stub: `keep` gives its
+/// argument back, `facts` returns `{"name": "x"}`.
+fn keeper_plugin(root: &Path) -> Result<(PathBuf, PathBuf), Box<dyn std::error::Error>> {
+    let interface = root.join("keeper.rs");
+    fs::write(&interface, KEEPER)?;
+    let dir = root.join("keeper");
+    fs::create_dir_all(&dir)?;
+    let module = dir.join("keeper.py");
+    succeeds(&fidius(
+        root,
+        &[
+            "python-stub",
+            "--interface",
+            &interface.to_string_lossy(),
+            "--trait-name",
+            "Keeper",
+            "--out",
+            &module.to_string_lossy(),
+        ],
+    ));
+    let stub = fs::read_to_string(&module)?;
+    let bodies = ["return value", "return {\"name\": \"x\"}"];
+    let mut filled = String::new();
+    let mut parts = stub.split("raise NotImplementedError");
+    filled.push_str(parts.next().unwrap_or_default());
+    for (body, rest) in bodies.iter().zip(parts) {
+        filled.push_str(body);
+        filled.push_str(rest);
+    }
+    fs::write(&module, filled)?;
+    fs::write(
+        dir.join("package.toml"),
+        "[package]\nname = \"keeper\"\nversion = \"0.1.0\"\ninterface = \"Keeper\"\n\
+         interface_version = 1\nruntime = \"python\"\n\n[python]\nentry_module = \"keeper\"\n",
+    )?;
+    Ok((interface, dir))
+}
+
+fn keeper_call(
+    root: &Path,
+    interface: &Path,
+    plugin: &Path,
+    extra: &[&str],
+) -> std::process::Output {
+    let interface = interface.to_string_lossy().into_owned();
+    let plugin = plugin.to_string_lossy().into_owned();
+    let mut args = vec!["call", "keeper", &plugin];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--interface", &interface, "--trait-name", "Keeper"]);
+    fidius(root, &args)
+}
+
+#[test]
+fn integers_beyond_64_bits_in_untyped_arguments_are_refused_in_both_tiers() -> TestResult {
+    let root = tempfile::tempdir()?;
+    let (interface, plugin) = keeper_plugin(root.path())?;
+    for isolation in ["subinterpreter", "process"] {
+        let call = |json: &str| {
+            keeper_call(
+                root.path(),
+                &interface,
+                &plugin,
+                &["keep", json, "--isolation", isolation],
+            )
+        };
+        fails_with(
+            &call(r#"[{"id": 123456789012345678901234567890}]"#),
+            &[
+                "argument `value` (position 0): expected integers within 64 bits",
+                "123456789012345678901234567890, an integer beyond 64 bits",
+            ],
+        );
+        let output = call(r#"[{"id": 18446744073709551615, "f": 1e30}]"#);
+        let exact: serde_json::Value = serde_json::from_str(succeeds(&output).trim())?;
+        assert!(
+            stderr(&output).contains(&format!("tier: {isolation}")),
+            "{}",
+            stderr(&output)
+        );
+        assert_eq!(
+            exact,
+            serde_json::json!({"id": 18446744073709551615_u64, "f": 1e30}),
+            "{isolation}"
+        );
+    }
+    Ok(())
+}
+
+/// A struct of the interface gains a field after the plugin's stub was generated: the interface
+/// hash is unchanged, but the stub's `__interface_schema__` is not, and the load says so.
+#[test]
+fn a_plugin_whose_stub_predates_a_struct_change_is_refused_at_load() -> TestResult {
+    let root = tempfile::tempdir()?;
+    let (interface, plugin) = keeper_plugin(root.path())?;
+    succeeds(&keeper_call(root.path(), &interface, &plugin, &["facts"]));
+    fs::write(
+        &interface,
+        KEEPER.replace(
+            "pub name: String,",
+            "pub name: String,\n    pub count: u32,",
+        ),
+    )?;
+    for isolation in ["subinterpreter", "process"] {
+        fails_with(
+            &keeper_call(
+                root.path(),
+                &interface,
+                &plugin,
+                &["facts", "--isolation", isolation],
+            ),
+            &[
+                "plugin `keeper`: the structs of interface `Keeper` changed since its stub was generated",
+                "regenerate the stub with `fidius python-stub`",
+            ],
+        );
+    }
+    Ok(())
+}

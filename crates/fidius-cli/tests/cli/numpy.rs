@@ -197,6 +197,21 @@ fn pack_records_numpy_refusing_sub_interpreters_and_inspect_shows_the_process_ti
             entry.contains("subinterpreter = false"),
             "{name}: {entry}\nin\n{record}"
         );
+        // The recorded reason leads with the real cause, in one line, not with numpy's wrapper
+        // ("you should not try to import numpy from its source directory" after a long banner).
+        let reason = entry
+            .lines()
+            .find(|line| line.starts_with("reason = "))
+            .ok_or_else(|| format!("{name}: no reason in {entry}"))?;
+        let cause = reason.split(" (re-raised as ").next().unwrap_or_default();
+        assert!(
+            cause.starts_with("reason = \"importing its package `numpy` fails: ")
+                && reason.contains(" (re-raised as ImportError: ")
+                && !cause.contains("source directory")
+                && !cause.contains("IMPORTANT")
+                && reason.len() < 600,
+            "{name}: {reason}"
+        );
 
         let inspect = succeeds(&fidius(
             &packed.root,

@@ -10,12 +10,14 @@
 //! What is checked is what JSON can tell: strings, booleans, integers (with the Rust type's
 //! range, so an integer that does not fit is refused, never rounded into a float), numbers,
 //! arrays, objects and `null` for `Option`. Types the checker cannot see into (serde structs and
-//! enums, `serde_json::Value`, anything unknown) accept any JSON value; Python's own errors, and
-//! the plugin's, cover those.
+//! enums, `serde_json::Value`, anything unknown) accept any JSON value but one holding an integer
+//! beyond 64 bits, which would reach Python as a rounded float (a result holding one is refused
+//! too); Python's own errors, and the plugin's, cover the rest.
 
 use std::fmt;
 
 use serde::de::DeserializeSeed as _;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::PythonMethodDescriptor;
@@ -141,24 +143,40 @@ impl ArgumentShapes {
 
     /// The slow path of [`check`](Self::check): what is wrong, and where.
     fn explain(&self, payload: &[u8]) -> Result<(), ArgumentMismatch> {
-        let values: Vec<Value> = serde_json::from_slice(payload)
-            .map_err(|error| ArgumentMismatch::Syntax(error.to_string()))?;
-        if values.len() != self.arguments.len() {
+        let syntax = |error: serde_json::Error| ArgumentMismatch::Syntax(error.to_string());
+        let arguments: Vec<&RawValue> = serde_json::from_slice(payload).map_err(syntax)?;
+        if arguments.len() != self.arguments.len() {
             return Err(ArgumentMismatch::Count {
                 expected: self.arguments.len(),
-                found: values.len(),
+                found: arguments.len(),
             });
         }
-        for (position, ((name, shape), value)) in self.arguments.iter().zip(&values).enumerate() {
+        for (position, ((name, shape), raw)) in self.arguments.iter().zip(&arguments).enumerate() {
+            let mismatch = |at, (expected, found)| ArgumentMismatch::Type {
+                argument: name.clone(),
+                position,
+                at,
+                expected,
+                found,
+            };
+            let value: Value = serde_json::from_str(raw.get()).map_err(syntax)?;
             let mut at = String::new();
-            if let Err((expected, found)) = shape.check(value, &mut at) {
-                return Err(ArgumentMismatch::Type {
-                    argument: name.clone(),
-                    position,
-                    at,
-                    expected,
-                    found,
-                });
+            shape
+                .check(&value, &mut at)
+                .map_err(|problem| mismatch(at, problem))?;
+            // What the value cannot show: a wide integer in an untyped part (see `deserialize`).
+            let mut alone = serde_json::Deserializer::from_str(raw.get());
+            if Validate::Value(shape).deserialize(&mut alone).is_err() {
+                let literal = wide_integer(raw.get()).unwrap_or_default();
+                let excerpt: String = literal.chars().take(40).collect();
+                return Err(mismatch(
+                    String::new(),
+                    (
+                        "integers within 64 bits (JSON carries no exact integer beyond them)"
+                            .to_owned(),
+                        format!("{excerpt}, an integer beyond 64 bits (it would be rounded)"),
+                    ),
+                ));
             }
         }
         Ok(())
@@ -204,6 +222,18 @@ impl<'de> serde::de::DeserializeSeed<'de> for Validate<'_> {
     type Value = ();
 
     fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        if let Validate::Value(shape) = self {
+            if *strip_optional(shape) == JsonShape::Any {
+                // Untyped JSON is not checked, except for what would not cross exactly: serde_json
+                // reads an integer literal beyond 64 bits as a rounded float, and a result holding
+                // one is refused, so an argument holding one is too. Only the literal shows it.
+                let raw = <&RawValue as serde::Deserialize>::deserialize(deserializer)?;
+                return match wide_integer(raw.get()) {
+                    None => Ok(()),
+                    Some(_) => Err(serde::de::Error::custom("argument mismatch")),
+                };
+            }
+        }
         deserializer.deserialize_any(self)
     }
 }
@@ -249,10 +279,6 @@ impl<'de> serde::de::Visitor<'de> for Validate<'_> {
                 tuple = &[];
             }
             Validate::Value(shape) => match strip_optional(shape) {
-                JsonShape::Any => {
-                    while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-                    return Ok(());
-                }
                 JsonShape::List(item) => {
                     while seq.next_element_seed(Validate::Value(item))?.is_some() {}
                     return Ok(());
@@ -288,7 +314,6 @@ impl<'de> serde::de::Visitor<'de> for Validate<'_> {
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let value_shape = match self {
             Validate::Value(shape) => match strip_optional(shape) {
-                JsonShape::Any => &JsonShape::Any,
                 JsonShape::Map(value) => value,
                 _ => return Err(serde::de::Error::custom("argument mismatch")),
             },
@@ -308,6 +333,42 @@ impl Validate<'_> {
             _ => Err(E::custom("argument mismatch")),
         }
     }
+}
+
+/// The first integer literal in the JSON text `json` that serde_json cannot read exactly (below
+/// `i64::MIN` or above `u64::MAX`); strings are skipped. `json` is valid JSON (serde_json read it).
+fn wide_integer(json: &str) -> Option<&str> {
+    let bytes = json.as_bytes();
+    let mut index = 0;
+    while let Some(&byte) = bytes.get(index) {
+        match byte {
+            b'"' => {
+                index += 1;
+                while let Some(&inside) = bytes.get(index) {
+                    index += if inside == b'\\' { 2 } else { 1 };
+                    if inside == b'"' {
+                        break;
+                    }
+                }
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = index;
+                while bytes
+                    .get(index)
+                    .is_some_and(|b| matches!(b, b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'))
+                {
+                    index += 1;
+                }
+                let literal = &json[start..index];
+                let integer = !literal.contains(['.', 'e', 'E']);
+                if integer && literal.parse::<i64>().is_err() && literal.parse::<u64>().is_err() {
+                    return Some(literal);
+                }
+            }
+            _ => index += 1,
+        }
+    }
+    None
 }
 
 fn strip_optional(shape: &JsonShape) -> &JsonShape {
@@ -738,6 +799,51 @@ mod tests {
     }
 
     #[test]
+    fn integers_beyond_64_bits_in_untyped_arguments_are_refused_too() {
+        static ARGS: [PythonArgDescriptor; 2] = [
+            PythonArgDescriptor {
+                name: "flag",
+                ty: "bool",
+            },
+            PythonArgDescriptor {
+                name: "data",
+                ty: "HashMap < String, serde_json :: Value >",
+            },
+        ];
+        let shapes = shapes(&ARGS);
+        for payload in [
+            r#"[true, {"n": 123456789012345678901234567890}]"#,
+            r#"[true, {"n": [1, {"deep": -9223372036854775809}]}]"#,
+            r#"[true, {"n": 18446744073709551616}]"#,
+        ] {
+            let error = shapes.check(payload.as_bytes()).expect_err(payload);
+            let text = error.to_string();
+            assert!(
+                text.starts_with("argument `data` (position 1): expected integers within 64 bits")
+                    && text.ends_with("an integer beyond 64 bits (it would be rounded)"),
+                "{payload}: {text}"
+            );
+        }
+        let error = shapes
+            .check(br#"[true, {"n": 123456789012345678901234567890}]"#)
+            .expect_err("wide");
+        assert!(
+            error
+                .to_string()
+                .contains("found 123456789012345678901234567890, an integer"),
+            "{error}"
+        );
+        // What crosses exactly, or was a float to begin with, is not refused.
+        for payload in [
+            r#"[true, {"n": 18446744073709551615, "m": -9223372036854775808}]"#,
+            r#"[true, {"n": 1e30, "m": 1.5, "o": -0.0, "p": 12345678901234567890123.0}]"#,
+            r#"[true, {"n": "123456789012345678901234567890", "\"9999999999999999999999": 1}]"#,
+        ] {
+            assert_eq!(shapes.check(payload.as_bytes()), Ok(()), "{payload}");
+        }
+    }
+
+    #[test]
     fn optional_and_untyped_arguments() {
         static ARGS: [PythonArgDescriptor; 2] = [
             PythonArgDescriptor {
@@ -791,6 +897,8 @@ mod tests {
             r#"[[], {}, null, 4]"#,
             r#"[true, {}, null]"#,
             r#"[[[1, "\u00e9"]], {"\n": -0.0}, "x"]"#,
+            r#"[[], {}, {"n": [123456789012345678901234567890]}]"#,
+            r#"[[], {"x": 123456789012345678901234567890}, "123456789012345678901234567890"]"#,
         ] {
             let fast = shapes.check(payload.as_bytes());
             let slow = shapes.explain(payload.as_bytes());
@@ -798,8 +906,8 @@ mod tests {
             refused += usize::from(fast.is_err());
         }
         assert_eq!(
-            refused, 9,
-            "the first two and the last payloads fit, the others do not"
+            refused, 10,
+            "the first two and the last two payloads fit, the others do not"
         );
     }
 }

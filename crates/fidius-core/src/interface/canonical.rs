@@ -10,7 +10,13 @@ use quote::ToTokens;
 
 /// The canonical string of `ty`, e.g. `Result < Vec < u8 > , PluginError >`.
 pub fn canonical_type(ty: &syn::Type) -> String {
-    let tokens = flatten(ty.to_token_stream());
+    canonical_tokens(ty.to_token_stream())
+}
+
+/// Any token stream printed by the same rules, so its string depends on the tokens alone, never
+/// on whitespace or comments.
+pub(crate) fn canonical_tokens(stream: TokenStream) -> String {
+    let tokens = flatten(stream);
     let mut out = String::new();
     print_sequence(&tokens, &mut out);
     out

@@ -52,6 +52,10 @@ pub struct PythonInterfaceDescriptor {
     pub version: u32,
     /// The canonical interface hash; a plugin's `__interface_hash__` must equal it.
     pub interface_hash: u64,
+    /// The [schema fingerprint](super::schema_fingerprint) of the structs and enums the methods
+    /// use; a plugin that defines `__interface_schema__` must match it. `None` when the macro
+    /// could not read the file declaring the trait (then no plugin's constant is checked).
+    pub schema_fingerprint: Option<u64>,
     /// Every method in declaration order; method indexes used by calls refer to this slice.
     pub methods: &'static [PythonMethodDescriptor],
 }
@@ -86,6 +90,8 @@ pub struct OwnedInterfaceDescriptor {
     pub trait_name: String,
     pub version: u32,
     pub interface_hash: u64,
+    #[serde(default)]
+    pub schema_fingerprint: Option<u64>,
     pub methods: Vec<OwnedMethodDescriptor>,
 }
 
@@ -107,6 +113,7 @@ impl From<&PythonInterfaceDescriptor> for OwnedInterfaceDescriptor {
             trait_name: descriptor.trait_name.to_owned(),
             version: descriptor.version,
             interface_hash: descriptor.interface_hash,
+            schema_fingerprint: descriptor.schema_fingerprint,
             methods: descriptor
                 .methods
                 .iter()

@@ -6,6 +6,8 @@
 //! trait, and [`hash_signatures`] the one place they are hashed: the macro calls it at compile time
 //! and `fidius python-stub` calls it on the same source, so a generated stub always carries the
 //! hash the host expects. Hosts need neither: they compare the hash a descriptor carries.
+//! `schema_fingerprint` (feature `rust-source`) adds what the hash leaves out (the fields of the
+//! structs the methods use), computed the same way by both.
 
 mod arguments;
 mod descriptor;
@@ -28,6 +30,8 @@ mod error;
 #[cfg(feature = "rust-source")]
 pub mod shape;
 #[cfg(feature = "rust-source")]
+mod schema;
+#[cfg(feature = "rust-source")]
 mod source;
 #[cfg(feature = "rust-source")]
 mod spec;
@@ -40,6 +44,8 @@ pub use attr::{is_interface_attribute, InterfaceAttr};
 pub use canonical::canonical_type;
 #[cfg(feature = "rust-source")]
 pub use error::{InterfaceError, InterfaceErrors};
+#[cfg(feature = "rust-source")]
+pub use schema::schema_fingerprint;
 #[cfg(feature = "rust-source")]
 pub use source::{
     find_interface, InterfaceSource, LocatedProblem, Location, SerdeStruct, SourceError,

@@ -7,6 +7,7 @@ use syn::{Item, ItemTrait};
 
 use super::attr::{is_interface_attribute, InterfaceAttr};
 use super::error::InterfaceErrors;
+use super::schema::schema_fingerprint;
 use super::spec::InterfaceSpec;
 
 /// An interface read from a source file, with the serde structs declared beside it.
@@ -90,7 +91,7 @@ fn problem_lines(problems: &[LocatedProblem]) -> String {
 }
 
 /// Parses `source`, finds trait `trait_name` (nested `mod` blocks included) and reads it as an
-/// interface.
+/// interface, with its [schema fingerprint](schema_fingerprint) over the file's items.
 pub fn find_interface(source: &str, trait_name: &str) -> Result<InterfaceSource, SourceError> {
     let file = syn::parse_file(source).map_err(|error| SourceError::Parse {
         location: Location::of(error.span()),
@@ -123,7 +124,8 @@ pub fn find_interface(source: &str, trait_name: &str) -> Result<InterfaceSource,
             .collect(),
     };
     let attr = InterfaceAttr::from_attribute(attr).map_err(invalid)?;
-    let spec = InterfaceSpec::from_trait(item, &attr).map_err(invalid)?;
+    let mut spec = InterfaceSpec::from_trait(item, &attr).map_err(invalid)?;
+    spec.schema_fingerprint = Some(schema_fingerprint(&spec, &file.items));
     Ok(InterfaceSource { spec, structs })
 }
 
@@ -156,7 +158,7 @@ fn collect<'a>(items: &'a [Item], traits: &mut Vec<&'a ItemTrait>, structs: &mut
     }
 }
 
-fn derives_serde(attrs: &[syn::Attribute]) -> bool {
+pub(super) fn derives_serde(attrs: &[syn::Attribute]) -> bool {
     attrs
         .iter()
         .filter(|attr| attr.path().is_ident("derive"))

@@ -29,6 +29,10 @@ pub struct InterfaceSpec {
     pub methods: Vec<MethodSpec>,
     /// FNV-1a 64 of the sorted signatures of the required methods.
     pub hash: u64,
+    /// The [`schema_fingerprint`](super::schema_fingerprint) of the structs the methods use;
+    /// `None` until someone who has the declaring file's items computes it ([`find_interface`](super::find_interface)
+    /// and the macro do), since the trait alone does not show them.
+    pub schema_fingerprint: Option<u64>,
 }
 
 /// One method of an interface trait.
@@ -98,6 +102,7 @@ impl InterfaceSpec {
             docs: doc_lines(&item.attrs),
             methods,
             hash,
+            schema_fingerprint: None,
         })
     }
 }
@@ -342,6 +347,7 @@ impl InterfaceSpec {
             trait_name: self.trait_name.clone(),
             version: self.version,
             interface_hash: self.hash,
+            schema_fingerprint: self.schema_fingerprint,
             methods: self
                 .methods
                 .iter()

@@ -5,6 +5,7 @@ mod hash_vectors;
 mod hostile;
 mod interop;
 mod round_trip;
+mod schema_fingerprint;
 mod support;
 mod tamper;
 mod trust;

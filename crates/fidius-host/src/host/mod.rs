@@ -51,7 +51,8 @@ pub enum HostError {
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// # static GREETER: fidius_core::interface::PythonInterfaceDescriptor =
 /// #     fidius_core::interface::PythonInterfaceDescriptor {
-/// #         trait_name: "Greeter", version: 1, interface_hash: 0, methods: &[] };
+/// #         trait_name: "Greeter", version: 1, interface_hash: 0, schema_fingerprint: None,
+/// #         methods: &[] };
 /// use fidius_host::{PluginCall, PluginHost, PublicKey};
 ///
 /// let host = PluginHost::builder()

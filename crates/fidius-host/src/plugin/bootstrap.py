@@ -312,6 +312,16 @@ def _fidius_check(module, spec, sdk):
         return {"error": "hash_not_int", "found": repr(found_hash)}
     if found_hash != expected_hash:
         return {"error": "hash_mismatch", "found": found_hash % (1 << 64)}
+    # The schema fingerprint covers the structs the hash leaves out. A module without one (the
+    # original fidius never wrote it) is not checked; nor is any when the host has none.
+    expected_schema = spec["schema"]
+    found_schema = getattr(module, "__interface_schema__", None)
+    if expected_schema is not None and found_schema is not None and found_schema != expected_schema:
+        if isinstance(found_schema, int) and not isinstance(found_schema, bool):
+            shown = f"{found_schema % (1 << 64):#018x}"
+        else:
+            shown = repr(found_schema)[:40]
+        return {"error": "schema_mismatch", "found": shown}
     # What the original fidius accepted is reported, not refused: the host decides (it accepts a
     # method without @method, and an interface name that differs from the trait's only in
     # spelling, with a warning, unless LoadOptions::strict).

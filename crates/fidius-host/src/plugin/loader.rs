@@ -56,6 +56,9 @@ enum Rejection {
     HashMismatch {
         found: u64,
     },
+    SchemaMismatch {
+        found: String,
+    },
     VersionMismatch {
         found: String,
     },
@@ -136,6 +139,7 @@ fn bootstrap<I: Interpreter>(
         "plugin_dir": source.dir(),
         "entry_module": source.entry_module,
         "hash": descriptor.interface_hash,
+        "schema": descriptor.schema_fingerprint,
         "trait": descriptor.trait_name,
         "version": descriptor.version,
         "log_level": log_level,
@@ -301,6 +305,13 @@ fn rejection_to_error(
             plugin,
             interface,
             expected: descriptor.interface_hash,
+            found,
+        },
+        Rejection::SchemaMismatch { found } => LoadError::InterfaceSchemaMismatch {
+            plugin,
+            interface,
+            // The bootstrap only compares when the descriptor has one.
+            expected: descriptor.schema_fingerprint.unwrap_or_default(),
             found,
         },
         Rejection::VersionMismatch { found } => LoadError::InterfaceVersionMismatch {

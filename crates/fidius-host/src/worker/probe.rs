@@ -27,8 +27,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::plugin::plugin_imports::install_source_only_imports;
 
-/// Defines `_fidius_probe(vendor_dir, plugin_dir, name)`: `None` if `name` imports, else a one-line
-/// `Type: message`, followed by `(caused by Type: message)` of the first exception in its chain.
+/// Defines `_fidius_probe(vendor_dir, plugin_dir, name)`: `None` if `name` imports, else one line:
+/// the first meaningful line of the innermost exception of the chain (the real cause), then, when
+/// packages re-raised it, `(re-raised as Type: first line, then as …)` out to the one the import
+/// raised. Packages often re-raise a clearer-sounding error from the real one (numpy: "you should
+/// not try to import numpy from its source directory", after a 900-character banner); what the
+/// author needs is the cause, in one line.
 const PROBE_SOURCE: &str = r#"
 def _fidius_probe(vendor_dir, plugin_dir, name):
     import importlib
@@ -40,16 +44,21 @@ def _fidius_probe(vendor_dir, plugin_dir, name):
     try:
         importlib.import_module(name)
     except BaseException as exc:  # SystemExit and KeyboardInterrupt at import count as failures too
-        # Packages often re-raise a clearer-sounding error from the real one (numpy: "you should
-        # not import numpy from its source directory"); the first cause is what the author needs.
-        root = exc
-        while root.__cause__ is not None or (
-            root.__context__ is not None and not root.__suppress_context__
-        ):
-            root = root.__cause__ or root.__context__
-        described = _fidius_describe(exc)
-        if root is not exc:
-            described += f" (caused by {_fidius_describe(root)})"
+        # Explicit causes (`raise ... from`) and implicit context (raised while handling) both
+        # lead to the error the wrappers came from. numpy 2 in a sub-interpreter: "No module
+        # named 'numpy'", wrapped by a banner, wrapped by "you should not try to import numpy
+        # from its source directory".
+        chain = [exc]
+        while len(chain) < 16:
+            link = chain[-1]
+            link = link.__cause__ or (None if link.__suppress_context__ else link.__context__)
+            if link is None or link in chain:
+                break
+            chain.append(link)
+        described = _fidius_describe(chain[-1])
+        wrappers = [_fidius_describe(link) for link in reversed(chain[:-1])]
+        if wrappers:
+            described += " (re-raised as " + ", then as ".join(wrappers) + ")"
         return described
     return None
 
@@ -57,7 +66,10 @@ def _fidius_describe(exc):
     kind = type(exc).__qualname__
     if type(exc).__module__ != "builtins":
         kind = f"{type(exc).__module__}.{kind}"
-    message = " ".join(str(exc).split())
+    lines = [" ".join(line.split()) for line in str(exc).splitlines()]
+    message = next((line for line in lines if any(c.isalnum() for c in line)), "")
+    if len(message) > 160:
+        message = message[:159] + "…"
     return f"{kind}: {message}" if message else kind
 "#;
 

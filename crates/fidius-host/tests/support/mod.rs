@@ -46,6 +46,7 @@ pub static TESTER: PythonInterfaceDescriptor = PythonInterfaceDescriptor {
     trait_name: "Tester",
     version: 1,
     interface_hash: TESTER_HASH,
+    schema_fingerprint: None,
     methods: &[
         method("whoami", WireMode::TypedJson, &[], None),
         method("echo", WireMode::Raw, &[arg("data")], None),

@@ -1,7 +1,7 @@
 //! Checking an existing plugin module against the interface (`python-stub --check`).
 //!
-//! The module is scanned as text, not imported: top-level `__interface__` and
-//! `__interface_hash__` assignments, and top-level `def`s with their decorators and parameter
+//! The module is scanned as text, not imported: top-level `__interface__`, `__interface_hash__`
+//! and `__interface_schema__` assignments, and top-level `def`s with their decorators and parameter
 //! counts. That is enough to catch drift without running plugin code.
 
 use std::fmt;
@@ -14,6 +14,9 @@ use crate::interface::InterfaceSpec;
 pub enum Drift {
     /// `__interface_hash__` is missing or differs.
     Hash { expected: u64, found: Option<u64> },
+    /// `__interface_schema__` is present and differs: a struct the methods use changed since the
+    /// stub was generated. (A module without it, as the original fidius wrote them, is not drift.)
+    Schema { expected: u64, found: String },
     /// `__interface__` is missing or names another trait.
     InterfaceName {
         expected: String,
@@ -50,6 +53,11 @@ impl fmt::Display for Drift {
             } => write!(
                 f,
                 "no `__interface_hash__ = 0x…` assignment; expected {expected:#018x}"
+            ),
+            Self::Schema { expected, found } => write!(
+                f,
+                "__interface_schema__ is {found}, but the interface's schema fingerprint is \
+                 {expected:#018x}: a struct the methods use changed; regenerate the stub"
             ),
             Self::InterfaceName {
                 expected,
@@ -96,6 +104,14 @@ pub fn check_module(spec: &InterfaceSpec, python: &str) -> Vec<Drift> {
             expected: spec.hash,
             found: module.hash,
         });
+    }
+    if let (Some(expected), Some(found)) = (spec.schema_fingerprint, &module.schema) {
+        if parse_python_int(found) != Some(expected) {
+            drifts.push(Drift::Schema {
+                expected,
+                found: found.clone(),
+            });
+        }
     }
     if module.interface.as_deref() != Some(spec.trait_name.as_str()) {
         drifts.push(Drift::InterfaceName {
@@ -147,6 +163,8 @@ pub fn top_level_functions(python: &str) -> Vec<String> {
 struct ScannedModule {
     interface: Option<String>,
     hash: Option<u64>,
+    /// The `__interface_schema__` value as written.
+    schema: Option<String>,
     functions: Vec<ScannedFunction>,
 }
 
@@ -193,6 +211,9 @@ fn scan(python: &str) -> ScannedModule {
             }
         } else if let Some(value) = assignment(line, "__interface_hash__") {
             module.hash = parse_python_int(value);
+        } else if let Some(value) = assignment(line, "__interface_schema__") {
+            // Kept for the message only: a short excerpt of what the module says.
+            module.schema = Some(value.chars().take(40).collect());
         } else if let Some(value) = assignment(line, "__interface__") {
             module.interface = parse_python_str(value);
         }
