@@ -511,11 +511,7 @@ fn a_package_that_cannot_be_imported_refuses_all_its_modules_with_one_probe() ->
     assert_eq!(choice.tier, Tier::Process);
     // One mention of the shared reason, for the package.
     assert_eq!(
-        choice
-            .reason
-            .to_string()
-            .matches("the real cause")
-            .count(),
+        choice.reason.to_string().matches("the real cause").count(),
         1,
         "{}",
         choice.reason

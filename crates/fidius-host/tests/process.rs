@@ -751,7 +751,7 @@ fn a_plugin_whose_stub_predates_a_struct_change_is_refused_in_both_tiers() {
     let after = fidius_core::interface::find_interface(&facts_after(), "Facter").expect("reads");
     let before = fidius_core::interface::find_interface(FACTS_BEFORE, "Facter").expect("reads");
     assert_eq!(after.spec.hash, before.spec.hash, "the hash ignores fields");
-    let descriptor = after.spec.leak_descriptor();
+    let descriptor = std::sync::Arc::new(after.spec.descriptor());
     let (old, new) = (
         before.spec.schema_fingerprint.expect("computed"),
         descriptor.schema_fingerprint.expect("computed"),
@@ -774,7 +774,7 @@ fn a_plugin_whose_stub_predates_a_struct_change_is_refused_in_both_tiers() {
         let start = |name: &str, dir: &std::path::Path| {
             PythonPluginHandle::start(
                 PluginSource::new(name, "1.0.0", dir, "facter"),
-                descriptor,
+                std::sync::Arc::clone(&descriptor),
                 &options,
             )
         };

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context as _};
 use clap::Args;
 use fidius_core::interface::stub::top_level_functions;
-use fidius_core::PythonInterfaceDescriptor;
+use fidius_core::interface::OwnedInterfaceDescriptor;
 use fidius_host::{PythonPluginHandle, SDK_SOURCE};
 
 use super::call::LoadArgs;
@@ -70,10 +70,14 @@ impl std::error::Error for TestsNotRun {}
 impl TestCommand {
     pub fn execute(self) -> anyhow::Result<()> {
         let interface = read_interface(&self.interface, &self.trait_name)?;
-        let descriptor = interface.spec.leak_descriptor();
+        let descriptor = std::sync::Arc::new(interface.spec.descriptor());
         let host = self.load.host()?;
         let handle = host
-            .load_python_path(&self.package, descriptor, self.load.options()?)
+            .load_python_path(
+                &self.package,
+                std::sync::Arc::clone(&descriptor),
+                self.load.options()?,
+            )
             .with_context(|| {
                 format!(
                     "contract: refused: the host does not load {} as a {} plugin",
@@ -81,7 +85,7 @@ impl TestCommand {
                     descriptor.trait_name
                 )
             })?;
-        report_contract(&handle, descriptor)?;
+        report_contract(&handle, &descriptor)?;
 
         let tree = &handle.source().dir;
         let tests = find_tests(tree)?;
@@ -122,7 +126,7 @@ impl TestCommand {
 /// The contract lines: interface and hash, methods, warnings, tier.
 fn report_contract(
     handle: &PythonPluginHandle,
-    descriptor: &PythonInterfaceDescriptor,
+    descriptor: &OwnedInterfaceDescriptor,
 ) -> anyhow::Result<()> {
     let info = handle.info();
     let (name, version) = info
@@ -153,7 +157,7 @@ fn report_contract(
             None => format!("{} (implemented)", method.name),
             Some(since) => {
                 let state = match &defined {
-                    Some(names) if names.iter().any(|name| name == method.name) => "implemented",
+                    Some(names) if names.iter().any(|name| *name == method.name) => "implemented",
                     Some(_) => "not implemented",
                     None => "not read",
                 };

@@ -28,9 +28,9 @@ mod canonical;
 #[cfg(feature = "rust-source")]
 mod error;
 #[cfg(feature = "rust-source")]
-pub mod shape;
-#[cfg(feature = "rust-source")]
 mod schema;
+#[cfg(feature = "rust-source")]
+pub mod shape;
 #[cfg(feature = "rust-source")]
 mod source;
 #[cfg(feature = "rust-source")]

@@ -72,6 +72,7 @@ mod tests {
         trait_name: "Minimal",
         version: 1,
         interface_hash: 0x5eed,
+        schema_fingerprint: None,
         methods: &[PythonMethodDescriptor {
             name: "ping",
             wire: WireMode::TypedJson,

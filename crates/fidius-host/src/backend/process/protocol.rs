@@ -154,6 +154,7 @@ pub(crate) mod tests {
         trait_name: "Shouter",
         version: 1,
         interface_hash: 1,
+        schema_fingerprint: None,
         methods: METHODS,
     };
 
