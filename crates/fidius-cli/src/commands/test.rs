@@ -157,7 +157,7 @@ fn report_contract(
             None => format!("{} (implemented)", method.name),
             Some(since) => {
                 let state = match &defined {
-                    Some(names) if names.iter().any(|name| *name == method.name) => "implemented",
+                    Some(names) if names.contains(&method.name) => "implemented",
                     Some(_) => "not implemented",
                     None => "not read",
                 };
