@@ -18,7 +18,8 @@ pub fn fidius(cwd: &Path, args: &[&str]) -> Output {
     command.args(args).current_dir(cwd).env_remove("FIDIUS_LOG");
     // Vendor with the interpreter the host embeds: FIDIUS_PYTHON if set, else PYO3_PYTHON,
     // else the one the binary was built against.
-    if std::env::var_os("FIDIUS_PYTHON").is_none() {
+    // An empty FIDIUS_PYTHON counts as unset, as it does for the CLI.
+    if std::env::var_os("FIDIUS_PYTHON").is_none_or(|value| value.is_empty()) {
         if let Some(python) = std::env::var_os("PYO3_PYTHON") {
             command.env("FIDIUS_PYTHON", python);
         }

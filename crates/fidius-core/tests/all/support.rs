@@ -89,8 +89,10 @@ pub fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     reason = "used by fidius-cli's tests, which include this file"
 )]
 pub fn embedded_python() -> std::path::PathBuf {
-    std::env::var_os("FIDIUS_PYTHON")
-        .or_else(|| std::env::var_os("PYO3_PYTHON"))
+    // An empty variable counts as unset, as it does for the CLI.
+    let set = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
+    set("FIDIUS_PYTHON")
+        .or_else(|| set("PYO3_PYTHON"))
         .map(std::path::PathBuf::from)
         .expect(
             "set FIDIUS_PYTHON or PYO3_PYTHON to the Python fidius embeds (ci/python-bootstrap)",

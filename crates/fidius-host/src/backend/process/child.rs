@@ -454,7 +454,7 @@ mod tests {
     /// Prefixes the fake worker's argument that holds the `REPLY_ERR` body it sends (to libtest,
     /// one more test-name filter that matches nothing).
     const FAKE_REPLY: &str = "fidius-fake-reply=";
-    const FAKE_WORKER_TEST: &str = "process::child::tests::fake_worker";
+    const FAKE_WORKER_TEST: &str = "backend::process::child::tests::fake_worker";
 
     /// The fake worker itself; a no-op unless started by [`call_fake_worker`].
     #[test]
