@@ -8,9 +8,8 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context as _};
 use clap::Args;
-use fidius_core::interface::stub::top_level_functions;
 use fidius_core::interface::OwnedInterfaceDescriptor;
-use fidius_host::{PythonPluginHandle, SDK_SOURCE};
+use fidius_host::{PluginCall, PythonPluginHandle, SDK_SOURCE};
 
 use super::call::LoadArgs;
 use super::python_stub::read_interface;
@@ -148,18 +147,19 @@ fn report_contract(
         descriptor.version,
         descriptor.interface_hash
     )?;
-    let defined = entry_module_functions(handle);
     let methods: Vec<String> = descriptor
         .methods
         .iter()
-        .map(|method| match method.optional_since {
+        .enumerate()
+        .map(|(index, method)| match method.optional_since {
             // The host checked every required method: present, callable, right arity.
             None => format!("{} (implemented)", method.name),
             Some(since) => {
-                let state = match &defined {
-                    Some(names) if names.contains(&method.name) => "implemented",
-                    Some(_) => "not implemented",
-                    None => "not read",
+                // What the loaded plugin defines, as the host found it at load.
+                let state = if handle.implements(index) {
+                    "implemented"
+                } else {
+                    "not implemented"
                 };
                 format!("{} (optional since v{since}, {state})", method.name)
             }
@@ -175,18 +175,6 @@ fn report_contract(
     let tier = handle.tier();
     outln!("tier:      {} ({})", tier.tier, tier.reason)?;
     Ok(())
-}
-
-/// Top-level functions of the loaded entry module's source (`NAME.py` or `NAME/__init__.py`),
-/// scanned as text; `None` if it cannot be read.
-fn entry_module_functions(handle: &PythonPluginHandle) -> Option<Vec<String>> {
-    let source = handle.source();
-    let module = source.dir.join(source.entry_module.replace('.', "/"));
-    let file = [module.with_extension("py"), module.join("__init__.py")]
-        .into_iter()
-        .find(|path| path.is_file())?;
-    let text = fidius_core::fs::read_regular_text(&file, 16 << 20).ok()?;
-    Some(top_level_functions(&text))
 }
 
 /// The package's tests, as pytest arguments relative to `root`: `tests/`, then test files at the

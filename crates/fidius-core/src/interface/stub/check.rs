@@ -153,12 +153,6 @@ pub fn check_module(spec: &InterfaceSpec, python: &str) -> Vec<Drift> {
     drifts
 }
 
-/// Names of the module text's top-level functions (`def`, `async def`), in order: what a plugin
-/// defines, read without running it (`fidius test` reports optional methods with it).
-pub fn top_level_functions(python: &str) -> Vec<String> {
-    scan(python).functions.into_iter().map(|f| f.name).collect()
-}
-
 #[derive(Default)]
 struct ScannedModule {
     interface: Option<String>,

@@ -30,5 +30,5 @@ mod python_names;
 mod render;
 mod types;
 
-pub use check::{check_module, top_level_functions, Drift};
+pub use check::{check_module, Drift};
 pub use render::{render_stub, StubError};
