@@ -123,41 +123,33 @@ fn serve() -> Result<(), String> {
             protocol::CALL => {
                 let (index, payload) = split_call(&body)?;
                 let method_name = descriptor
-                    .methods
-                    .get(index)
+                    .method(index)
                     .map_or("", |method| method.name.as_str());
                 interp
                     .with(|py| {
-                        let drain = || {
+                        // Every reply goes out after the call's output, still attached: a raw
+                        // result is sent from its own buffer (no copy into a `Vec` first).
+                        let mut send_reply = |kind, body: &[u8]| {
                             collected.drain(
                                 &instance.output_buffer.bind(py),
                                 &instance.take_output.bind(py),
-                            )
+                            );
+                            send_output(&collected, &mut mailbox, &mut wait)?;
+                            mailbox
+                                .send(kind, &[body], &mut wait)
+                                .map_err(|_| "the host went away".to_owned())
                         };
-                        // The reply goes out from the result's own buffer (no copy into a `Vec` first),
-                        // so still attached: the call's output first, then it.
                         let replied = shared::method(descriptor, index).and_then(|method| {
                             dispatch(py, &instance, method, index, payload, |reply| {
-                                drain();
-                                send_output(&collected, &mut mailbox, &mut wait)?;
-                                mailbox
-                                    .send(protocol::REPLY_OK, &[&reply], &mut wait)
-                                    .map_err(|_| "the host went away".to_owned())
+                                send_reply(protocol::REPLY_OK, &reply)
                             })
                         });
                         match replied {
                             Ok(sent) => sent,
-                            Err(error) => {
-                                drain();
-                                send_output(&collected, &mut mailbox, &mut wait)?;
-                                mailbox
-                                    .send(
-                                        protocol::REPLY_ERR,
-                                        &[&protocol::encode_error(&error, method_name)],
-                                        &mut wait,
-                                    )
-                                    .map_err(|_| "the host went away".to_owned())
-                            }
+                            Err(error) => send_reply(
+                                protocol::REPLY_ERR,
+                                &protocol::encode_error(&error, method_name),
+                            ),
                         }
                     })
                     .map_err(|error| format!("cannot enter the interpreter: {error}"))??;
