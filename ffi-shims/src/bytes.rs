@@ -5,6 +5,7 @@ use pyo3_ffi as ffi;
 use crate::error::FfiError;
 use crate::interpreter::Interp;
 use crate::object::PyObj;
+use crate::shared_memory::append::Target;
 
 impl<'i> Interp<'i> {
     /// A new `bytes` object holding a copy of `data`.
@@ -14,6 +15,73 @@ impl<'i> Interp<'i> {
             ffi::PyBytes_FromStringAndSize(data.as_ptr().cast(), data.len() as ffi::Py_ssize_t)
         };
         PyObj::from_owned_or_err(self, value)
+    }
+
+    /// A new `bytes` object of `len` bytes to be filled in place, e.g. by
+    /// [`SharedMemory::append_to`](crate::SharedMemory::append_to), before any Python code can see
+    /// it: its contents are copied once, from where they are, instead of into a `Vec` first.
+    pub fn bytes_builder(self, len: usize) -> Result<BytesBuilder<'i>, FfiError> {
+        let size = ffi::Py_ssize_t::try_from(len).map_err(|_| FfiError::TooLarge { len })?;
+        // SAFETY: attached; with a null source CPython allocates `len` bytes (plus the terminating
+        // NUL it writes itself) and leaves them for the caller to fill. Length 0 returns the shared
+        // empty `bytes`, which is never written to (nothing fits in it).
+        let object = unsafe { ffi::PyBytes_FromStringAndSize(std::ptr::null(), size) };
+        Ok(BytesBuilder {
+            object: PyObj::from_owned_or_err(self, object)?,
+            len,
+            filled: 0,
+        })
+    }
+}
+
+/// A `bytes` object under construction (see [`Interp::bytes_builder`]). Only this value refers to
+/// it until [`finish`](Self::finish), so writing its buffer cannot change a `bytes` that Python
+/// code holds (they are immutable).
+pub struct BytesBuilder<'i> {
+    /// The new object, never handed out before `finish`.
+    object: PyObj<'i>,
+    len: usize,
+    filled: usize,
+}
+
+impl<'i> BytesBuilder<'i> {
+    /// Bytes still to be filled.
+    pub fn remaining(&self) -> usize {
+        self.len - self.filled
+    }
+
+    /// The object, with any bytes not filled set to zero (so Python never sees uninitialised
+    /// memory, whatever the caller did).
+    pub fn finish(mut self) -> PyObj<'i> {
+        let remaining = self.remaining();
+        let spare = self.spare(remaining);
+        // SAFETY: `spare` is the unfilled tail of the buffer (`remaining` bytes, inside it).
+        unsafe {
+            spare.write_bytes(0, remaining);
+            self.commit(remaining);
+        }
+        self.object
+    }
+}
+
+impl Target for BytesBuilder<'_> {
+    fn spare(&mut self, len: usize) -> *mut u8 {
+        assert!(
+            len <= self.remaining(),
+            "{len} bytes appended to a bytes builder with {} left",
+            self.remaining()
+        );
+        // SAFETY: attached (the builder lives under the attachment token); the object is a `bytes`
+        // of `self.len` bytes, and `filled <= len`, so the offset stays inside its buffer.
+        unsafe {
+            ffi::PyBytes_AsString(self.object.as_ptr())
+                .cast::<u8>()
+                .add(self.filled)
+        }
+    }
+
+    unsafe fn commit(&mut self, len: usize) {
+        self.filled += len;
     }
 }
 

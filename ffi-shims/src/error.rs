@@ -50,6 +50,9 @@ pub enum FfiError {
     /// CPython could not allocate a thread state for an interrupting thread.
     #[error("CPython could not create a thread state to interrupt an interpreter")]
     ThreadState,
+    /// A buffer longer than a Python object can be (`isize::MAX` bytes).
+    #[error("{len} bytes are more than a Python object can hold")]
+    TooLarge { len: usize },
     /// A Rust string handed to Python contained a NUL byte.
     #[error("text passed to Python contains a NUL byte at offset {offset}")]
     NulByte { offset: usize },

@@ -44,6 +44,7 @@ mod containment;
 mod error;
 mod exception;
 mod handle;
+mod heap;
 mod interpreter;
 mod interrupt;
 mod json;
@@ -55,16 +56,17 @@ mod worker_interpreter;
 
 #[cfg(feature = "bench")]
 pub use baseline::{MainHandle, MainInterpreter};
-pub use bytes::NotBytes;
+pub use bytes::{BytesBuilder, NotBytes};
 pub use containment::MAX_SWITCH_INTERVAL;
 pub use error::{FfiError, PythonException};
 pub use exception::Raised;
 pub use handle::PyHandle;
+pub use heap::retain_freed_heap;
 pub use interpreter::{Interp, Interpreter, InterpreterOptions, SubInterpreter};
 pub use interrupt::{InterruptHandle, InterruptOutcome};
 pub use json::JsonError;
 pub use memory_limit::GRACE as MEMORY_LIMIT_GRACE;
 pub use object::PyObj;
 pub use runtime::{ensure_initialized, python_version};
-pub use shared_memory::SharedMemory;
+pub use shared_memory::{AppendTarget, SharedMemory};
 pub use worker_interpreter::WorkerInterpreter;

@@ -162,19 +162,19 @@ impl SharedMemory {
         unsafe { copy_from_shared(shared, into.as_mut_ptr(), into.len()) };
     }
 
-    /// Appends `len` bytes from the data region at `offset` to `into` (one copy, no zeroing).
+    /// Appends `len` bytes from the data region at `offset` to `into`, a `Vec<u8>` (grown as needed)
+    /// or a [`BytesBuilder`](crate::BytesBuilder): one copy, no zeroing first.
     ///
     /// # Panics
-    /// If the range does not fit in the data region.
-    pub fn read_to_end_of(&mut self, offset: usize, len: usize, into: &mut Vec<u8>) {
+    /// If the range does not fit in the data region, or `into` is a builder with less room left.
+    pub fn append_to(&mut self, offset: usize, len: usize, into: &mut impl AppendTarget) {
         let shared = self.data_range(offset, len);
-        into.reserve(len);
-        let spare = into.spare_capacity_mut();
-        // SAFETY: as in `read`; `spare` has room for at least `len` bytes (reserved above), and
-        // `copy_from_shared` initialises all `len` of them before `set_len` exposes them.
+        let spare = into.spare(len);
+        // SAFETY: as in `read`; `spare` is room for `len` bytes in `into` (its `spare` promises so),
+        // which `copy_from_shared` initialises in full before `commit` counts them.
         unsafe {
-            copy_from_shared(shared, spare.as_mut_ptr().cast::<u8>(), len);
-            into.set_len(into.len() + len);
+            copy_from_shared(shared, spare, len);
+            into.commit(len);
         }
     }
 
@@ -190,6 +190,38 @@ impl SharedMemory {
         );
         // SAFETY: `data_start + offset` is inside the mapping (checked above).
         unsafe { self.base.as_ptr().add(self.data_start + offset) }
+    }
+}
+
+/// What [`SharedMemory::append_to`] copies into. Sealed: its methods hand out raw room in the target.
+pub trait AppendTarget: append::Target {}
+
+impl<T: append::Target> AppendTarget for T {}
+
+pub(crate) mod append {
+    /// Room to copy into, then a count of what was copied.
+    pub trait Target {
+        /// A pointer to room for `len` more bytes (reserving it first where the target can grow;
+        /// panicking where it cannot).
+        fn spare(&mut self, len: usize) -> *mut u8;
+
+        /// Counts `len` bytes written at [`spare`](Self::spare) as part of the target.
+        ///
+        /// # Safety
+        /// Those `len` bytes must have been initialised.
+        unsafe fn commit(&mut self, len: usize);
+    }
+
+    impl Target for Vec<u8> {
+        fn spare(&mut self, len: usize) -> *mut u8 {
+            self.reserve(len);
+            self.spare_capacity_mut().as_mut_ptr().cast::<u8>()
+        }
+
+        unsafe fn commit(&mut self, len: usize) {
+            // SAFETY: `spare` reserved the room and the caller initialised it.
+            unsafe { self.set_len(self.len() + len) };
+        }
     }
 }
 
@@ -325,7 +357,7 @@ mod tests {
                     memory.read(offset, &mut back[skew..]);
                     assert_eq!(&back[skew..], bytes, "offset {offset}, len {len}");
                     let mut appended = vec![9u8; skew];
-                    memory.read_to_end_of(offset, len, &mut appended);
+                    memory.append_to(offset, len, &mut appended);
                     assert_eq!(&appended[skew..], bytes, "offset {offset}, len {len}");
                 }
             }

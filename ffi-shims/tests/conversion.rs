@@ -247,3 +247,35 @@ fn with_bytes_hands_out_a_copy_of_a_buffer_that_python_code_can_change() {
         })
         .unwrap();
 }
+
+#[test]
+fn a_bytes_builder_is_filled_in_place_from_shared_memory_and_zero_padded() {
+    let interp = interpreter_with("");
+    let mut memory = fidius_ffi::SharedMemory::create(1, 4096).expect("memfd");
+    let source: Vec<u8> = (1..=200u8).collect();
+    memory.write(0, &source);
+    let (filled, padded, empty, kind) = interp
+        .with(|py| {
+            let mut whole = py.bytes_builder(200).expect("builder");
+            memory.append_to(0, 7, &mut whole);
+            memory.append_to(7, 193, &mut whole);
+            assert_eq!(whole.remaining(), 0);
+            let whole = whole.finish();
+            let mut part = py.bytes_builder(10).expect("builder");
+            memory.append_to(0, 4, &mut part);
+            let part = part.finish();
+            let empty = py.bytes_builder(0).expect("builder").finish();
+            let kind = whole.type_name();
+            (
+                whole.to_bytes().unwrap(),
+                part.to_bytes().unwrap(),
+                empty.to_bytes().unwrap(),
+                kind,
+            )
+        })
+        .unwrap();
+    assert_eq!(filled, source);
+    assert_eq!(padded, [1, 2, 3, 4, 0, 0, 0, 0, 0, 0]);
+    assert!(empty.is_empty());
+    assert_eq!(kind, "bytes");
+}

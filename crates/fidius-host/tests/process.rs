@@ -338,6 +338,35 @@ fn memory_limit_turns_runaway_allocation_into_memory_error() {
     assert_healthy(&handle);
 }
 
+/// A raw argument is built straight from shared memory into a `bytes` in the worker; one larger
+/// than the memory limit is refused as the call's error (the message still read to its end), and
+/// the same worker serves the next calls, large and small.
+#[test]
+fn a_raw_argument_beyond_the_memory_limit_fails_the_call_and_the_worker_keeps_serving() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let handle = start(
+        root.path(),
+        "bulky",
+        &process_options().memory_limit(64 << 20),
+    );
+    let pid = worker_pid(&handle);
+    match handle.call_raw(ECHO, &vec![7u8; 96 << 20]) {
+        Err(CallError::InvalidArguments { method, reason }) => {
+            assert_eq!(method, "echo");
+            assert!(reason.contains("MemoryError"), "{reason}");
+        }
+        other => panic!(
+            "expected InvalidArguments, got {:?}",
+            other.map(|out| out.len())
+        ),
+    }
+    let fits: Vec<u8> = (0..(8 << 20) + 3).map(|byte| (byte % 253) as u8).collect();
+    assert_eq!(handle.call_raw(ECHO, &fits).expect("echo"), fits);
+    assert_eq!(handle.call_raw(ECHO, b"").expect("empty echo"), b"");
+    assert_eq!(worker_pid(&handle), pid);
+    assert_healthy(&handle);
+}
+
 #[test]
 fn memory_limit_with_explicit_subinterpreter_isolation_is_refused() {
     let root = tempfile::tempdir().expect("tempdir");

@@ -8,6 +8,15 @@ use fidius_ffi::{Interp, PyObj, Raised};
 
 use crate::plugin::loader::LoadedInstance;
 
+/// A call's arguments as they reach the instance.
+pub(crate) enum Payload<'p, 'i> {
+    /// A JSON array of the positional arguments, or a raw method's bytes.
+    Encoded(&'p [u8]),
+    /// A raw method's argument, already a `bytes` object (a worker builds it in place from shared
+    /// memory).
+    Bytes(PyObj<'i>),
+}
+
 /// Calls method `index` of the loaded plugin with `payload` (a JSON array of the positional
 /// arguments, or the raw bytes), encodes what it returns and hands the encoding to `deliver`,
 /// still attached: the raw bytes of a returned `bytes` object borrowed from it (a caller that only
@@ -19,6 +28,25 @@ pub(crate) fn dispatch<R>(
     method: &OwnedMethodDescriptor,
     index: usize,
     payload: &[u8],
+    deliver: impl FnOnce(Cow<'_, [u8]>) -> R,
+) -> Result<R, CallError> {
+    dispatch_payload(
+        py,
+        instance,
+        method,
+        index,
+        Payload::Encoded(payload),
+        deliver,
+    )
+}
+
+/// [`dispatch`] for arguments that may already be a Python object.
+pub(crate) fn dispatch_payload<'i, R>(
+    py: Interp<'i>,
+    instance: &LoadedInstance<'_>,
+    method: &OwnedMethodDescriptor,
+    index: usize,
+    payload: Payload<'_, 'i>,
     deliver: impl FnOnce(Cow<'_, [u8]>) -> R,
 ) -> Result<R, CallError> {
     let Some(Some(function)) = instance.methods.get(index) else {
@@ -33,12 +61,12 @@ pub(crate) fn dispatch<R>(
     };
     match method.wire {
         WireMode::Raw => {
-            let input = py
-                .bytes(payload)
-                .map_err(|error| CallError::InvalidArguments {
-                    method: method.name.to_owned(),
-                    reason: error.to_string(),
-                })?;
+            let input = match payload {
+                Payload::Encoded(bytes) => py
+                    .bytes(bytes)
+                    .map_err(|error| invalid_arguments(method, &error))?,
+                Payload::Bytes(input) => input,
+            };
             let output = function
                 .call(&[&input])
                 .map_err(|raised| exception_to_error(instance, method, &raised))?;
@@ -47,7 +75,12 @@ pub(crate) fn dispatch<R>(
                 .map_err(|error| invalid_result(error.to_string()))
         }
         WireMode::TypedJson => {
-            let args = typed_arguments(py, method, payload)?;
+            let args = match payload {
+                Payload::Encoded(json) => typed_arguments(py, method, json)?,
+                Payload::Bytes(json) => json
+                    .with_bytes(|json| typed_arguments(py, method, json))
+                    .map_err(|error| invalid_arguments(method, &error))??,
+            };
             let args: Vec<&PyObj<'_>> = args.iter().collect();
             let output = function
                 .call(&args)
@@ -60,6 +93,17 @@ pub(crate) fn dispatch<R>(
     }
 }
 
+/// The error for arguments that could not be turned into Python objects.
+pub(crate) fn invalid_arguments(
+    method: &OwnedMethodDescriptor,
+    reason: &dyn std::fmt::Display,
+) -> CallError {
+    CallError::InvalidArguments {
+        method: method.name.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
 /// Parses the JSON array of positional arguments into Python objects, passed to the function as
 /// they are (vectorcall: no list or tuple of them is built). The handle has checked them against the
 /// method's argument types (`ArgumentShapes`) before the call was sent.
@@ -69,10 +113,7 @@ fn typed_arguments<'i>(
     payload: &[u8],
 ) -> Result<Vec<PyObj<'i>>, CallError> {
     py.json_to_arguments(payload)
-        .map_err(|error| CallError::InvalidArguments {
-            method: method.name.to_owned(),
-            reason: error.to_string(),
-        })
+        .map_err(|error| invalid_arguments(method, &error))
 }
 
 /// A raised exception as a call error: the SDK's `PluginError` keeps its code, message and details;

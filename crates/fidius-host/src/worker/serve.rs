@@ -6,14 +6,15 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use fidius_core::interface::OwnedInterfaceDescriptor;
-use fidius_ffi::{FfiError, Interpreter, PyObj, WorkerInterpreter};
+use fidius_core::interface::{OwnedInterfaceDescriptor, WireMode};
+use fidius_core::CallError;
+use fidius_ffi::{FfiError, Interp, Interpreter, PyObj, WorkerInterpreter};
 use rustix::event::{poll, PollFd, PollFlags};
 use rustix::process::{getppid, pidfd_open, Pid, PidfdFlags, Resource, Rlimit};
 
 use crate::backend::process::mailbox::{Interrupted, Mailbox, ReceiveError, Wait};
 use crate::backend::process::protocol::{self, StartSpec, Started};
-use crate::plugin::dispatch::dispatch;
+use crate::plugin::dispatch::{dispatch_payload, invalid_arguments, Payload};
 use crate::plugin::loader::{self, LoadedInstance};
 use crate::plugin::output::{self, OutputSink, Taken};
 use crate::plugin::shared;
@@ -33,6 +34,10 @@ const FINALIZE: &str = "import sys\n\
 /// interpreter and libraries, thread stacks, and the worker's own allocations.
 const RUNTIME_HEADROOM: u64 = 256 << 20;
 
+/// Freed heap a worker keeps for reuse (see [`fidius_ffi::retain_freed_heap`]): enough for a call
+/// with a 16 MiB argument and result to reuse the same pages the next time.
+const RETAINED_HEAP: usize = 64 << 20;
+
 /// Exit status when the host broke the protocol or went away.
 const HOST_GONE: u8 = 70;
 
@@ -48,6 +53,7 @@ pub(super) fn main(_args: Vec<OsString>) -> ExitCode {
 
 fn serve() -> Result<(), String> {
     let host = getppid().ok_or_else(|| "started without a host process".to_owned())?;
+    fidius_ffi::retain_freed_heap(RETAINED_HEAP);
     exit_with_host(host)?;
     let file = rustix::io::dup(std::io::stdin())
         .map_err(|error| format!("no mailbox on stdin: {error}"))?;
@@ -114,19 +120,20 @@ fn serve() -> Result<(), String> {
         return Ok(());
     };
     loop {
-        let (kind, body) = match mailbox.receive(usize::MAX, &mut wait) {
-            Ok(message) => message,
+        let (kind, body_len) = match mailbox.receive_header(usize::MAX, &mut wait) {
+            Ok(header) => header,
             Err(ReceiveError::Interrupted(Interrupted::PeerGone)) => return Ok(()),
             Err(error) => return Err(describe(&error)),
         };
         match kind {
             protocol::CALL => {
-                let (index, payload) = split_call(&body)?;
+                let index = receive_index(&mut mailbox, body_len, &mut wait)?;
                 let method_name = descriptor
                     .method(index)
                     .map_or("", |method| method.name.as_str());
                 interp
                     .with(|py| {
+                        let input = receive_input(py, &mut mailbox, descriptor, index, &mut wait)?;
                         // Every reply goes out after the call's output, still attached: a raw
                         // result is sent from its own buffer (no copy into a `Vec` first).
                         let mut send_reply = |kind, body: &[u8]| {
@@ -139,10 +146,17 @@ fn serve() -> Result<(), String> {
                                 .send(kind, &[body], &mut wait)
                                 .map_err(|_| "the host went away".to_owned())
                         };
-                        let replied = shared::method(descriptor, index).and_then(|method| {
-                            dispatch(py, &instance, method, index, payload, |reply| {
-                                send_reply(protocol::REPLY_OK, &reply)
-                            })
+                        let replied = input.and_then(|input| {
+                            let method = shared::method(descriptor, index)?;
+                            let mut call = |payload| {
+                                dispatch_payload(py, &instance, method, index, payload, |reply| {
+                                    send_reply(protocol::REPLY_OK, &reply)
+                                })
+                            };
+                            match input {
+                                CallInput::Encoded(body) => call(Payload::Encoded(&body)),
+                                CallInput::Bytes(bytes) => call(Payload::Bytes(bytes)),
+                            }
                         });
                         match replied {
                             Ok(sent) => sent,
@@ -249,11 +263,60 @@ fn failed(error: &FfiError) -> Started {
     }
 }
 
-fn split_call(body: &[u8]) -> Result<(usize, &[u8]), String> {
-    let (index, payload) = body
-        .split_first_chunk::<4>()
-        .ok_or_else(|| "call message without a method index".to_owned())?;
-    Ok((u32::from_le_bytes(*index) as usize, payload))
+/// Reads the method index that starts a call message's body.
+fn receive_index(
+    mailbox: &mut Mailbox,
+    body_len: usize,
+    wait: &mut Wait<'_>,
+) -> Result<usize, String> {
+    let mut index = Vec::with_capacity(4);
+    mailbox
+        .receive_body(4, &mut index, wait)
+        .map_err(|error| describe(&error))?;
+    let index: [u8; 4] = index
+        .try_into()
+        .map_err(|_| format!("call message of {body_len} bytes without a method index"))?;
+    Ok(u32::from_le_bytes(index) as usize)
+}
+
+/// A call's arguments as read from the mailbox.
+enum CallInput<'i> {
+    /// A JSON array of arguments (or the body of a call the dispatch will refuse).
+    Encoded(Vec<u8>),
+    /// A raw method's argument, copied from shared memory straight into a new `bytes`.
+    Bytes(PyObj<'i>),
+}
+
+/// Reads the rest of a call message (attached, so that a raw method's argument is built in place).
+/// The inner error is the call's (no memory for the argument), the outer one the worker's.
+fn receive_input<'i>(
+    py: Interp<'i>,
+    mailbox: &mut Mailbox,
+    descriptor: &OwnedInterfaceDescriptor,
+    index: usize,
+    wait: &mut Wait<'_>,
+) -> Result<Result<CallInput<'i>, CallError>, String> {
+    let raw_method = descriptor
+        .method(index)
+        .filter(|method| method.wire == WireMode::Raw);
+    let len = mailbox.body_left();
+    let received = match raw_method {
+        Some(method) => match py.bytes_builder(len) {
+            Ok(mut bytes) => mailbox
+                .receive_body(len, &mut bytes, wait)
+                .map(|()| Ok(CallInput::Bytes(bytes.finish()))),
+            Err(error) => mailbox
+                .skip_body(wait)
+                .map(|()| Err(invalid_arguments(method, &error))),
+        },
+        None => {
+            let mut body = Vec::with_capacity(len);
+            mailbox
+                .receive_body(len, &mut body, wait)
+                .map(|()| Ok(CallInput::Encoded(body)))
+        }
+    };
+    received.map_err(|error| describe(&error))
 }
 
 fn send_json(

@@ -7,16 +7,18 @@
 //! sleep on a futex in the shared header (a cross-process futex, hence no `FUTEX_PRIVATE`).
 //! Messages larger than a chunk stream through the slots: the producer fills one while the consumer
 //! empties the other. Each byte is copied once per direction (from the sender's slice into a slot,
-//! from the slot into the receiver's buffer). Every value read from the other process is validated: a broken or
+//! from the slot into the receiver's buffer, which may be a Python `bytes` built in place: see
+//! [`Mailbox::receive_header`]). Every value read from the other process is validated: a broken or
 //! hostile worker can make the host give up on it, never read out of bounds or allocate without
 //! limit.
 
 use std::io;
+use std::ops::Range;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use fidius_ffi::SharedMemory;
+use fidius_ffi::{AppendTarget, SharedMemory};
 use rustix::thread::futex;
 
 use crate::backend::wait::spin_until;
@@ -128,6 +130,16 @@ pub(crate) struct Mailbox {
     /// Chunks this end has published / consumed so far (wrapping).
     sent: u32,
     received: u32,
+    /// The message being received, between its header and the end of its body.
+    partial: Option<Partial>,
+}
+
+/// What is left of a message being received.
+struct Partial {
+    /// Body bytes not read yet.
+    unread: usize,
+    /// The unread part of the current chunk (data-region offsets); empty once it was released.
+    chunk: Range<usize>,
 }
 
 impl Mailbox {
@@ -171,6 +183,7 @@ impl Mailbox {
             memory,
             outgoing,
             incoming,
+            partial: None,
         }
     }
 
@@ -251,6 +264,29 @@ impl Mailbox {
         max_body: usize,
         wait: &mut Wait<'_>,
     ) -> Result<(u8, Vec<u8>), ReceiveError> {
+        let (kind, body_len) = self.receive_header(max_body, wait)?;
+        // Reserved once the first chunk proved consistent with the announced length (and within
+        // `max_body`).
+        let mut body = Vec::with_capacity(body_len);
+        self.receive_body(body_len, &mut body, wait)?;
+        Ok((kind, body))
+    }
+
+    /// Receives the start of one message: its kind and body length. The body must then be read to
+    /// its end with [`receive_body`](Self::receive_body) (in as many pieces and into as many
+    /// targets as the receiver likes, e.g. a `bytes` object built in place) or
+    /// [`skip_body`](Self::skip_body) before the next message.
+    pub(crate) fn receive_header(
+        &mut self,
+        max_body: usize,
+        wait: &mut Wait<'_>,
+    ) -> Result<(u8, usize), ReceiveError> {
+        if let Some(partial) = &self.partial {
+            return Err(ReceiveError::Protocol(format!(
+                "{} bytes of the last message were left unread",
+                partial.unread
+            )));
+        }
         let (data, first) = self.next_chunk(wait)?;
         if first < MESSAGE_HEADER {
             return Err(ReceiveError::Protocol(format!(
@@ -267,28 +303,86 @@ impl Mailbox {
                 "message of {body_len} bytes exceeds the limit of {max_body}"
             )));
         }
-        let kind = header[8];
-        let mut body = Vec::new();
-        let mut chunk = (data + MESSAGE_HEADER, data + first);
-        loop {
-            let (start, end) = chunk;
-            if body.len() + (end - start) > body_len {
-                return Err(ReceiveError::Protocol(format!(
-                    "message body of more than {body_len} announced bytes"
-                )));
-            }
-            if body.capacity() == 0 {
-                // Reserved only once the first chunk proved consistent with the announced length.
-                body.reserve_exact(body_len);
-            }
-            self.memory.read_to_end_of(start, end - start, &mut body);
-            self.consumed();
-            if body.len() == body_len {
-                return Ok((kind, body));
-            }
-            let (data, len) = self.next_chunk(wait)?;
-            chunk = (data, data + len);
+        let chunk = data + MESSAGE_HEADER..data + first;
+        if chunk.len() > body_len {
+            return Err(ReceiveError::Protocol(format!(
+                "message body of more than {body_len} announced bytes"
+            )));
         }
+        if chunk.is_empty() {
+            self.consumed();
+        }
+        if body_len > 0 {
+            self.partial = Some(Partial {
+                unread: body_len,
+                chunk,
+            });
+        }
+        Ok((header[8], body_len))
+    }
+
+    /// Body bytes of the current message not read yet.
+    pub(crate) fn body_left(&self) -> usize {
+        self.partial.as_ref().map_or(0, |partial| partial.unread)
+    }
+
+    /// Reads the next `len` bytes of the message whose header [`receive_header`] returned (at
+    /// most what is left of it) and appends them to `into`.
+    ///
+    /// [`receive_header`]: Self::receive_header
+    pub(crate) fn receive_body(
+        &mut self,
+        len: usize,
+        into: &mut impl AppendTarget,
+        wait: &mut Wait<'_>,
+    ) -> Result<(), ReceiveError> {
+        self.take_body(len, wait, |memory, chunk| {
+            memory.append_to(chunk.start, chunk.len(), into);
+        })
+    }
+
+    /// Reads what is left of the current message without keeping it.
+    pub(crate) fn skip_body(&mut self, wait: &mut Wait<'_>) -> Result<(), ReceiveError> {
+        self.take_body(usize::MAX, wait, |_, _| {})
+    }
+
+    /// Hands the next `len` body bytes (at most what is left) to `copy`, one chunk's worth at a
+    /// time, waiting for chunks as they are published and releasing each once it was copied.
+    fn take_body(
+        &mut self,
+        len: usize,
+        wait: &mut Wait<'_>,
+        mut copy: impl FnMut(&mut SharedMemory, Range<usize>),
+    ) -> Result<(), ReceiveError> {
+        let Some(mut partial) = self.partial.take() else {
+            return Ok(());
+        };
+        let mut len = len.min(partial.unread);
+        while len > 0 {
+            if partial.chunk.is_empty() {
+                let (data, chunk_len) = self.next_chunk(wait)?;
+                if chunk_len == 0 || chunk_len > partial.unread {
+                    return Err(ReceiveError::Protocol(format!(
+                        "a chunk of {chunk_len} bytes where {} were left of the message",
+                        partial.unread
+                    )));
+                }
+                partial.chunk = data..data + chunk_len;
+            }
+            let take = len.min(partial.chunk.len());
+            let start = partial.chunk.start;
+            copy(&mut self.memory, start..start + take);
+            partial.chunk.start += take;
+            partial.unread -= take;
+            len -= take;
+            if partial.chunk.is_empty() {
+                self.consumed();
+            }
+        }
+        if partial.unread > 0 {
+            self.partial = Some(partial);
+        }
+        Ok(())
     }
 
     /// Waits for the next chunk and returns where it starts in the data region and its length,
@@ -423,6 +517,91 @@ mod tests {
             assert_eq!(reply, expected, "size {size}");
         }
         worker.join().expect("worker thread");
+    }
+
+    #[test]
+    fn a_body_can_be_read_in_pieces_into_different_targets_or_skipped() {
+        let mut host = Mailbox::create().expect("memfd");
+        let file = host.file().try_clone_to_owned().expect("dup");
+        let mut worker = Mailbox::open(file).expect("open");
+        let body: Vec<u8> = (0..2 * CHUNK + 99).map(|byte| (byte % 251) as u8).collect();
+        let sender = std::thread::spawn(move || {
+            host.send(7, &[&body], &mut forever()).expect("send");
+            host.send(8, &[&body], &mut forever()).expect("send");
+            host.send(9, &[b"after"], &mut forever()).expect("send");
+            body
+        });
+        let (kind, len) = worker
+            .receive_header(usize::MAX, &mut forever())
+            .expect("header");
+        assert_eq!((kind, len), (7, 2 * CHUNK + 99));
+        // A piece ending inside a chunk, one spanning the chunk boundary, then the rest.
+        let (mut first, mut rest) = (Vec::new(), Vec::new());
+        worker
+            .receive_body(4, &mut first, &mut forever())
+            .expect("piece");
+        worker
+            .receive_body(CHUNK, &mut rest, &mut forever())
+            .expect("piece");
+        assert_eq!(worker.body_left(), len - 4 - CHUNK);
+        worker
+            .receive_body(usize::MAX, &mut rest, &mut forever())
+            .expect("rest");
+        assert_eq!(worker.body_left(), 0);
+        let (kind, _) = worker
+            .receive_header(usize::MAX, &mut forever())
+            .expect("header");
+        assert_eq!(kind, 8);
+        worker.skip_body(&mut forever()).expect("skip");
+        let (kind, after) = worker.receive(16, &mut forever()).expect("after");
+        assert_eq!((kind, &after[..]), (9, &b"after"[..]));
+        let body = sender.join().expect("sender");
+        first.extend_from_slice(&rest);
+        assert_eq!(first, body);
+    }
+
+    #[test]
+    fn a_message_left_half_read_is_not_mistaken_for_the_next() {
+        let mut host = Mailbox::create().expect("memfd");
+        let file = host.file().try_clone_to_owned().expect("dup");
+        let mut worker = Mailbox::open(file).expect("open");
+        host.send(1, &[&[5u8; 64]], &mut forever()).expect("send");
+        worker
+            .receive_header(usize::MAX, &mut forever())
+            .expect("header");
+        let mut piece = Vec::new();
+        worker
+            .receive_body(10, &mut piece, &mut forever())
+            .expect("piece");
+        assert!(matches!(
+            worker.receive_header(usize::MAX, &mut forever()),
+            Err(ReceiveError::Protocol(reason)) if reason.contains("54 bytes")
+        ));
+    }
+
+    #[test]
+    fn a_continuation_chunk_that_is_empty_or_too_long_is_a_protocol_error() {
+        for forged_len in [0, 100] {
+            let mut host = Mailbox::create().expect("memfd");
+            let file = host.file().try_clone_to_owned().expect("dup");
+            let mut worker = Mailbox::open(file).expect("open");
+            // A message announcing one byte more than its first chunk holds, then a forged chunk.
+            let mut first = [0u8; CHUNK];
+            first[..8].copy_from_slice(&((CHUNK - MESSAGE_HEADER + 1) as u64).to_le_bytes());
+            worker.memory.write(TO_HOST.data, &first);
+            let (len_word, _) = TO_HOST.slot(0);
+            worker.word(len_word).store(CHUNK as u32, Ordering::Relaxed);
+            let (len_word, _) = TO_HOST.slot(1);
+            worker.word(len_word).store(forged_len, Ordering::Relaxed);
+            worker.word(TO_HOST.seq).store(2, Ordering::SeqCst);
+            assert!(
+                matches!(
+                    host.receive(usize::MAX, &mut forever()),
+                    Err(ReceiveError::Protocol(reason)) if reason.contains("left of the message")
+                ),
+                "a {forged_len}-byte continuation chunk"
+            );
+        }
     }
 
     #[test]
