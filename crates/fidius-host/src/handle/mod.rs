@@ -124,6 +124,16 @@ impl PythonPluginHandle {
                 reason: "a timeout must be longer than zero".to_owned(),
             });
         }
+        let config = match &options.config {
+            None => None,
+            Some(Ok(config)) => Some(config.clone()),
+            Some(Err(error)) => {
+                return Err(LoadError::InvalidOptions {
+                    plugin: source.name,
+                    reason: format!("the configuration cannot be serialised to JSON: {error}"),
+                })
+            }
+        };
         let manifest_isolation = info
             .manifest
             .as_ref()
@@ -142,11 +152,10 @@ impl PythonPluginHandle {
                 )
             })
             .collect();
-        let shared = Arc::new(PluginShared::new(
-            source.name.clone(),
-            descriptor,
-            options.recent_output_lines,
-        ));
+        let shared = Arc::new(
+            PluginShared::new(source.name.clone(), descriptor, options.recent_output_lines)
+                .with_config(config),
+        );
         let version = Version::new(source, info);
         let start = BackendStart {
             plugin: Arc::clone(&shared),

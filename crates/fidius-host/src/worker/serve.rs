@@ -210,6 +210,7 @@ fn load<'s>(
         interp,
         &source,
         descriptor,
+        spec.config.as_ref().map(|config| &config.value),
         spec.log_level,
         collected,
         false,
