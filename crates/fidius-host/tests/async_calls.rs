@@ -336,3 +336,47 @@ fn a_running_async_call_with_a_timeout_is_interrupted_and_checks_fail_at_once() 
         }
     }
 }
+
+#[fidius_macro::plugin_interface(version = 1)]
+pub trait Greeter {
+    fn greet(&self, name: String) -> String;
+    #[wire(raw)]
+    fn shout(&self, data: Vec<u8>) -> Vec<u8>;
+    #[optional(since = 2)]
+    fn wave(&self);
+}
+
+#[test]
+fn the_generated_async_client_calls_a_real_plugin_in_both_tiers() {
+    let descriptor = &__fidius_Greeter::Greeter_PYTHON_DESCRIPTOR;
+    let root = tempfile::tempdir().expect("tempdir");
+    let module = format!(
+        "__interface_hash__ = {:#x}\n\ndef greet(name):\n    return f'Hello, {{name}}!'\n\n\
+         def shout(data):\n    return data.upper()\n",
+        descriptor.interface_hash
+    );
+    let dir = support::write_plugin(root.path(), "greeter", &[("greeter.py", &module)]);
+    for (tier, options) in tiers() {
+        let handle = PythonPluginHandle::start(
+            PluginSource::new("greeter", "1.0.0", &dir, "greeter"),
+            descriptor,
+            &options,
+        )
+        .unwrap_or_else(|error| panic!("{tier}: {error}"));
+        let client = GreeterAsyncClient(handle);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .expect("tokio runtime");
+        let greeting = runtime
+            .block_on(runtime.spawn(client.greet("World".into())))
+            .expect("task");
+        assert_eq!(greeting.expect("greet"), "Hello, World!", "{tier}");
+        let shouted = futures::executor::block_on(client.shout(b"hey".to_vec())).expect("shout");
+        assert_eq!(shouted, b"HEY", "{tier}");
+        match futures::executor::block_on(client.wave()) {
+            Err(CallError::NotImplemented { method }) => assert_eq!(method, "wave", "{tier}"),
+            other => panic!("{tier}: {other:?}"),
+        }
+    }
+}
