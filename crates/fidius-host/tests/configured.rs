@@ -161,8 +161,10 @@ fn configure_runs_once_per_instance_and_again_at_each_reload() {
         let dir = pipe_plugin(root.path(), "counting", COUNTING_PIPE);
         let record = root.path().join("record");
         let config = serde_json::json!({"display_name": "two", "record": record, "nested": [1, {"a": null}]});
-        let handle = start(&dir, "counting", &options.instances(2).config(&config))
-            .unwrap_or_else(|error| panic!("{tier}: {error}"));
+        // Strict: the class's methods are decorated with @method, which counts for bound methods.
+        let options = options.instances(2).strict(true).config(&config);
+        let handle =
+            start(&dir, "counting", &options).unwrap_or_else(|error| panic!("{tier}: {error}"));
         assert_eq!(records(&record), 2, "{tier}: one configure per instance");
         // Hold both instances busy in turn: each one was configured exactly once.
         for _ in 0..20 {
@@ -300,4 +302,66 @@ fn a_host_loads_a_configured_package_by_name() {
     let name: String =
         serde_json::from_slice(&handle.call_typed_json(NAME, b"[]").unwrap()).unwrap();
     assert_eq!(name, "by-name");
+}
+
+#[test]
+fn the_contract_check_applies_to_the_configured_object() {
+    let root = tempfile::tempdir().expect("tempdir");
+    // `reverse` takes no argument once `self` is bound: a check that counted `self` would pass it.
+    let wrong_arity = r#"
+__interface_hash__ = 0x5EED000000000017
+
+class Pipe:
+    def reverse(self):
+        return b""
+    def name(self):
+        return "x"
+
+def __fidius_configure__(config):
+    return Pipe()
+"#;
+    let missing = r#"
+__interface_hash__ = 0x5EED000000000017
+
+def reverse(data):
+    return data
+
+class Pipe:
+    def name(self):
+        return "x"
+
+def __fidius_configure__(config):
+    return Pipe()
+"#;
+    let arity_dir = pipe_plugin(root.path(), "arity", wrong_arity);
+    let missing_dir = pipe_plugin(root.path(), "missing", missing);
+    let original_dir = pipe_plugin(root.path(), "original", CONFIGURED_PIPE);
+    for (tier, options) in tiers() {
+        match start(&arity_dir, "arity", &options.clone().config(&())) {
+            Err(LoadError::ArityMismatch {
+                method, expected, ..
+            }) => assert_eq!((method.as_str(), expected), ("reverse", 1), "{tier}"),
+            Err(other) => panic!("{tier}: {other}"),
+            Ok(_) => panic!("{tier}: accepted a method that cannot take its argument"),
+        }
+        // The module's own `reverse` does not count: the configured object is what serves.
+        match start(&missing_dir, "missing", &options.clone().config(&())) {
+            Err(LoadError::MissingMethod { method, .. }) => assert_eq!(method, "reverse", "{tier}"),
+            Err(other) => panic!("{tier}: {other}"),
+            Ok(_) => panic!("{tier}: accepted an object without `reverse`"),
+        }
+        // Undecorated methods load with a warning, and strict refuses them.
+        let config = PipeConfig {
+            display_name: "strict".into(),
+        };
+        match start(
+            &original_dir,
+            "original",
+            &options.strict(true).config(&config),
+        ) {
+            Err(LoadError::NotDecorated { .. }) => {}
+            Err(other) => panic!("{tier}: {other}"),
+            Ok(_) => panic!("{tier}: strict accepted undecorated functions"),
+        }
+    }
 }
