@@ -8,10 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use fidius_core::interface::{PythonInterfaceDescriptor, WireMode};
-use fidius_core::manifest::Isolation;
 use fidius_host::{
     AsyncPluginCall, CallError, CallOptions, LoadOptions, PluginSource, PythonPluginHandle,
-    WorkerCommand,
 };
 use serde_json::{json, Value};
 
@@ -99,21 +97,6 @@ def reverse(data):
     return bytes(reversed(data))
 "#;
 
-fn tiers() -> [(&'static str, LoadOptions); 2] {
-    [
-        (
-            "subinterpreter",
-            LoadOptions::default().isolation(Isolation::Subinterpreter),
-        ),
-        (
-            "process",
-            LoadOptions::default()
-                .isolation(Isolation::Process)
-                .worker_command(WorkerCommand::new(env!("CARGO_BIN_EXE_fidius-worker"))),
-        ),
-    ]
-}
-
 struct Plugin {
     handle: PythonPluginHandle,
     root: tempfile::TempDir,
@@ -174,7 +157,7 @@ fn recorded(path: &Path) -> Vec<String> {
 
 #[test]
 fn a_thousand_async_calls_complete_on_two_tokio_workers_while_cpu_bound_calls_run() {
-    for (tier, options) in tiers() {
+    for (tier, options) in support::both_tiers() {
         let plugin = start(tier, options.instances(3));
         let handle = plugin.handle.clone();
         let stop = plugin.root.path().join("stop");
@@ -233,7 +216,7 @@ fn a_thousand_async_calls_complete_on_two_tokio_workers_while_cpu_bound_calls_ru
 
 #[test]
 fn dropping_a_queued_call_cancels_it_under_another_executor() {
-    for (tier, options) in tiers() {
+    for (tier, options) in support::both_tiers() {
         let plugin = start(tier, options);
         let handle = &plugin.handle;
         let release = plugin.root.path().join("release");
@@ -267,7 +250,7 @@ fn dropping_a_queued_call_cancels_it_under_another_executor() {
 
 #[test]
 fn a_call_queued_past_its_deadline_times_out_without_running() {
-    for (tier, options) in tiers() {
+    for (tier, options) in support::both_tiers() {
         let plugin = start(tier, options);
         let handle = &plugin.handle;
         let release = plugin.root.path().join("release");
@@ -304,7 +287,7 @@ fn a_call_queued_past_its_deadline_times_out_without_running() {
 
 #[test]
 fn a_running_async_call_with_a_timeout_is_interrupted_and_checks_fail_at_once() {
-    for (tier, options) in tiers() {
+    for (tier, options) in support::both_tiers() {
         let plugin = start(tier, options);
         let handle = &plugin.handle;
         let never = plugin.root.path().join("never");
@@ -356,7 +339,7 @@ fn the_generated_async_client_calls_a_real_plugin_in_both_tiers() {
         descriptor.interface_hash
     );
     let dir = support::write_plugin(root.path(), "greeter", &[("greeter.py", &module)]);
-    for (tier, options) in tiers() {
+    for (tier, options) in support::both_tiers() {
         let handle = PythonPluginHandle::start(
             PluginSource::new("greeter", "1.0.0", &dir, "greeter"),
             descriptor,

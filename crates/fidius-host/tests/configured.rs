@@ -6,9 +6,8 @@ mod support;
 use std::path::{Path, PathBuf};
 
 use fidius_core::interface::{PythonInterfaceDescriptor, WireMode};
-use fidius_core::manifest::Isolation;
 use fidius_host::{
-    LoadError, LoadOptions, PluginCall, PluginHost, PluginSource, PythonPluginHandle, WorkerCommand,
+    LoadError, LoadOptions, PluginCall, PluginHost, PluginSource, PythonPluginHandle,
 };
 use serde::Serialize;
 
@@ -96,21 +95,6 @@ struct PipeConfig {
     display_name: String,
 }
 
-fn tiers() -> [(&'static str, LoadOptions); 2] {
-    [
-        (
-            "subinterpreter",
-            LoadOptions::default().isolation(Isolation::Subinterpreter),
-        ),
-        (
-            "process",
-            LoadOptions::default()
-                .isolation(Isolation::Process)
-                .worker_command(WorkerCommand::new(env!("CARGO_BIN_EXE_fidius-worker"))),
-        ),
-    ]
-}
-
 fn pipe_plugin(root: &Path, name: &str, module: &str) -> PathBuf {
     support::write_plugin(root, name, &[("pipe.py", module)])
 }
@@ -129,7 +113,7 @@ fn records(path: &Path) -> usize {
 
 #[test]
 fn the_original_configured_pipe_loads_and_behaves_as_its_tests_assert() {
-    for (tier, options) in tiers() {
+    for (tier, options) in support::both_tiers() {
         let root = tempfile::tempdir().expect("tempdir");
         let dir = pipe_plugin(root.path(), "py-configured-pipe", CONFIGURED_PIPE);
         let config = PipeConfig {
@@ -156,7 +140,7 @@ fn the_original_configured_pipe_loads_and_behaves_as_its_tests_assert() {
 
 #[test]
 fn configure_runs_once_per_instance_and_again_at_each_reload() {
-    for (tier, options) in tiers() {
+    for (tier, options) in support::both_tiers() {
         let root = tempfile::tempdir().expect("tempdir");
         let dir = pipe_plugin(root.path(), "counting", COUNTING_PIPE);
         let record = root.path().join("record");
@@ -195,7 +179,7 @@ fn configure_runs_once_per_instance_and_again_at_each_reload() {
 
 #[test]
 fn a_configure_hook_that_raises_fails_the_load_naming_the_plugin_and_the_hook() {
-    for (tier, options) in tiers() {
+    for (tier, options) in support::both_tiers() {
         let root = tempfile::tempdir().expect("tempdir");
         let dir = pipe_plugin(root.path(), "refusing", COUNTING_PIPE);
         let config =
@@ -229,7 +213,7 @@ def name():
     return "plain"
 "#;
     let dir = pipe_plugin(root.path(), "plain", plain);
-    for (tier, options) in tiers() {
+    for (tier, options) in support::both_tiers() {
         // Without a configuration, plain module functions serve as before.
         let handle = start(&dir, "plain", &options).unwrap_or_else(|e| panic!("{tier}: {e}"));
         assert_eq!(handle.call_raw(REVERSE, b"ab").unwrap(), b"ba");
@@ -259,7 +243,7 @@ def __fidius_configure__(config):
     return Pipe(config)
 "#;
     let dir = pipe_plugin(root.path(), "nullable", module);
-    for (tier, options) in tiers() {
+    for (tier, options) in support::both_tiers() {
         let handle = start(&dir, "nullable", &options.config(&()))
             .unwrap_or_else(|error| panic!("{tier}: {error}"));
         let name: String =
@@ -336,7 +320,7 @@ def __fidius_configure__(config):
     let arity_dir = pipe_plugin(root.path(), "arity", wrong_arity);
     let missing_dir = pipe_plugin(root.path(), "missing", missing);
     let original_dir = pipe_plugin(root.path(), "original", CONFIGURED_PIPE);
-    for (tier, options) in tiers() {
+    for (tier, options) in support::both_tiers() {
         match start(&arity_dir, "arity", &options.clone().config(&())) {
             Err(LoadError::ArityMismatch {
                 method, expected, ..
