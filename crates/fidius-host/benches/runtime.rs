@@ -77,13 +77,17 @@ fn latency(iterations: usize, mut call: impl FnMut()) -> Latency {
     for _ in 0..iterations / 10 {
         call();
     }
-    let mut samples: Vec<Duration> = (0..iterations)
+    let samples: Vec<Duration> = (0..iterations)
         .map(|_| {
             let started = Instant::now();
             call();
             started.elapsed()
         })
         .collect();
+    percentiles(samples)
+}
+
+fn percentiles(mut samples: Vec<Duration>) -> Latency {
     samples.sort_unstable();
     Latency {
         p50: samples[samples.len() / 2],
@@ -442,6 +446,7 @@ fn main() {
         spin_n,
         &spin_args,
     );
+    async_calls(&mut report, &dir, iterations);
 
     #[cfg(target_os = "linux")]
     {
@@ -687,6 +692,58 @@ fn cached_archive_loads(report: &mut String, root: &Path, quick: bool) {
             "| {package}{} | {:.2} ms | {before} | {cost} |",
             if *signed { ", signature required" } else { "" },
             proven.as_secs_f64() * 1e3,
+        );
+    }
+}
+
+/// An async call awaited in a task of a tokio runtime (2 worker threads) against the same call
+/// made blocking, one caller, in both tiers: what the async dispatch hop costs.
+fn async_calls(report: &mut String, dir: &Path, iterations: usize) {
+    use fidius_core::AsyncPluginCall;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .expect("tokio runtime");
+    let _ = writeln!(report, "\n## Async calls (typed, small JSON; one caller awaiting in a tokio task, 2 worker threads)\n\n| tier | blocking p50 | p99 | async p50 | p99 | async p50 / blocking p50 |\n|---|---|---|---|---|---|");
+    for (tier, plugin) in [
+        ("sub-interpreter", load(dir, "async-thread", 1)),
+        ("process", load_process(dir, "async-process", 1)),
+    ] {
+        let args = br#"[40, 2]"#;
+        let blocking = latency(iterations, || {
+            drop(plugin.call_typed_json(ADD, args).unwrap())
+        });
+        let awaited = plugin.clone();
+        let samples = runtime
+            .block_on(runtime.spawn(async move {
+                for _ in 0..iterations / 10 {
+                    awaited
+                        .call_typed_json_async(ADD, args.to_vec())
+                        .await
+                        .unwrap();
+                }
+                let mut samples = Vec::with_capacity(iterations);
+                for _ in 0..iterations {
+                    let started = Instant::now();
+                    awaited
+                        .call_typed_json_async(ADD, args.to_vec())
+                        .await
+                        .unwrap();
+                    samples.push(started.elapsed());
+                }
+                samples
+            }))
+            .expect("async bench task");
+        let awaited = percentiles(samples);
+        let _ = writeln!(
+            report,
+            "| {tier} | {} | {} | {} | {} | {:.2}× |",
+            micros(blocking.p50),
+            micros(blocking.p99),
+            micros(awaited.p50),
+            micros(awaited.p99),
+            awaited.p50.as_secs_f64() / blocking.p50.as_secs_f64()
         );
     }
 }

@@ -245,6 +245,28 @@ pub enum LoadError {
         interface: String,
         method: String,
     },
+    /// The plugin was loaded with a configuration (`load_python_configured`, `LoadOptions::config`)
+    /// but its entry module defines no `__fidius_configure__(config)` to take it (or defines one
+    /// that is not callable).
+    #[error("plugin `{plugin}`: loaded with a configuration, but module `{module}` defines no callable __fidius_configure__(config)")]
+    ConfigureHookMissing { plugin: String, module: String },
+    /// The plugin's `__fidius_configure__(config)` raised (the message is a short excerpt).
+    #[error(
+        "plugin `{plugin}`: __fidius_configure__ raised {}",
+        excerpt(exception)
+    )]
+    Configure {
+        plugin: String,
+        exception: PythonError,
+    },
+    /// A required method is absent from the module, which defines `__fidius_configure__`: the
+    /// plugin expects to be loaded with a configuration.
+    #[error("plugin `{plugin}`: required method `{method}` of `{interface}` is not a module-level function, and the module defines __fidius_configure__: load it with a configuration (`load_python_configured`, `LoadOptions::config`, `fidius call --config`)")]
+    ConfigRequired {
+        plugin: String,
+        interface: String,
+        method: String,
+    },
     /// The attribute exists but cannot be called.
     #[error("plugin `{plugin}`: `{method}` is a {found}, not a function")]
     NotCallable {
@@ -353,5 +375,16 @@ fn subinterpreter_hint(exception: &PythonError) -> &'static str {
          isolation = \"process\", or \"auto\" to let fidius decide)"
     } else {
         ""
+    }
+}
+
+/// `Type: message` of `exception`, the message cut to a short excerpt (a configure hook may put the
+/// whole configuration, secrets included, into its message).
+fn excerpt(exception: &PythonError) -> String {
+    let message = fidius_core::toml_error::shorten(&exception.message);
+    if message.is_empty() {
+        exception.type_name.clone()
+    } else {
+        format!("{}: {message}", exception.type_name)
     }
 }

@@ -45,8 +45,10 @@ pub use backend::process::command::{WorkerCommand, WorkerNotFound, WORKER_BINARY
 pub use backend::process::probe::{host_python, probe_extensions, ProbeError, ProbeOptions};
 pub use backend::PoolStats;
 pub use error::{InterpreterError, LoadError, LoadWarning};
-pub use fidius_core::{CallError, PluginCall, PluginError, PythonError, WorkerExit};
-pub use handle::PythonPluginHandle;
+pub use fidius_core::{
+    AsyncPluginCall, CallError, PluginCall, PluginError, PythonError, WorkerExit,
+};
+pub use handle::{PendingCall, PythonPluginHandle};
 #[cfg(fidius_bench_unproven_cache)]
 #[doc(hidden)]
 pub use host::SERVE_UNPROVEN_FOR_BENCHMARKS;

@@ -18,6 +18,8 @@ pub struct LoadOptions {
     pub(crate) memory_limit: Option<u64>,
     pub(crate) worker_command: Option<WorkerCommand>,
     pub(crate) strict: bool,
+    /// [`LoadOptions::config`]: the configuration as JSON, or why it could not be serialised.
+    pub(crate) config: Option<Result<serde_json::Value, String>>,
 }
 
 impl Default for LoadOptions {
@@ -32,6 +34,7 @@ impl Default for LoadOptions {
             memory_limit: None,
             worker_command: None,
             strict: false,
+            config: None,
         }
     }
 }
@@ -156,6 +159,27 @@ impl LoadOptions {
     /// mappings, not just used memory: numpy with OpenBLAS reserves hundreds of MiB per thread pool.
     pub fn memory_limit(mut self, bytes: u64) -> Self {
         self.memory_limit = Some(bytes);
+        self
+    }
+
+    /// Loads the plugin as a **configured** instance: each instance (and each instance a reload or a
+    /// restart brings up) calls the entry module's `__fidius_configure__(config)` once, after the
+    /// import and the interface-hash checks, with `config` serialised to JSON and decoded into
+    /// Python values (a struct becomes a `dict`, `()` becomes `None`); the object it returns is what
+    /// the interface's methods are looked up on (its attributes, e.g. bound methods of a class
+    /// instance), and the contract check (required methods, arity, `@method`, optional methods)
+    /// applies to that object. Default: no configuration, and the module's own functions are the
+    /// methods (a `__fidius_configure__` is then not called).
+    ///
+    /// Loading fails with [`LoadError::ConfigureHookMissing`](crate::LoadError::ConfigureHookMissing)
+    /// when the module defines no `__fidius_configure__`, with
+    /// [`LoadError::Configure`](crate::LoadError::Configure) when it raises, and with
+    /// [`LoadError::InvalidOptions`](crate::LoadError::InvalidOptions) when `config` cannot be
+    /// serialised to JSON. A plugin that defines `__fidius_configure__` and lacks a module-level
+    /// method, loaded without a configuration, fails with
+    /// [`LoadError::ConfigRequired`](crate::LoadError::ConfigRequired).
+    pub fn config(mut self, config: &impl serde::Serialize) -> Self {
+        self.config = Some(serde_json::to_value(config).map_err(|error| error.to_string()));
         self
     }
 

@@ -1,6 +1,9 @@
 //! `<Trait>Client<H>`: the trait's methods over any `H: fidius_core::PluginCall`.
 //!
-//! The client is a tuple struct so that no helper method can collide with an interface method.
+//! `<Trait>AsyncClient<H>`: the same methods, returning futures, over any
+//! `H: fidius_core::AsyncPluginCall`.
+//!
+//! The clients are tuple structs so that no helper method can collide with an interface method.
 
 use fidius_core::interface::{shape, InterfaceSpec, MethodSpec, WireMode};
 use proc_macro2::{Literal, TokenStream};
@@ -20,6 +23,18 @@ pub fn generate(item: &ItemTrait, spec: &InterfaceSpec, root: &TokenStream) -> T
         "Typed calls into a Python plugin implementing [`{trait_ident}`], over any handle that \
          implements `PluginCall` (`fidius::PluginCall`, or `fidius_core::PluginCall`). Wrap a handle with `{client}(handle)`."
     );
+    let async_client = format_ident!("{}AsyncClient", item.ident);
+    let async_methods = spec
+        .methods
+        .iter()
+        .enumerate()
+        .map(|(index, method)| async_client_method(item, index, method, root));
+    let async_doc = format!(
+        "Typed async calls into a Python plugin implementing [`{trait_ident}`]: the methods of \
+         `{client}`, each returning a future (runtime-agnostic; it owns what it needs, so it is \
+         `Send + 'static`), over any handle that implements `AsyncPluginCall`. The arguments \
+         are encoded when the method is called. Wrap a handle with `{async_client}(handle)`."
+    );
     quote! {
         #[doc = #doc]
         #[derive(Debug, Clone)]
@@ -28,19 +43,34 @@ pub fn generate(item: &ItemTrait, spec: &InterfaceSpec, root: &TokenStream) -> T
         impl<H: #root::PluginCall> #client<H> {
             #(#methods)*
         }
+
+        #[doc = #async_doc]
+        #[derive(Debug, Clone)]
+        #vis struct #async_client<H>(pub H);
+
+        impl<H: #root::AsyncPluginCall> #async_client<H> {
+            #(#async_methods)*
+        }
     }
 }
 
-fn client_method(
-    item: &ItemTrait,
-    index: usize,
-    method: &MethodSpec,
-    root: &TokenStream,
-) -> TokenStream {
-    let name = format_ident!("{}", method.name);
-    let method_name = &method.name;
-    let index = Literal::usize_unsuffixed(index);
-    let docs = item_docs(item, &method.name);
+/// What the sync and the async client's functions for one method share.
+struct Parts<'a> {
+    /// The function's name (the method's).
+    name: syn::Ident,
+    index: Literal,
+    docs: Vec<&'a syn::Attribute>,
+    /// `name: Type, ...` (`argN` for unnamed arguments).
+    params: TokenStream,
+    /// A raw method's input, as `&[u8]`.
+    raw_input: TokenStream,
+    /// A typed method's arguments, as the tuple encoded as the JSON array (`&[(); 0]` for none).
+    json_args: TokenStream,
+    /// The type a successful call returns; `None` for `()` (the result is decoded as `IgnoredAny`).
+    success: Option<TokenStream>,
+}
+
+fn parts<'a>(item: &'a ItemTrait, index: usize, method: &MethodSpec) -> Parts<'a> {
     let arg_names: Vec<syn::Ident> = method
         .args
         .iter()
@@ -51,51 +81,119 @@ fn client_method(
         })
         .collect();
     let arg_types = method.args.iter().map(|arg| &arg.ty);
-    let ensure_implemented = method.optional_since.map(
-        |_| quote!(#root::call::__private::ensure_implemented(&self.0, #index, #method_name)?;),
-    );
-    let (returns, body) = match method.wire {
-        WireMode::Raw => {
-            let input = &arg_names[0];
-            (
-                quote!(::std::vec::Vec<u8>),
-                quote! {
-                    #root::PluginCall::call_raw(
-                        &self.0,
-                        #index,
-                        ::core::convert::AsRef::<[u8]>::as_ref(&#input),
-                    )
-                },
+    let raw_input = arg_names
+        .first()
+        .map(|input| quote!(::core::convert::AsRef::<[u8]>::as_ref(&#input)))
+        .unwrap_or_default();
+    let json_args = if arg_names.is_empty() {
+        quote!(&[(); 0])
+    } else {
+        quote!(&(#(#arg_names,)*))
+    };
+    Parts {
+        name: format_ident!("{}", method.name),
+        index: Literal::usize_unsuffixed(index),
+        docs: item_docs(item, &method.name),
+        params: quote!(#(#arg_names: #arg_types),*),
+        raw_input,
+        json_args,
+        success: match method.wire {
+            WireMode::Raw => Some(quote!(::std::vec::Vec<u8>)),
+            WireMode::TypedJson => method.output.as_ref().map(|output| {
+                let success = shape::success_type(output);
+                quote!(#success)
+            }),
+        },
+    }
+}
+
+fn async_client_method(
+    item: &ItemTrait,
+    index: usize,
+    method: &MethodSpec,
+    root: &TokenStream,
+) -> TokenStream {
+    let Parts {
+        name,
+        index,
+        docs,
+        params,
+        raw_input,
+        json_args,
+        success,
+    } = parts(item, index, method);
+    let method_name = &method.name;
+    let optional = method.optional_since.is_some();
+    let returns = success.clone().unwrap_or_else(|| quote!(()));
+    let body = match (method.wire, success) {
+        (WireMode::Raw, _) => quote! {
+            #root::call::__private::call_raw_async(
+                &self.0, #index, #method_name, #optional, #raw_input.to_vec(),
             )
-        }
-        WireMode::TypedJson => {
-            let args = if arg_names.is_empty() {
-                quote!(&[(); 0])
-            } else {
-                quote!(&(#(#arg_names,)*))
-            };
-            let call = |decoded: TokenStream| {
-                quote! {
-                    #root::call::__private::call_json::<#decoded>(
-                        &self.0, #index, #method_name, #args,
-                    )
-                }
-            };
-            match &method.output {
-                Some(output) => {
-                    let success = shape::success_type(output);
-                    (quote!(#success), call(quote!(#success)))
-                }
-                None => {
-                    let ignored = call(quote!(#root::call::__private::IgnoredAny));
-                    (quote!(()), quote!(#ignored.map(|_| ())))
-                }
-            }
-        }
+        },
+        (WireMode::TypedJson, Some(success)) => quote! {
+            #root::call::__private::call_json_async::<#success, H>(
+                &self.0, #index, #method_name, #optional, #json_args,
+            )
+        },
+        (WireMode::TypedJson, None) => quote! {
+            let call = #root::call::__private::call_json_async::<
+                #root::call::__private::IgnoredAny, H,
+            >(&self.0, #index, #method_name, #optional, #json_args);
+            async move { call.await.map(|_| ()) }
+        },
     };
     quote! {
         #(#docs)*
-        pub fn #name(&self, #(#arg_names: #arg_types),*)
+        pub fn #name(&self, #params)
+            -> impl ::core::future::Future<
+                Output = ::core::result::Result<#returns, #root::CallError>,
+            > + ::core::marker::Send + 'static
+        {
+            #body
+        }
+    }
+}
+
+fn client_method(
+    item: &ItemTrait,
+    index: usize,
+    method: &MethodSpec,
+    root: &TokenStream,
+) -> TokenStream {
+    let Parts {
+        name,
+        index,
+        docs,
+        params,
+        raw_input,
+        json_args,
+        success,
+    } = parts(item, index, method);
+    let method_name = &method.name;
+    let ensure_implemented = method.optional_since.map(
+        |_| quote!(#root::call::__private::ensure_implemented(&self.0, #index, #method_name)?;),
+    );
+    let returns = success.clone().unwrap_or_else(|| quote!(()));
+    let body = match (method.wire, success) {
+        (WireMode::Raw, _) => quote! {
+            #root::PluginCall::call_raw(&self.0, #index, #raw_input)
+        },
+        (WireMode::TypedJson, Some(success)) => quote! {
+            #root::call::__private::call_json::<#success>(
+                &self.0, #index, #method_name, #json_args,
+            )
+        },
+        (WireMode::TypedJson, None) => quote! {
+            #root::call::__private::call_json::<#root::call::__private::IgnoredAny>(
+                &self.0, #index, #method_name, #json_args,
+            )
+            .map(|_| ())
+        },
+    };
+    quote! {
+        #(#docs)*
+        pub fn #name(&self, #params)
             -> ::core::result::Result<#returns, #root::CallError>
         {
             #ensure_implemented

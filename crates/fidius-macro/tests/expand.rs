@@ -228,3 +228,59 @@ fn the_descriptor_carries_the_same_schema_fingerprint_as_the_stub() {
         interface.spec.schema_fingerprint
     );
 }
+
+/// The async side of `RustGreeter`: each call is answered at once (the host's futures complete
+/// from another thread; the client code is the same).
+impl fidius_core::AsyncPluginCall for RustGreeter {
+    type Pending = std::future::Ready<Result<Vec<u8>, CallError>>;
+
+    fn call_typed_json_async(&self, method_index: usize, args_json: Vec<u8>) -> Self::Pending {
+        std::future::ready(self.call_typed_json(method_index, &args_json))
+    }
+
+    fn call_raw_async(&self, method_index: usize, input: Vec<u8>) -> Self::Pending {
+        std::future::ready(self.call_raw(method_index, &input))
+    }
+}
+
+/// Polls `future` to its end on this thread (a minimal executor: no runtime needed).
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    let mut context = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+        std::thread::park();
+    }
+}
+
+#[test]
+fn async_client_encodes_at_the_call_and_decodes_when_awaited() -> Result<(), CallError> {
+    let plugin = RustGreeter::default();
+    let client = greeter::GreeterAsyncClient(&plugin);
+    let greeting = client.greet("World".into());
+    // Encoded when the method was called, before the future is polled.
+    assert_eq!(&*plugin.last_args.borrow(), br#"["World"]"#);
+    assert_eq!(block_on(greeting)?, "Hello, World!");
+    let summary = block_on(client.stats(vec![1.0, 3.0], None))?;
+    assert_eq!(summary.count, 2);
+    assert_eq!(block_on(client.echo(b"abc".to_vec()))?, b"cba");
+    // An optional method the plugin lacks fails without a call.
+    match block_on(client.farewell("x".into())) {
+        Err(CallError::NotImplemented { method }) => assert_eq!(method, "farewell"),
+        other => panic!("{other:?}"),
+    }
+    match block_on(client.stats(Vec::new(), None)) {
+        Err(CallError::Plugin(error)) => assert_eq!(error.code, "EMPTY_INPUT"),
+        other => panic!("{other:?}"),
+    }
+    Ok(())
+}

@@ -101,6 +101,12 @@ pub struct LoadArgs {
     /// Where `.fid` archives are unpacked (default: see `fidius cache list`).
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
+
+    /// Load a configured instance: each instance calls the plugin module's
+    /// `__fidius_configure__(config)` with this JSON value, e.g. '{"display_name": "pipe"}', and
+    /// the object it returns serves the methods.
+    #[arg(long, value_name = "JSON")]
+    config: Option<String>,
 }
 
 impl LoadArgs {
@@ -129,6 +135,11 @@ impl LoadArgs {
         }
         if let Some(timeout) = self.load_timeout {
             options = options.load_timeout(timeout);
+        }
+        if let Some(text) = &self.config {
+            let config: serde_json::Value = serde_json::from_str(text)
+                .with_context(|| format!("--config `{}` is not JSON", shorten(text)))?;
+            options = options.config(&config);
         }
         Ok(options)
     }

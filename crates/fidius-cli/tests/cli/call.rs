@@ -398,3 +398,66 @@ fn a_plugin_whose_stub_predates_a_struct_change_is_refused_at_load() -> TestResu
     }
     Ok(())
 }
+
+#[test]
+fn config_loads_a_configured_instance_in_both_tiers() -> TestResult {
+    let root = tempfile::tempdir()?;
+    let plugin = greeter_plugin(root.path())?;
+    // The generated stub's module-level functions, turned into the methods of a configured object.
+    let module = plugin.join("greeter.py");
+    let stub = fs::read_to_string(&module)?;
+    let header: String = stub
+        .lines()
+        .filter(|line| line.starts_with("__interface"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    fs::write(
+        &module,
+        format!(
+            "{header}\nclass Greeter:\n    def __init__(self, config):\n        self.greeting = config['greeting']\n\n    \
+             def greet(self, name):\n        return f'{{self.greeting}}, {{name}}!'\n\n    \
+             def stats(self, values, labels):\n        return None\n\n    \
+             def echo(self, data):\n        return data\n\n\
+             def __fidius_configure__(config):\n    return Greeter(config)\n"
+        ),
+    )?;
+    for isolation in ["subinterpreter", "process"] {
+        let out = succeeds(&call(
+            root.path(),
+            &plugin,
+            &[
+                "greet",
+                r#"["World"]"#,
+                "--config",
+                r#"{"greeting": "Hej"}"#,
+                "--isolation",
+                isolation,
+            ],
+        ));
+        assert_eq!(out.trim(), r#""Hej, World!""#, "{isolation}");
+        fails_with(
+            &call(
+                root.path(),
+                &plugin,
+                &["greet", r#"["World"]"#, "--isolation", isolation],
+            ),
+            &["defines __fidius_configure__", "--config"],
+        );
+        fails_with(
+            &call(
+                root.path(),
+                &plugin,
+                &[
+                    "greet",
+                    "[]",
+                    "--config",
+                    "{not json",
+                    "--isolation",
+                    isolation,
+                ],
+            ),
+            &["--config `{not json` is not JSON"],
+        );
+    }
+    Ok(())
+}

@@ -1,11 +1,13 @@
 //! The handle a host calls a loaded Python plugin through.
 
+mod asynchronous;
 mod reload;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+pub use asynchronous::PendingCall;
 pub(crate) use reload::Reloader;
 
 use fidius_core::interface::{ArgumentShapes, OwnedInterfaceDescriptor, WireMode};
@@ -74,6 +76,8 @@ struct LoadedPlugin {
     reloader: Option<Reloader>,
     /// One reload at a time.
     reloading: Mutex<()>,
+    /// The threads that hand async calls to the backend, started by the first one.
+    async_calls: std::sync::OnceLock<asynchronous::AsyncCalls>,
 }
 
 const _: () = {
@@ -124,6 +128,16 @@ impl PythonPluginHandle {
                 reason: "a timeout must be longer than zero".to_owned(),
             });
         }
+        let config = match &options.config {
+            None => None,
+            Some(Ok(config)) => Some(config.clone()),
+            Some(Err(error)) => {
+                return Err(LoadError::InvalidOptions {
+                    plugin: source.name,
+                    reason: format!("the configuration cannot be serialised to JSON: {error}"),
+                })
+            }
+        };
         let manifest_isolation = info
             .manifest
             .as_ref()
@@ -142,11 +156,10 @@ impl PythonPluginHandle {
                 )
             })
             .collect();
-        let shared = Arc::new(PluginShared::new(
-            source.name.clone(),
-            descriptor,
-            options.recent_output_lines,
-        ));
+        let shared = Arc::new(
+            PluginShared::new(source.name.clone(), descriptor, options.recent_output_lines)
+                .with_config(config),
+        );
         let version = Version::new(source, info);
         let start = BackendStart {
             plugin: Arc::clone(&shared),
@@ -177,6 +190,7 @@ impl PythonPluginHandle {
                 call_timeout: options.call_timeout,
                 reloader,
                 reloading: Mutex::new(()),
+                async_calls: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -253,6 +267,13 @@ impl PythonPluginHandle {
         payload: &[u8],
         timeout: Option<Duration>,
     ) -> Result<Vec<u8>, CallError> {
+        self.check(index, requested, payload)?;
+        self.run(index, payload, Deadline::after(timeout))
+    }
+
+    /// The checks of a call before it leaves for an instance: the method exists, has the
+    /// requested wire mode and is implemented, and a typed call's arguments fit its types.
+    fn check(&self, index: usize, requested: WireMode, payload: &[u8]) -> Result<(), CallError> {
         let plugin = &*self.plugin;
         let shared = &*plugin.shared;
         let method = shared::method(&shared.descriptor, index)?;
@@ -278,13 +299,23 @@ impl PythonPluginHandle {
                     })?;
             }
         }
-        let result = plugin.backend.call(Call {
+        Ok(())
+    }
+
+    /// Runs a checked call on the backend and counts a timeout.
+    fn run(
+        &self,
+        index: usize,
+        payload: &[u8],
+        deadline: Option<Deadline>,
+    ) -> Result<Vec<u8>, CallError> {
+        let result = self.plugin.backend.call(Call {
             index,
             payload,
-            deadline: Deadline::after(timeout),
+            deadline,
         });
         if matches!(result, Err(CallError::Timeout { .. })) {
-            shared.timeouts.fetch_add(1, Ordering::Relaxed);
+            self.plugin.shared.timeouts.fetch_add(1, Ordering::Relaxed);
         }
         result
     }

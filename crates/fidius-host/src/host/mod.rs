@@ -187,6 +187,19 @@ impl PluginHost {
         self.load_python_with(name, descriptor, LoadOptions::default())
     }
 
+    /// Loads the plugin `name` (or `name@version`) as a configured instance, with one instance:
+    /// the plugin module's `__fidius_configure__(config)` builds the object whose attributes are
+    /// the methods. The same as [`load_python_with`](Self::load_python_with) with
+    /// [`LoadOptions::config`], which says what happens in detail.
+    pub fn load_python_configured(
+        &self,
+        name: &str,
+        descriptor: impl Into<SharedDescriptor>,
+        config: &impl serde::Serialize,
+    ) -> Result<PythonPluginHandle, LoadError> {
+        self.load_python_with(name, descriptor, LoadOptions::default().config(config))
+    }
+
     /// Loads the plugin `name` (or `name@version`: otherwise the highest version wins).
     ///
     /// Everything that can be checked without running plugin code is checked first: the manifest's

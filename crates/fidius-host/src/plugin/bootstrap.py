@@ -4,7 +4,8 @@
 # `fidius` SDK, imports the plugin's entry module and checks it against the interface descriptor.
 # It returns a report dict that says "ok" or names exactly what is wrong; on success the plugin's
 # callables wait in `_fidius_loaded_methods`, in descriptor order (None for absent optional methods),
-# for the host to take.
+# for the host to take. When the host gives a configuration, the methods are the attributes of the
+# object the module's `__fidius_configure__(config)` returns instead of the module's own.
 #
 # It also routes everything the plugin writes (`print`, `sys.stdout`/`sys.stderr`, the `logging` module
 # once the plugin imports it) into `_fidius_output`, which the host drains after the load and after each
@@ -277,6 +278,8 @@ _CO_VARARGS = 0x04
 
 def _fidius_accepts(function, arity):
     code = getattr(function, "__code__", None)
+    if code is not None and hasattr(function, "__self__"):
+        code = None  # a bound method (a configured object's): its `self` is already given
     if code is not None and not hasattr(function, "__wrapped__"):
         # Plain functions: read the code object instead of importing `inspect` (instance start time).
         defaults = len(getattr(function, "__defaults__", None) or ())
@@ -301,6 +304,21 @@ def _fidius_accepts(function, arity):
         return True, str(signature)
     except TypeError:
         return False, str(signature)
+
+
+def _fidius_configured(module, spec):
+    """What the methods are looked up on: the module, or, when the host gave a configuration, the
+    object the module's `__fidius_configure__(config)` returns (called once per instance)."""
+    if not spec["configure"]:
+        return module, None
+    hook = getattr(module, "__fidius_configure__", None)
+    if not callable(hook):
+        return None, {"error": "configure_missing"}
+    try:
+        return hook(spec["config"]), None
+    except BaseException as exc:  # SystemExit and KeyboardInterrupt must not escape either
+        _fidius_import_failed(exc)  # the host describes it, as an import error
+        return None, {"error": "configure"}
 
 
 def _fidius_check(module, spec, sdk):
@@ -332,19 +350,24 @@ def _fidius_check(module, spec, sdk):
     version = getattr(module, "__interface_version__", None)
     if version is not None and version != spec["version"]:
         return {"error": "version_mismatch", "found": repr(version)}
+    target, failure = _fidius_configured(module, spec)
+    if failure is not None:
+        return failure
     is_method = sdk.is_method
     methods = []
     for method in spec["methods"]:
         name = method["name"]
-        function = getattr(module, name, None)
+        function = getattr(target, name, None)
         if function is None:
             if method["optional"]:
                 methods.append(None)
                 continue
+            if target is module and callable(getattr(module, "__fidius_configure__", None)):
+                return {"error": "config_required", "method": name}
             return {"error": "method_missing", "method": name}
         if not callable(function):
             return {"error": "not_callable", "method": name, "found": type(function).__name__}
-        if not is_method(function):
+        if not is_method(getattr(function, "__func__", function)):
             warnings.append({"kind": "not_decorated", "method": name})
         accepted, signature = _fidius_accepts(function, method["arity"])
         if not accepted:

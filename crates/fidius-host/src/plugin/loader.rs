@@ -73,23 +73,38 @@ enum Rejection {
         method: String,
         signature: String,
     },
+    ConfigureMissing,
+    Configure {
+        #[serde(rename = "type")]
+        type_name: String,
+        message: String,
+        traceback: Option<String>,
+    },
+    ConfigRequired {
+        method: String,
+    },
 }
 
-/// Imports the plugin into `interp` and checks it; no plugin code runs before this call.
+/// Imports the plugin into `interp` and checks it; no plugin code runs before this call. With a
+/// `config`, the module's `__fidius_configure__(config)` builds the object whose attributes are the
+/// methods.
 pub(crate) fn load<'s, I: Interpreter>(
     interp: &'s I,
     source: &PluginSource,
     descriptor: &OwnedInterfaceDescriptor,
+    config: Option<&serde_json::Value>,
     output: &dyn OutputSink,
     strict: bool,
 ) -> Result<LoadedInstance<'s>, LoadError> {
     let log_level = output::python_log_level();
-    import(interp, source, descriptor, log_level, output, strict)
-        .map_err(|source_error| LoadError::Bootstrap {
-            plugin: source.name.clone(),
-            source: source_error.into(),
-        })?
-        .checked
+    import(
+        interp, source, descriptor, config, log_level, output, strict,
+    )
+    .map_err(|source_error| LoadError::Bootstrap {
+        plugin: source.name.clone(),
+        source: source_error.into(),
+    })?
+    .checked
 }
 
 /// What the load steps made of a plugin in one interpreter.
@@ -108,11 +123,12 @@ pub(crate) fn import<'s, I: Interpreter>(
     interp: &'s I,
     source: &PluginSource,
     descriptor: &OwnedInterfaceDescriptor,
+    config: Option<&serde_json::Value>,
     log_level: u32,
     output: &dyn OutputSink,
     strict: bool,
 ) -> Result<Imported<'s>, FfiError> {
-    let report = bootstrap(interp, source, descriptor, log_level, output)?;
+    let report = bootstrap(interp, source, descriptor, config, log_level, output)?;
     let checked = match check_report(&report, source, descriptor, strict) {
         Ok(warnings) => {
             let mut loaded = instance(interp, descriptor)?;
@@ -131,6 +147,7 @@ fn bootstrap<I: Interpreter>(
     interp: &I,
     source: &PluginSource,
     descriptor: &OwnedInterfaceDescriptor,
+    config: Option<&serde_json::Value>,
     log_level: u32,
     output: &dyn OutputSink,
 ) -> Result<Vec<u8>, FfiError> {
@@ -143,6 +160,9 @@ fn bootstrap<I: Interpreter>(
         "trait": descriptor.trait_name,
         "version": descriptor.version,
         "log_level": log_level,
+        // `configure` tells a `null` configuration (`&()`) from none.
+        "configure": config.is_some(),
+        "config": config,
         "methods": descriptor.methods.iter().map(|method| serde_json::json!({
             "name": method.name,
             "arity": method.args.len(),
@@ -342,5 +362,22 @@ fn rejection_to_error(
                 signature,
             }
         }
+        Rejection::ConfigureMissing => LoadError::ConfigureHookMissing {
+            plugin,
+            module: source.entry_module.clone(),
+        },
+        Rejection::Configure {
+            type_name,
+            message,
+            traceback,
+        } => LoadError::Configure {
+            plugin,
+            exception: fidius_core::PythonError::new(type_name, message, traceback),
+        },
+        Rejection::ConfigRequired { method } => LoadError::ConfigRequired {
+            plugin,
+            interface,
+            method,
+        },
     }
 }

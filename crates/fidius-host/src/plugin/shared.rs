@@ -20,6 +20,9 @@ pub(crate) struct PluginShared {
     pub(crate) recent_output: Arc<RecentOutput>,
     /// Calls that returned [`CallError::Timeout`]; counted by the handle only.
     pub(crate) timeouts: AtomicU64,
+    /// The configuration each instance hands to the module's `__fidius_configure__` at load and
+    /// at every reload (`LoadOptions::config`); `None`: the module's own functions are the methods.
+    pub(crate) config: Option<serde_json::Value>,
 }
 
 impl PluginShared {
@@ -29,7 +32,14 @@ impl PluginShared {
             descriptor,
             recent_output: Arc::new(RecentOutput::new(recent_lines)),
             timeouts: AtomicU64::new(0),
+            config: None,
         }
+    }
+
+    /// The same plugin, configured with `config` (see [`PluginShared::config`]).
+    pub(crate) fn with_config(mut self, config: Option<serde_json::Value>) -> Self {
+        self.config = config;
+        self
     }
 
     /// The error of a call to method `index` that did not finish within `after`.

@@ -224,6 +224,7 @@ fn load<'s>(
         interp,
         &source,
         descriptor,
+        spec.config.as_ref().map(|config| &config.value),
         spec.log_level,
         collected,
         false,

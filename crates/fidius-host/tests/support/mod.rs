@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use fidius_core::interface::{
     PythonArgDescriptor, PythonInterfaceDescriptor, PythonMethodDescriptor, WireMode,
 };
-use fidius_host::{LoadOptions, PluginSource, PythonPluginHandle};
+use fidius_core::manifest::Isolation;
+use fidius_host::{LoadOptions, PluginSource, PythonPluginHandle, WorkerCommand};
 
 pub const TESTER_HASH: u64 = 0x9e37_79b9_7f4a_7c15;
 
@@ -162,4 +163,21 @@ pub fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
     let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
     pages * 4096
+}
+
+/// Load options for each tier, named: sub-interpreters, and worker processes run by this
+/// package's `fidius-worker`.
+pub fn both_tiers() -> [(&'static str, LoadOptions); 2] {
+    [
+        (
+            "subinterpreter",
+            LoadOptions::default().isolation(Isolation::Subinterpreter),
+        ),
+        (
+            "process",
+            LoadOptions::default()
+                .isolation(Isolation::Process)
+                .worker_command(WorkerCommand::new(env!("CARGO_BIN_EXE_fidius-worker"))),
+        ),
+    ]
 }

@@ -38,6 +38,16 @@ pub(crate) struct StartSpec {
     pub(crate) memory_limit: Option<u64>,
     /// Refuse what the original fidius accepted with a warning (checked by the host).
     pub(crate) strict: bool,
+    /// The configuration for the plugin's `__fidius_configure__` (`LoadOptions::config`).
+    #[serde(default)]
+    pub(crate) config: Option<Configuration>,
+}
+
+/// A configuration on the wire: wrapped, so that a `null` configuration (`&()`) stays distinct
+/// from none (an `Option` of a bare `null` would read back as `None`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Configuration {
+    pub(crate) value: serde_json::Value,
 }
 
 impl StartSpec {

@@ -12,7 +12,7 @@ use fidius_core::{CallError, WorkerExit};
 
 use crate::backend::process::child::{Attribution, Failure, WorkerProcess};
 use crate::backend::process::command::WorkerCommand;
-use crate::backend::process::protocol::StartSpec;
+use crate::backend::process::protocol::{self, StartSpec};
 use crate::backend::{Backend, BackendStart, Call, PoolStats};
 use crate::error::LoadError;
 use crate::plugin::loader::Accepted;
@@ -470,6 +470,11 @@ impl WorkerSet {
                 log_level: output::python_log_level(),
                 memory_limit: launcher.settings.memory_limit,
                 strict: launcher.settings.strict,
+                config: launcher
+                    .plugin
+                    .config
+                    .clone()
+                    .map(|value| protocol::Configuration { value }),
             },
             slots: Vec::new(),
             idle_tx,

@@ -169,6 +169,7 @@ fn run(
         &interp,
         source,
         &threads.plugin.descriptor,
+        threads.plugin.config.as_ref(),
         route,
         threads.strict,
     );

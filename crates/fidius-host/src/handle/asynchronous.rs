@@ -1,0 +1,421 @@
+//! Async calls: futures that complete when the plugin answered, for any executor.
+//!
+//! A call is checked at once (as a blocking call is), then queued for the handle's **async
+//! dispatch threads**: `instances` threads named `fidius:<plugin>:async`, started by the first
+//! async call, that hand queued calls to the backend one at a time each, exactly as a blocking
+//! caller would, and complete the call's [`PendingCall`] with the result, waking its task. Nothing
+//! of this runs on the executor: polling only looks at the completion slot and stores the waker.
+//! Calls with a deadline that are still queued at it are completed with the timeout by one
+//! process-wide thread, `fidius:async-deadlines` (running calls are bounded by the backend, as a
+//! blocking call is).
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender};
+use fidius_core::interface::WireMode;
+use fidius_core::{AsyncPluginCall, CallError};
+
+use crate::backend::Deadline;
+use crate::handle::PythonPluginHandle;
+use crate::options::CallOptions;
+use crate::plugin::shared::PluginShared;
+
+/// A call made with [`AsyncPluginCall`] on a [`PythonPluginHandle`]: a future of the call's result,
+/// which works under any executor (tokio, smol, async-std, `futures::executor`) and never blocks
+/// the thread that polls it.
+///
+/// # What dropping it does
+///
+/// * A call still **queued** (not yet handed to the plugin's backend by one of the handle's
+///   `instances` async dispatch threads) is cancelled: it never runs.
+/// * A call already **handed to the backend** runs to its end, and its result is discarded. It is
+///   interrupted only if it has a timeout ([`LoadOptions::call_timeout`](crate::LoadOptions::call_timeout)
+///   or [`CallOptions::timeout`]), at its deadline, exactly as a blocking call would be; dropping
+///   the future does not interrupt it sooner. At most `instances` async calls of one handle are
+///   handed to the backend at a time; one handed over may still wait there behind blocking calls
+///   from other threads, and then runs.
+///
+/// A deadline counts from the moment the call is made, time spent queued included: a call still
+/// queued at its deadline completes with [`CallError::Timeout`] then and never runs.
+#[must_use = "a call whose future is dropped before it is handed to the plugin never runs"]
+pub struct PendingCall {
+    state: State,
+}
+
+enum State {
+    /// Failed before it was queued (a check, or no dispatch thread).
+    Failed(Option<CallError>),
+    Queued(Arc<Completion>),
+}
+
+impl std::fmt::Debug for PendingCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingCall").finish_non_exhaustive()
+    }
+}
+
+impl Future for PendingCall {
+    type Output = Result<Vec<u8>, CallError>;
+
+    fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.state {
+            State::Failed(error) => match error.take() {
+                Some(error) => Poll::Ready(Err(error)),
+                None => Poll::Pending, // polled after it completed
+            },
+            State::Queued(completion) => {
+                let mut slot = completion.slot();
+                match slot.result.take() {
+                    Some(result) => Poll::Ready(result),
+                    None => {
+                        if !slot
+                            .waker
+                            .as_ref()
+                            .is_some_and(|waker| waker.will_wake(context.waker()))
+                        {
+                            slot.waker = Some(context.waker().clone());
+                        }
+                        Poll::Pending
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for PendingCall {
+    fn drop(&mut self) {
+        if let State::Queued(completion) = &self.state {
+            completion.slot().abandoned = true;
+        }
+    }
+}
+
+/// Where an async call's result goes: written once (by a dispatch thread or the deadline thread),
+/// taken by the future.
+#[derive(Default)]
+struct Completion {
+    slot: Mutex<Slot>,
+}
+
+#[derive(Default)]
+struct Slot {
+    result: Option<Result<Vec<u8>, CallError>>,
+    /// A result was written (it may since have been taken).
+    finished: bool,
+    /// A dispatch thread handed the call to the backend.
+    started: bool,
+    /// The future was dropped.
+    abandoned: bool,
+    waker: Option<Waker>,
+}
+
+impl Completion {
+    fn slot(&self) -> MutexGuard<'_, Slot> {
+        // Every write leaves the slot consistent, so a poisoned lock still holds a valid one.
+        self.slot
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Marks the call started unless its future is gone or it already finished (timed out).
+    fn start(&self) -> bool {
+        let mut slot = self.slot();
+        if slot.abandoned || slot.finished {
+            return false;
+        }
+        slot.started = true;
+        true
+    }
+
+    /// Completes the call with `result` (unless it already was) and wakes its task. `queued_only`:
+    /// only if no dispatch thread has started it. Returns whether this completed it.
+    fn finish(&self, result: Result<Vec<u8>, CallError>, queued_only: bool) -> bool {
+        let waker = {
+            let mut slot = self.slot();
+            if slot.finished || (queued_only && slot.started) {
+                return false;
+            }
+            slot.finished = true;
+            if !slot.abandoned {
+                slot.result = Some(result);
+            }
+            slot.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        true
+    }
+}
+
+/// One queued async call.
+struct Job {
+    /// Keeps the plugin loaded until the call is done (or cancelled).
+    handle: PythonPluginHandle,
+    index: usize,
+    payload: Vec<u8>,
+    deadline: Option<Deadline>,
+    completion: Arc<Completion>,
+}
+
+impl Job {
+    fn run(self) {
+        if let Some(deadline) = self.deadline {
+            if Instant::now() >= deadline.at {
+                // Past its deadline while queued (the deadline thread may already have said so).
+                let timed_out = self
+                    .handle
+                    .plugin
+                    .shared
+                    .timed_out(self.index, deadline.after);
+                if self.completion.finish(Err(timed_out), true) {
+                    self.handle
+                        .plugin
+                        .shared
+                        .timeouts
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                return;
+            }
+        }
+        if !self.completion.start() {
+            return; // cancelled: its future was dropped
+        }
+        let result = self.handle.run(self.index, &self.payload, self.deadline);
+        self.completion.finish(result, false);
+    }
+}
+
+/// A handle's async dispatch threads and their queue.
+pub(crate) struct AsyncCalls {
+    jobs: Sender<Job>,
+}
+
+impl AsyncCalls {
+    /// Starts `threads` dispatch threads for `plugin`. A thread that cannot be spawned is logged;
+    /// with none, calls fail with `Unavailable`.
+    fn start(plugin: &PluginShared, threads: usize) -> Self {
+        let (jobs, queue) = crossbeam_channel::unbounded();
+        for _ in 0..threads {
+            let queue: Receiver<Job> = queue.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("fidius:{}:async", plugin.name))
+                .spawn(move || {
+                    while let Ok(job) = queue.recv() {
+                        job.run();
+                    }
+                });
+            if let Err(error) = spawned {
+                tracing::error!(plugin = %plugin.name, %error, "cannot start an async dispatch thread");
+            }
+        }
+        Self { jobs }
+    }
+}
+
+impl PythonPluginHandle {
+    /// [`call_typed_json_async`](AsyncPluginCall::call_typed_json_async) with per-call settings,
+    /// e.g. a timeout.
+    pub fn call_typed_json_async_with(
+        &self,
+        method_index: usize,
+        args_json: Vec<u8>,
+        options: &CallOptions,
+    ) -> PendingCall {
+        let timeout = options.timeout.unwrap_or(self.plugin.call_timeout);
+        self.call_async(method_index, WireMode::TypedJson, args_json, timeout)
+    }
+
+    /// [`call_raw_async`](AsyncPluginCall::call_raw_async) with per-call settings, e.g. a timeout.
+    pub fn call_raw_async_with(
+        &self,
+        method_index: usize,
+        input: Vec<u8>,
+        options: &CallOptions,
+    ) -> PendingCall {
+        let timeout = options.timeout.unwrap_or(self.plugin.call_timeout);
+        self.call_async(method_index, WireMode::Raw, input, timeout)
+    }
+
+    fn call_async(
+        &self,
+        index: usize,
+        requested: WireMode,
+        payload: Vec<u8>,
+        timeout: Option<std::time::Duration>,
+    ) -> PendingCall {
+        let failed = |error| PendingCall {
+            state: State::Failed(Some(error)),
+        };
+        if let Err(error) = self.check(index, requested, &payload) {
+            return failed(error);
+        }
+        let deadline = Deadline::after(timeout);
+        let plugin = &*self.plugin;
+        let calls = plugin
+            .async_calls
+            .get_or_init(|| AsyncCalls::start(&plugin.shared, plugin.instances));
+        let completion = Arc::new(Completion::default());
+        let job = Job {
+            handle: self.clone(),
+            index,
+            payload,
+            deadline,
+            completion: Arc::clone(&completion),
+        };
+        if calls.jobs.send(job).is_err() {
+            return failed(plugin.shared.unavailable());
+        }
+        if let Some(deadline) = deadline {
+            deadlines().watch(Expiry {
+                at: deadline.at,
+                completion: Arc::downgrade(&completion),
+                plugin: Arc::clone(&plugin.shared),
+                index,
+                after: deadline.after,
+            });
+        }
+        PendingCall {
+            state: State::Queued(completion),
+        }
+    }
+}
+
+impl AsyncPluginCall for PythonPluginHandle {
+    type Pending = PendingCall;
+
+    /// Checks the call now (an error is the future's result), queues it and returns its future;
+    /// see [`PendingCall`] for what dropping it does.
+    fn call_typed_json_async(&self, method_index: usize, args_json: Vec<u8>) -> PendingCall {
+        self.call_async(
+            method_index,
+            WireMode::TypedJson,
+            args_json,
+            self.plugin.call_timeout,
+        )
+    }
+
+    fn call_raw_async(&self, method_index: usize, input: Vec<u8>) -> PendingCall {
+        self.call_async(method_index, WireMode::Raw, input, self.plugin.call_timeout)
+    }
+}
+
+/// A queued async call's deadline, for the deadline thread.
+struct Expiry {
+    at: Instant,
+    completion: Weak<Completion>,
+    plugin: Arc<PluginShared>,
+    index: usize,
+    after: std::time::Duration,
+}
+
+impl PartialEq for Expiry {
+    fn eq(&self, other: &Self) -> bool {
+        self.at == other.at
+    }
+}
+
+impl Eq for Expiry {}
+
+impl PartialOrd for Expiry {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Expiry {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.at.cmp(&other.at)
+    }
+}
+
+/// The deadlines of async calls with a timeout, earliest first, and the one thread that completes
+/// those still queued at their deadline.
+struct Deadlines {
+    pending: Mutex<BinaryHeap<Reverse<Expiry>>>,
+    changed: Condvar,
+}
+
+fn deadlines() -> &'static Arc<Deadlines> {
+    static DEADLINES: OnceLock<Arc<Deadlines>> = OnceLock::new();
+    DEADLINES.get_or_init(|| {
+        let deadlines = Arc::new(Deadlines {
+            pending: Mutex::new(BinaryHeap::new()),
+            changed: Condvar::new(),
+        });
+        let watched = Arc::clone(&deadlines);
+        let spawned = std::thread::Builder::new()
+            .name("fidius:async-deadlines".to_owned())
+            .spawn(move || watched.serve());
+        if let Err(error) = spawned {
+            // Calls still end at their deadline once a dispatch thread takes them.
+            tracing::error!(%error, "cannot start the async deadline thread");
+        }
+        deadlines
+    })
+}
+
+impl Deadlines {
+    fn pending(&self) -> MutexGuard<'_, BinaryHeap<Reverse<Expiry>>> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn watch(&self, expiry: Expiry) {
+        self.pending().push(Reverse(expiry));
+        self.changed.notify_one();
+    }
+
+    fn serve(&self) {
+        let mut pending = self.pending();
+        loop {
+            let now = Instant::now();
+            let wait = match pending.peek() {
+                None => None,
+                Some(Reverse(next)) if next.at <= now => {
+                    if let Some(Reverse(expired)) = pending.pop() {
+                        drop(pending);
+                        expired.fire();
+                        pending = self.pending();
+                    }
+                    continue;
+                }
+                Some(Reverse(next)) => Some(next.at - now),
+            };
+            pending = match wait {
+                None => self
+                    .changed
+                    .wait(pending)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()),
+                Some(wait) => {
+                    self.changed
+                        .wait_timeout(pending, wait)
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+}
+
+impl Expiry {
+    /// Times the call out if it is still queued.
+    fn fire(self) {
+        let Some(completion) = self.completion.upgrade() else {
+            return; // finished and taken
+        };
+        let timed_out = self.plugin.timed_out(self.index, self.after);
+        if completion.finish(Err(timed_out), true) {
+            self.plugin.timeouts.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
