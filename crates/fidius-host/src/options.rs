@@ -5,6 +5,7 @@ use std::time::Duration;
 use fidius_core::manifest::Isolation;
 
 use crate::backend::process::command::WorkerCommand;
+use crate::callback::HostFunctions;
 
 /// How a plugin is loaded. `LoadOptions::default()` gives one instance, no timeouts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +19,8 @@ pub struct LoadOptions {
     pub(crate) memory_limit: Option<u64>,
     pub(crate) worker_command: Option<WorkerCommand>,
     pub(crate) strict: bool,
+    /// Set by `PluginHost` from its builder's host functions.
+    pub(crate) host_functions: HostFunctions,
 }
 
 impl Default for LoadOptions {
@@ -32,6 +35,7 @@ impl Default for LoadOptions {
             memory_limit: None,
             worker_command: None,
             strict: false,
+            host_functions: HostFunctions::default(),
         }
     }
 }

@@ -14,6 +14,7 @@ use fidius_core::{CallError, PluginCall};
 use crate::backend::process::workers::ProcessBackend;
 use crate::backend::thread::ThreadBackend;
 use crate::backend::{Backend, BackendStart, Call, Deadline, PoolStats};
+use crate::callback::chain;
 use crate::error::LoadError;
 use crate::options::{CallOptions, LoadOptions};
 use crate::plugin::descriptor::SharedDescriptor;
@@ -142,11 +143,10 @@ impl PythonPluginHandle {
                 )
             })
             .collect();
-        let shared = Arc::new(PluginShared::new(
-            source.name.clone(),
-            descriptor,
-            options.recent_output_lines,
-        ));
+        let shared = Arc::new(
+            PluginShared::new(source.name.clone(), descriptor, options.recent_output_lines)
+                .with_host_functions(options.host_functions.clone()),
+        );
         let version = Version::new(source, info);
         let start = BackendStart {
             plugin: Arc::clone(&shared),
@@ -278,6 +278,20 @@ impl PythonPluginHandle {
                     })?;
             }
         }
+        // A plugin with host functions may be called from one of them: refused when that would
+        // wait for a call of the same plugin this thread (or its caller) serves.
+        let _serving = if shared.host_functions.is_empty() {
+            None
+        } else {
+            Some(
+                chain::enter(chain::plugin_id(&plugin.shared)).ok_or_else(|| {
+                    CallError::Reentrant {
+                        plugin: shared.name.clone(),
+                        method: method.name.clone(),
+                    }
+                })?,
+            )
+        };
         let result = plugin.backend.call(Call {
             index,
             payload,

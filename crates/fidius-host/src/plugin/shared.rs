@@ -7,6 +7,7 @@ use std::time::Duration;
 use fidius_core::interface::{OwnedInterfaceDescriptor, OwnedMethodDescriptor};
 use fidius_core::CallError;
 
+use crate::callback::HostFunctions;
 use crate::plugin::descriptor::SharedDescriptor;
 use crate::plugin::output::RecentOutput;
 
@@ -20,6 +21,8 @@ pub(crate) struct PluginShared {
     pub(crate) recent_output: Arc<RecentOutput>,
     /// Calls that returned [`CallError::Timeout`]; counted by the handle only.
     pub(crate) timeouts: AtomicU64,
+    /// What the plugin's `fidius.host` offers (its host's functions; none by default).
+    pub(crate) host_functions: HostFunctions,
 }
 
 impl PluginShared {
@@ -29,7 +32,14 @@ impl PluginShared {
             descriptor,
             recent_output: Arc::new(RecentOutput::new(recent_lines)),
             timeouts: AtomicU64::new(0),
+            host_functions: HostFunctions::default(),
         }
+    }
+
+    /// The same plugin, offering `host_functions` as `fidius.host`.
+    pub(crate) fn with_host_functions(mut self, host_functions: HostFunctions) -> Self {
+        self.host_functions = host_functions;
+        self
     }
 
     /// The error of a call to method `index` that did not finish within `after`.

@@ -13,6 +13,7 @@ use crate::backend::process::command::WorkerCommand;
 use crate::backend::process::mailbox::{Interrupted, Mailbox, ReceiveError, Wait};
 use crate::backend::process::protocol::{self, StartSpec, Started};
 use crate::backend::process::tail::StderrTail;
+use crate::callback::HostFunctions;
 use crate::error::{InterpreterError, LoadError};
 use crate::plugin::loader::{self, Accepted};
 use crate::plugin::output::{OutputRoute, RecentOutput, Taken};
@@ -141,7 +142,7 @@ impl WorkerProcess {
             plugin: plugin.clone(),
             reason: error.to_string(),
         })?;
-        let outcome = self.exchange(protocol::START, &[&start], deadline, |kind| {
+        let outcome = self.exchange(protocol::START, &[&start], deadline, None, |kind| {
             kind == protocol::STARTED
         });
         let body = match outcome {
@@ -210,19 +211,24 @@ impl WorkerProcess {
         }
     }
 
-    /// Calls method `index` with `payload`.
+    /// Calls method `index` with `payload`, serving the worker's calls of `host_functions` meanwhile
+    /// on this thread.
     pub(crate) fn call(
         &mut self,
         index: usize,
         payload: &[u8],
         deadline: Option<Instant>,
         descriptor: &OwnedInterfaceDescriptor,
+        host_functions: &HostFunctions,
     ) -> Result<Vec<u8>, Failure> {
         let method = u32::try_from(index).unwrap_or(u32::MAX).to_le_bytes();
-        let (kind, body) =
-            self.exchange(protocol::CALL, &[&method, payload], deadline, |kind| {
-                kind == protocol::REPLY_OK || kind == protocol::REPLY_ERR
-            })?;
+        let (kind, body) = self.exchange(
+            protocol::CALL,
+            &[&method, payload],
+            deadline,
+            Some(host_functions),
+            |kind| kind == protocol::REPLY_OK || kind == protocol::REPLY_ERR,
+        )?;
         if kind == protocol::REPLY_OK {
             return Ok(body);
         }
@@ -235,12 +241,14 @@ impl WorkerProcess {
         })
     }
 
-    /// Sends one message and waits for the reply `is_reply` accepts, routing output on the way.
+    /// Sends one message and waits for the reply `is_reply` accepts, routing output on the way
+    /// and, when `host_functions` is given, answering the worker's host function calls.
     fn exchange(
         &mut self,
         kind: u8,
         parts: &[&[u8]],
         deadline: Option<Instant>,
+        host_functions: Option<&HostFunctions>,
         is_reply: impl Fn(u8) -> bool,
     ) -> Result<(u8, Vec<u8>), Failure> {
         let mut alive = reaping(&mut self.child, &mut self.exited);
@@ -263,6 +271,24 @@ impl WorkerProcess {
                         }
                     },
                     Ok((kind, body)) if is_reply(kind) => break Ok((kind, body)),
+                    Ok((protocol::CALLBACK, body)) => {
+                        let Some(functions) = host_functions else {
+                            break Err(ReceiveError::Protocol(
+                                "a host function call outside a call".to_owned(),
+                            ));
+                        };
+                        let answer = match protocol::decode_callback(&body) {
+                            Ok((name, args)) => functions.answer_worker(name, args),
+                            Err(reason) => break Err(ReceiveError::Protocol(reason)),
+                        };
+                        let (kind, body) = match &answer {
+                            Ok(result) => (protocol::CALLBACK_OK, result.as_slice()),
+                            Err(message) => (protocol::CALLBACK_ERR, message.as_bytes()),
+                        };
+                        if let Err(interrupted) = self.mailbox.send(kind, &[body], &mut wait) {
+                            break Err(ReceiveError::Interrupted(interrupted));
+                        }
+                    }
                     Ok((kind, _)) => {
                         break Err(ReceiveError::Protocol(format!(
                             "unexpected message kind {kind}"
@@ -509,6 +535,7 @@ mod tests {
             log_level: 0,
             memory_limit: None,
             strict: false,
+            host_functions: Vec::new(),
         };
         let attribution = Attribution {
             plugin: "fake".to_owned(),
@@ -530,7 +557,13 @@ mod tests {
         };
         assert_eq!(accepted.implemented, vec![true]);
         let deadline = Instant::now() + Duration::from_secs(60);
-        match worker.call(0, b"[]", Some(deadline), &descriptor) {
+        match worker.call(
+            0,
+            b"[]",
+            Some(deadline),
+            &descriptor,
+            &HostFunctions::default(),
+        ) {
             Ok(bytes) => panic!("the fake worker answered {bytes:?}"),
             Err(failure) => failure,
         }

@@ -284,6 +284,7 @@ impl Backend for ProcessBackend {
                 call.payload,
                 deadline.map(|deadline| deadline.at),
                 &shared.descriptor,
+                &shared.host_functions,
             );
             let (status, stderr_tail) = match result {
                 Ok(bytes) => {
@@ -470,6 +471,7 @@ impl WorkerSet {
                 log_level: output::python_log_level(),
                 memory_limit: launcher.settings.memory_limit,
                 strict: launcher.settings.strict,
+                host_functions: launcher.plugin.host_functions.names(),
             },
             slots: Vec::new(),
             idle_tx,
