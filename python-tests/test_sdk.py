@@ -160,8 +160,16 @@ def test_package_ships_py_typed() -> None:
 def test_public_api() -> None:
     assert set(fidius.__all__) == {
         "METHOD_MARKER", "PluginError", "get_method", "is_method", "list_methods", "method",
-        "reset_registry",
+        "reset_registry", "HostError", "host",
     }
+
+
+def test_host_outside_a_host_has_no_functions() -> None:
+    # Plugin unit tests run without a host: every name is an AttributeError saying none exist.
+    with pytest.raises(AttributeError, match="'kv_get'; the host registered: none"):
+        fidius.host.kv_get("key")
+    assert dir(fidius.host) == []
+    assert issubclass(fidius.HostError, Exception)
 
 
 def test_sdk_passes_mypy_strict() -> None:
