@@ -12,7 +12,7 @@ from typing import Callable
 import pytest
 
 import fidius
-from conftest import MYPY_STRICT
+from conftest import MYPY_STRICT, run_mypy_strict
 from fidius import PluginError, get_method, is_method, list_methods, method, reset_registry
 
 
@@ -160,8 +160,32 @@ def test_package_ships_py_typed() -> None:
 def test_public_api() -> None:
     assert set(fidius.__all__) == {
         "METHOD_MARKER", "PluginError", "get_method", "is_method", "list_methods", "method",
-        "reset_registry",
+        "reset_registry", "HostError", "host",
     }
+
+
+def test_host_outside_a_host_has_no_functions() -> None:
+    # Plugin unit tests run without a host: every name is an AttributeError saying none exist.
+    with pytest.raises(AttributeError, match="'kv_get'; the host registered: none"):
+        fidius.host.kv_get("key")
+    assert dir(fidius.host) == []
+    assert issubclass(fidius.HostError, Exception)
+
+
+def test_a_plugin_using_host_functions_passes_mypy_strict(tmp_path: Path) -> None:
+    plugin = tmp_path / "uses_host.py"
+    plugin.write_text(
+        "import fidius\n\n\n"
+        "@fidius.method\n"
+        "def lookup(key: str) -> object:\n"
+        "    try:\n"
+        "        value: object = fidius.host.kv_get(key)\n"
+        "    except fidius.HostError as error:\n"
+        "        return str(error)\n"
+        "    return value\n"
+    )
+    result = run_mypy_strict(plugin)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_sdk_passes_mypy_strict() -> None:

@@ -87,14 +87,14 @@ const REFUSED_CALLS: &[(&CStr, &CStr, &str)] = &[
 ];
 
 /// A method definition CPython may point at for as long as the process lives.
-struct MethodDef(UnsafeCell<ffi::PyMethodDef>);
+pub(crate) struct MethodDef(UnsafeCell<ffi::PyMethodDef>);
 
 // SAFETY: the definitions below are written only by their initialisers; CPython reads them, never
 // writes, and reading from several threads at once is fine.
 unsafe impl Sync for MethodDef {}
 
 impl MethodDef {
-    const fn new(
+    pub(crate) const fn new(
         name: &'static CStr,
         meth: ffi::PyMethodDefPointer,
         flags: c_int,
@@ -213,7 +213,7 @@ unsafe extern "C" fn audit_hook(
     }
 }
 
-fn set_error(exception_type: *mut ffi::PyObject, message: &str) {
+pub(crate) fn set_error(exception_type: *mut ffi::PyObject, message: &str) {
     let message = CString::new(message.replace('\0', "?")).unwrap_or_default();
     // SAFETY: called with the GIL held (from the hook or a C function CPython calls); the type is a
     // static builtin exception and the message NUL-terminated.
@@ -530,7 +530,7 @@ fn redirect(function: &PyObj<'_>, definition: &'static MethodDef) {
 }
 
 /// A builtin function object for `definition`, bound to `slf`.
-fn bind<'i>(
+pub(crate) fn bind<'i>(
     py: Interp<'i>,
     definition: &MethodDef,
     slf: &PyObj<'i>,

@@ -21,6 +21,8 @@ use fidius_host::{
     WorkerCommand,
 };
 
+#[path = "runtime/callbacks.rs"]
+mod callbacks;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -296,6 +298,12 @@ fn main() {
         print!("{report}");
         return;
     }
+    // `ci/bench --only-host-functions`: just the "Host functions" section.
+    if std::env::args().any(|arg| arg == "--only-host-functions") {
+        callbacks::host_functions(&mut report, root.path(), iterations);
+        print!("{report}");
+        return;
+    }
 
     let plugin = load(&dir, "bench", 1);
     let baseline = Baseline::new();
@@ -447,6 +455,7 @@ fn main() {
         &spin_args,
     );
     async_calls(&mut report, &dir, iterations);
+    callbacks::host_functions(&mut report, root.path(), iterations);
 
     #[cfg(target_os = "linux")]
     {

@@ -32,6 +32,7 @@
 #![forbid(unsafe_code)]
 
 mod backend;
+mod callback;
 mod error;
 mod handle;
 mod host;
@@ -44,6 +45,7 @@ pub mod worker;
 pub use backend::process::command::{WorkerCommand, WorkerNotFound, WORKER_BINARY, WORKER_ENV};
 pub use backend::process::probe::{host_python, probe_extensions, ProbeError, ProbeOptions};
 pub use backend::PoolStats;
+pub use callback::HostFunctionError;
 pub use error::{InterpreterError, LoadError, LoadWarning};
 pub use fidius_core::{
     AsyncPluginCall, CallError, PluginCall, PluginError, PythonError, WorkerExit,

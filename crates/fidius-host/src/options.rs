@@ -5,6 +5,7 @@ use std::time::Duration;
 use fidius_core::manifest::Isolation;
 
 use crate::backend::process::command::WorkerCommand;
+use crate::callback::HostFunctions;
 
 /// How a plugin is loaded. `LoadOptions::default()` gives one instance, no timeouts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +21,8 @@ pub struct LoadOptions {
     pub(crate) strict: bool,
     /// [`LoadOptions::config`]: the configuration as JSON, or why it could not be serialised.
     pub(crate) config: Option<Result<serde_json::Value, String>>,
+    /// Set by `PluginHost` from its builder's host functions.
+    pub(crate) host_functions: HostFunctions,
 }
 
 impl Default for LoadOptions {
@@ -35,6 +38,7 @@ impl Default for LoadOptions {
             worker_command: None,
             strict: false,
             config: None,
+            host_functions: HostFunctions::default(),
         }
     }
 }

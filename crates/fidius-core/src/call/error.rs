@@ -231,6 +231,15 @@ pub enum CallError {
         stderr_tail: String,
     },
     #[serde(skip)]
+    /// A host function called a plugin whose call it is serving (directly, or through other
+    /// plugins' host functions). That call waits for the host function, so this one would wait for
+    /// itself: it is refused instead, whatever the plugin's number of instances.
+    #[error(
+        "`{method}` of plugin `{plugin}` was called from a host function serving a call of that \
+         plugin; re-entrant calls are refused (the call would wait for itself)"
+    )]
+    Reentrant { plugin: String, method: String },
+    #[serde(skip)]
     /// Process tier: no worker process could be started for this call (the plugin crashed its
     /// previous workers and is in back-off, or its load fails now).
     #[error("plugin `{plugin}`: no worker process available")]

@@ -22,12 +22,14 @@ _FunctionType = type(lambda: None)
 
 __all__ = [
     "METHOD_MARKER",
+    "HostError",
     "PluginError",
     "get_method",
     "is_method",
     "list_methods",
     "method",
     "reset_registry",
+    "host",
 ]
 
 __version__ = "0.1.0"
@@ -133,3 +135,58 @@ class PluginError(Exception):
         if self.details is None:
             return f"PluginError({self.code!r}, {self.message!r})"
         return f"PluginError({self.code!r}, {self.message!r}, details={self.details!r})"
+
+
+class HostError(Exception):
+    """A host function failed, or could not be called; ``str()`` is the host's message.
+
+    Raised by the functions of :data:`host`. A plugin may catch it; uncaught, the call fails in the
+    host with ``CallError::Python`` naming ``fidius.HostError``.
+    """
+
+
+class _Host:
+    """The type of :data:`host`: one attribute per function the host registered."""
+
+    _fidius_names: tuple[str, ...]
+
+    def __init__(self) -> None:
+        self._fidius_names = ()
+
+    def _fidius_bind(self, names: list[str], call: Callable[..., Any]) -> None:
+        # Called once by the host after the plugin loaded; `call` is its builtin.
+        for name in names:
+            setattr(self, name, _host_function(name, call))
+        self._fidius_names = tuple(names)
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        # Only reached for names that are not bound: the host did not register them.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        registered = ", ".join(self._fidius_names) or "none"
+        raise AttributeError(
+            f"fidius.host has no function {name!r}; the host registered: {registered}"
+        )
+
+    def __dir__(self) -> list[str]:
+        return sorted(self._fidius_names)
+
+    def __repr__(self) -> str:
+        return f"<fidius.host: {', '.join(self._fidius_names) or 'no functions'}>"
+
+
+def _host_function(name: str, call: Callable[..., Any]) -> Callable[..., Any]:
+    def host_function(*args: Any) -> Any:
+        return call(name, args, HostError)
+
+    host_function.__name__ = host_function.__qualname__ = name
+    host_function.__doc__ = f"The host function {name!r} (arguments and result are JSON values)."
+    return host_function
+
+
+host: _Host = _Host()
+"""The functions the host registered (``PluginHostBuilder::host_function``), called synchronously
+while the plugin serves a call: ``fidius.host.kv_get("key")``. Positional arguments only; they and
+the result are JSON values (``dict``, ``list``, ``str``, ``int``, ``float``, ``bool``, ``None``). A
+failure raises :class:`HostError`; a name the host did not register raises ``AttributeError`` listing
+the ones it did. Outside a host (plugin unit tests) it has no functions."""

@@ -16,6 +16,7 @@ use fidius_core::{CallError, PluginCall};
 use crate::backend::process::workers::ProcessBackend;
 use crate::backend::thread::ThreadBackend;
 use crate::backend::{Backend, BackendStart, Call, Deadline, PoolStats};
+use crate::callback::chain;
 use crate::error::LoadError;
 use crate::options::{CallOptions, LoadOptions};
 use crate::plugin::descriptor::SharedDescriptor;
@@ -158,7 +159,8 @@ impl PythonPluginHandle {
             .collect();
         let shared = Arc::new(
             PluginShared::new(source.name.clone(), descriptor, options.recent_output_lines)
-                .with_config(config),
+                .with_config(config)
+                .with_host_functions(options.host_functions.clone()),
         );
         let version = Version::new(source, info);
         let start = BackendStart {
@@ -309,6 +311,22 @@ impl PythonPluginHandle {
         payload: &[u8],
         deadline: Option<Deadline>,
     ) -> Result<Vec<u8>, CallError> {
+        let shared = &*self.plugin.shared;
+        // A plugin with host functions may be called from one of them: refused when that would
+        // wait for a call of the same plugin this thread (or its caller) serves.
+        let _serving = if shared.host_functions.is_empty() {
+            None
+        } else {
+            Some(
+                chain::enter(chain::plugin_id(&self.plugin.shared)).ok_or_else(|| {
+                    CallError::Reentrant {
+                        plugin: shared.name.clone(),
+                        method: shared::method(&shared.descriptor, index)
+                            .map_or_else(|_| String::new(), |method| method.name.clone()),
+                    }
+                })?,
+            )
+        };
         let result = self.plugin.backend.call(Call {
             index,
             payload,

@@ -6,6 +6,7 @@ mod keys;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use fidius_core::archive::{check_unpacked, UnpackLimits};
 use fidius_core::digest::PackageDigest;
@@ -16,6 +17,8 @@ use fidius_core::signing::{
 };
 use fidius_core::tree::SIGNATURE_FILE;
 use fidius_core::PackageError;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 pub(crate) use cache::SlotLease;
 #[cfg(fidius_bench_unproven_cache)]
@@ -25,6 +28,7 @@ pub use cache::{CacheError, CachedPackage, PackageCache, PruneRule};
 pub use discovery::{BrokenPackage, DiscoveredPlugin, Discovery};
 pub use keys::PublicKey;
 
+use crate::callback::{HostFunctionError, HostFunctions};
 use crate::error::{admit, LoadError, LoadWarning};
 use crate::handle::{PythonPluginHandle, Reloader, WeakPluginHandle};
 use crate::options::LoadOptions;
@@ -43,6 +47,9 @@ pub enum HostError {
     /// A search path could not be listed.
     #[error("cannot read search path")]
     SearchPath(#[source] PackageError),
+    /// A host function was registered under a name that cannot be one, or twice.
+    #[error("host function `{name}`: {reason}")]
+    HostFunction { name: String, reason: String },
 }
 
 /// Finds, verifies and loads Python plugins. Cheap to clone (clones share one host); `Send + Sync`.
@@ -80,6 +87,8 @@ struct HostInner {
     /// Every handle this host loaded, by plugin name, for [`PluginHost::reload`]. Weak: the host
     /// keeps no plugin alive.
     loaded: Mutex<Vec<(String, WeakPluginHandle)>>,
+    /// Offered to every plugin it loads as `fidius.host`.
+    host_functions: HostFunctions,
 }
 
 /// Configures a [`PluginHost`]; validation happens once, in [`build`](Self::build).
@@ -91,6 +100,7 @@ pub struct PluginHostBuilder {
     cache_dir: Option<PathBuf>,
     cache_max_bytes: Option<u64>,
     unpack_limits: UnpackLimits,
+    host_functions: HostFunctions,
 }
 
 impl PluginHostBuilder {
@@ -141,10 +151,72 @@ impl PluginHostBuilder {
         self
     }
 
+    /// Registers a host function: plugin code calls it as `fidius.host.<name>(*args)`, in either
+    /// tier, synchronously (only the calling plugin instance waits). `function` gets the
+    /// positional arguments as a JSON array (`["key"]`) and returns its result as JSON; its
+    /// [`HostFunctionError`] reaches the plugin as a `fidius.HostError` with the message.
+    ///
+    /// `name` must be an ASCII identifier starting with a letter, at most 64 bytes, registered
+    /// once; [`build`](Self::build) refuses others. Every plugin this host loads gets every host
+    /// function. The function runs on a host thread (the plugin's instance thread in the
+    /// sub-interpreter tier, the calling thread in the process tier) and may call plugins, except
+    /// one whose call it is serving, directly or through other plugins: that call fails with
+    /// [`CallError::Reentrant`](crate::CallError::Reentrant) instead of waiting for itself (even
+    /// when the plugin has idle instances). A panic is caught and reported to the plugin. Host
+    /// functions can be called only while the plugin serves a call, from the thread running it
+    /// (not at import time, not from threads the plugin started).
+    pub fn host_function<F>(mut self, name: impl Into<String>, function: F) -> Self
+    where
+        F: Fn(&[u8]) -> Result<Vec<u8>, HostFunctionError> + Send + Sync + 'static,
+    {
+        self.host_functions.register(name.into(), function);
+        self
+    }
+
+    /// [`host_function`](Self::host_function) with serde: the arguments array deserialises into
+    /// `A` (a tuple such as `(String,)` or `(i64, i64)`, or a struct read from an array), the
+    /// result `R` serialises to JSON. Arguments that do not match are the plugin's `HostError`.
+    ///
+    /// ```no_run
+    /// use fidius_host::{HostFunctionError, PluginHost};
+    /// let host = PluginHost::builder()
+    ///     .host_function_typed("add", |(a, b): (i64, i64)| Ok::<_, HostFunctionError>(a + b))
+    ///     .build()?;
+    /// // In the plugin: `fidius.host.add(2, 3)` returns 5.
+    /// # Ok::<(), fidius_host::HostError>(())
+    /// ```
+    pub fn host_function_typed<A, R, F>(mut self, name: impl Into<String>, function: F) -> Self
+    where
+        A: DeserializeOwned,
+        R: Serialize,
+        F: Fn(A) -> Result<R, HostFunctionError> + Send + Sync + 'static,
+    {
+        self.host_functions.register_typed(name.into(), function);
+        self
+    }
+
+    /// The longest a host function call may take. Default: none (the function runs on the thread
+    /// serving the call, without extra cost). With a timeout each call runs on a thread of its own
+    /// and the plugin gets a `fidius.HostError` saying it timed out once `timeout` passes. A Rust
+    /// closure cannot be stopped: the overrunning function keeps running in the host until it
+    /// returns, and its result is dropped. (A call's own timeout still applies around it: in the
+    /// sub-interpreter tier the plugin is interrupted when the function returns or times out, in
+    /// the process tier the worker is killed once the function returns.)
+    pub fn host_function_timeout(mut self, timeout: Duration) -> Self {
+        self.host_functions.set_timeout(timeout);
+        self
+    }
+
     /// Checks the configuration and builds the host.
     pub fn build(self) -> Result<PluginHost, HostError> {
         if self.require_signature && self.trusted_keys.is_empty() {
             return Err(HostError::NoTrustedKeys);
+        }
+        if let Some((name, reason)) = self.host_functions.refused() {
+            return Err(HostError::HostFunction {
+                name: name.chars().take(100).collect(),
+                reason: reason.clone(),
+            });
         }
         let cache = match self.cache_dir {
             Some(dir) => PackageCache::at(dir),
@@ -161,6 +233,7 @@ impl PluginHostBuilder {
                     .collect(),
                 cache: ArchiveCache::new(cache, self.unpack_limits, self.cache_max_bytes),
                 loaded: Mutex::new(Vec::new()),
+                host_functions: self.host_functions,
             }),
         })
     }
@@ -275,6 +348,10 @@ impl PluginHost {
         options: &LoadOptions,
         reloader: Reloader,
     ) -> Result<PythonPluginHandle, LoadError> {
+        let options = &LoadOptions {
+            host_functions: self.inner.host_functions.clone(),
+            ..options.clone()
+        };
         let handle =
             PythonPluginHandle::start_with_info(source, descriptor, options, info, Some(reloader))?;
         self.loaded()

@@ -275,7 +275,7 @@ fn instance<'s, I: Interpreter>(
 }
 
 /// A conversion failure inside the bootstrap (the data is the host's own, so this is a fidius bug).
-fn internal(error: fidius_ffi::JsonError) -> FfiError {
+pub(crate) fn internal(error: fidius_ffi::JsonError) -> FfiError {
     FfiError::Python(fidius_ffi::PythonException {
         type_name: "fidius.BootstrapError".to_owned(),
         message: error.to_string(),

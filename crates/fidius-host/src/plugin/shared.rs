@@ -7,6 +7,7 @@ use std::time::Duration;
 use fidius_core::interface::{OwnedInterfaceDescriptor, OwnedMethodDescriptor};
 use fidius_core::CallError;
 
+use crate::callback::HostFunctions;
 use crate::plugin::descriptor::SharedDescriptor;
 use crate::plugin::output::RecentOutput;
 
@@ -23,6 +24,8 @@ pub(crate) struct PluginShared {
     /// The configuration each instance hands to the module's `__fidius_configure__` at load and
     /// at every reload (`LoadOptions::config`); `None`: the module's own functions are the methods.
     pub(crate) config: Option<serde_json::Value>,
+    /// What the plugin's `fidius.host` offers (its host's functions; none by default).
+    pub(crate) host_functions: HostFunctions,
 }
 
 impl PluginShared {
@@ -33,12 +36,19 @@ impl PluginShared {
             recent_output: Arc::new(RecentOutput::new(recent_lines)),
             timeouts: AtomicU64::new(0),
             config: None,
+            host_functions: HostFunctions::default(),
         }
     }
 
     /// The same plugin, configured with `config` (see [`PluginShared::config`]).
     pub(crate) fn with_config(mut self, config: Option<serde_json::Value>) -> Self {
         self.config = config;
+        self
+    }
+
+    /// The same plugin, offering `host_functions` as `fidius.host`.
+    pub(crate) fn with_host_functions(mut self, host_functions: HostFunctions) -> Self {
+        self.host_functions = host_functions;
         self
     }
 

@@ -131,26 +131,39 @@ fn serve() -> Result<(), String> {
                 let method_name = descriptor
                     .method(index)
                     .map_or("", |method| method.name.as_str());
+                // Shared by the reply and the plugin's host function calls (which happen while
+                // the plugin runs, before the reply).
+                let link = RefCell::new((&mut mailbox, &mut wait));
+                let host_call = |name: &str, args: &[u8]| {
+                    let (mailbox, wait) = &mut *link.borrow_mut();
+                    call_host(mailbox, wait, name, args)
+                };
                 interp
                     .with(|py| {
-                        let input = receive_input(py, &mut mailbox, descriptor, index, &mut wait)?;
+                        let input = {
+                            let (mailbox, wait) = &mut *link.borrow_mut();
+                            receive_input(py, mailbox, descriptor, index, wait)?
+                        };
                         // Every reply goes out after the call's output, still attached: a raw
                         // result is sent from its own buffer (no copy into a `Vec` first).
-                        let mut send_reply = |kind, body: &[u8]| {
+                        let send_reply = |kind, body: &[u8]| {
+                            let (mailbox, wait) = &mut *link.borrow_mut();
                             collected.drain(
                                 &instance.output_buffer.bind(py),
                                 &instance.take_output.bind(py),
                             );
-                            send_output(&collected, &mut mailbox, &mut wait)?;
+                            send_output(&collected, mailbox, wait)?;
                             mailbox
-                                .send(kind, &[body], &mut wait)
+                                .send(kind, &[body], wait)
                                 .map_err(|_| "the host went away".to_owned())
                         };
                         let replied = input.and_then(|input| {
                             let method = shared::method(descriptor, index)?;
-                            let mut call = |payload| {
-                                dispatch_payload(py, &instance, method, index, payload, |reply| {
-                                    send_reply(protocol::REPLY_OK, &reply)
+                            let call = |payload| {
+                                fidius_ffi::serve_host_calls(&host_call, || {
+                                    dispatch_payload(py, &instance, method, index, payload, |reply| {
+                                        send_reply(protocol::REPLY_OK, &reply)
+                                    })
                                 })
                             };
                             match input {
@@ -238,6 +251,12 @@ fn load<'s>(
         }
     };
     let instance = imported.checked.ok();
+    if instance.is_some() {
+        if let Err(error) = crate::callback::bind(interp, &spec.host_functions) {
+            send_json(mailbox, protocol::STARTED, &failed(&error), wait)?;
+            return Ok(None);
+        }
+    }
     let started = Started::Report {
         report: String::from_utf8_lossy(&imported.report).into_owned(),
         implemented: instance
@@ -318,6 +337,29 @@ fn receive_input<'i>(
         }
     };
     received.map_err(|error| describe(&error))
+}
+
+/// Runs host function `name` in the host, which answers over the mailbox before the call's reply.
+fn call_host(
+    mailbox: &mut Mailbox,
+    wait: &mut Wait<'_>,
+    name: &str,
+    args: &[u8],
+) -> Result<Vec<u8>, String> {
+    let header = protocol::encode_callback(name)?;
+    mailbox
+        .send(protocol::CALLBACK, &[&header, args], wait)
+        .map_err(|_| "the host went away".to_owned())?;
+    match mailbox.receive(usize::MAX, wait) {
+        Ok((protocol::CALLBACK_OK, result)) => Ok(result),
+        Ok((protocol::CALLBACK_ERR, message)) => {
+            Err(String::from_utf8_lossy(&message).into_owned())
+        }
+        Ok((kind, _)) => Err(format!(
+            "fidius worker: the host answered a host function call with message kind {kind}"
+        )),
+        Err(error) => Err(describe(&error)),
+    }
 }
 
 fn send_json(

@@ -13,6 +13,7 @@ use crate::backend::process::command::WorkerCommand;
 use crate::backend::process::mailbox::{Interrupted, Mailbox, ReceiveError, Wait};
 use crate::backend::process::protocol::{self, StartSpec, Started};
 use crate::backend::process::tail::StderrTail;
+use crate::callback::HostFunctions;
 use crate::error::{InterpreterError, LoadError};
 use crate::plugin::loader::{self, Accepted};
 use crate::plugin::output::{OutputRoute, RecentOutput, Taken};
@@ -141,7 +142,7 @@ impl WorkerProcess {
             plugin: plugin.clone(),
             reason: error.to_string(),
         })?;
-        let outcome = self.exchange(protocol::START, &[&start], deadline, |kind| {
+        let outcome = self.exchange(protocol::START, &[&start], deadline, None, |kind| {
             kind == protocol::STARTED
         });
         let body = match outcome {
@@ -210,19 +211,24 @@ impl WorkerProcess {
         }
     }
 
-    /// Calls method `index` with `payload`.
+    /// Calls method `index` with `payload`, serving the worker's calls of `host_functions` meanwhile
+    /// on this thread.
     pub(crate) fn call(
         &mut self,
         index: usize,
         payload: &[u8],
         deadline: Option<Instant>,
         descriptor: &OwnedInterfaceDescriptor,
+        host_functions: &HostFunctions,
     ) -> Result<Vec<u8>, Failure> {
         let method = u32::try_from(index).unwrap_or(u32::MAX).to_le_bytes();
-        let (kind, body) =
-            self.exchange(protocol::CALL, &[&method, payload], deadline, |kind| {
-                kind == protocol::REPLY_OK || kind == protocol::REPLY_ERR
-            })?;
+        let (kind, body) = self.exchange(
+            protocol::CALL,
+            &[&method, payload],
+            deadline,
+            Some(host_functions),
+            |kind| kind == protocol::REPLY_OK || kind == protocol::REPLY_ERR,
+        )?;
         if kind == protocol::REPLY_OK {
             return Ok(body);
         }
@@ -235,12 +241,14 @@ impl WorkerProcess {
         })
     }
 
-    /// Sends one message and waits for the reply `is_reply` accepts, routing output on the way.
+    /// Sends one message and waits for the reply `is_reply` accepts, routing output on the way
+    /// and, when `host_functions` is given, answering the worker's host function calls.
     fn exchange(
         &mut self,
         kind: u8,
         parts: &[&[u8]],
         deadline: Option<Instant>,
+        host_functions: Option<&HostFunctions>,
         is_reply: impl Fn(u8) -> bool,
     ) -> Result<(u8, Vec<u8>), Failure> {
         let mut alive = reaping(&mut self.child, &mut self.exited);
@@ -263,6 +271,24 @@ impl WorkerProcess {
                         }
                     },
                     Ok((kind, body)) if is_reply(kind) => break Ok((kind, body)),
+                    Ok((protocol::CALLBACK, body)) => {
+                        let Some(functions) = host_functions else {
+                            break Err(ReceiveError::Protocol(
+                                "a host function call outside a call".to_owned(),
+                            ));
+                        };
+                        let answer = match protocol::decode_callback(&body) {
+                            Ok((name, args)) => functions.answer_worker(name, args),
+                            Err(reason) => break Err(ReceiveError::Protocol(reason)),
+                        };
+                        let (kind, body) = match &answer {
+                            Ok(result) => (protocol::CALLBACK_OK, result.as_slice()),
+                            Err(message) => (protocol::CALLBACK_ERR, message.as_bytes()),
+                        };
+                        if let Err(interrupted) = self.mailbox.send(kind, &[body], &mut wait) {
+                            break Err(ReceiveError::Interrupted(interrupted));
+                        }
+                    }
                     Ok((kind, _)) => {
                         break Err(ReceiveError::Protocol(format!(
                             "unexpected message kind {kind}"
@@ -459,8 +485,12 @@ mod tests {
     /// The fake worker itself; a no-op unless started by [`call_fake_worker`].
     #[test]
     fn fake_worker() {
-        let Some(reply) =
-            std::env::args().find_map(|arg| arg.strip_prefix(FAKE_REPLY).map(str::to_owned))
+        let callback = std::env::args()
+            .find_map(|arg| arg.strip_prefix(FAKE_CALLBACK).map(str::to_owned))
+            .map(|body| hex::decode(body).expect("a hex callback body"));
+        let Some(reply) = std::env::args()
+            .find_map(|arg| arg.strip_prefix(FAKE_REPLY).map(str::to_owned))
+            .or_else(|| callback.as_ref().map(|_| String::new()))
         else {
             return;
         };
@@ -484,22 +514,53 @@ mod tests {
             .expect("started");
         let (kind, _) = mailbox.receive(64 << 20, &mut wait).expect("call");
         assert_eq!(kind, protocol::CALL);
-        mailbox
-            .send(protocol::REPLY_ERR, &[reply.as_bytes()], &mut wait)
-            .expect("reply");
+        if let Some(callback) = callback {
+            // Sends the callback body as it is, then returns the host's answer (its kind first).
+            mailbox
+                .send(protocol::CALLBACK, &[&callback], &mut wait)
+                .expect("callback");
+            let (kind, answer) = mailbox.receive(64 << 20, &mut wait).expect("an answer");
+            mailbox
+                .send(protocol::REPLY_OK, &[&[kind], &answer], &mut wait)
+                .expect("reply");
+        } else {
+            mailbox
+                .send(protocol::REPLY_ERR, &[reply.as_bytes()], &mut wait)
+                .expect("reply");
+        }
         // Stay until the host kills it (a protocol error) or asks it to end.
         let _ = mailbox.receive(64 << 20, &mut wait);
     }
 
+    /// Prefixes the fake worker's argument that holds, in hex, the `CALLBACK` body it sends
+    /// during the call (it then replies with the host's answer: its kind, then its body).
+    const FAKE_CALLBACK: &str = "fidius-fake-callback=";
+
     /// Starts a fake worker that answers its one call with `reply`; the call's failure.
     fn call_fake_worker(reply: &[u8]) -> Failure {
-        let exe = std::env::current_exe().expect("the test binary");
         let reply = std::str::from_utf8(reply).expect("a UTF-8 reply");
+        match fake_worker_call(&format!("{FAKE_REPLY}{reply}"), &HostFunctions::default()) {
+            Ok(bytes) => panic!("the fake worker answered {bytes:?}"),
+            Err(failure) => failure,
+        }
+    }
+
+    /// Starts a fake worker whose call sends the `CALLBACK` `body`; the host's answer, or the
+    /// call's failure.
+    fn fake_callback(body: &[u8], host_functions: &HostFunctions) -> Result<Vec<u8>, Failure> {
+        fake_worker_call(
+            &format!("{FAKE_CALLBACK}{}", hex::encode(body)),
+            host_functions,
+        )
+    }
+
+    fn fake_worker_call(mode: &str, host_functions: &HostFunctions) -> Result<Vec<u8>, Failure> {
+        let exe = std::env::current_exe().expect("the test binary");
         // libtest takes the mode `serve` the host appends as one more filter, matching nothing.
         let command = WorkerCommand::new(exe)
             .arg("--exact")
             .arg(FAKE_WORKER_TEST)
-            .arg(format!("{FAKE_REPLY}{reply}"));
+            .arg(mode);
         let spec = StartSpec {
             plugin: "fake".to_owned(),
             version: "1.0.0".to_owned(),
@@ -510,6 +571,7 @@ mod tests {
             memory_limit: None,
             strict: false,
             config: None,
+            host_functions: Vec::new(),
         };
         let attribution = Attribution {
             plugin: "fake".to_owned(),
@@ -531,9 +593,43 @@ mod tests {
         };
         assert_eq!(accepted.implemented, vec![true]);
         let deadline = Instant::now() + Duration::from_secs(60);
-        match worker.call(0, b"[]", Some(deadline), &descriptor) {
-            Ok(bytes) => panic!("the fake worker answered {bytes:?}"),
-            Err(failure) => failure,
+        worker.call(0, b"[]", Some(deadline), &descriptor, host_functions)
+    }
+
+    #[test]
+    fn a_workers_host_function_calls_are_checked_before_anything_runs() {
+        let mut functions = HostFunctions::default();
+        functions.register("add".to_owned(), |args: &[u8]| {
+            let (a, b): (i64, i64) = serde_json::from_slice(args)?;
+            Ok(serde_json::to_vec(&(a + b))?)
+        });
+        let body = |name: &str, args: &[u8]| {
+            let mut body = protocol::encode_callback(name).expect("a short name");
+            body.extend_from_slice(args);
+            body
+        };
+        let answer = |reply: Result<Vec<u8>, Failure>| match reply {
+            Ok(reply) => (reply[0], String::from_utf8_lossy(&reply[1..]).into_owned()),
+            Err(failure) => panic!("expected an answer, got {}", describe(&failure)),
+        };
+        assert_eq!(
+            answer(fake_callback(&body("add", b"[40, 2]"), &functions)),
+            (protocol::CALLBACK_OK, "42".to_owned())
+        );
+        // Refused, answered, and the worker lives on: an unknown name, arguments that are not a
+        // JSON array.
+        let (kind, message) = answer(fake_callback(&body("nope", b"[]"), &functions));
+        assert_eq!(kind, protocol::CALLBACK_ERR);
+        assert!(message.contains("no host function named `nope`") && message.contains("add"));
+        let (kind, message) = answer(fake_callback(&body("add", b"{\"a\": 1}"), &functions));
+        assert_eq!(kind, protocol::CALLBACK_ERR);
+        assert!(message.contains("not a JSON array"), "{message}");
+        // A malformed frame is a protocol error: the worker is killed.
+        let long_name = [&[200u8, 0][..], &[b'a'; 200][..], b"[]"].concat();
+        match fake_callback(&long_name, &functions) {
+            Err(Failure::Protocol(reason)) => assert!(reason.contains("at most 64"), "{reason}"),
+            Err(other) => panic!("expected a protocol error, got {}", describe(&other)),
+            Ok(reply) => panic!("expected a protocol error, got {reply:?}"),
         }
     }
 

@@ -15,6 +15,10 @@ pub(crate) const START: u8 = 1;
 pub(crate) const CALL: u8 = 2;
 /// Host → worker: exit now.
 pub(crate) const SHUTDOWN: u8 = 3;
+/// Host → worker: the result of the worker's [`CALLBACK`] (JSON).
+pub(crate) const CALLBACK_OK: u8 = 4;
+/// Host → worker: the error of the worker's [`CALLBACK`] (UTF-8 message for `fidius.HostError`).
+pub(crate) const CALLBACK_ERR: u8 = 5;
 /// Worker → host: the load's outcome (JSON [`Started`]).
 pub(crate) const STARTED: u8 = 11;
 /// Worker → host: output the plugin wrote (JSON, as the bootstrap hands it over).
@@ -23,6 +27,9 @@ pub(crate) const OUTPUT: u8 = 12;
 pub(crate) const REPLY_OK: u8 = 13;
 /// Worker → host: a call's error ([`CallError`]'s serde JSON form; see [`encode_error`]).
 pub(crate) const REPLY_ERR: u8 = 14;
+/// Worker → host, while a call is in flight: run a host function (see [`encode_callback`]); the
+/// host answers [`CALLBACK_OK`] or [`CALLBACK_ERR`] before the call's reply.
+pub(crate) const CALLBACK: u8 = 15;
 
 /// Everything a worker needs to load its plugin.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -41,6 +48,9 @@ pub(crate) struct StartSpec {
     /// The configuration for the plugin's `__fidius_configure__` (`LoadOptions::config`).
     #[serde(default)]
     pub(crate) config: Option<Configuration>,
+    /// The host functions the plugin's `fidius.host` offers (served over the mailbox).
+    #[serde(default)]
+    pub(crate) host_functions: Vec<String>,
 }
 
 /// A configuration on the wire: wrapped, so that a `null` configuration (`&()`) stays distinct
@@ -144,6 +154,38 @@ pub(crate) fn decode_error(
     }
 }
 
+/// The header and name of a [`CALLBACK`] body; the arguments (a JSON array) follow.
+pub(crate) fn encode_callback(name: &str) -> Result<Vec<u8>, String> {
+    let length = u16::try_from(name.len())
+        .ok()
+        .filter(|&length| usize::from(length) <= crate::callback::MAX_NAME)
+        .ok_or_else(|| format!("host function name of {} bytes is too long", name.len()))?;
+    let mut header = length.to_le_bytes().to_vec();
+    header.extend_from_slice(name.as_bytes());
+    Ok(header)
+}
+
+/// Splits a [`CALLBACK`] body into the host function's name and its arguments. The worker is not
+/// trusted: a body too short for its header, a name over `callback::MAX_NAME` bytes or not UTF-8
+/// is a protocol error, described.
+pub(crate) fn decode_callback(body: &[u8]) -> Result<(&str, &[u8]), String> {
+    let (length, rest) = body
+        .split_first_chunk::<2>()
+        .ok_or_else(|| "callback message without a name length".to_owned())?;
+    let length = usize::from(u16::from_le_bytes(*length));
+    if length > crate::callback::MAX_NAME || length > rest.len() {
+        return Err(format!(
+            "callback names a host function of {length} bytes (at most {} allowed, {} sent)",
+            crate::callback::MAX_NAME,
+            rest.len()
+        ));
+    }
+    let (name, args) = rest.split_at(length);
+    let name = std::str::from_utf8(name)
+        .map_err(|_| "callback names a host function that is not UTF-8".to_owned())?;
+    Ok((name, args))
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use fidius_core::interface::{PythonInterfaceDescriptor, PythonMethodDescriptor, WireMode};
@@ -241,6 +283,29 @@ pub(crate) mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn callback_bodies_round_trip_and_hostile_ones_are_refused() {
+        let mut body = encode_callback("kv_get").expect("a short name");
+        body.extend_from_slice(br#"["key"]"#);
+        assert_eq!(
+            decode_callback(&body).expect("decodes"),
+            ("kv_get", &br#"["key"]"#[..])
+        );
+        assert!(encode_callback(&"x".repeat(65)).is_err());
+        assert!(decode_callback(b"\x01")
+            .unwrap_err()
+            .contains("without a name length"));
+        // A name longer than the body, or than any host function may be called.
+        assert!(decode_callback(b"\x09\x00abc")
+            .unwrap_err()
+            .contains("3 sent"));
+        let long = [&[200u8, 0][..], &[b'a'; 200][..]].concat();
+        assert!(decode_callback(&long).unwrap_err().contains("at most 64"));
+        assert!(decode_callback(b"\x02\x00\xff\xfe[]")
+            .unwrap_err()
+            .contains("UTF-8"));
     }
 
     #[test]

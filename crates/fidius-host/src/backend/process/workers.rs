@@ -284,6 +284,7 @@ impl Backend for ProcessBackend {
                 call.payload,
                 deadline.map(|deadline| deadline.at),
                 &shared.descriptor,
+                &shared.host_functions,
             );
             let (status, stderr_tail) = match result {
                 Ok(bytes) => {
@@ -475,6 +476,7 @@ impl WorkerSet {
                     .config
                     .clone()
                     .map(|value| protocol::Configuration { value }),
+                host_functions: launcher.plugin.host_functions.names(),
             },
             slots: Vec::new(),
             idle_tx,

@@ -13,6 +13,7 @@ use crate::backend::thread::threads::{InstanceStart, InstanceThreads};
 use crate::backend::thread::watchdog::{Guarded, InstanceWatch};
 use crate::backend::wait;
 use crate::backend::Deadline;
+use crate::callback::chain::{self, PluginId};
 use crate::error::LoadError;
 use crate::plugin::dispatch::dispatch;
 use crate::plugin::loader::Accepted;
@@ -36,6 +37,9 @@ pub(crate) struct Request {
     pub(crate) reply: ReplyTo,
     /// Set only for calls with a timeout; calls without one never touch the deadline machinery.
     pub(crate) deadline: Option<Deadline>,
+    /// The plugins the caller serves calls of (see `callback::chain`); empty without host
+    /// functions.
+    pub(crate) chain: Vec<PluginId>,
 }
 
 /// An instance's answer to one [`Request`].
@@ -188,6 +192,15 @@ fn run(
             return;
         }
     }
+    let host_functions = &threads.plugin.host_functions;
+    let loaded = loaded.and_then(|instance| {
+        crate::callback::bind(&interp, &host_functions.names())
+            .map(|()| instance)
+            .map_err(|error| LoadError::Bootstrap {
+                plugin: source.name.clone(),
+                source: error.into(),
+            })
+    });
     let instance = match loaded {
         Ok(instance) => instance,
         Err(error) => {
@@ -280,15 +293,22 @@ fn serve(
     instance: &LoadedInstance<'_>,
     request: &Request,
 ) -> Result<Vec<u8>, CallError> {
-    let method = shared::method(&threads.plugin.descriptor, request.method)?;
-    dispatch(
-        py,
-        instance,
-        method,
-        request.method,
-        &request.payload,
-        |reply| reply.into_owned(),
-    )
+    let plugin = &threads.plugin;
+    let method = shared::method(&plugin.descriptor, request.method)?;
+    // Host functions run on this thread, with the caller's chain: calls they make back into a
+    // plugin the caller is serving are refused.
+    let _adopted = chain::adopt(&request.chain);
+    let host_call = |name: &str, args: &[u8]| plugin.host_functions.invoke(name, args);
+    fidius_ffi::serve_host_calls(&host_call, || {
+        dispatch(
+            py,
+            instance,
+            method,
+            request.method,
+            &request.payload,
+            |reply| reply.into_owned(),
+        )
+    })
 }
 
 /// Serves a call that has a deadline: dropped unrun if the deadline already passed, otherwise run

@@ -71,6 +71,11 @@ impl Backend for ThreadBackend {
                     payload: payload.to_vec(),
                     reply: ReplyTo::new(replies.sender.clone(), call_id),
                     deadline,
+                    chain: if plugin.host_functions.is_empty() {
+                        Vec::new()
+                    } else {
+                        crate::callback::chain::snapshot()
+                    },
                 })
                 .map_err(|_| plugin.unavailable())?;
             loop {
