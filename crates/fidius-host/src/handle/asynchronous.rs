@@ -414,8 +414,11 @@ impl Expiry {
             return; // finished and taken
         };
         let timed_out = self.plugin.timed_out(self.index, self.after);
-        if completion.finish(Err(timed_out), true) {
-            self.plugin.timeouts.fetch_add(1, Ordering::Relaxed);
+        // Counted before the waiting task is woken, so a caller that sees the timeout sees it
+        // counted too; taken back if the call finished first after all.
+        self.plugin.timeouts.fetch_add(1, Ordering::Relaxed);
+        if !completion.finish(Err(timed_out), true) {
+            self.plugin.timeouts.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
