@@ -1,5 +1,6 @@
 //! `PluginHost`: search paths, verification policy, and loading plugins by name.
 
+mod bytecode;
 mod cache;
 mod discovery;
 mod keys;
@@ -17,6 +18,7 @@ use fidius_core::signing::{
 use fidius_core::tree::SIGNATURE_FILE;
 use fidius_core::PackageError;
 
+pub use bytecode::PrunedBytecode;
 pub(crate) use cache::SlotLease;
 #[cfg(fidius_bench_unproven_cache)]
 #[doc(hidden)]
@@ -77,6 +79,8 @@ struct HostInner {
     require_signature: bool,
     trusted_keys: Vec<VerifyingKey>,
     cache: ArchiveCache,
+    /// The package cache whose `bytecode` folder holds compiled plugin modules, unless disabled.
+    bytecode: Option<PackageCache>,
     /// Every handle this host loaded, by plugin name, for [`PluginHost::reload`]. Weak: the host
     /// keeps no plugin alive.
     loaded: Mutex<Vec<(String, WeakPluginHandle)>>,
@@ -91,6 +95,7 @@ pub struct PluginHostBuilder {
     cache_dir: Option<PathBuf>,
     cache_max_bytes: Option<u64>,
     unpack_limits: UnpackLimits,
+    no_bytecode_cache: bool,
 }
 
 impl PluginHostBuilder {
@@ -135,6 +140,16 @@ impl PluginHostBuilder {
         self
     }
 
+    /// Keep compiled plugin and vendored modules in the host's private bytecode cache (the
+    /// `bytecode` folder of the [`cache_dir`](Self::cache_dir)) so that later loads, reloads and
+    /// worker restarts of a verified plugin skip compiling them. Default: on. Plugin trees stay
+    /// source-only either way: no bytecode is ever read from or written into one. The cache counts
+    /// towards [`cache_max_size`](Self::cache_max_size) and `fidius cache prune`.
+    pub fn bytecode_cache(mut self, enabled: bool) -> Self {
+        self.no_bytecode_cache = !enabled;
+        self
+    }
+
     /// Limits for unpacking archives. By default 10,000 entries, 512 MiB, ratio 100:1.
     pub fn unpack_limits(mut self, limits: UnpackLimits) -> Self {
         self.unpack_limits = limits;
@@ -150,8 +165,10 @@ impl PluginHostBuilder {
             Some(dir) => PackageCache::at(dir),
             None => PackageCache::default_location(),
         };
+        let bytecode = (!self.no_bytecode_cache).then(|| cache.clone());
         Ok(PluginHost {
             inner: Arc::new(HostInner {
+                bytecode,
                 search_paths: self.search_paths,
                 require_signature: self.require_signature,
                 trusted_keys: self
@@ -351,12 +368,13 @@ impl PluginHost {
             .python
             .as_ref()
             .expect("a validated python manifest has a [python] table");
-        let source = PluginSource::new(
+        let mut source = PluginSource::new(
             &plugin,
             manifest.package.version.to_string(),
             &root,
             &python.entry_module,
         );
+        source.bytecode_cache = self.bytecode_dir();
         let info = PluginInfo {
             manifest: Some(manifest.clone()),
             path: found.path.clone(),
@@ -365,6 +383,19 @@ impl PluginHost {
             _cache_lease: cache_lease,
         };
         Ok((source, info))
+    }
+
+    /// The bytecode cache folder for a tree this host just verified, proven private; `None` when
+    /// disabled or unusable (then the plugin compiles from source, which is always correct).
+    fn bytecode_dir(&self) -> Option<PathBuf> {
+        let cache = self.inner.bytecode.as_ref()?;
+        match cache.ensure_bytecode_dir() {
+            Ok(dir) => Some(dir),
+            Err(error) => {
+                tracing::warn!(%error, "not using the bytecode cache");
+                None
+            }
+        }
     }
 
     fn find(&self, request: &str) -> Result<DiscoveredPlugin, LoadError> {

@@ -153,7 +153,11 @@ fn bootstrap<I: Interpreter>(
 
     let report = interp
         .with(|py| -> Result<Vec<u8>, FfiError> {
-            install_source_only_imports(py, &[&source.vendor_dir(), source.dir()])?;
+            install_source_only_imports(
+                py,
+                &[&source.vendor_dir(), source.dir()],
+                source.bytecode_cache.as_deref(),
+            )?;
             py.run(BOOTSTRAP_SOURCE)?;
             let load = py.eval("_fidius_load")?;
             let spec = py.json_to_python(spec.as_bytes()).map_err(internal)?;

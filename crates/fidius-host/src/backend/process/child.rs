@@ -509,6 +509,7 @@ mod tests {
             log_level: 0,
             memory_limit: None,
             strict: false,
+            bytecode_cache: None,
         };
         let attribution = Attribution {
             plugin: "fake".to_owned(),

@@ -38,11 +38,17 @@ pub(crate) struct StartSpec {
     pub(crate) memory_limit: Option<u64>,
     /// Refuse what the original fidius accepted with a warning (checked by the host).
     pub(crate) strict: bool,
+    /// The host's private bytecode folder, for a tree the host verified.
+    #[serde(default)]
+    pub(crate) bytecode_cache: Option<PathBuf>,
 }
 
 impl StartSpec {
     pub(crate) fn source(&self) -> PluginSource {
-        PluginSource::new(&self.plugin, &self.version, &self.dir, &self.entry_module)
+        let mut source =
+            PluginSource::new(&self.plugin, &self.version, &self.dir, &self.entry_module);
+        source.bytecode_cache = self.bytecode_cache.clone();
+        source
     }
 }
 

@@ -470,6 +470,7 @@ impl WorkerSet {
                 log_level: output::python_log_level(),
                 memory_limit: launcher.settings.memory_limit,
                 strict: launcher.settings.strict,
+                bytecode_cache: source.bytecode_cache.clone(),
             },
             slots: Vec::new(),
             idle_tx,
