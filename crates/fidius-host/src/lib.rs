@@ -43,6 +43,7 @@ pub mod worker;
 
 pub use backend::process::command::{WorkerCommand, WorkerNotFound, WORKER_BINARY, WORKER_ENV};
 pub use backend::process::probe::{host_python, probe_extensions, ProbeError, ProbeOptions};
+pub use backend::thread::spare::{spare_interpreter_stats, SpareInterpreterStats, MAX_SPARES};
 pub use backend::PoolStats;
 pub use error::{InterpreterError, LoadError, LoadWarning};
 pub use fidius_core::{CallError, PluginCall, PluginError, PythonError, WorkerExit};

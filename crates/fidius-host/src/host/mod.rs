@@ -96,6 +96,7 @@ pub struct PluginHostBuilder {
     cache_max_bytes: Option<u64>,
     unpack_limits: UnpackLimits,
     no_bytecode_cache: bool,
+    spare_interpreters: usize,
 }
 
 impl PluginHostBuilder {
@@ -150,6 +151,18 @@ impl PluginHostBuilder {
         self
     }
 
+    /// Keep `count` blank own-GIL sub-interpreters ready (made in the background, each on its own
+    /// waiting instance thread), so that starting an instance in the sub-interpreter tier (a load, a
+    /// reload, the replacement of a retired instance) skips creating an interpreter, most of a
+    /// small plugin's start. Default: 0 (none). The pool is process-wide, shared by all hosts, and
+    /// keeps the largest count any host asked for, at most [`MAX_SPARES`](crate::MAX_SPARES); each
+    /// spare costs an idle interpreter's memory (about 1.5 MiB). See
+    /// [`spare_interpreter_stats`](crate::spare_interpreter_stats).
+    pub fn spare_interpreters(mut self, count: usize) -> Self {
+        self.spare_interpreters = count;
+        self
+    }
+
     /// Limits for unpacking archives. By default 10,000 entries, 512 MiB, ratio 100:1.
     pub fn unpack_limits(mut self, limits: UnpackLimits) -> Self {
         self.unpack_limits = limits;
@@ -166,6 +179,9 @@ impl PluginHostBuilder {
             None => PackageCache::default_location(),
         };
         let bytecode = (!self.no_bytecode_cache).then(|| cache.clone());
+        if self.spare_interpreters > 0 {
+            crate::backend::thread::spare::reserve(self.spare_interpreters);
+        }
         Ok(PluginHost {
             inner: Arc::new(HostInner {
                 bytecode,
