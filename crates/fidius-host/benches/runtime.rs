@@ -296,6 +296,7 @@ fn main() {
     // `ci/bench --only-warm-load`: just the "warm loads of real registry packages" section.
     if std::env::args().any(|arg| arg == "--only-warm-load") {
         warm_load::warm_loads(&mut report, root.path(), quick, PLUGIN, &BENCH);
+        warm_load::spare_loads(&mut report, root.path(), quick, PLUGIN, &BENCH);
         print!("{report}");
         return;
     }
@@ -497,6 +498,7 @@ fn main() {
 
     cached_archive_loads(&mut report, root.path(), quick);
     warm_load::warm_loads(&mut report, root.path(), quick, PLUGIN, &BENCH);
+    warm_load::spare_loads(&mut report, root.path(), quick, PLUGIN, &BENCH);
 
     print!("{report}");
     let out_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench");

@@ -6,7 +6,10 @@ use std::path::Path;
 
 use fidius_ffi::{FfiError, Interp};
 
-const PLUGIN_IMPORTS_SOURCE: &str = include_str!("plugin_imports.py");
+use crate::plugin::precompiled::Precompiled;
+
+static PLUGIN_IMPORTS: Precompiled =
+    Precompiled::new(include_str!("plugin_imports.py"), "<fidius plugin_imports>");
 
 /// Installs the source-only finder for `roots` (the plugin folder and its `vendor/`) in the
 /// interpreter `py`; call it before anything imports from them. `bytecode_cache` is the host's
@@ -16,7 +19,7 @@ pub(crate) fn install_source_only_imports(
     roots: &[&Path],
     bytecode_cache: Option<&Path>,
 ) -> Result<(), FfiError> {
-    py.run(PLUGIN_IMPORTS_SOURCE)?;
+    PLUGIN_IMPORTS.run(py)?;
     let install = py.eval("_fidius_source_only_imports")?;
     let folder = |path: &Path| {
         let path = path.to_str().ok_or_else(|| {
