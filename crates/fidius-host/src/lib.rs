@@ -53,7 +53,7 @@ pub use handle::PythonPluginHandle;
 pub use host::SERVE_UNPROVEN_FOR_BENCHMARKS;
 pub use host::{
     BrokenPackage, CacheError, CachedPackage, DiscoveredPlugin, Discovery, HostError, PackageCache,
-    PluginHost, PluginHostBuilder, PruneRule, PrunedBytecode, PublicKey,
+    PluginHost, PluginHostBuilder, PruneRule, PrunedBytecode, PublicKey, DEFAULT_BYTECODE_LIMIT,
 };
 pub use options::{CallOptions, LoadOptions};
 pub use plugin::descriptor::SharedDescriptor;

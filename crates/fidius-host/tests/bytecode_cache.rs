@@ -260,3 +260,26 @@ fn pruning_the_package_cache_bounds_the_bytecode_too() {
     let handle = fixture.load(Isolation::Subinterpreter);
     assert_eq!(stats(&handle), (0, 2, 0), "pruned files are compiled again");
 }
+
+#[test]
+fn a_host_keeps_the_bytecode_under_its_cache_size() {
+    let fixture = Fixture::new();
+    drop(fixture.load(Isolation::Subinterpreter));
+    let small = PluginHost::builder()
+        .search_path(fixture.root.path().join("plugins"))
+        .cache_dir(fixture.root.path().join("cache"))
+        .cache_max_size(1)
+        .build()
+        .unwrap();
+    let handle = small
+        .load_python_with("warm", &TESTER, options(Isolation::Subinterpreter))
+        .unwrap();
+    assert_eq!(
+        stats(&handle),
+        (0, 2, 0),
+        "the bound removed the cached files before the load"
+    );
+    // Without a bound of its own, a host keeps what fits the default.
+    let handle = fixture.load(Isolation::Subinterpreter);
+    assert_eq!(stats(&handle), (2, 0, 0));
+}

@@ -18,7 +18,8 @@
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
 
 use super::cache::{ensure_private_dir, CacheError, PackageCache, PruneRule};
 
@@ -29,6 +30,65 @@ const BYTECODE_DIR: &str = "bytecode";
 const TEMPORARY_PREFIX: &str = ".tmp-";
 /// A temporary file this old belongs to a writer that died.
 const TEMPORARY_GRACE: Duration = Duration::from_secs(600);
+
+/// What the bytecode cache may hold when the host has no
+/// [`cache_max_size`](crate::PluginHostBuilder::cache_max_size): plugin trees edited in place
+/// (directory plugins under development) add files with every change.
+pub const DEFAULT_BYTECODE_LIMIT: u64 = 512 << 20;
+/// How often a host checks the bound (each check lists the folder).
+const PRUNE_EVERY: Duration = Duration::from_secs(300);
+
+/// A host's use of the bytecode cache: where it is, and the bound it keeps it under.
+#[derive(Debug)]
+pub(crate) struct BytecodeCache {
+    cache: PackageCache,
+    limit: u64,
+    last_pruned: Mutex<Option<Instant>>,
+}
+
+impl BytecodeCache {
+    pub(crate) fn new(cache: PackageCache, max_bytes: Option<u64>) -> Self {
+        Self {
+            cache,
+            limit: max_bytes.unwrap_or(DEFAULT_BYTECODE_LIMIT),
+            last_pruned: Mutex::new(None),
+        }
+    }
+
+    /// The bytecode folder for a tree the host just verified, proven private (and, every few
+    /// minutes, brought under the bound); `None` when unusable, with a warning: the plugin then
+    /// compiles from source, which is always correct.
+    pub(crate) fn dir_for_verified_tree(&self) -> Option<PathBuf> {
+        let dir = match self.cache.ensure_bytecode_dir() {
+            Ok(dir) => dir,
+            Err(error) => {
+                tracing::warn!(%error, "not using the bytecode cache");
+                return None;
+            }
+        };
+        let due = {
+            let mut last = self
+                .last_pruned
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let due = last.is_none_or(|at| at.elapsed() >= PRUNE_EVERY);
+            if due {
+                *last = Some(Instant::now());
+            }
+            due
+        };
+        if due {
+            let rule = PruneRule {
+                max_bytes: Some(self.limit),
+                older_than: None,
+            };
+            if let Err(error) = self.cache.prune_bytecode(&rule, 0) {
+                tracing::warn!(%error, "could not prune cached bytecode");
+            }
+        }
+        Some(dir)
+    }
+}
 
 /// One cached bytecode file, as pruning sees it.
 #[derive(Debug)]

@@ -18,7 +18,7 @@ use fidius_core::signing::{
 use fidius_core::tree::SIGNATURE_FILE;
 use fidius_core::PackageError;
 
-pub use bytecode::PrunedBytecode;
+pub use bytecode::{PrunedBytecode, DEFAULT_BYTECODE_LIMIT};
 pub(crate) use cache::SlotLease;
 #[cfg(fidius_bench_unproven_cache)]
 #[doc(hidden)]
@@ -33,6 +33,7 @@ use crate::options::LoadOptions;
 use crate::plugin::descriptor::SharedDescriptor;
 use crate::plugin::source::{absolute, PluginSource};
 use crate::plugin::version::PluginInfo;
+use bytecode::BytecodeCache;
 use cache::{ArchiveCache, Fetch};
 
 /// Why a host could not be built.
@@ -79,8 +80,8 @@ struct HostInner {
     require_signature: bool,
     trusted_keys: Vec<VerifyingKey>,
     cache: ArchiveCache,
-    /// The package cache whose `bytecode` folder holds compiled plugin modules, unless disabled.
-    bytecode: Option<PackageCache>,
+    /// The bytecode cache (in the package cache folder), unless disabled.
+    bytecode: Option<BytecodeCache>,
     /// Every handle this host loaded, by plugin name, for [`PluginHost::reload`]. Weak: the host
     /// keeps no plugin alive.
     loaded: Mutex<Vec<(String, WeakPluginHandle)>>,
@@ -145,7 +146,8 @@ impl PluginHostBuilder {
     /// `bytecode` folder of the [`cache_dir`](Self::cache_dir)) so that later loads, reloads and
     /// worker restarts of a verified plugin skip compiling them. Default: on. Plugin trees stay
     /// source-only either way: no bytecode is ever read from or written into one. The cache counts
-    /// towards [`cache_max_size`](Self::cache_max_size) and `fidius cache prune`.
+    /// towards [`cache_max_size`](Self::cache_max_size) (without one it is kept under
+    /// [`DEFAULT_BYTECODE_LIMIT`](crate::DEFAULT_BYTECODE_LIMIT)) and `fidius cache prune`.
     pub fn bytecode_cache(mut self, enabled: bool) -> Self {
         self.no_bytecode_cache = !enabled;
         self
@@ -178,7 +180,8 @@ impl PluginHostBuilder {
             Some(dir) => PackageCache::at(dir),
             None => PackageCache::default_location(),
         };
-        let bytecode = (!self.no_bytecode_cache).then(|| cache.clone());
+        let bytecode = (!self.no_bytecode_cache)
+            .then(|| BytecodeCache::new(cache.clone(), self.cache_max_bytes));
         if self.spare_interpreters > 0 {
             crate::backend::thread::spare::reserve(self.spare_interpreters);
         }
@@ -390,7 +393,11 @@ impl PluginHost {
             &root,
             &python.entry_module,
         );
-        source.bytecode_cache = self.bytecode_dir();
+        source.bytecode_cache = self
+            .inner
+            .bytecode
+            .as_ref()
+            .and_then(BytecodeCache::dir_for_verified_tree);
         let info = PluginInfo {
             manifest: Some(manifest.clone()),
             path: found.path.clone(),
@@ -399,19 +406,6 @@ impl PluginHost {
             _cache_lease: cache_lease,
         };
         Ok((source, info))
-    }
-
-    /// The bytecode cache folder for a tree this host just verified, proven private; `None` when
-    /// disabled or unusable (then the plugin compiles from source, which is always correct).
-    fn bytecode_dir(&self) -> Option<PathBuf> {
-        let cache = self.inner.bytecode.as_ref()?;
-        match cache.ensure_bytecode_dir() {
-            Ok(dir) => Some(dir),
-            Err(error) => {
-                tracing::warn!(%error, "not using the bytecode cache");
-                None
-            }
-        }
     }
 
     fn find(&self, request: &str) -> Result<DiscoveredPlugin, LoadError> {
