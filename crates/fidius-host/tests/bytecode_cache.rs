@@ -22,10 +22,9 @@ const STATS: &str = "__import__('__main__')._fidius_bytecode_cache.stats";
 fn options(isolation: Isolation) -> LoadOptions {
     let options = LoadOptions::default().isolation(isolation);
     match isolation {
-        Isolation::Process => {
-            options.worker_command(WorkerCommand::new(env!("CARGO_BIN_EXE_fidius-worker")))
-        }
-        _ => options,
+        Isolation::Subinterpreter => options,
+        // The process tier's workers, and the probe `auto` runs.
+        _ => options.worker_command(WorkerCommand::new(env!("CARGO_BIN_EXE_fidius-worker"))),
     }
 }
 
@@ -282,4 +281,38 @@ fn a_host_keeps_the_bytecode_under_its_cache_size() {
     // Without a bound of its own, a host keeps what fits the default.
     let handle = fixture.load(Isolation::Subinterpreter);
     assert_eq!(stats(&handle), (2, 0, 0));
+}
+
+/// CPython's own `xxlimited` extension module file (multi-phase: imports in a sub-interpreter).
+fn xxlimited() -> PathBuf {
+    let output = Command::new(env!("FIDIUS_BUILD_PYTHON"))
+        .args(["-I", "-c", "import xxlimited; print(xxlimited.__file__)"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "no xxlimited in the build Python");
+    PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
+}
+
+#[test]
+fn the_extension_probe_of_a_load_uses_the_cache_too() {
+    let fixture = Fixture::new();
+    // A vendored package with a compiled extension: `auto` probes it (importing the package) at
+    // load; the plugin itself never imports it, so only the probe can have compiled its source.
+    let package = "VALUE = 'probed'\n";
+    let dir = fixture.plugin.join("vendor/fastpkg");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("__init__.py"), package).unwrap();
+    let extension = xxlimited();
+    std::fs::copy(&extension, dir.join(extension.file_name().unwrap())).unwrap();
+    let handle = fixture.load(Isolation::Auto);
+    assert_eq!(handle.tier().tier.to_string(), "subinterpreter");
+    assert_eq!(
+        give_back(&handle, "'fastpkg' in __import__('sys').modules"),
+        false
+    );
+    assert!(
+        fixture.cached_file(package).is_file(),
+        "the probe wrote the package's bytecode"
+    );
+    assert_eq!(bytecode_in(&fixture.plugin), Vec::<PathBuf>::new());
 }
