@@ -25,6 +25,7 @@ use fidius_host::{
 mod callbacks;
 #[path = "../tests/support/mod.rs"]
 mod support;
+mod warm_load;
 
 const HASH: u64 = 0x0bad_cafe_f00d_d00d;
 const PLUGIN: &str = r#"
@@ -304,6 +305,13 @@ fn main() {
         print!("{report}");
         return;
     }
+    // `ci/bench --only-warm-load`: just the "warm loads of real registry packages" section.
+    if std::env::args().any(|arg| arg == "--only-warm-load") {
+        warm_load::warm_loads(&mut report, root.path(), quick, PLUGIN, &BENCH);
+        warm_load::spare_loads(&mut report, root.path(), quick, PLUGIN, &BENCH);
+        print!("{report}");
+        return;
+    }
 
     let plugin = load(&dir, "bench", 1);
     let baseline = Baseline::new();
@@ -503,6 +511,8 @@ fn main() {
     }
 
     cached_archive_loads(&mut report, root.path(), quick);
+    warm_load::warm_loads(&mut report, root.path(), quick, PLUGIN, &BENCH);
+    warm_load::spare_loads(&mut report, root.path(), quick, PLUGIN, &BENCH);
 
     print!("{report}");
     let out_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench");

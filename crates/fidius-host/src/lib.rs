@@ -44,6 +44,7 @@ pub mod worker;
 
 pub use backend::process::command::{WorkerCommand, WorkerNotFound, WORKER_BINARY, WORKER_ENV};
 pub use backend::process::probe::{host_python, probe_extensions, ProbeError, ProbeOptions};
+pub use backend::thread::spare::{spare_interpreter_stats, SpareInterpreterStats, MAX_SPARES};
 pub use backend::PoolStats;
 pub use callback::HostFunctionError;
 pub use error::{InterpreterError, LoadError, LoadWarning};
@@ -56,7 +57,7 @@ pub use handle::{PendingCall, PythonPluginHandle};
 pub use host::SERVE_UNPROVEN_FOR_BENCHMARKS;
 pub use host::{
     BrokenPackage, CacheError, CachedPackage, DiscoveredPlugin, Discovery, HostError, PackageCache,
-    PluginHost, PluginHostBuilder, PruneRule, PublicKey,
+    PluginHost, PluginHostBuilder, PruneRule, PrunedBytecode, PublicKey, DEFAULT_BYTECODE_LIMIT,
 };
 pub use options::{CallOptions, LoadOptions};
 pub use plugin::descriptor::SharedDescriptor;

@@ -358,7 +358,7 @@ pub fn choose_tier(
     root: &Path,
     worker: impl FnOnce() -> Result<WorkerCommand, WorkerNotFound>,
 ) -> Result<TierChoice, LoadError> {
-    decide_and_log(plugin, Some(manifest), requested, false, root, worker)
+    decide_and_log(plugin, Some(manifest), requested, false, root, None, worker)
 }
 
 /// The tier for a plugin being loaded with `options`: [`choose_tier`], except that a memory limit
@@ -374,6 +374,7 @@ pub(crate) fn decide(
         options.isolation,
         options.memory_limit.is_some(),
         &source.dir,
+        source.bytecode_cache.as_deref(),
         || options.resolved_worker_command(),
     )
 }
@@ -386,6 +387,7 @@ fn decide_and_log(
     requested: Option<Isolation>,
     memory_limit: bool,
     root: &Path,
+    bytecode_cache: Option<&Path>,
     worker: impl FnOnce() -> Result<WorkerCommand, WorkerNotFound>,
 ) -> Result<TierChoice, LoadError> {
     let _span = tracing::info_span!("choose_tier", plugin = %plugin).entered();
@@ -406,7 +408,9 @@ fn decide_and_log(
         _ if memory_limit => TierChoice::new(Tier::Process, TierReason::MemoryLimit),
         Isolation::Subinterpreter => {
             // Binding: an extension known not to run in a sub-interpreter can crash the host there.
-            if let Some((probe, evidence)) = extension_record(root, worker).map_err(probe_failed)? {
+            if let Some((probe, evidence)) =
+                extension_record(root, bytecode_cache, worker).map_err(probe_failed)?
+            {
                 if let Some(refusal) = ExtensionRefusal::of(&probe, evidence) {
                     return Err(LoadError::SubinterpreterRefused {
                         plugin: plugin.to_owned(),
@@ -424,7 +428,7 @@ fn decide_and_log(
             TierChoice::new(Tier::Process, TierReason::Requested { isolation, origin })
         }
         // `Auto`, and any isolation added to the manifest later that this host does not know.
-        _ => match extension_record(root, worker).map_err(probe_failed)? {
+        _ => match extension_record(root, bytecode_cache, worker).map_err(probe_failed)? {
             None => TierChoice::auto_without_extensions(),
             Some((probe, evidence)) => TierChoice::auto_from_probe(&probe, evidence),
         },
@@ -441,6 +445,7 @@ fn decide_and_log(
 /// are remembered for the life of the process.
 fn extension_record(
     root: &Path,
+    bytecode_cache: Option<&Path>,
     worker: impl FnOnce() -> Result<WorkerCommand, WorkerNotFound>,
 ) -> Result<Option<(ProbeOutcome, Evidence)>, ProbeError> {
     let python = host_python()?;
@@ -473,7 +478,8 @@ fn extension_record(
         Some(probe) => probe,
         None => {
             let worker = worker().map_err(ProbeError::WorkerNotFound)?;
-            let probe = probe_files(root, &files, &worker, &ProbeOptions::default(), python)?;
+            let options = ProbeOptions::default().bytecode_cache(bytecode_cache);
+            let probe = probe_files(root, &files, &worker, &options, python)?;
             if let Ok(mut memo) = memo().lock() {
                 memo.insert(key, probe.clone());
             }

@@ -66,6 +66,10 @@ impl ListCommand {
         for slot in &slots {
             println!("{}", row(slot));
         }
+        println!(
+            "compiled plugin modules (bytecode cache, pruned with the packages): {}",
+            format_size(cache.bytecode_bytes())
+        );
         Ok(())
     }
 }

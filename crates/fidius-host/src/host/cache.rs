@@ -242,6 +242,20 @@ impl PackageCache {
             total = total.saturating_sub(slot.bytes);
             removed.push(slot);
         }
+        // The bytecode cache shares the budget: what the slots that stay leave of it.
+        match self.prune_bytecode(rule, total) {
+            Ok(pruned) if pruned.files > 0 => {
+                tracing::debug!(
+                    files = pruned.files,
+                    bytes = pruned.bytes,
+                    "pruned cached bytecode"
+                );
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(cache = %self.dir.display(), %error, "could not prune cached bytecode");
+            }
+        }
         Ok(removed)
     }
 
@@ -305,7 +319,7 @@ fn user_cache_root() -> Option<PathBuf> {
 }
 
 /// Creates `dir` (`0700`) unless it exists, then checks it is a directory private to this user.
-fn ensure_private_dir(dir: &Path) -> Result<(), CacheError> {
+pub(super) fn ensure_private_dir(dir: &Path) -> Result<(), CacheError> {
     match fs::DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => {}
         Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {}

@@ -1,5 +1,6 @@
 //! `PluginHost`: search paths, verification policy, and loading plugins by name.
 
+mod bytecode;
 mod cache;
 mod discovery;
 mod keys;
@@ -20,6 +21,7 @@ use fidius_core::PackageError;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub use bytecode::{PrunedBytecode, DEFAULT_BYTECODE_LIMIT};
 pub(crate) use cache::SlotLease;
 #[cfg(fidius_bench_unproven_cache)]
 #[doc(hidden)]
@@ -35,6 +37,7 @@ use crate::options::LoadOptions;
 use crate::plugin::descriptor::SharedDescriptor;
 use crate::plugin::source::{absolute, PluginSource};
 use crate::plugin::version::PluginInfo;
+use bytecode::BytecodeCache;
 use cache::{ArchiveCache, Fetch};
 
 /// Why a host could not be built.
@@ -84,6 +87,8 @@ struct HostInner {
     require_signature: bool,
     trusted_keys: Vec<VerifyingKey>,
     cache: ArchiveCache,
+    /// The bytecode cache (in the package cache folder), unless disabled.
+    bytecode: Option<BytecodeCache>,
     /// Every handle this host loaded, by plugin name, for [`PluginHost::reload`]. Weak: the host
     /// keeps no plugin alive.
     loaded: Mutex<Vec<(String, WeakPluginHandle)>>,
@@ -101,6 +106,8 @@ pub struct PluginHostBuilder {
     cache_max_bytes: Option<u64>,
     unpack_limits: UnpackLimits,
     host_functions: HostFunctions,
+    no_bytecode_cache: bool,
+    spare_interpreters: usize,
 }
 
 impl PluginHostBuilder {
@@ -142,6 +149,29 @@ impl PluginHostBuilder {
     /// is not pruned; `fidius cache prune` does it by hand.
     pub fn cache_max_size(mut self, bytes: u64) -> Self {
         self.cache_max_bytes = Some(bytes);
+        self
+    }
+
+    /// Keep compiled plugin and vendored modules in the host's private bytecode cache (the
+    /// `bytecode` folder of the [`cache_dir`](Self::cache_dir)) so that later loads, reloads and
+    /// worker restarts of a verified plugin skip compiling them. Default: on. Plugin trees stay
+    /// source-only either way: no bytecode is ever read from or written into one. The cache counts
+    /// towards [`cache_max_size`](Self::cache_max_size) (without one it is kept under
+    /// [`DEFAULT_BYTECODE_LIMIT`](crate::DEFAULT_BYTECODE_LIMIT)) and `fidius cache prune`.
+    pub fn bytecode_cache(mut self, enabled: bool) -> Self {
+        self.no_bytecode_cache = !enabled;
+        self
+    }
+
+    /// Keep `count` blank own-GIL sub-interpreters ready (made in the background, each on its own
+    /// waiting instance thread), so that starting an instance in the sub-interpreter tier (a load, a
+    /// reload, the replacement of a retired instance) skips creating an interpreter, most of a
+    /// small plugin's start. Default: 0 (none). The pool is process-wide, shared by all hosts, and
+    /// keeps the largest count any host asked for, at most [`MAX_SPARES`](crate::MAX_SPARES); each
+    /// spare costs an idle interpreter's memory (about 1.5 MiB). See
+    /// [`spare_interpreter_stats`](crate::spare_interpreter_stats).
+    pub fn spare_interpreters(mut self, count: usize) -> Self {
+        self.spare_interpreters = count;
         self
     }
 
@@ -222,8 +252,14 @@ impl PluginHostBuilder {
             Some(dir) => PackageCache::at(dir),
             None => PackageCache::default_location(),
         };
+        let bytecode = (!self.no_bytecode_cache)
+            .then(|| BytecodeCache::new(cache.clone(), self.cache_max_bytes));
+        if self.spare_interpreters > 0 {
+            crate::backend::thread::spare::reserve(self.spare_interpreters);
+        }
         Ok(PluginHost {
             inner: Arc::new(HostInner {
+                bytecode,
                 search_paths: self.search_paths,
                 require_signature: self.require_signature,
                 trusted_keys: self
@@ -441,12 +477,17 @@ impl PluginHost {
             .python
             .as_ref()
             .expect("a validated python manifest has a [python] table");
-        let source = PluginSource::new(
+        let mut source = PluginSource::new(
             &plugin,
             manifest.package.version.to_string(),
             &root,
             &python.entry_module,
         );
+        source.bytecode_cache = self
+            .inner
+            .bytecode
+            .as_ref()
+            .and_then(BytecodeCache::dir_for_verified_tree);
         let info = PluginInfo {
             manifest: Some(manifest.clone()),
             path: found.path.clone(),

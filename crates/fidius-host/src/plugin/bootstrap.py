@@ -236,7 +236,8 @@ def _fidius_install_sdk(sdk_source):
     sdk = type(sys)("fidius")
     sdk.__file__ = "<fidius-host>/fidius/__init__.py"
     sdk.__path__ = []
-    code = compile(sdk_source, sdk.__file__, "exec")
+    # The host hands over the SDK's code object (compiled once per process), or its source.
+    code = compile(sdk_source, sdk.__file__, "exec") if isinstance(sdk_source, str) else sdk_source
     exec(code, sdk.__dict__)
     sys.modules["fidius"] = sdk
     return sdk

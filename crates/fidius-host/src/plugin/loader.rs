@@ -7,10 +7,14 @@ use serde::Deserialize;
 use crate::error::{admit, LoadError, LoadWarning};
 use crate::plugin::output::{self, OutputSink};
 use crate::plugin::plugin_imports::install_source_only_imports;
+use crate::plugin::precompiled::Precompiled;
 use crate::plugin::source::PluginSource;
 use crate::sdk::SDK_SOURCE;
 
-const BOOTSTRAP_SOURCE: &str = include_str!("bootstrap.py");
+static BOOTSTRAP: Precompiled =
+    Precompiled::new(include_str!("bootstrap.py"), "<fidius bootstrap>");
+/// The SDK's code, under the file name `_fidius_install_sdk` gives the module.
+static SDK: Precompiled = Precompiled::new(SDK_SOURCE, "<fidius-host>/fidius/__init__.py");
 
 /// A plugin imported into one interpreter: its methods in descriptor order and the SDK's error class.
 pub(crate) struct LoadedInstance<'s> {
@@ -173,12 +177,16 @@ fn bootstrap<I: Interpreter>(
 
     let report = interp
         .with(|py| -> Result<Vec<u8>, FfiError> {
-            install_source_only_imports(py, &[&source.vendor_dir(), source.dir()])?;
-            py.run(BOOTSTRAP_SOURCE)?;
+            install_source_only_imports(
+                py,
+                &[&source.vendor_dir(), source.dir()],
+                source.bytecode_cache.as_deref(),
+            )?;
+            BOOTSTRAP.run(py)?;
             let load = py.eval("_fidius_load")?;
             let spec = py.json_to_python(spec.as_bytes()).map_err(internal)?;
             let report = load
-                .call(&[&spec, &py.str(SDK_SOURCE)?])
+                .call(&[&spec, &SDK.code(py)?])
                 .map_err(|raised| FfiError::Python(raised.describe()))?;
             let report = report.to_json().map_err(internal)?;
             let import_error = py.eval("_fidius_import_error")?;

@@ -6,6 +6,7 @@ pub(crate) mod dispatch;
 pub(crate) mod loader;
 pub(crate) mod output;
 pub(crate) mod plugin_imports;
+pub(crate) mod precompiled;
 pub(crate) mod shared;
 pub(crate) mod source;
 pub(crate) mod version;

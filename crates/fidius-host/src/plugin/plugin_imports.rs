@@ -1,33 +1,47 @@
 //! Source-only imports from plugin folders (see `plugin_imports.py`): no bytecode from a plugin
-//! tree is ever read, and sourceless `.pyc` files there are not importable.
+//! tree is ever read, and sourceless `.pyc` files there are not importable. The only bytecode used
+//! for them is the host's private cache (`host::bytecode`), when the host verified the tree.
 
 use std::path::Path;
 
 use fidius_ffi::{FfiError, Interp};
 
-const PLUGIN_IMPORTS_SOURCE: &str = include_str!("plugin_imports.py");
+use crate::plugin::precompiled::Precompiled;
+
+static PLUGIN_IMPORTS: Precompiled =
+    Precompiled::new(include_str!("plugin_imports.py"), "<fidius plugin_imports>");
 
 /// Installs the source-only finder for `roots` (the plugin folder and its `vendor/`) in the
-/// interpreter `py`; call it before anything imports from them.
-pub(crate) fn install_source_only_imports(py: Interp<'_>, roots: &[&Path]) -> Result<(), FfiError> {
-    py.run(PLUGIN_IMPORTS_SOURCE)?;
+/// interpreter `py`; call it before anything imports from them. `bytecode_cache` is the host's
+/// private bytecode folder, given only for a tree the host verified (see `PluginSource`).
+pub(crate) fn install_source_only_imports(
+    py: Interp<'_>,
+    roots: &[&Path],
+    bytecode_cache: Option<&Path>,
+) -> Result<(), FfiError> {
+    PLUGIN_IMPORTS.run(py)?;
     let install = py.eval("_fidius_source_only_imports")?;
-    let roots = roots
-        .iter()
-        .map(|root| {
-            let root = root.to_str().ok_or_else(|| {
-                FfiError::Python(fidius_ffi::PythonException {
-                    type_name: "fidius.BootstrapError".to_owned(),
-                    message: format!("plugin folder {} is not UTF-8", root.display()),
-                    traceback: None,
-                })
-            })?;
-            py.str(root)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let roots: Vec<_> = roots.iter().collect();
+    let folder = |path: &Path| {
+        let path = path.to_str().ok_or_else(|| {
+            FfiError::Python(fidius_ffi::PythonException {
+                type_name: "fidius.BootstrapError".to_owned(),
+                message: format!("folder {} is not UTF-8", path.display()),
+                traceback: None,
+            })
+        })?;
+        py.str(path)
+    };
+    let cache = match bytecode_cache {
+        Some(dir) => folder(dir)?,
+        None => py.none(),
+    };
+    let mut arguments = vec![cache];
+    for root in roots {
+        arguments.push(folder(root)?);
+    }
+    let arguments: Vec<_> = arguments.iter().collect();
     install
-        .call(&roots)
+        .call(&arguments)
         .map_err(|raised| FfiError::Python(raised.describe()))?;
     Ok(())
 }

@@ -14,6 +14,9 @@ pub struct PluginSource {
     pub dir: PathBuf,
     /// Dotted name of the module to import, e.g. `greeter`.
     pub entry_module: String,
+    /// The host's private bytecode folder for this tree: set only by a [`PluginHost`](crate::PluginHost)
+    /// for a tree it verified, so a bare source never reads or writes cached bytecode.
+    pub(crate) bytecode_cache: Option<PathBuf>,
 }
 
 impl PluginSource {
@@ -30,6 +33,7 @@ impl PluginSource {
             version: version.into(),
             dir: absolute(dir.into()),
             entry_module: entry_module.into(),
+            bytecode_cache: None,
         }
     }
 

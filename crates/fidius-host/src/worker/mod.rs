@@ -26,6 +26,10 @@ use std::process::ExitCode;
 /// Exit status of a worker that was started wrongly (not by a fidius host).
 const USAGE: u8 = 64;
 
+/// Environment variable by which a host hands an extension probe its bytecode cache folder (a
+/// serving worker gets it in its start message).
+pub(crate) const BYTECODE_CACHE_ENV: &str = "FIDIUS_BYTECODE_CACHE";
+
 /// Runs a worker: `args` are what [`WorkerCommand`](crate::WorkerCommand) put after its leading
 /// arguments (a mode, `serve` or `probe`, then that mode's arguments). Returns the process's exit
 /// status; call it only in a process started by a fidius host.

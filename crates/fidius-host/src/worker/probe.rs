@@ -18,7 +18,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::AsFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use fidius_core::dist_info::VENDOR_DIR;
@@ -109,6 +109,7 @@ fn run(args: Vec<OsString>) -> Result<(), String> {
         .to_str()
         .ok_or("vendor directory is not UTF-8")?
         .to_owned();
+    let bytecode_cache = std::env::var_os(super::BYTECODE_CACHE_ENV).map(PathBuf::from);
     let modules = args
         .map(|module| module.into_string())
         .collect::<Result<Vec<_>, _>>()
@@ -131,7 +132,13 @@ fn run(args: Vec<OsString>) -> Result<(), String> {
     for name in modules {
         let interp = SubInterpreter::new(InterpreterOptions::default())
             .map_err(|error| format!("cannot create a sub-interpreter: {error}"))?;
-        let error = match probe_one(&interp, &vendor_dir, &plugin_dir, &name) {
+        let error = match probe_one(
+            &interp,
+            &vendor_dir,
+            &plugin_dir,
+            &name,
+            bytecode_cache.as_deref(),
+        ) {
             Ok(outcome) => outcome,
             Err(error) => Some(format!("fidius could not probe it: {error}")),
         };
@@ -160,9 +167,14 @@ fn probe_one(
     vendor_dir: &str,
     plugin_dir: &str,
     name: &str,
+    bytecode_cache: Option<&Path>,
 ) -> Result<Option<String>, FfiError> {
     interp.with(|py| -> Result<Option<String>, FfiError> {
-        install_source_only_imports(py, &[Path::new(vendor_dir), Path::new(plugin_dir)])?;
+        install_source_only_imports(
+            py,
+            &[Path::new(vendor_dir), Path::new(plugin_dir)],
+            bytecode_cache,
+        )?;
         py.run(PROBE_SOURCE)?;
         let probe = py.eval("_fidius_probe")?;
         let result = probe

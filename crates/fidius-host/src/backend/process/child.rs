@@ -572,6 +572,7 @@ mod tests {
             strict: false,
             config: None,
             host_functions: Vec::new(),
+            bytecode_cache: None,
         };
         let attribution = Attribution {
             plugin: "fake".to_owned(),

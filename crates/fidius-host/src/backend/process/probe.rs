@@ -27,17 +27,26 @@ use crate::worker::probe::Report;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeOptions {
     module_timeout: Duration,
+    /// The host's bytecode folder, for a tree the host verified (a load's probe, never `pack`'s).
+    bytecode_cache: Option<PathBuf>,
 }
 
 impl Default for ProbeOptions {
     fn default() -> Self {
         Self {
             module_timeout: Duration::from_secs(30),
+            bytecode_cache: None,
         }
     }
 }
 
 impl ProbeOptions {
+    /// Lets the probe's interpreters use the host's bytecode cache folder (a verified tree only).
+    pub(crate) fn bytecode_cache(mut self, dir: Option<&Path>) -> Self {
+        self.bytecode_cache = dir.map(Path::to_path_buf);
+        self
+    }
+
     /// The longest one module's import may take (the first one's includes starting the worker)
     /// before its worker is killed and the module recorded as "no (timed out)". Default: 30 s.
     pub fn module_timeout(mut self, timeout: Duration) -> Self {
@@ -227,7 +236,7 @@ fn probe_names(
     let mut outcomes = Vec::with_capacity(names.len());
     while outcomes.len() < names.len() {
         let remaining = &names[outcomes.len()..];
-        let mut run = ProbeRun::start(root, remaining, worker)?;
+        let mut run = ProbeRun::start(root, remaining, worker, options)?;
         run.collect(remaining, python, options, &mut outcomes)?;
     }
     Ok(outcomes)
@@ -243,9 +252,17 @@ struct ProbeRun {
 }
 
 impl ProbeRun {
-    fn start(root: &Path, names: &[String], worker: &WorkerCommand) -> Result<Self, ProbeError> {
+    fn start(
+        root: &Path,
+        names: &[String],
+        worker: &WorkerCommand,
+        options: &ProbeOptions,
+    ) -> Result<Self, ProbeError> {
         let program = worker.program().to_path_buf();
         let mut command = worker.command("probe");
+        if let Some(dir) = &options.bytecode_cache {
+            command.env(crate::worker::BYTECODE_CACHE_ENV, dir);
+        }
         command
             .arg(root)
             .args(names)

@@ -51,6 +51,9 @@ pub(crate) struct StartSpec {
     /// The host functions the plugin's `fidius.host` offers (served over the mailbox).
     #[serde(default)]
     pub(crate) host_functions: Vec<String>,
+    /// The host's private bytecode folder, for a tree the host verified.
+    #[serde(default)]
+    pub(crate) bytecode_cache: Option<PathBuf>,
 }
 
 /// A configuration on the wire: wrapped, so that a `null` configuration (`&()`) stays distinct
@@ -62,7 +65,10 @@ pub(crate) struct Configuration {
 
 impl StartSpec {
     pub(crate) fn source(&self) -> PluginSource {
-        PluginSource::new(&self.plugin, &self.version, &self.dir, &self.entry_module)
+        let mut source =
+            PluginSource::new(&self.plugin, &self.version, &self.dir, &self.entry_module);
+        source.bytecode_cache = self.bytecode_cache.clone();
+        source
     }
 }
 

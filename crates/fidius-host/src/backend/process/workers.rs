@@ -477,6 +477,7 @@ impl WorkerSet {
                     .clone()
                     .map(|value| protocol::Configuration { value }),
                 host_functions: launcher.plugin.host_functions.names(),
+                bytecode_cache: source.bytecode_cache.clone(),
             },
             slots: Vec::new(),
             idle_tx,

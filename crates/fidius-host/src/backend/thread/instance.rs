@@ -9,6 +9,7 @@ use crossbeam_channel::Sender;
 use fidius_core::CallError;
 use fidius_ffi::{Interp, InterpreterOptions, SubInterpreter};
 
+use crate::backend::thread::spare;
 use crate::backend::thread::threads::{InstanceStart, InstanceThreads};
 use crate::backend::thread::watchdog::{Guarded, InstanceWatch};
 use crate::backend::wait;
@@ -25,7 +26,7 @@ use crate::plugin::source::PluginSource;
 /// Instance threads run plugin code, whose C-level recursion (deep `repr`, `json`, regex) can go far
 /// beyond what a 2 MiB default stack holds before CPython's own limit trips. Untouched stack pages
 /// cost no memory.
-const INSTANCE_STACK_BYTES: usize = 16 << 20;
+pub(super) const INSTANCE_STACK_BYTES: usize = 16 << 20;
 
 /// How long an instance that just answered keeps its GIL while polling for the next call.
 const KEEP_GIL_WHILE_POLLING: Duration = Duration::from_micros(20);
@@ -104,30 +105,40 @@ pub(crate) fn spawn(
     start: InstanceStart,
 ) -> Result<JoinHandle<()>, LoadError> {
     let plugin = threads.plugin.name.clone();
+    let name = format!("fidius:{plugin}#{number}");
+    // `spare`: the interpreter of a spare thread this runs on, or none (create one).
+    let body = move |spare: Option<SubInterpreter>| {
+        let source = &*start.version.source;
+        let span = tracing::info_span!(
+            "plugin_instance",
+            plugin = %source.name,
+            version = %source.version,
+            instance = number
+        );
+        let _entered = span.enter();
+        let _exited = ExitNotice {
+            threads: &threads,
+            watch: &watch,
+        };
+        let route = OutputRoute {
+            plugin: &source.name,
+            version: &source.version,
+            instance: number,
+            recent: &threads.plugin.recent_output,
+        };
+        run(&threads, &watch, source, &start, &route, spare);
+    };
+    let body = match spare::take(name.clone(), Box::new(body)) {
+        Ok(thread) => {
+            tracing::debug!(plugin = %plugin, instance = number, spare = true, "instance starts on a spare interpreter");
+            return Ok(thread);
+        }
+        Err(body) => body,
+    };
     thread::Builder::new()
-        .name(format!("fidius:{plugin}#{number}"))
+        .name(name)
         .stack_size(INSTANCE_STACK_BYTES)
-        .spawn(move || {
-            let source = &*start.version.source;
-            let span = tracing::info_span!(
-                "plugin_instance",
-                plugin = %source.name,
-                version = %source.version,
-                instance = number
-            );
-            let _entered = span.enter();
-            let _exited = ExitNotice {
-                threads: &threads,
-                watch: &watch,
-            };
-            let route = OutputRoute {
-                plugin: &source.name,
-                version: &source.version,
-                instance: number,
-                recent: &threads.plugin.recent_output,
-            };
-            run(&threads, &watch, source, &start, &route);
-        })
+        .spawn(move || body(None))
         .map_err(|source| LoadError::Spawn { plugin, source })
 }
 
@@ -149,10 +160,12 @@ fn run(
     source: &PluginSource,
     start: &InstanceStart,
     route: &OutputRoute<'_>,
+    spare: Option<SubInterpreter>,
 ) {
     let started = start.started.as_ref();
     let report = |result: Started| started.is_none_or(|started| started.send(result).is_ok());
-    let interp = match SubInterpreter::new(InterpreterOptions::default()) {
+    let created = spare.map_or_else(|| SubInterpreter::new(InterpreterOptions::default()), Ok);
+    let interp = match created {
         Ok(interp) => interp,
         Err(error) => {
             report(Err(LoadError::Interpreter {

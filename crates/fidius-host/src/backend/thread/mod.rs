@@ -3,6 +3,7 @@
 
 pub(crate) mod generation;
 pub(crate) mod instance;
+pub(crate) mod spare;
 pub(crate) mod threads;
 mod watchdog;
 
