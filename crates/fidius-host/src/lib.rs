@@ -38,6 +38,7 @@ mod host;
 mod options;
 mod plugin;
 mod sdk;
+mod stream;
 mod tier;
 pub mod worker;
 
@@ -45,7 +46,9 @@ pub use backend::process::command::{WorkerCommand, WorkerNotFound, WORKER_BINARY
 pub use backend::process::probe::{host_python, probe_extensions, ProbeError, ProbeOptions};
 pub use backend::PoolStats;
 pub use error::{InterpreterError, LoadError, LoadWarning};
-pub use fidius_core::{CallError, PluginCall, PluginError, PythonError, WorkerExit};
+pub use fidius_core::{
+    CallError, PluginCall, PluginError, PythonError, StreamingCall, WorkerExit,
+};
 pub use handle::PythonPluginHandle;
 #[cfg(fidius_bench_unproven_cache)]
 #[doc(hidden)]
@@ -60,6 +63,7 @@ pub use plugin::output::{OutputLine, OutputStream, OUTPUT_TARGET};
 pub use plugin::source::PluginSource;
 pub use plugin::version::PluginInfo;
 pub use sdk::SDK_SOURCE;
+pub use stream::{PluginStream, RawPluginStream};
 pub use tier::{
     choose_tier, subinterpreter_refusal, Evidence, ExtensionRefusal, IsolationOrigin,
     RefusedModules, Tier, TierChoice, TierReason,

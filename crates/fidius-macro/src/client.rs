@@ -54,6 +54,34 @@ fn client_method(
     let ensure_implemented = method.optional_since.map(
         |_| quote!(#root::call::__private::ensure_implemented(&self.0, #index, #method_name)?;),
     );
+    if method.streams_input {
+        // A streamed argument is passed through the handle's `call_stream_*` methods; the typed
+        // client has no method for it yet.
+        return TokenStream::new();
+    }
+    if let Some(item) = method.output.as_ref().and_then(shape::stream_item) {
+        let args = if arg_names.is_empty() {
+            quote!(&[(); 0])
+        } else {
+            quote!(&(#(#arg_names,)*))
+        };
+        return quote! {
+            #(#docs)*
+            ///
+            /// Streams its result: each item as the plugin yields it (see `StreamingCall`). The
+            /// stream holds one instance of the plugin until it ends or is dropped.
+            pub fn #name(&self, #(#arg_names: #arg_types),*)
+                -> ::core::result::Result<<H as #root::StreamingCall>::Items<#item>, #root::CallError>
+            where
+                H: #root::StreamingCall,
+            {
+                #ensure_implemented
+                #root::call::__private::call_stream_json::<H, #item>(
+                    &self.0, #index, #method_name, #args,
+                )
+            }
+        };
+    }
     let (returns, body) = match method.wire {
         WireMode::Raw => {
             let input = &arg_names[0];

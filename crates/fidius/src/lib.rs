@@ -75,7 +75,8 @@ println!("{}", greeter.greet("World".into())?); // Hello, World!
 pub use fidius_macro::plugin_interface_via_facade as plugin_interface;
 
 pub use fidius_core::{
-    interface, manifest, CallError, PluginCall, PluginError, PythonInterfaceDescriptor, WireMode,
+    interface, manifest, CallError, PluginCall, PluginError, PythonInterfaceDescriptor, Stream,
+    StreamingCall, WireMode,
 };
 
 /// The host API: [`host::PluginHost`], [`host::LoadOptions`], [`host::PythonPluginHandle`], ...

@@ -1,6 +1,7 @@
 //! The handle a host calls a loaded Python plugin through.
 
 mod reload;
+mod stream;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -70,6 +71,11 @@ struct LoadedPlugin {
     argument_shapes: Box<[ArgumentShapes]>,
     instances: usize,
     call_timeout: Option<Duration>,
+    /// Streamed results: the default window and whole-stream timeout, and how long past a
+    /// deadline a consumer waits for the instance's own timeout error.
+    stream_window: usize,
+    stream_timeout: Option<Duration>,
+    stream_grace: Duration,
     /// How a reload finds and verifies the package again (set by `PluginHost`).
     reloader: Option<Reloader>,
     /// One reload at a time.
@@ -175,6 +181,9 @@ impl PythonPluginHandle {
                 argument_shapes,
                 instances: options.instances,
                 call_timeout: options.call_timeout,
+                stream_window: options.stream_window,
+                stream_timeout: options.stream_timeout,
+                stream_grace: crate::stream::consumer_grace(options.retire_after),
                 reloader,
                 reloading: Mutex::new(()),
             }),
@@ -254,8 +263,35 @@ impl PythonPluginHandle {
         timeout: Option<Duration>,
     ) -> Result<Vec<u8>, CallError> {
         let plugin = &*self.plugin;
-        let shared = &*plugin.shared;
-        let method = shared::method(&shared.descriptor, index)?;
+        let method = self.check_call(index, requested, payload)?;
+        if method.streams_result || method.streams_argument {
+            return Err(CallError::InvalidArguments {
+                method: method.name.clone(),
+                reason: "the method streams; call it with `call_stream_raw` or `call_stream_typed_json`"
+                    .to_owned(),
+            });
+        }
+        let result = plugin.backend.call(Call {
+            index,
+            payload,
+            deadline: Deadline::after(timeout),
+        });
+        if matches!(result, Err(CallError::Timeout { .. })) {
+            plugin.shared.timeouts.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// The checks every call passes before it leaves for an instance: the method exists, has the
+    /// requested wire mode and is implemented, and a typed call's arguments fit its types.
+    fn check_call(
+        &self,
+        index: usize,
+        requested: WireMode,
+        payload: &[u8],
+    ) -> Result<&fidius_core::interface::OwnedMethodDescriptor, CallError> {
+        let plugin = &*self.plugin;
+        let method = shared::method(&plugin.shared.descriptor, index)?;
         if method.wire != requested {
             return Err(CallError::WireModeMismatch {
                 method: method.name.clone(),
@@ -278,15 +314,7 @@ impl PythonPluginHandle {
                     })?;
             }
         }
-        let result = plugin.backend.call(Call {
-            index,
-            payload,
-            deadline: Deadline::after(timeout),
-        });
-        if matches!(result, Err(CallError::Timeout { .. })) {
-            shared.timeouts.fetch_add(1, Ordering::Relaxed);
-        }
-        result
+        Ok(method)
     }
 }
 

@@ -8,4 +8,5 @@ pub(crate) mod output;
 pub(crate) mod plugin_imports;
 pub(crate) mod shared;
 pub(crate) mod source;
+pub(crate) mod stream;
 pub(crate) mod version;

@@ -148,6 +148,8 @@ pub(crate) mod tests {
         returns: "String",
         optional_since: None,
         signature: "shout:->String",
+        streams_result: false,
+        streams_argument: false,
     }];
     /// A one-method interface (`shout`) for tests of the protocol.
     pub(crate) const DESCRIPTOR: PythonInterfaceDescriptor = PythonInterfaceDescriptor {
