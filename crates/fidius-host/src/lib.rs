@@ -46,9 +46,7 @@ pub use backend::process::command::{WorkerCommand, WorkerNotFound, WORKER_BINARY
 pub use backend::process::probe::{host_python, probe_extensions, ProbeError, ProbeOptions};
 pub use backend::PoolStats;
 pub use error::{InterpreterError, LoadError, LoadWarning};
-pub use fidius_core::{
-    CallError, PluginCall, PluginError, PythonError, StreamingCall, WorkerExit,
-};
+pub use fidius_core::{CallError, PluginCall, PluginError, PythonError, StreamingCall, WorkerExit};
 pub use handle::PythonPluginHandle;
 #[cfg(fidius_bench_unproven_cache)]
 #[doc(hidden)]

@@ -224,8 +224,16 @@ mod tests {
                 (macro_hash, stub) => panic!(
                     "{}: the macro {} but python-stub {}",
                     vector.trait_name,
-                    if macro_hash.is_some() { "accepts it" } else { "refuses it" },
-                    if stub.is_ok() { "accepts it" } else { "refuses it" },
+                    if macro_hash.is_some() {
+                        "accepts it"
+                    } else {
+                        "refuses it"
+                    },
+                    if stub.is_ok() {
+                        "accepts it"
+                    } else {
+                        "refuses it"
+                    },
                 ),
             }
         }

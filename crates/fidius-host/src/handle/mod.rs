@@ -267,8 +267,9 @@ impl PythonPluginHandle {
         if method.streams_result || method.streams_argument {
             return Err(CallError::InvalidArguments {
                 method: method.name.clone(),
-                reason: "the method streams; call it with `call_stream_raw` or `call_stream_typed_json`"
-                    .to_owned(),
+                reason:
+                    "the method streams; call it with `call_stream_raw` or `call_stream_typed_json`"
+                        .to_owned(),
             });
         }
         let result = plugin.backend.call(Call {

@@ -154,6 +154,23 @@ fn serve() -> Result<(), String> {
                     })
                     .map_err(|error| format!("cannot enter the interpreter: {error}"))??;
             }
+            protocol::STREAM_OPEN => {
+                interp
+                    .with(|py| {
+                        super::stream::serve(
+                            py,
+                            &instance,
+                            descriptor,
+                            &body,
+                            &collected,
+                            &mut mailbox,
+                            &mut wait,
+                        )
+                    })
+                    .map_err(|error| format!("cannot enter the interpreter: {error}"))??;
+            }
+            // Meant for a stream that had already ended when it arrived.
+            protocol::STREAM_PULL | protocol::STREAM_CANCEL => {}
             protocol::SHUTDOWN => {
                 // What `Py_FinalizeEx` does first, and ending a sub-interpreter does too: wait for
                 // the plugin's (non-daemon) threads, then run its `atexit` functions. The host
@@ -249,7 +266,7 @@ fn failed(error: &FfiError) -> Started {
     }
 }
 
-fn split_call(body: &[u8]) -> Result<(usize, &[u8]), String> {
+pub(super) fn split_call(body: &[u8]) -> Result<(usize, &[u8]), String> {
     let (index, payload) = body
         .split_first_chunk::<4>()
         .ok_or_else(|| "call message without a method index".to_owned())?;
@@ -268,7 +285,7 @@ fn send_json(
         .map_err(|_| "the host went away".to_owned())
 }
 
-fn send_output(
+pub(super) fn send_output(
     collected: &Collected,
     mailbox: &mut Mailbox,
     wait: &mut Wait<'_>,
@@ -288,7 +305,7 @@ fn describe(error: &ReceiveError) -> String {
 
 /// Output drained from the interpreter, waiting to be sent to the host.
 #[derive(Default)]
-struct Collected(RefCell<Vec<Taken>>);
+pub(super) struct Collected(RefCell<Vec<Taken>>);
 
 impl OutputSink for Collected {
     fn drain(&self, buffer: &PyObj<'_>, take: &PyObj<'_>) {

@@ -94,7 +94,10 @@ impl fmt::Display for Drift {
                 "line {line}: @method `{method}` is not a method of the interface"
             ),
             Self::Unservable { reason } => {
-                write!(f, "the interface cannot be served by a Python plugin: {reason}")
+                write!(
+                    f,
+                    "the interface cannot be served by a Python plugin: {reason}"
+                )
             }
         }
     }

@@ -68,9 +68,9 @@ pub fn render_stub(source: &InterfaceSource) -> Result<String, StubError> {
         ("Iterator", needs_iterator),
         ("TypedDict", !classes.is_empty()),
     ]
-        .into_iter()
-        .filter_map(|(name, used)| used.then_some(name))
-        .collect();
+    .into_iter()
+    .filter_map(|(name, used)| used.then_some(name))
+    .collect();
     if !typing.is_empty() {
         out.push_str(&typing_block(&typing, &classes));
     }

@@ -15,6 +15,15 @@ pub(crate) const START: u8 = 1;
 pub(crate) const CALL: u8 = 2;
 /// Host → worker: exit now.
 pub(crate) const SHUTDOWN: u8 = 3;
+/// Host → worker: call a method that streams its result (u32 method index, u32 window, both
+/// little-endian, then the payload). The worker sends up to `window` [`STREAM_ITEM`]s, then waits
+/// for [`STREAM_PULL`] (more) or [`STREAM_CANCEL`]; the stream ends with [`STREAM_END`] or
+/// [`STREAM_ERR`].
+pub(crate) const STREAM_OPEN: u8 = 4;
+/// Host → worker: the host took the items sent so far; send up to this many more (u32).
+pub(crate) const STREAM_PULL: u8 = 5;
+/// Host → worker: the consumer dropped the stream; close the plugin's iterator, then [`STREAM_END`].
+pub(crate) const STREAM_CANCEL: u8 = 6;
 /// Worker → host: the load's outcome (JSON [`Started`]).
 pub(crate) const STARTED: u8 = 11;
 /// Worker → host: output the plugin wrote (JSON, as the bootstrap hands it over).
@@ -23,6 +32,12 @@ pub(crate) const OUTPUT: u8 = 12;
 pub(crate) const REPLY_OK: u8 = 13;
 /// Worker → host: a call's error ([`CallError`]'s serde JSON form; see [`encode_error`]).
 pub(crate) const REPLY_ERR: u8 = 14;
+/// Worker → host: one item of a streamed result (its JSON).
+pub(crate) const STREAM_ITEM: u8 = 15;
+/// Worker → host: the streamed result ended (exhausted, or closed after [`STREAM_CANCEL`]).
+pub(crate) const STREAM_END: u8 = 16;
+/// Worker → host: the streamed result failed (as [`REPLY_ERR`]); nothing follows.
+pub(crate) const STREAM_ERR: u8 = 17;
 
 /// Everything a worker needs to load its plugin.
 #[derive(Debug, Clone, Serialize, Deserialize)]

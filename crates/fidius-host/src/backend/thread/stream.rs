@@ -100,7 +100,10 @@ pub(super) fn serve(
             }
         };
         if sink.deliver(message) == Delivery::Abandoned {
-            tracing::debug!(items = delivered, "stream dropped by its consumer; closing the plugin's iterator");
+            tracing::debug!(
+                items = delivered,
+                "stream dropped by its consumer; closing the plugin's iterator"
+            );
             opened.close();
             return false;
         }
