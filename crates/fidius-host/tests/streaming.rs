@@ -416,7 +416,10 @@ fn the_original_tools_ticker_package_loads_and_streams() {
 }
 
 /// The original's `Ticker` trait (its `test-plugin-smoke`), as it was declared.
-#[allow(dead_code)]
+#[allow(
+    dead_code,
+    reason = "only the descriptor and client of this trait are used"
+)]
 mod original {
     #[fidius_macro::plugin_interface(version = 1, buffer = PluginAllocated)]
     pub trait Ticker: Send + Sync {

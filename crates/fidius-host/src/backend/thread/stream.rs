@@ -18,7 +18,10 @@ const DRAIN_EVERY: u64 = 256;
 
 /// Serves one streamed call until the iterator ends, fails, times out or the consumer drops the
 /// stream. Returns whether the watchdog retired the instance meanwhile.
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the instance thread's serving context, passed as the other serving paths take it"
+)]
 pub(super) fn serve(
     py: Interp<'_>,
     threads: &InstanceThreads,
