@@ -6,20 +6,22 @@
 //! over a bounded channel, at most the stream's window ahead of the consumer (backpressure), so a
 //! slow consumer keeps the plugin's memory bounded. Dropping the stream closes the plugin's
 //! generator (its `finally` runs) once the instance notices: at once when it is waiting for room,
-//! after the item in progress otherwise.
+//! after the item in progress otherwise. A stream keeps its plugin loaded (as a handle clone
+//! does) until it is dropped.
 
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fidius_core::CallError;
 use serde::de::DeserializeOwned;
 
 use crate::backend::Deadline;
 use crate::plugin::shared::PluginShared;
+use crate::PythonPluginHandle;
 
 /// Items a stream lets its plugin produce ahead of the consumer, unless configured
 /// ([`LoadOptions::stream_window`](crate::LoadOptions::stream_window)).
@@ -97,6 +99,7 @@ pub(crate) struct StreamSettings {
 /// Opens the channel of one stream: the producer's end for the backend, the consumer's for the
 /// caller.
 pub(crate) fn channel(
+    handle: &PythonPluginHandle,
     plugin: Arc<PluginShared>,
     index: usize,
     settings: StreamSettings,
@@ -112,6 +115,7 @@ pub(crate) fn channel(
         deadline,
     };
     let stream = RawPluginStream {
+        _loaded: handle.clone(),
         items: receiver,
         polled: None,
         plugin,
@@ -138,6 +142,9 @@ pub(crate) fn channel(
 /// with [`CallError::Timeout`]. Polled as a `futures_core::Stream`, the waits are the plugin side's
 /// only (no timer is needed on the async side, so it runs on any executor).
 pub struct RawPluginStream {
+    /// Keeps the plugin loaded while the stream is open: shutting its instances down waits for
+    /// the instance serving this stream, which may be waiting for this stream's consumer.
+    _loaded: PythonPluginHandle,
     items: flume::Receiver<StreamMessage>,
     /// The async view of `items`, made on the first poll.
     polled: Option<Pin<Box<flume::r#async::RecvStream<'static, StreamMessage>>>>,
@@ -175,10 +182,17 @@ impl RawPluginStream {
                 self.finished = true;
                 None
             }
-            // The producer went away without a word: its instance ended (shutdown, retired).
+            // The producer stopped without a word: it found no room before the whole-stream
+            // deadline (the consumer was not reading), or its instance ended (shutdown, retired).
             None => {
                 self.finished = true;
-                Some(Err(self.plugin.unavailable()))
+                match self.deadline {
+                    Some(deadline) if Instant::now() >= deadline.at => {
+                        self.plugin.timeouts.fetch_add(1, Ordering::Relaxed);
+                        Some(Err(self.plugin.timed_out(self.index, deadline.after)))
+                    }
+                    _ => Some(Err(self.plugin.unavailable())),
+                }
             }
         }
     }

@@ -268,6 +268,20 @@ fn a_slow_consumer_keeps_the_plugin_at_most_a_window_ahead() {
 }
 
 #[test]
+fn a_stream_keeps_its_plugin_loaded_after_the_last_handle_is_dropped() {
+    for (tier, options) in tiers() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = plugin_dir(root.path());
+        let handle = start(&dir, &options.stream_window(2));
+        let stream = TickerClient(&handle).tick(100).unwrap();
+        // The window is full long before this returns; shutting down must not wait for it.
+        drop(handle);
+        let items: Vec<u64> = stream.collect::<Result<_, _>>().expect("every item");
+        assert_eq!(items.len(), 100, "{tier:?}");
+    }
+}
+
+#[test]
 fn an_exception_mid_stream_is_one_error_item_then_the_end() {
     for (tier, options) in tiers() {
         let root = tempfile::tempdir().unwrap();

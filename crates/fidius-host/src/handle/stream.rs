@@ -47,7 +47,8 @@ impl PythonPluginHandle {
             stream_timeout: options.stream_timeout.or(plugin.stream_timeout),
             grace: plugin.stream_grace,
         };
-        let (sink, items) = stream::channel(Arc::clone(&plugin.shared), method_index, settings);
+        let (sink, items) =
+            stream::channel(self, Arc::clone(&plugin.shared), method_index, settings);
         plugin.backend.open_stream(
             Call {
                 index: method_index,
