@@ -14,6 +14,9 @@ pub mod signing;
 pub mod toml_error;
 pub mod tree;
 
-pub use call::{AsyncPluginCall, CallError, PluginCall, PluginError, PythonError, WorkerExit};
+pub use call::{
+    AsyncPluginCall, CallError, PluginCall, PluginError, PythonError, Stream, StreamingCall,
+    WorkerExit,
+};
 pub use interface::{PythonInterfaceDescriptor, WireMode};
 pub use package_error::PackageError;

@@ -27,6 +27,9 @@ mod callbacks;
 mod support;
 mod warm_load;
 
+#[path = "runtime/streaming.rs"]
+mod streaming;
+
 const HASH: u64 = 0x0bad_cafe_f00d_d00d;
 const PLUGIN: &str = r#"
 from fidius import method
@@ -509,6 +512,8 @@ fn main() {
             reloads_sorted[reloads_sorted.len() / 2].as_secs_f64() * 1e3,
         );
     }
+
+    streaming::streamed_items(&mut report, root.path(), quick);
 
     cached_archive_loads(&mut report, root.path(), quick);
     warm_load::warm_loads(&mut report, root.path(), quick, PLUGIN, &BENCH);

@@ -39,6 +39,7 @@ mod host;
 mod options;
 mod plugin;
 mod sdk;
+mod stream;
 mod tier;
 pub mod worker;
 
@@ -49,7 +50,7 @@ pub use backend::PoolStats;
 pub use callback::HostFunctionError;
 pub use error::{InterpreterError, LoadError, LoadWarning};
 pub use fidius_core::{
-    AsyncPluginCall, CallError, PluginCall, PluginError, PythonError, WorkerExit,
+    AsyncPluginCall, CallError, PluginCall, PluginError, PythonError, StreamingCall, WorkerExit,
 };
 pub use handle::{PendingCall, PythonPluginHandle};
 #[cfg(fidius_bench_unproven_cache)]
@@ -65,6 +66,7 @@ pub use plugin::output::{OutputLine, OutputStream, OUTPUT_TARGET};
 pub use plugin::source::PluginSource;
 pub use plugin::version::PluginInfo;
 pub use sdk::SDK_SOURCE;
+pub use stream::{PluginStream, RawPluginStream};
 pub use tier::{
     choose_tier, subinterpreter_refusal, Evidence, ExtensionRefusal, IsolationOrigin,
     RefusedModules, Tier, TierChoice, TierReason,

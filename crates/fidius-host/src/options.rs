@@ -23,6 +23,8 @@ pub struct LoadOptions {
     pub(crate) config: Option<Result<serde_json::Value, String>>,
     /// Set by `PluginHost` from its builder's host functions.
     pub(crate) host_functions: HostFunctions,
+    pub(crate) stream_window: usize,
+    pub(crate) stream_timeout: Option<Duration>,
 }
 
 impl Default for LoadOptions {
@@ -39,6 +41,8 @@ impl Default for LoadOptions {
             strict: false,
             config: None,
             host_functions: HostFunctions::default(),
+            stream_window: crate::stream::DEFAULT_WINDOW,
+            stream_timeout: None,
         }
     }
 }
@@ -187,6 +191,26 @@ impl LoadOptions {
         self
     }
 
+    /// How many items of a streamed result (`-> Stream<T>`) the plugin may produce ahead of the
+    /// host's consumer (backpressure): the plugin waits at its next `yield` while that many wait
+    /// to be taken. Default: 16. Zero counts as one. A call can override it with
+    /// [`CallOptions::stream_window`]. (In the process tier up to twice this many may be on their
+    /// way: the worker's window and the host's.)
+    pub fn stream_window(mut self, items: usize) -> Self {
+        self.stream_window = items;
+        self
+    }
+
+    /// The longest a streamed result may take as a whole, from the call until its last item.
+    /// Default: none. Each item is bounded by [`call_timeout`](Self::call_timeout) on its own
+    /// (counted while the plugin produces it, not while it waits for the consumer). Past either,
+    /// the stream ends with [`CallError::Timeout`](crate::CallError::Timeout) and the plugin is
+    /// stopped as a timed-out call is.
+    pub fn stream_timeout(mut self, timeout: Duration) -> Self {
+        self.stream_timeout = Some(timeout);
+        self
+    }
+
     /// The configured worker command, else [`WorkerCommand::find`]'s.
     pub(crate) fn resolved_worker_command(
         &self,
@@ -220,6 +244,8 @@ impl LoadOptions {
 pub struct CallOptions {
     /// `None`: the plugin's default; `Some(None)`: no timeout for this call.
     pub(crate) timeout: Option<Option<Duration>>,
+    pub(crate) stream_window: Option<usize>,
+    pub(crate) stream_timeout: Option<Duration>,
 }
 
 impl CallOptions {
@@ -232,6 +258,19 @@ impl CallOptions {
     /// No timeout for this call, even if the plugin has a default one.
     pub fn without_timeout(mut self) -> Self {
         self.timeout = Some(None);
+        self
+    }
+
+    /// For a streamed result: this stream's window instead of [`LoadOptions::stream_window`].
+    pub fn stream_window(mut self, items: usize) -> Self {
+        self.stream_window = Some(items);
+        self
+    }
+
+    /// For a streamed result: this stream's whole-stream timeout instead of
+    /// [`LoadOptions::stream_timeout`]. (For a stream, [`timeout`](Self::timeout) bounds each item.)
+    pub fn stream_timeout(mut self, timeout: Duration) -> Self {
+        self.stream_timeout = Some(timeout);
         self
     }
 }

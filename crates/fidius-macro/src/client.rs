@@ -122,6 +122,17 @@ fn async_client_method(
         json_args,
         success,
     } = parts(item, index, method);
+    if method.streams_input
+        || method
+            .output
+            .as_ref()
+            .and_then(shape::stream_item)
+            .is_some()
+    {
+        // Streaming methods have no async client function: the sync client's returns the
+        // handle's stream, which is itself a `futures_core::Stream`.
+        return TokenStream::new();
+    }
     let method_name = &method.name;
     let optional = method.optional_since.is_some();
     let returns = success.clone().unwrap_or_else(|| quote!(()));
@@ -174,6 +185,29 @@ fn client_method(
     let ensure_implemented = method.optional_since.map(
         |_| quote!(#root::call::__private::ensure_implemented(&self.0, #index, #method_name)?;),
     );
+    if method.streams_input {
+        // A streamed argument is passed through the handle's `call_stream_*` methods; the typed
+        // client has no method for it yet.
+        return TokenStream::new();
+    }
+    if let Some(item) = method.output.as_ref().and_then(shape::stream_item) {
+        return quote! {
+            #(#docs)*
+            ///
+            /// Streams its result: each item as the plugin yields it (see `StreamingCall`). The
+            /// stream holds one instance of the plugin until it ends or is dropped.
+            pub fn #name(&self, #params)
+                -> ::core::result::Result<<H as #root::StreamingCall>::Items<#item>, #root::CallError>
+            where
+                H: #root::StreamingCall,
+            {
+                #ensure_implemented
+                #root::call::__private::call_stream_json::<H, #item>(
+                    &self.0, #index, #method_name, #json_args,
+                )
+            }
+        };
+    }
     let returns = success.clone().unwrap_or_else(|| quote!(()));
     let body = match (method.wire, success) {
         (WireMode::Raw, _) => quote! {

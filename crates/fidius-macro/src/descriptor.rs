@@ -49,6 +49,7 @@ pub fn generate(item: &ItemTrait, spec: &InterfaceSpec, root: &TokenStream) -> T
             None => quote!(::core::option::Option::None),
         };
         let signature = &method.signature;
+        let (streams_result, streams_argument) = (method.streams_output, method.streams_input);
         quote! {
             #root::interface::PythonMethodDescriptor {
                 name: #name,
@@ -57,6 +58,8 @@ pub fn generate(item: &ItemTrait, spec: &InterfaceSpec, root: &TokenStream) -> T
                 returns: #returns,
                 optional_since: #optional_since,
                 signature: #signature,
+                streams_result: #streams_result,
+                streams_argument: #streams_argument,
             }
         }
     });

@@ -39,7 +39,6 @@
 mod client;
 mod descriptor;
 mod expand;
-mod wire;
 
 use proc_macro::TokenStream;
 

@@ -76,7 +76,7 @@ pub use fidius_macro::plugin_interface_via_facade as plugin_interface;
 
 pub use fidius_core::{
     interface, manifest, AsyncPluginCall, CallError, PluginCall, PluginError,
-    PythonInterfaceDescriptor, WireMode,
+    PythonInterfaceDescriptor, Stream, StreamingCall, WireMode,
 };
 
 /// The host API: [`host::PluginHost`], [`host::LoadOptions`], [`host::PythonPluginHandle`], ...

@@ -10,7 +10,7 @@ use fidius_core::interface::WireMode;
 use fidius_core::manifest::Isolation;
 use fidius_core::toml_error::shorten;
 use fidius_core::PluginCall;
-use fidius_host::{LoadOptions, PluginHost, PublicKey, PythonPluginHandle};
+use fidius_host::{CallOptions, LoadOptions, PluginHost, PublicKey, PythonPluginHandle};
 
 use super::extensions::own_worker;
 use super::python_stub::read_interface;
@@ -163,6 +163,20 @@ impl CallCommand {
             )
         })?;
         let wire = descriptor.methods[index].wire;
+        let method = &descriptor.methods[index];
+        if method.streams_argument {
+            bail!(
+                "`{}` takes a streamed argument (`Stream<T>`), which `fidius call` cannot pass yet",
+                target.method
+            );
+        }
+        let streams = method.streams_result;
+        if streams && self.repeat > 1 {
+            bail!(
+                "`{}` streams its result; --repeat measures plain calls only",
+                target.method
+            );
+        }
         let input = self.input(&target, wire)?;
 
         let host = self.load.host()?;
@@ -190,6 +204,9 @@ impl CallCommand {
             eprintln!("warning: {warning} (loaded as the original fidius would; --strict refuses)");
         }
 
+        if streams {
+            return print_stream(&handle, index, &input);
+        }
         let output = call(&handle, index, wire, &input)?;
         self.print(wire, &output)?;
         if self.repeat > 1 {
@@ -299,7 +316,26 @@ fn call(
         WireMode::Raw => handle.call_raw(index, input),
         WireMode::TypedJson => handle.call_typed_json(index, input),
     };
-    result.map_err(|error| {
+    result.map_err(reported)
+}
+
+/// A streamed result: one compact JSON value per line, each printed as it arrives.
+fn print_stream(handle: &PythonPluginHandle, index: usize, input: &[u8]) -> anyhow::Result<()> {
+    let stream = handle
+        .call_stream_raw(index, input, &CallOptions::default())
+        .map_err(reported)?;
+    for item in stream {
+        let item = item.map_err(reported)?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&item).context("the plugin streamed invalid JSON")?;
+        outln!("{value}")?;
+    }
+    Ok(())
+}
+
+/// A call's error, its traceback or the worker's stderr printed first.
+fn reported(error: fidius_core::CallError) -> anyhow::Error {
+    {
         match &error {
             fidius_core::CallError::Python {
                 traceback: Some(traceback),
@@ -313,7 +349,7 @@ fn call(
             _ => {}
         }
         anyhow::Error::new(error)
-    })
+    }
 }
 
 /// `total` calls over `threads` threads: throughput and latency percentiles.

@@ -15,6 +15,7 @@ mod numpy;
 mod package_support;
 mod readme_tutorial;
 mod scaffold;
+mod streaming;
 mod support;
 mod test_command;
 mod trust;

@@ -9,8 +9,43 @@ pub use asynchronous::AsyncPluginCall;
 
 pub use error::{CallError, PluginError, PythonError, WorkerExit};
 
+use std::marker::PhantomData;
+
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+
+/// Marks a streamed result or argument in a `#[plugin_interface]` trait: `fn tick(&self, n: u32)
+/// -> Stream<u64>` streams its result (the plugin returns a generator or any iterable; the host
+/// reads the items one by one), `fn total(&self, items: Stream<u64>) -> u64` streams an argument.
+/// Only a name: nothing implements the trait in Rust, and no value of it exists.
+pub struct Stream<T>(PhantomData<fn() -> T>);
+
+/// A loaded plugin whose streaming methods (`-> Stream<T>`) can be called: what the typed client's
+/// streaming methods need of a handle, besides [`PluginCall`].
+pub trait StreamingCall {
+    /// The items of one streamed result, decoded as `T`: an error item (the plugin raised, a
+    /// timeout, an item that is not a `T`) is the last one.
+    type Items<T: DeserializeOwned + 'static>: Iterator<Item = Result<T, CallError>>;
+
+    /// Calls a method that streams its result; `args_json` is the JSON array of its arguments.
+    fn call_stream_typed<T: DeserializeOwned + 'static>(
+        &self,
+        method_index: usize,
+        args_json: &[u8],
+    ) -> Result<Self::Items<T>, CallError>;
+}
+
+impl<H: StreamingCall + ?Sized> StreamingCall for &H {
+    type Items<T: DeserializeOwned + 'static> = H::Items<T>;
+
+    fn call_stream_typed<T: DeserializeOwned + 'static>(
+        &self,
+        method_index: usize,
+        args_json: &[u8],
+    ) -> Result<Self::Items<T>, CallError> {
+        (**self).call_stream_typed(method_index, args_json)
+    }
+}
 
 /// A loaded plugin that can be called by method index (the index into
 /// [`PythonInterfaceDescriptor::methods`](crate::interface::PythonInterfaceDescriptor::methods)).
@@ -49,7 +84,7 @@ impl<T: PluginCall + ?Sized> PluginCall for &T {
 /// Support code for the clients `#[plugin_interface]` generates. Not a stable API.
 #[doc(hidden)]
 pub mod __private {
-    use super::{CallError, DeserializeOwned, PluginCall, Serialize};
+    use super::{CallError, DeserializeOwned, PluginCall, Serialize, StreamingCall};
 
     pub use super::asynchronous::{call_json_async, call_raw_async};
     pub use serde::de::IgnoredAny;
@@ -81,7 +116,25 @@ pub mod __private {
             source,
         })?;
         let result = handle.call_typed_json(method_index, &args_json)?;
-        serde_json::from_slice(&result).map_err(|source| CallError::DecodeResult {
+        decode(method, &result)
+    }
+
+    /// Encodes `args` like [`call_json`] and opens the method's streamed result.
+    pub fn call_stream_json<H: StreamingCall, T: DeserializeOwned + 'static>(
+        handle: &H,
+        method_index: usize,
+        method: &str,
+        args: &impl Serialize,
+    ) -> Result<H::Items<T>, CallError> {
+        let args_json = serde_json::to_vec(args).map_err(|source| CallError::EncodeArguments {
+            method: method.to_owned(),
+            source,
+        })?;
+        handle.call_stream_typed(method_index, &args_json)
+    }
+
+    fn decode<R: DeserializeOwned>(method: &str, result: &[u8]) -> Result<R, CallError> {
+        serde_json::from_slice(result).map_err(|source| CallError::DecodeResult {
             method: method.to_owned(),
             source,
         })

@@ -682,6 +682,8 @@ mod tests {
             returns: "",
             optional_since: None,
             signature: "",
+            streams_result: false,
+            streams_argument: false,
         })
     }
 

@@ -34,6 +34,10 @@ pub struct PythonMethodDescriptor {
     pub optional_since: Option<u32>,
     /// The canonical signature string that enters the hash (`greet:String->String`).
     pub signature: &'static str,
+    /// The method returns `Stream<T>` (`returns` is then `T`, the type of one item).
+    pub streams_result: bool,
+    /// One argument is `Stream<T>` (its `ty` is then `T`, the type of one item).
+    pub streams_argument: bool,
 }
 
 impl PythonMethodDescriptor {
@@ -105,6 +109,10 @@ pub struct OwnedMethodDescriptor {
     pub returns: String,
     pub optional_since: Option<u32>,
     pub signature: String,
+    #[serde(default)]
+    pub streams_result: bool,
+    #[serde(default)]
+    pub streams_argument: bool,
 }
 
 impl From<&PythonInterfaceDescriptor> for OwnedInterfaceDescriptor {
@@ -128,6 +136,8 @@ impl From<&PythonInterfaceDescriptor> for OwnedInterfaceDescriptor {
                     returns: method.returns.to_owned(),
                     optional_since: method.optional_since,
                     signature: method.signature.to_owned(),
+                    streams_result: method.streams_result,
+                    streams_argument: method.streams_argument,
                 })
                 .collect(),
         }

@@ -39,6 +39,8 @@ pub enum InterfaceError {
     UnknownWireMode { mode: String, span: Span },
     #[error("`#[optional]` must be written `#[optional(since = N)]` with an integer N")]
     InvalidOptional { span: Span },
+    #[error("{message}")]
+    CannotCrossTheWire { message: String, span: Span },
     #[error("attribute `#[{name}]` is given more than once on method `{method}`")]
     DuplicateMethodAttribute {
         name: &'static str,
@@ -65,6 +67,7 @@ impl InterfaceError {
             | Self::RawSignature { span, .. }
             | Self::UnknownWireMode { span, .. }
             | Self::InvalidOptional { span }
+            | Self::CannotCrossTheWire { span, .. }
             | Self::DuplicateMethodAttribute { span, .. } => *span,
         }
     }

@@ -37,6 +37,8 @@ mod source;
 mod spec;
 #[cfg(feature = "rust-source")]
 pub mod stub;
+#[cfg(feature = "rust-source")]
+mod wire;
 
 #[cfg(feature = "rust-source")]
 pub use attr::{is_interface_attribute, InterfaceAttr};

@@ -367,6 +367,8 @@ impl InterfaceSpec {
                     returns: method.output_canonical.clone(),
                     optional_since: method.optional_since,
                     signature: method.signature.clone(),
+                    streams_result: method.streams_output,
+                    streams_argument: method.streams_input,
                 })
                 .collect(),
         }

@@ -63,3 +63,24 @@ fn every_vector_matches_the_original_macro() {
         failures.join("\n")
     );
 }
+
+/// A bidirectional method (`Stream<T>` in and out), which the 128 vectors lack: by the original's
+/// `fidius_guest::hash::signature_string` (`{name}:{args}->{ret}` then `!raw`, `!stream`, `<stream`,
+/// each item type standing for its `Stream<T>`), it is `map:u64->u64!stream<stream`; the hash is
+/// FNV-1a 64 of that string (computed independently, in Python, from the same rules).
+#[test]
+fn a_bidirectional_method_carries_both_markers_in_the_original_order() {
+    let source = "#[fidius::plugin_interface(version = 1, buffer = PluginAllocated)]\n\
+        pub trait Mapper: Send + Sync {\n    fn map(&self, items: fidius::Stream<u64>) -> fidius::Stream<u64>;\n}\n";
+    let spec = find_interface(source, "Mapper").expect("reads").spec;
+    assert_eq!(spec.methods[0].signature, "map:u64->u64!stream<stream");
+    assert_eq!(spec.hash, 0xe321_a6dd_bd90_4687);
+    assert!(spec.methods[0].streams_output && spec.methods[0].streams_input);
+
+    let both = "#[fidius::plugin_interface(version = 1)]\n\
+        pub trait Ticks {\n    fn tick(&self, n: u32) -> fidius::Stream<u64>;\n    fn total(&self, items: fidius::Stream<u64>) -> u64;\n}\n";
+    assert_eq!(
+        find_interface(both, "Ticks").expect("reads").spec.hash,
+        0xda02_6e90_56b5_c364
+    );
+}

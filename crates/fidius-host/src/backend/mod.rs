@@ -19,6 +19,7 @@ use crate::options::LoadOptions;
 use crate::plugin::loader::Accepted;
 use crate::plugin::shared::PluginShared;
 use crate::plugin::version::Version;
+use crate::stream::StreamSink;
 
 pub(crate) mod process;
 pub(crate) mod thread;
@@ -67,6 +68,12 @@ pub(crate) trait Backend: Send + Sync {
     /// Runs the call on an idle instance. The handle has checked the method (it exists, has this
     /// wire mode, is implemented) and a typed call's arguments.
     fn call(&self, call: Call<'_>) -> Result<Vec<u8>, CallError>;
+
+    /// Starts a call of a method that streams its result (checked like [`call`](Self::call)); the
+    /// items, or the error that ends them, go to `sink`. The stream holds one instance until the
+    /// plugin's iterator ends or the consumer drops its end (then the iterator is closed). `call`'s
+    /// deadline is unused: the sink carries the item and whole-stream timeouts.
+    fn open_stream(&self, call: Call<'_>, sink: StreamSink) -> Result<(), CallError>;
 
     /// Starts a new set of instances of `version` and, once every one of them has loaded, serves
     /// from it; the old instances end once their calls finished, releasing their version. On error

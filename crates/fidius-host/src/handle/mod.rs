@@ -2,6 +2,7 @@
 
 mod asynchronous;
 mod reload;
+mod stream;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -73,6 +74,11 @@ struct LoadedPlugin {
     argument_shapes: Box<[ArgumentShapes]>,
     instances: usize,
     call_timeout: Option<Duration>,
+    /// Streamed results: the default window and whole-stream timeout, and how long past a
+    /// deadline a consumer waits for the instance's own timeout error.
+    stream_window: usize,
+    stream_timeout: Option<Duration>,
+    stream_grace: Duration,
     /// How a reload finds and verifies the package again (set by `PluginHost`).
     reloader: Option<Reloader>,
     /// One reload at a time.
@@ -190,6 +196,9 @@ impl PythonPluginHandle {
                 argument_shapes,
                 instances: options.instances,
                 call_timeout: options.call_timeout,
+                stream_window: options.stream_window,
+                stream_timeout: options.stream_timeout,
+                stream_grace: crate::stream::consumer_grace(options.retire_after),
                 reloader,
                 reloading: Mutex::new(()),
                 async_calls: std::sync::OnceLock::new(),
@@ -273,12 +282,31 @@ impl PythonPluginHandle {
         self.run(index, payload, Deadline::after(timeout))
     }
 
-    /// The checks of a call before it leaves for an instance: the method exists, has the
-    /// requested wire mode and is implemented, and a typed call's arguments fit its types.
+    /// The checks of a one-shot call (sync or async) before it leaves for an instance: those of
+    /// every call ([`check_call`](Self::check_call)), and the method does not stream.
     fn check(&self, index: usize, requested: WireMode, payload: &[u8]) -> Result<(), CallError> {
+        let method = self.check_call(index, requested, payload)?;
+        if method.streams_result || method.streams_argument {
+            return Err(CallError::InvalidArguments {
+                method: method.name.clone(),
+                reason:
+                    "the method streams; call it with `call_stream_raw` or `call_stream_typed_json`"
+                        .to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The checks every call passes before it leaves for an instance: the method exists, has the
+    /// requested wire mode and is implemented, and a typed call's arguments fit its types.
+    fn check_call(
+        &self,
+        index: usize,
+        requested: WireMode,
+        payload: &[u8],
+    ) -> Result<&fidius_core::interface::OwnedMethodDescriptor, CallError> {
         let plugin = &*self.plugin;
-        let shared = &*plugin.shared;
-        let method = shared::method(&shared.descriptor, index)?;
+        let method = shared::method(&plugin.shared.descriptor, index)?;
         if method.wire != requested {
             return Err(CallError::WireModeMismatch {
                 method: method.name.clone(),
@@ -301,7 +329,7 @@ impl PythonPluginHandle {
                     })?;
             }
         }
-        Ok(())
+        Ok(method)
     }
 
     /// Runs a checked call on the backend and counts a timeout.

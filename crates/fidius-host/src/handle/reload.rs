@@ -80,6 +80,8 @@ mod tests {
             returns: "",
             optional_since: None,
             signature: "",
+            streams_result: false,
+            streams_argument: false,
         }],
     };
 

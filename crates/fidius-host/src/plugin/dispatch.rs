@@ -107,7 +107,7 @@ pub(crate) fn invalid_arguments(
 /// Parses the JSON array of positional arguments into Python objects, passed to the function as
 /// they are (vectorcall: no list or tuple of them is built). The handle has checked them against the
 /// method's argument types (`ArgumentShapes`) before the call was sent.
-fn typed_arguments<'i>(
+pub(crate) fn typed_arguments<'i>(
     py: Interp<'i>,
     method: &OwnedMethodDescriptor,
     payload: &[u8],
@@ -120,7 +120,7 @@ fn typed_arguments<'i>(
 /// `NotImplementedError` from an optional method (the generated stub's body, left as it is) is
 /// [`CallError::NotImplemented`], as if the function were absent; anything else (including
 /// `SystemExit` and `KeyboardInterrupt`) becomes [`CallError::Python`].
-fn exception_to_error(
+pub(crate) fn exception_to_error(
     instance: &LoadedInstance<'_>,
     method: &OwnedMethodDescriptor,
     raised: &Raised<'_>,

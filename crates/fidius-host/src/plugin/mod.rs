@@ -9,4 +9,5 @@ pub(crate) mod plugin_imports;
 pub(crate) mod precompiled;
 pub(crate) mod shared;
 pub(crate) mod source;
+pub(crate) mod stream;
 pub(crate) mod version;

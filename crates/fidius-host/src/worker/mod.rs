@@ -19,6 +19,7 @@
 
 pub(crate) mod probe;
 mod serve;
+mod stream;
 
 use std::ffi::OsString;
 use std::process::ExitCode;

@@ -161,9 +161,14 @@ fn serve() -> Result<(), String> {
                             let method = shared::method(descriptor, index)?;
                             let call = |payload| {
                                 fidius_ffi::serve_host_calls(&host_call, || {
-                                    dispatch_payload(py, &instance, method, index, payload, |reply| {
-                                        send_reply(protocol::REPLY_OK, &reply)
-                                    })
+                                    dispatch_payload(
+                                        py,
+                                        &instance,
+                                        method,
+                                        index,
+                                        payload,
+                                        |reply| send_reply(protocol::REPLY_OK, &reply),
+                                    )
                                 })
                             };
                             match input {
@@ -180,6 +185,31 @@ fn serve() -> Result<(), String> {
                         }
                     })
                     .map_err(|error| format!("cannot enter the interpreter: {error}"))??;
+            }
+            protocol::STREAM_OPEN => {
+                let mut body = Vec::with_capacity(body_len);
+                mailbox
+                    .receive_body(body_len, &mut body, &mut wait)
+                    .map_err(|error| describe(&error))?;
+                interp
+                    .with(|py| {
+                        super::stream::serve(
+                            py,
+                            &instance,
+                            descriptor,
+                            &body,
+                            &collected,
+                            &mut mailbox,
+                            &mut wait,
+                        )
+                    })
+                    .map_err(|error| format!("cannot enter the interpreter: {error}"))??;
+            }
+            // Meant for a stream that had already ended when it arrived.
+            protocol::STREAM_PULL | protocol::STREAM_CANCEL => {
+                mailbox
+                    .skip_body(&mut wait)
+                    .map_err(|error| describe(&error))?;
             }
             protocol::SHUTDOWN => {
                 // What `Py_FinalizeEx` does first, and ending a sub-interpreter does too: wait for
@@ -362,6 +392,14 @@ fn call_host(
     }
 }
 
+/// The method index and payload of a call-like message body (a stream's opening).
+pub(super) fn split_call(body: &[u8]) -> Result<(usize, &[u8]), String> {
+    let (index, payload) = body
+        .split_first_chunk::<4>()
+        .ok_or_else(|| "call message without a method index".to_owned())?;
+    Ok((u32::from_le_bytes(*index) as usize, payload))
+}
+
 fn send_json(
     mailbox: &mut Mailbox,
     kind: u8,
@@ -374,7 +412,7 @@ fn send_json(
         .map_err(|_| "the host went away".to_owned())
 }
 
-fn send_output(
+pub(super) fn send_output(
     collected: &Collected,
     mailbox: &mut Mailbox,
     wait: &mut Wait<'_>,
@@ -394,7 +432,7 @@ fn describe(error: &ReceiveError) -> String {
 
 /// Output drained from the interpreter, waiting to be sent to the host.
 #[derive(Default)]
-struct Collected(RefCell<Vec<Taken>>);
+pub(super) struct Collected(RefCell<Vec<Taken>>);
 
 impl OutputSink for Collected {
     fn drain(&self, buffer: &PyObj<'_>, take: &PyObj<'_>) {

@@ -28,6 +28,8 @@ pub const fn method(
         returns: "",
         optional_since,
         signature: "",
+        streams_result: false,
+        streams_argument: false,
     }
 }
 

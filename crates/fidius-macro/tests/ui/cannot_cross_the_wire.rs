@@ -9,7 +9,8 @@ pub trait NotWireable {
     fn boxed(&self) -> Box<dyn std::error::Error + Send>;
     fn label(&self) -> &'static str;
     fn fill(&self, buffer: &mut [u8]) -> usize;
-    fn read(&self, path: String) -> Stream<u64>;
+    fn read(&self, path: String) -> Option<Stream<u64>>;
+    fn merge(&self, left: Stream<u64>, right: Stream<u64>) -> Stream<u64>;
     fn fails(&self) -> Result<String, String>;
     fn fine(&self, text: &str) -> Result<String, PluginError>;
 }

@@ -35,6 +35,8 @@ pub enum Drift {
     },
     /// A `@method` function the interface does not have.
     UnknownMethod { method: String, line: usize },
+    /// The interface itself cannot be served by a Python plugin (the macro refuses it too).
+    Unservable { reason: String },
 }
 
 impl fmt::Display for Drift {
@@ -91,6 +93,12 @@ impl fmt::Display for Drift {
                 f,
                 "line {line}: @method `{method}` is not a method of the interface"
             ),
+            Self::Unservable { reason } => {
+                write!(
+                    f,
+                    "the interface cannot be served by a Python plugin: {reason}"
+                )
+            }
         }
     }
 }
@@ -98,7 +106,13 @@ impl fmt::Display for Drift {
 /// Every drift between the plugin module text `python` and `spec`; empty when it matches.
 pub fn check_module(spec: &InterfaceSpec, python: &str) -> Vec<Drift> {
     let module = scan(python);
-    let mut drifts = Vec::new();
+    let mut drifts: Vec<Drift> = spec
+        .python_wire_problems()
+        .iter()
+        .map(|problem| Drift::Unservable {
+            reason: problem.to_string(),
+        })
+        .collect();
     if module.hash != Some(spec.hash) {
         drifts.push(Drift::Hash {
             expected: spec.hash,

@@ -16,6 +16,7 @@
 //! | `HashMap`/`BTreeMap<K, V>` with `K` a string or integer | `dict[str, V]` (JSON keys are strings) |
 //! | `(A, B)` | `tuple[A, B]` |
 //! | `()`, no return type | `None` |
+//! | `Stream<T>` (a streamed argument or result) | `Iterator[T]` |
 //! | `Result<T, E>` | `T` (errors are raised as `PluginError`) |
 //! | `&T`, `Box<T>`, `Rc<T>`, `Arc<T>`, `(T)` | as `T` |
 //! | `serde_json::Value` | `Any` |

@@ -16,6 +16,9 @@ pub enum StubError {
         "method `{method}` is a Python keyword, so a plugin cannot define it; rename the method"
     )]
     MethodNameIsPythonKeyword { method: String },
+    /// The types the macro refuses too ([`InterfaceSpec::python_wire_problems`](crate::interface::InterfaceSpec::python_wire_problems)).
+    #[error("the interface cannot be served by a Python plugin: {}", .problems.join("; "))]
+    Unservable { problems: Vec<String> },
 }
 
 /// The Python module skeleton for `source`'s interface: header constants, `TypedDict`s for the
@@ -31,6 +34,12 @@ pub fn render_stub(source: &InterfaceSource) -> Result<String, StubError> {
             method: method.name.clone(),
         });
     }
+    let problems = spec.python_wire_problems();
+    if !problems.is_empty() {
+        return Err(StubError::Unservable {
+            problems: problems.iter().map(ToString::to_string).collect(),
+        });
+    }
     let known: BTreeSet<String> = source.structs.iter().map(|s| s.name.clone()).collect();
     let mut mapper = TypeMapper::new(&known);
     let functions: Vec<String> = spec
@@ -40,6 +49,7 @@ pub fn render_stub(source: &InterfaceSource) -> Result<String, StubError> {
         .collect();
     let classes = render_structs(&source.structs, &mut mapper);
     let needs_any = mapper.uses_any;
+    let needs_iterator = mapper.uses_iterator;
 
     let mut out = String::new();
     let _ = writeln!(
@@ -53,10 +63,14 @@ pub fn render_stub(source: &InterfaceSource) -> Result<String, StubError> {
          the host refuses a plugin whose hash, structs or methods do not match the interface.\n\"\"\"\n\n\
          from __future__ import annotations\n\n",
     );
-    let typing: Vec<&str> = [("Any", needs_any), ("TypedDict", !classes.is_empty())]
-        .into_iter()
-        .filter_map(|(name, used)| used.then_some(name))
-        .collect();
+    let typing: Vec<&str> = [
+        ("Any", needs_any),
+        ("Iterator", needs_iterator),
+        ("TypedDict", !classes.is_empty()),
+    ]
+    .into_iter()
+    .filter_map(|(name, used)| used.then_some(name))
+    .collect();
     if !typing.is_empty() {
         out.push_str(&typing_block(&typing, &classes));
     }

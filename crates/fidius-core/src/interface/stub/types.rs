@@ -18,6 +18,8 @@ pub struct TypeMapper<'a> {
     pub unmapped: Vec<String>,
     /// Whether any annotation produced so far is `Any`.
     pub uses_any: bool,
+    /// Whether any annotation produced so far is `Iterator[...]` (a `Stream<T>`).
+    pub uses_iterator: bool,
 }
 
 impl<'a> TypeMapper<'a> {
@@ -27,6 +29,7 @@ impl<'a> TypeMapper<'a> {
             used_structs: BTreeSet::new(),
             unmapped: Vec::new(),
             uses_any: false,
+            uses_iterator: false,
         }
     }
 
@@ -72,6 +75,12 @@ impl<'a> TypeMapper<'a> {
                 format!("dict[str, {}]", self.python(value))
             }
             ("Result", [ok, _]) => self.python(ok),
+            // A streamed argument arrives as an iterator; a streamed result is any iterable the
+            // plugin returns, typically a generator.
+            ("Stream", [item]) => {
+                self.uses_iterator = true;
+                format!("Iterator[{}]", self.python(item))
+            }
             ("Box" | "Rc" | "Arc", [inner]) => self.python(inner),
             (name, []) if self.known_structs.contains(name) => {
                 self.used_structs.insert(name.to_owned());

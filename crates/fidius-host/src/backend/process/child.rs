@@ -251,6 +251,19 @@ impl WorkerProcess {
         host_functions: Option<&HostFunctions>,
         is_reply: impl Fn(u8) -> bool,
     ) -> Result<(u8, Vec<u8>), Failure> {
+        self.converse(Some((kind, parts)), deadline, host_functions, is_reply)
+    }
+
+    /// Sends `message` (none: only waits), then waits for the reply `is_reply` accepts, routing
+    /// output on the way and, when `host_functions` is given, answering the worker's host function
+    /// calls. A streamed result is many replies to one message.
+    pub(crate) fn converse(
+        &mut self,
+        message: Option<(u8, &[&[u8]])>,
+        deadline: Option<Instant>,
+        host_functions: Option<&HostFunctions>,
+        is_reply: impl Fn(u8) -> bool,
+    ) -> Result<(u8, Vec<u8>), Failure> {
         let mut alive = reaping(&mut self.child, &mut self.exited);
         let mut wait = Wait {
             // Most small calls answer well within the spin.
@@ -258,7 +271,11 @@ impl WorkerProcess {
             deadline,
             alive: &mut alive,
         };
-        let outcome = match self.mailbox.send(kind, parts, &mut wait) {
+        let sent = match message {
+            Some((kind, parts)) => self.mailbox.send(kind, parts, &mut wait),
+            None => Ok(()),
+        };
+        let outcome = match sent {
             Err(interrupted) => Err(ReceiveError::Interrupted(interrupted)),
             Ok(()) => loop {
                 match self.mailbox.receive(MAX_REPLY, &mut wait) {
@@ -310,6 +327,30 @@ impl WorkerProcess {
                 self.kill();
                 Failure::Protocol(reason)
             }
+        })
+    }
+
+    /// Sends one message that has no reply (a stream's `STREAM_PULL` or `STREAM_CANCEL`).
+    pub(crate) fn post(
+        &mut self,
+        kind: u8,
+        parts: &[&[u8]],
+        deadline: Option<Instant>,
+    ) -> Result<(), Failure> {
+        let mut alive = reaping(&mut self.child, &mut self.exited);
+        let mut wait = Wait {
+            spin: crate::backend::wait::SPIN_BEFORE_PARKING,
+            deadline,
+            alive: &mut alive,
+        };
+        let sent = self.mailbox.send(kind, parts, &mut wait);
+        drop(alive);
+        sent.map_err(|interrupted| match interrupted {
+            Interrupted::Deadline => {
+                self.kill();
+                Failure::Deadline
+            }
+            Interrupted::PeerGone => self.died(),
         })
     }
 

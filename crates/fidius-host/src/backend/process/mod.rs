@@ -5,5 +5,6 @@ pub(crate) mod command;
 pub(crate) mod mailbox;
 pub(crate) mod probe;
 pub(crate) mod protocol;
+mod stream;
 pub(crate) mod tail;
 pub(crate) mod workers;

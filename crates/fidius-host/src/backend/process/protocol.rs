@@ -19,6 +19,15 @@ pub(crate) const SHUTDOWN: u8 = 3;
 pub(crate) const CALLBACK_OK: u8 = 4;
 /// Host → worker: the error of the worker's [`CALLBACK`] (UTF-8 message for `fidius.HostError`).
 pub(crate) const CALLBACK_ERR: u8 = 5;
+/// Host → worker: call a method that streams its result (u32 method index, u32 window, both
+/// little-endian, then the payload). The worker sends up to `window` [`STREAM_ITEM`]s, then waits
+/// for [`STREAM_PULL`] (more) or [`STREAM_CANCEL`]; the stream ends with [`STREAM_END`] or
+/// [`STREAM_ERR`].
+pub(crate) const STREAM_OPEN: u8 = 6;
+/// Host → worker: the host took the items sent so far; send up to this many more (u32).
+pub(crate) const STREAM_PULL: u8 = 7;
+/// Host → worker: the consumer dropped the stream; close the plugin's iterator, then [`STREAM_END`].
+pub(crate) const STREAM_CANCEL: u8 = 8;
 /// Worker → host: the load's outcome (JSON [`Started`]).
 pub(crate) const STARTED: u8 = 11;
 /// Worker → host: output the plugin wrote (JSON, as the bootstrap hands it over).
@@ -30,6 +39,12 @@ pub(crate) const REPLY_ERR: u8 = 14;
 /// Worker → host, while a call is in flight: run a host function (see [`encode_callback`]); the
 /// host answers [`CALLBACK_OK`] or [`CALLBACK_ERR`] before the call's reply.
 pub(crate) const CALLBACK: u8 = 15;
+/// Worker → host: one item of a streamed result (its JSON).
+pub(crate) const STREAM_ITEM: u8 = 16;
+/// Worker → host: the streamed result ended (exhausted, or closed after [`STREAM_CANCEL`]).
+pub(crate) const STREAM_END: u8 = 17;
+/// Worker → host: the streamed result failed (as [`REPLY_ERR`]); nothing follows.
+pub(crate) const STREAM_ERR: u8 = 18;
 
 /// Everything a worker needs to load its plugin.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -206,6 +221,8 @@ pub(crate) mod tests {
         returns: "String",
         optional_since: None,
         signature: "shout:->String",
+        streams_result: false,
+        streams_argument: false,
     }];
     /// A one-method interface (`shout`) for tests of the protocol.
     pub(crate) const DESCRIPTOR: PythonInterfaceDescriptor = PythonInterfaceDescriptor {

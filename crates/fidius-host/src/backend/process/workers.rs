@@ -13,12 +13,13 @@ use fidius_core::{CallError, WorkerExit};
 use crate::backend::process::child::{Attribution, Failure, WorkerProcess};
 use crate::backend::process::command::WorkerCommand;
 use crate::backend::process::protocol::{self, StartSpec};
-use crate::backend::{Backend, BackendStart, Call, PoolStats};
+use crate::backend::{Backend, BackendStart, Call, Deadline, PoolStats};
 use crate::error::LoadError;
 use crate::plugin::loader::Accepted;
 use crate::plugin::output;
 use crate::plugin::shared::PluginShared;
 use crate::plugin::version::Version;
+use crate::stream::StreamSink;
 
 /// First wait before restarting a worker that died again without answering a call in between;
 /// doubled for each further death, up to [`MAX_BACKOFF`].
@@ -52,14 +53,14 @@ pub(crate) struct ProcessBackend {
 }
 
 /// What starting a worker needs; shared with the threads that restart workers in the background.
-struct WorkerLauncher {
-    plugin: Arc<PluginShared>,
+pub(super) struct WorkerLauncher {
+    pub(super) plugin: Arc<PluginShared>,
     settings: ProcessSettings,
     counters: ProcessCounters,
 }
 
 /// The workers of one loaded version.
-struct WorkerSet {
+pub(super) struct WorkerSet {
     /// Kept while the set serves (its cache slot, for one).
     _version: Arc<Version>,
     spec: StartSpec,
@@ -70,11 +71,11 @@ struct WorkerSet {
 }
 
 /// One instance: its worker process, if running, and its crash history.
-struct WorkerSlot {
+pub(super) struct WorkerSlot {
     number: usize,
-    worker: Option<WorkerProcess>,
+    pub(super) worker: Option<WorkerProcess>,
     /// Deaths since the last answered call.
-    deaths: u32,
+    pub(super) deaths: u32,
     /// No restart before this.
     restart_at: Option<Instant>,
     /// Why the last restart failed, for the next caller (who gets it as an error while a new
@@ -83,7 +84,7 @@ struct WorkerSlot {
 }
 
 /// Gives a slot back to the idle list however the call ends.
-struct WorkerLease<'a> {
+pub(super) struct WorkerLease<'a> {
     set: &'a WorkerSet,
     index: usize,
 }
@@ -194,6 +195,13 @@ impl ProcessBackend {
         Ok((set, accepted))
     }
 
+    /// The set serving calls now.
+    fn serving_set(&self) -> Result<Arc<WorkerSet>, CallError> {
+        self.lock_current()
+            .clone()
+            .ok_or_else(|| self.launcher.plugin.unavailable())
+    }
+
     fn lock_current(&self) -> MutexGuard<'_, Option<Arc<WorkerSet>>> {
         self.current
             .lock()
@@ -221,108 +229,43 @@ impl Backend for ProcessBackend {
     fn call(&self, call: Call<'_>) -> Result<Vec<u8>, CallError> {
         let (index, deadline) = (call.index, call.deadline);
         let launcher = &self.launcher;
-        let shared = &*launcher.plugin;
-        let plugin = &shared.name;
-        let set = self
-            .lock_current()
-            .clone()
-            .ok_or_else(|| shared.unavailable())?;
-        let method_name = || {
-            shared
-                .descriptor
-                .method(index)
-                .map_or_else(String::new, |method| method.name.clone())
+        let set = self.serving_set()?;
+        let (lease, mut slot) = launcher.take(&set, deadline, index)?;
+        let Some(worker) = slot.worker.as_mut() else {
+            return Err(launcher.plugin.unavailable());
         };
-        let timed_out = || {
-            shared.timed_out(
-                index,
-                deadline.map_or(Duration::ZERO, |deadline| deadline.after),
-            )
-        };
-        loop {
-            let taken = match deadline {
-                None => set.idle_rx.recv().ok(),
-                Some(deadline) => match set.idle_rx.recv_deadline(deadline.at) {
-                    Ok(index) => Some(index),
-                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => return Err(timed_out()),
-                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => None,
-                },
-            };
-            let lease = WorkerLease {
-                set: &set,
-                index: taken.ok_or_else(|| shared.unavailable())?,
-            };
-            let mut slot = set.slots[lease.index]
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            if slot.worker.as_mut().is_some_and(WorkerProcess::has_exited) {
-                if let Some(mut gone) = slot.worker.take() {
-                    if let Failure::Died { status, .. } = gone.died() {
-                        tracing::warn!(plugin = %plugin, instance = slot.number, %status, "idle worker process died; starting a new one");
-                    }
-                }
-                launcher.counters.crashes.fetch_add(1, Ordering::Relaxed);
-                launcher.buried(&mut slot);
-                launcher.restart(&set, &mut slot, lease);
-                // Another slot may have a worker; this one is back once its replacement is.
-                continue;
+        let result = worker.call(
+            index,
+            call.payload,
+            deadline.map(|deadline| deadline.at),
+            &launcher.plugin.descriptor,
+            &launcher.plugin.host_functions,
+        );
+        match result {
+            Ok(bytes) => {
+                slot.deaths = 0;
+                Ok(bytes)
             }
-            let Some(worker) = slot.worker.as_mut() else {
-                // The last restart failed: say why, and try again in the background.
-                let source = slot
-                    .failure
-                    .take()
-                    .unwrap_or_else(|| "no worker process".into());
-                launcher.restart(&set, &mut slot, lease);
-                return Err(CallError::WorkerUnavailable {
-                    plugin: plugin.clone(),
-                    source,
-                });
-            };
-            let result = worker.call(
-                index,
-                call.payload,
-                deadline.map(|deadline| deadline.at),
-                &shared.descriptor,
-                &shared.host_functions,
-            );
-            let (status, stderr_tail) = match result {
-                Ok(bytes) => {
-                    slot.deaths = 0;
-                    return Ok(bytes);
-                }
-                Err(Failure::Call(error)) => {
-                    slot.deaths = 0;
-                    return Err(error);
-                }
-                Err(Failure::Deadline) => {
-                    tracing::warn!(plugin = %plugin, instance = slot.number, "call timed out; worker process killed");
-                    launcher.buried(&mut slot);
-                    launcher.restart(&set, &mut slot, lease);
-                    return Err(timed_out());
-                }
-                Err(Failure::Died {
-                    status,
-                    stderr_tail,
-                }) => {
-                    tracing::warn!(plugin = %plugin, instance = slot.number, %status, "worker process died during a call");
-                    (status, stderr_tail)
-                }
-                Err(Failure::Protocol(reason)) => {
-                    tracing::error!(plugin = %plugin, instance = slot.number, %reason, "worker process broke the protocol; killed");
-                    (WorkerExit::ProtocolViolation { reason }, String::new())
-                }
-            };
-            launcher.counters.crashes.fetch_add(1, Ordering::Relaxed);
-            launcher.buried(&mut slot);
-            launcher.restart(&set, &mut slot, lease);
-            return Err(CallError::WorkerCrashed {
-                plugin: plugin.clone(),
-                method: method_name(),
-                status,
-                stderr_tail,
-            });
+            Err(Failure::Call(error)) => {
+                slot.deaths = 0;
+                Err(error)
+            }
+            Err(failure) => {
+                let after = deadline.map_or(Duration::ZERO, |deadline| deadline.after);
+                Err(launcher.settle(&set, &mut slot, lease, failure, index, after))
+            }
         }
+    }
+
+    fn open_stream(&self, call: Call<'_>, sink: StreamSink) -> Result<(), CallError> {
+        let set = self.serving_set()?;
+        super::stream::spawn(
+            Arc::clone(&self.launcher),
+            set,
+            call.index,
+            call.payload.to_vec(),
+            sink,
+        )
     }
 
     fn reload(&self, version: &Arc<Version>) -> Result<Accepted, LoadError> {
@@ -348,6 +291,110 @@ impl Backend for ProcessBackend {
 }
 
 impl WorkerLauncher {
+    /// Takes an idle slot of `set` that has a live worker, for a call of method `index`: waiting
+    /// until one is idle (up to the deadline), replacing an idle worker found dead, and failing with
+    /// why when the slot's last restart failed (another attempt starts meanwhile).
+    pub(super) fn take<'s>(
+        self: &Arc<Self>,
+        set: &'s Arc<WorkerSet>,
+        deadline: Option<Deadline>,
+        index: usize,
+    ) -> Result<(WorkerLease<'s>, MutexGuard<'s, WorkerSlot>), CallError> {
+        let shared = &*self.plugin;
+        let plugin = &shared.name;
+        loop {
+            let taken = match deadline {
+                None => set.idle_rx.recv().ok(),
+                Some(deadline) => match set.idle_rx.recv_deadline(deadline.at) {
+                    Ok(index) => Some(index),
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                        return Err(shared.timed_out(index, deadline.after))
+                    }
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => None,
+                },
+            };
+            let lease = WorkerLease {
+                set,
+                index: taken.ok_or_else(|| shared.unavailable())?,
+            };
+            let mut slot = set.slots[lease.index]
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if slot.worker.as_mut().is_some_and(WorkerProcess::has_exited) {
+                if let Some(mut gone) = slot.worker.take() {
+                    if let Failure::Died { status, .. } = gone.died() {
+                        tracing::warn!(plugin = %plugin, instance = slot.number, %status, "idle worker process died; starting a new one");
+                    }
+                }
+                self.counters.crashes.fetch_add(1, Ordering::Relaxed);
+                self.buried(&mut slot);
+                self.restart(set, &mut slot, lease);
+                // Another slot may have a worker; this one is back once its replacement is.
+                continue;
+            }
+            if slot.worker.is_none() {
+                // The last restart failed: say why, and try again in the background.
+                let source = slot
+                    .failure
+                    .take()
+                    .unwrap_or_else(|| "no worker process".into());
+                self.restart(set, &mut slot, lease);
+                return Err(CallError::WorkerUnavailable {
+                    plugin: plugin.clone(),
+                    source,
+                });
+            }
+            return Ok((lease, slot));
+        }
+    }
+
+    /// What a call (or stream) of method `index` that ended in `failure` (anything but the
+    /// plugin's own error) returns; the worker is gone, and a restart begins.
+    pub(super) fn settle(
+        self: &Arc<Self>,
+        set: &Arc<WorkerSet>,
+        slot: &mut WorkerSlot,
+        lease: WorkerLease<'_>,
+        failure: Failure,
+        index: usize,
+        timeout: Duration,
+    ) -> CallError {
+        let shared = &*self.plugin;
+        let plugin = &shared.name;
+        let (status, stderr_tail) = match failure {
+            Failure::Call(error) => return error,
+            Failure::Deadline => {
+                tracing::warn!(plugin = %plugin, instance = slot.number, "call timed out; worker process killed");
+                self.buried(slot);
+                self.restart(set, slot, lease);
+                return shared.timed_out(index, timeout);
+            }
+            Failure::Died {
+                status,
+                stderr_tail,
+            } => {
+                tracing::warn!(plugin = %plugin, instance = slot.number, %status, "worker process died during a call");
+                (status, stderr_tail)
+            }
+            Failure::Protocol(reason) => {
+                tracing::error!(plugin = %plugin, instance = slot.number, %reason, "worker process broke the protocol; killed");
+                (WorkerExit::ProtocolViolation { reason }, String::new())
+            }
+        };
+        self.counters.crashes.fetch_add(1, Ordering::Relaxed);
+        self.buried(slot);
+        self.restart(set, slot, lease);
+        CallError::WorkerCrashed {
+            plugin: plugin.clone(),
+            method: shared
+                .descriptor
+                .method(index)
+                .map_or_else(String::new, |method| method.name.clone()),
+            status,
+            stderr_tail,
+        }
+    }
+
     fn launch(
         &self,
         spec: &StartSpec,

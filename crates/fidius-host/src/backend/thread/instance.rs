@@ -22,6 +22,7 @@ use crate::plugin::loader::{self, LoadedInstance};
 use crate::plugin::output::{OutputRoute, OutputSink};
 use crate::plugin::shared;
 use crate::plugin::source::PluginSource;
+use crate::stream::StreamSink;
 
 /// Instance threads run plugin code, whose C-level recursion (deep `repr`, `json`, regex) can go far
 /// beyond what a 2 MiB default stack holds before CPython's own limit trips. Untouched stack pages
@@ -41,6 +42,8 @@ pub(crate) struct Request {
     /// The plugins the caller serves calls of (see `callback::chain`); empty without host
     /// functions.
     pub(crate) chain: Vec<PluginId>,
+    /// Set for a call of a method that streams its result: the items go here, not to `reply`.
+    pub(crate) stream: Option<StreamSink>,
 }
 
 /// An instance's answer to one [`Request`].
@@ -60,6 +63,12 @@ pub(crate) struct ReplyTo {
 }
 
 impl ReplyTo {
+    /// For a request whose answer goes elsewhere (a stream's items go to its sink).
+    pub(crate) fn nobody() -> Self {
+        let (sender, _) = crossbeam_channel::bounded(1);
+        Self::new(sender, 0)
+    }
+
     pub(crate) fn new(sender: Sender<Reply>, call_id: u64) -> Self {
         Self {
             sender,
@@ -251,6 +260,29 @@ fn run(
                     // A reload brought in a newer generation: leave this call to it.
                     threads.requeue(request);
                     return Serving::Superseded;
+                }
+                if let Some(sink) = request.stream.take() {
+                    let drain = || route.drain(&output_buffer, &take_output);
+                    let retired = super::stream::serve(
+                        py,
+                        threads,
+                        &instance,
+                        watch,
+                        request.method,
+                        &request.payload,
+                        sink,
+                        &drain,
+                    );
+                    route.drain(&output_buffer, &take_output);
+                    drop(request);
+                    if retired {
+                        return Serving::Retired;
+                    }
+                    match wait::poll(requests, KEEP_GIL_WHILE_POLLING) {
+                        wait::Polled::Ready(next) => request = next,
+                        wait::Polled::Empty | wait::Polled::Disconnected => return Serving::Idle,
+                    }
+                    continue;
                 }
                 let (result, retired) = match request.deadline {
                     None => (serve(py, threads, &instance, &request), false),

@@ -4,6 +4,7 @@
 pub(crate) mod generation;
 pub(crate) mod instance;
 pub(crate) mod spare;
+mod stream;
 pub(crate) mod threads;
 mod watchdog;
 
@@ -17,6 +18,7 @@ use crate::backend::{wait, Backend, BackendStart, Call, PoolStats};
 use crate::error::LoadError;
 use crate::plugin::loader::Accepted;
 use crate::plugin::version::Version;
+use crate::stream::StreamSink;
 use instance::{Reply, ReplyTo, Request};
 use threads::{InstanceThreads, ThreadSettings};
 
@@ -77,6 +79,7 @@ impl Backend for ThreadBackend {
                     } else {
                         crate::callback::chain::snapshot()
                     },
+                    stream: None,
                 })
                 .map_err(|_| plugin.unavailable())?;
             loop {
@@ -103,6 +106,21 @@ impl Backend for ThreadBackend {
                 // A reply to a call this thread stopped waiting for; drop it.
             }
         })
+    }
+
+    fn open_stream(&self, call: Call<'_>, sink: StreamSink) -> Result<(), CallError> {
+        let plugin = &self.threads.plugin;
+        let requests = self.requests.as_ref().ok_or_else(|| plugin.unavailable())?;
+        requests
+            .send(Request {
+                method: call.index,
+                payload: call.payload.to_vec(),
+                reply: ReplyTo::nobody(),
+                deadline: None,
+                chain: Vec::new(),
+                stream: Some(sink),
+            })
+            .map_err(|_| plugin.unavailable())
     }
 
     fn reload(&self, version: &Arc<Version>) -> Result<Accepted, LoadError> {

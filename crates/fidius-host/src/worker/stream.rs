@@ -1,0 +1,100 @@
+//! A streamed result in a worker: the plugin's iterator pulled while the host has granted room
+//! (its window), each item sent as it is made; between windows the worker waits for the host's
+//! `STREAM_PULL` or `STREAM_CANCEL`. Timeouts are the host's: it kills a worker past a deadline.
+
+use fidius_core::interface::OwnedInterfaceDescriptor;
+use fidius_ffi::Interp;
+
+use super::serve::{send_output, split_call, Collected};
+use crate::backend::process::mailbox::{Mailbox, Wait};
+use crate::backend::process::protocol;
+use crate::plugin::loader::LoadedInstance;
+use crate::plugin::output::OutputSink;
+use crate::plugin::shared;
+use crate::plugin::stream::{self, Pulled};
+
+/// How many items go by between two sends of the plugin's output during a long stream.
+const OUTPUT_EVERY: u64 = 256;
+
+/// Serves one `STREAM_OPEN` (`body`) until the stream ends; `Err` only when the host went away or
+/// broke the protocol.
+pub(super) fn serve(
+    py: Interp<'_>,
+    instance: &LoadedInstance<'_>,
+    descriptor: &OwnedInterfaceDescriptor,
+    body: &[u8],
+    collected: &Collected,
+    mailbox: &mut Mailbox,
+    wait: &mut Wait<'_>,
+) -> Result<(), String> {
+    let (index, rest) = split_call(body)?;
+    let (window, payload) = split_call(rest)?;
+    let method_name = descriptor
+        .method(index)
+        .map_or("", |method| method.name.as_str());
+    let send =
+        |mailbox: &mut Mailbox, wait: &mut Wait<'_>, kind: u8, body: &[u8], with_output: bool| {
+            if with_output {
+                collected.drain(
+                    &instance.output_buffer.bind(py),
+                    &instance.take_output.bind(py),
+                );
+                send_output(collected, mailbox, wait)?;
+            }
+            mailbox
+                .send(kind, &[body], wait)
+                .map_err(|_| "the host went away".to_owned())
+        };
+    let opened = shared::method(descriptor, index)
+        .and_then(|method| Ok((method, stream::open(py, instance, method, index, payload)?)));
+    let (method, opened) = match opened {
+        Ok(opened) => opened,
+        Err(error) => {
+            let body = protocol::encode_error(&error, method_name);
+            return send(mailbox, wait, protocol::STREAM_ERR, &body, true);
+        }
+    };
+    let mut room = window as u64;
+    let mut sent = 0u64;
+    loop {
+        if room == 0 {
+            // Only small messages are expected here.
+            let (kind, body) = mailbox
+                .receive(64, wait)
+                .map_err(|_| "the host went away during a stream".to_owned())?;
+            match kind {
+                protocol::STREAM_PULL => {
+                    let more = body
+                        .first_chunk::<4>()
+                        .map(|more| u32::from_le_bytes(*more))
+                        .ok_or_else(|| "a pull without a count".to_owned())?;
+                    room += u64::from(more);
+                }
+                protocol::STREAM_CANCEL => {
+                    opened.close();
+                    return send(mailbox, wait, protocol::STREAM_END, &[], true);
+                }
+                other => return Err(format!("unexpected message kind {other} during a stream")),
+            }
+            continue;
+        }
+        match opened.pull(instance, method) {
+            Pulled::Item(json) => {
+                sent += 1;
+                send(
+                    mailbox,
+                    wait,
+                    protocol::STREAM_ITEM,
+                    &json,
+                    sent % OUTPUT_EVERY == 0,
+                )?;
+                room -= 1;
+            }
+            Pulled::End => return send(mailbox, wait, protocol::STREAM_END, &[], true),
+            Pulled::Failed(error) => {
+                let body = protocol::encode_error(&error, method_name);
+                return send(mailbox, wait, protocol::STREAM_ERR, &body, true);
+            }
+        }
+    }
+}
