@@ -29,6 +29,11 @@
 //!   or overruns its timeout costs only the call it was serving
 //!   ([`CallError::WorkerCrashed`], [`CallError::Timeout`]); the next call gets a fresh worker.
 //!   [`PythonPluginHandle::tier`] says which tier a plugin got and why.
+//! * **Host functions** ([`PluginHostBuilder::host_function`], `host_function_typed`): named Rust
+//!   functions plugin code calls synchronously as `fidius.host.<name>(...)`, in both tiers (in the
+//!   process tier over the worker's mailbox). Their errors are a `fidius.HostError` in the plugin; a
+//!   host function calling back into a plugin whose call it serves gets
+//!   [`CallError::Reentrant`] instead of a deadlock.
 #![forbid(unsafe_code)]
 
 mod backend;
