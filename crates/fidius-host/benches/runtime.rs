@@ -315,6 +315,12 @@ fn main() {
         print!("{report}");
         return;
     }
+    // `ci/bench --only-async`: just the "Async calls" section.
+    if std::env::args().any(|arg| arg == "--only-async") {
+        async_calls(&mut report, &dir, iterations);
+        print!("{report}");
+        return;
+    }
 
     let plugin = load(&dir, "bench", 1);
     let baseline = Baseline::new();

@@ -340,15 +340,29 @@ impl Ord for Expiry {
 /// The deadlines of async calls with a timeout, earliest first, and the one thread that completes
 /// those still queued at their deadline.
 struct Deadlines {
-    pending: Mutex<BinaryHeap<Reverse<Expiry>>>,
+    pending: Mutex<Watched>,
     changed: Condvar,
+}
+
+/// Below this many entries the deadlines are never purged.
+const PURGE_FLOOR: usize = 1024;
+
+struct Watched {
+    expiries: BinaryHeap<Reverse<Expiry>>,
+    /// When the heap reaches this size, the entries of calls that started or finished are dropped:
+    /// with long timeouts they would otherwise pile up until their deadlines. Twice the size left
+    /// after the last purge, so purging costs O(1) per call on average.
+    purge_at: usize,
 }
 
 fn deadlines() -> &'static Arc<Deadlines> {
     static DEADLINES: OnceLock<Arc<Deadlines>> = OnceLock::new();
     DEADLINES.get_or_init(|| {
         let deadlines = Arc::new(Deadlines {
-            pending: Mutex::new(BinaryHeap::new()),
+            pending: Mutex::new(Watched {
+                expiries: BinaryHeap::new(),
+                purge_at: PURGE_FLOOR,
+            }),
             changed: Condvar::new(),
         });
         let watched = Arc::clone(&deadlines);
@@ -364,14 +378,22 @@ fn deadlines() -> &'static Arc<Deadlines> {
 }
 
 impl Deadlines {
-    fn pending(&self) -> MutexGuard<'_, BinaryHeap<Reverse<Expiry>>> {
+    fn pending(&self) -> MutexGuard<'_, Watched> {
         self.pending
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn watch(&self, expiry: Expiry) {
-        self.pending().push(Reverse(expiry));
+        let mut pending = self.pending();
+        if pending.expiries.len() >= pending.purge_at {
+            pending
+                .expiries
+                .retain(|Reverse(expiry)| expiry.still_queued());
+            pending.purge_at = (pending.expiries.len() * 2).max(PURGE_FLOOR);
+        }
+        pending.expiries.push(Reverse(expiry));
+        drop(pending);
         self.changed.notify_one();
     }
 
@@ -379,10 +401,10 @@ impl Deadlines {
         let mut pending = self.pending();
         loop {
             let now = Instant::now();
-            let wait = match pending.peek() {
+            let wait = match pending.expiries.peek() {
                 None => None,
                 Some(Reverse(next)) if next.at <= now => {
-                    if let Some(Reverse(expired)) = pending.pop() {
+                    if let Some(Reverse(expired)) = pending.expiries.pop() {
                         drop(pending);
                         expired.fire();
                         pending = self.pending();
@@ -408,6 +430,14 @@ impl Deadlines {
 }
 
 impl Expiry {
+    /// Whether the call still waits for a dispatch thread (and its future for a result).
+    fn still_queued(&self) -> bool {
+        self.completion.upgrade().is_some_and(|completion| {
+            let slot = completion.slot();
+            !(slot.started || slot.finished || slot.abandoned)
+        })
+    }
+
     /// Times the call out if it is still queued.
     fn fire(self) {
         let Some(completion) = self.completion.upgrade() else {
@@ -420,5 +450,59 @@ impl Expiry {
         if !completion.finish(Err(timed_out), true) {
             self.plugin.timeouts.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::backend::process::protocol::tests::DESCRIPTOR;
+
+    #[test]
+    fn deadlines_of_calls_that_ended_do_not_pile_up() {
+        let deadlines = Deadlines {
+            pending: Mutex::new(Watched {
+                expiries: BinaryHeap::new(),
+                purge_at: PURGE_FLOOR,
+            }),
+            changed: Condvar::new(),
+        };
+        let plugin = Arc::new(PluginShared::new("p".to_owned(), (&DESCRIPTOR).into(), 0));
+        let (mut queued, mut answered) = (Vec::new(), Vec::new());
+        for n in 0..20_000 {
+            let completion = Arc::new(Completion::default());
+            deadlines.watch(Expiry {
+                at: Instant::now() + Duration::from_secs(3600),
+                completion: Arc::downgrade(&completion),
+                plugin: Arc::clone(&plugin),
+                index: 0,
+                after: Duration::from_secs(3600),
+            });
+            match n % 100 {
+                0 => queued.push(completion),
+                1..=49 => {
+                    // Answered, its future not yet polled: still alive, no longer queued.
+                    completion.finish(Ok(Vec::new()), false);
+                    answered.push(completion);
+                }
+                _ => {} // answered and gone
+            }
+        }
+        let watched = deadlines.pending().expiries.len();
+        assert!(
+            watched <= 2 * PURGE_FLOOR + queued.len(),
+            "{watched} deadlines watched for {} queued calls",
+            queued.len()
+        );
+        // The queued ones are all still watched.
+        let still = deadlines
+            .pending()
+            .expiries
+            .iter()
+            .filter(|Reverse(expiry)| expiry.still_queued())
+            .count();
+        assert_eq!(still, queued.len());
     }
 }
