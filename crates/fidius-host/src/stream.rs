@@ -128,9 +128,15 @@ pub(crate) fn channel(
     (sink, stream)
 }
 
-/// The items of a streamed result, each as the JSON the plugin's item encodes to; see the
-/// [module](self) for backpressure and what dropping it does. The last item of a failed stream is
-/// its error (the plugin raised, a timeout, the instance went away); then `None`.
+/// The items of a streamed result, each as the JSON the plugin's item encodes to. The last item
+/// of a failed stream is its error (the plugin raised, a timeout, the instance went away); then
+/// `None`.
+///
+/// While it is open, the stream holds one instance of its plugin (and keeps the plugin loaded).
+/// The plugin runs at most the stream's window ahead of the consumer
+/// ([`LoadOptions::stream_window`](crate::LoadOptions::stream_window)), then waits at its `yield`.
+/// Dropping the stream closes the plugin's generator, so its `finally` blocks run: at once when
+/// it is waiting for room, after the item in progress otherwise.
 ///
 /// Timeouts: each item must arrive within the call's timeout
 /// ([`LoadOptions::call_timeout`](crate::LoadOptions::call_timeout) or
