@@ -22,7 +22,7 @@ use crossbeam_channel::{Receiver, Sender};
 use fidius_core::interface::WireMode;
 use fidius_core::{AsyncPluginCall, CallError};
 
-use crate::backend::Deadline;
+use crate::backend::{wait, Deadline};
 use crate::handle::PythonPluginHandle;
 use crate::options::CallOptions;
 use crate::plugin::shared::PluginShared;
@@ -209,7 +209,9 @@ impl AsyncCalls {
             let spawned = std::thread::Builder::new()
                 .name(format!("fidius:{}:async", plugin.name))
                 .spawn(move || {
-                    while let Ok(job) = queue.recv() {
+                    // Spin briefly first, as blocking callers do: the next call of a task that
+                    // just got its answer arrives within microseconds, and parking costs more.
+                    while let Ok(job) = wait::recv(&queue, wait::SPIN_BEFORE_PARKING) {
                         job.run();
                     }
                 });
