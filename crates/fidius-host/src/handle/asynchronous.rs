@@ -13,7 +13,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
@@ -22,7 +22,7 @@ use crossbeam_channel::{Receiver, Sender};
 use fidius_core::interface::WireMode;
 use fidius_core::{AsyncPluginCall, CallError};
 
-use crate::backend::Deadline;
+use crate::backend::{wait, Deadline};
 use crate::handle::PythonPluginHandle;
 use crate::options::CallOptions;
 use crate::plugin::shared::PluginShared;
@@ -135,15 +135,29 @@ impl Completion {
         true
     }
 
-    /// Completes the call with `result` (unless it already was) and wakes its task. `queued_only`:
-    /// only if no dispatch thread has started it. Returns whether this completed it.
-    fn finish(&self, result: Result<Vec<u8>, CallError>, queued_only: bool) -> bool {
+    /// Completes the call with `result` (unless it already was) and wakes its task.
+    fn finish(&self, result: Result<Vec<u8>, CallError>) {
+        self.finish_if(result, false, || {});
+    }
+
+    /// Times out a call no dispatch thread has started (unless it already finished): counts the
+    /// timeout in `timeouts` before its task can see it, then wakes the task.
+    fn time_out(&self, error: CallError, timeouts: &AtomicU64) {
+        self.finish_if(Err(error), true, || {
+            timeouts.fetch_add(1, Ordering::Relaxed);
+        });
+    }
+
+    /// `queued_only`: only if no dispatch thread has started the call. `won` runs once the call is
+    /// known to be completed by this, before its task is woken.
+    fn finish_if(&self, result: Result<Vec<u8>, CallError>, queued_only: bool, won: impl FnOnce()) {
         let waker = {
             let mut slot = self.slot();
             if slot.finished || (queued_only && slot.started) {
-                return false;
+                return;
             }
             slot.finished = true;
+            won();
             if !slot.abandoned {
                 slot.result = Some(result);
             }
@@ -152,7 +166,6 @@ impl Completion {
         if let Some(waker) = waker {
             waker.wake();
         }
-        true
     }
 }
 
@@ -171,18 +184,9 @@ impl Job {
         if let Some(deadline) = self.deadline {
             if Instant::now() >= deadline.at {
                 // Past its deadline while queued (the deadline thread may already have said so).
-                let timed_out = self
-                    .handle
-                    .plugin
-                    .shared
-                    .timed_out(self.index, deadline.after);
-                if self.completion.finish(Err(timed_out), true) {
-                    self.handle
-                        .plugin
-                        .shared
-                        .timeouts
-                        .fetch_add(1, Ordering::Relaxed);
-                }
+                let shared = &self.handle.plugin.shared;
+                let timed_out = shared.timed_out(self.index, deadline.after);
+                self.completion.time_out(timed_out, &shared.timeouts);
                 return;
             }
         }
@@ -190,7 +194,7 @@ impl Job {
             return; // cancelled: its future was dropped
         }
         let result = self.handle.run(self.index, &self.payload, self.deadline);
-        self.completion.finish(result, false);
+        self.completion.finish(result);
     }
 }
 
@@ -209,7 +213,9 @@ impl AsyncCalls {
             let spawned = std::thread::Builder::new()
                 .name(format!("fidius:{}:async", plugin.name))
                 .spawn(move || {
-                    while let Ok(job) = queue.recv() {
+                    // Spin briefly first, as blocking callers do: the next call of a task that
+                    // just got its answer arrives within microseconds, and parking costs more.
+                    while let Ok(job) = wait::recv(&queue, wait::SPIN_BEFORE_PARKING) {
                         job.run();
                     }
                 });
@@ -444,12 +450,7 @@ impl Expiry {
             return; // finished and taken
         };
         let timed_out = self.plugin.timed_out(self.index, self.after);
-        // Counted before the waiting task is woken, so a caller that sees the timeout sees it
-        // counted too; taken back if the call finished first after all.
-        self.plugin.timeouts.fetch_add(1, Ordering::Relaxed);
-        if !completion.finish(Err(timed_out), true) {
-            self.plugin.timeouts.fetch_sub(1, Ordering::Relaxed);
-        }
+        completion.time_out(timed_out, &self.plugin.timeouts);
     }
 }
 
@@ -484,7 +485,7 @@ mod tests {
                 0 => queued.push(completion),
                 1..=49 => {
                     // Answered, its future not yet polled: still alive, no longer queued.
-                    completion.finish(Ok(Vec::new()), false);
+                    completion.finish(Ok(Vec::new()));
                     answered.push(completion);
                 }
                 _ => {} // answered and gone
