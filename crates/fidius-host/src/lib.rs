@@ -29,7 +29,9 @@
 //!   or overruns its timeout costs only the call it was serving
 //!   ([`CallError::WorkerCrashed`], [`CallError::Timeout`]); the next call gets a fresh worker.
 //!   [`PythonPluginHandle::tier`] says which tier a plugin got and why.
-#![forbid(unsafe_code)]
+// `deny`, not `forbid`: `backend::rust` (dlopen and calls into Rust cdylib plugins) is the one
+// module allowed `unsafe`; CPython's stays in fidius-ffi.
+#![deny(unsafe_code)]
 
 mod backend;
 mod error;
@@ -43,10 +45,13 @@ pub mod worker;
 
 pub use backend::process::command::{WorkerCommand, WorkerNotFound, WORKER_BINARY, WORKER_ENV};
 pub use backend::process::probe::{host_python, probe_extensions, ProbeError, ProbeOptions};
+pub use backend::rust::LibraryProblem;
 pub use backend::PoolStats;
 pub use error::{InterpreterError, LoadError, LoadWarning};
 pub use fidius_core::{CallError, PluginCall, PluginError, PythonError, WorkerExit};
 pub use handle::PythonPluginHandle;
+/// The handle of any loaded plugin, Python or Rust (the same type as [`PythonPluginHandle`]).
+pub type PluginHandle = PythonPluginHandle;
 #[cfg(fidius_bench_unproven_cache)]
 #[doc(hidden)]
 pub use host::SERVE_UNPROVEN_FOR_BENCHMARKS;
@@ -57,7 +62,7 @@ pub use host::{
 pub use options::{CallOptions, LoadOptions};
 pub use plugin::descriptor::SharedDescriptor;
 pub use plugin::output::{OutputLine, OutputStream, OUTPUT_TARGET};
-pub use plugin::source::PluginSource;
+pub use plugin::source::{PluginSource, RustLibrary};
 pub use plugin::version::PluginInfo;
 pub use sdk::SDK_SOURCE;
 pub use tier::{

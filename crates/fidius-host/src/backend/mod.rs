@@ -21,6 +21,7 @@ use crate::plugin::shared::PluginShared;
 use crate::plugin::version::Version;
 
 pub(crate) mod process;
+pub(crate) mod rust;
 pub(crate) mod thread;
 pub(crate) mod wait;
 
