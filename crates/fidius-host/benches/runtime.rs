@@ -22,6 +22,7 @@ use fidius_host::{
 };
 
 #[path = "../tests/support/mod.rs"]
+mod rust_cdylib;
 mod support;
 
 const HASH: u64 = 0x0bad_cafe_f00d_d00d;
@@ -330,6 +331,8 @@ fn main() {
             micros(theirs.p99)
         );
     }
+
+    rust_cdylib::section(&mut report, iterations, &plugin, ADD, ECHO);
 
     // Timeout machinery on the fast path: the same small call with and without a deadline, alternated
     // in rounds so drift on a shared machine hits both alike.

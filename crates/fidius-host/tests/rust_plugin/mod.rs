@@ -12,7 +12,13 @@ const INTERFACE_SOURCE: &str = include_str!("greeter.rs");
 /// The built `librust_greeter.so` (shared by every test of the binary; built on first use).
 pub fn library() -> &'static Path {
     static LIBRARY: OnceLock<PathBuf> = OnceLock::new();
-    LIBRARY.get_or_init(build)
+    LIBRARY.get_or_init(|| build(false))
+}
+
+/// The same library built with `--release` (for `ci/bench`).
+pub fn release_library() -> &'static Path {
+    static LIBRARY: OnceLock<PathBuf> = OnceLock::new();
+    LIBRARY.get_or_init(|| build(true))
 }
 
 fn write_if_changed(path: &Path, contents: &str) {
@@ -22,7 +28,7 @@ fn write_if_changed(path: &Path, contents: &str) {
     }
 }
 
-fn build() -> PathBuf {
+fn build(release: bool) -> PathBuf {
     let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let facade = checkout.join("crates/fidius");
     // Persistent between runs (the test target's folder), so a rebuild is incremental.
@@ -41,8 +47,13 @@ fn build() -> PathBuf {
         std::fs::copy(checkout.join("Cargo.lock"), root.join("Cargo.lock")).expect("copy lock");
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let output = Command::new(cargo)
-        .args(["build", "--quiet", "--manifest-path"])
+    let mut command = Command::new(cargo);
+    command.args(["build", "--quiet"]);
+    if release {
+        command.arg("--release");
+    }
+    let output = command
+        .arg("--manifest-path")
         .arg(root.join("Cargo.toml"))
         .env("CARGO_TARGET_DIR", root.join("target"))
         .output()
@@ -52,7 +63,8 @@ fn build() -> PathBuf {
         "cargo build of the plugin crate failed:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    root.join("target/debug/librust_greeter.so")
+    let profile = if release { "release" } else { "debug" };
+    root.join("target").join(profile).join("librust_greeter.so")
 }
 
 /// `fidius python-stub`-style Python implementation of the same `Greeter`.
