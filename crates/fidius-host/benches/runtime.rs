@@ -21,8 +21,8 @@ use fidius_host::{
     WorkerCommand,
 };
 
-#[path = "../tests/support/mod.rs"]
 mod rust_cdylib;
+#[path = "../tests/support/mod.rs"]
 mod support;
 
 const HASH: u64 = 0x0bad_cafe_f00d_d00d;
