@@ -1,6 +1,10 @@
 //! The Rust cdylib plugin the tests load: a real crate (`plugin.rs` + `greeter.rs`), written to the
 //! test target's temporary folder and built once per test binary with `cargo build`, depending on
 //! this checkout's `fidius` facade by path.
+#![allow(
+    dead_code,
+    reason = "the tests use the debug build, ci/bench the release build"
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
