@@ -17,6 +17,7 @@ use commands::keygen::KeygenCommand;
 use commands::pack::PackCommand;
 use commands::package::PackageCommand;
 use commands::python_stub::PythonStubCommand;
+use commands::rust_plugin::{SignFileCommand, VerifyFileCommand};
 use commands::test::{TestCommand, TestsNotRun, TESTS_NOT_RUN};
 
 /// Rust plugin host tooling for Python plugins.
@@ -34,6 +35,8 @@ enum Command {
     #[command(subcommand)]
     Package(PackageCommand),
     Keygen(KeygenCommand),
+    Sign(SignFileCommand),
+    Verify(VerifyFileCommand),
     PythonStub(PythonStubCommand),
     Call(CallCommand),
     Test(TestCommand),
@@ -57,6 +60,8 @@ impl Command {
             Command::Pack(command) => command.execute(),
             Command::Package(command) => command.execute(),
             Command::Keygen(command) => command.execute(),
+            Command::Sign(command) => command.execute(),
+            Command::Verify(command) => command.execute(),
             Command::PythonStub(command) => command.execute(),
             Command::Call(command) => command.execute(),
             Command::Test(command) => command.execute(),

@@ -201,12 +201,21 @@ pub fn verify_digest(
     signature: &Signature,
     trusted: &[VerifyingKey],
 ) -> Result<KeyFingerprint, PackageError> {
+    verify_message(digest.as_bytes(), signature, trusted)
+}
+
+/// The trusted key whose signature over `message` this is.
+fn verify_message(
+    message: &[u8],
+    signature: &Signature,
+    trusted: &[VerifyingKey],
+) -> Result<KeyFingerprint, PackageError> {
     if trusted.is_empty() {
         return Err(PackageError::NoTrustedKeys);
     }
     trusted
         .iter()
-        .find(|key| key.verify_strict(digest.as_bytes(), signature).is_ok())
+        .find(|key| key.verify_strict(message, signature).is_ok())
         .map(KeyFingerprint::of)
         .ok_or_else(|| PackageError::SignatureInvalid {
             trusted: trusted.iter().map(KeyFingerprint::of).collect(),
@@ -253,6 +262,41 @@ pub fn verify_dir(dir: &Path, trusted: &[VerifyingKey]) -> Result<VerifiedSignat
     let digest = PackageDigest::of_files(tree.digest_files())?;
     let key = verify_digest(&digest, &signature, trusted)?;
     Ok(VerifiedSignature { digest, key })
+}
+
+/// Where the detached signature of a bare file (a Rust plugin library) lives: `FILE.sig`, e.g.
+/// `libgreeter.so.sig`, as the original fidius writes it.
+pub fn detached_signature_path(file: &Path) -> PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push(".sig");
+    PathBuf::from(name)
+}
+
+/// Signs the bytes of a bare file: 64 raw Ed25519 bytes over the whole file, the original
+/// fidius's `fidius sign` format, written to [`detached_signature_path`] in one rename.
+pub fn sign_file(file: &Path, bytes: &[u8], key: &SigningKey) -> Result<PathBuf, PackageError> {
+    let path = detached_signature_path(file);
+    let dir = path
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(PackageError::io(dir))?;
+    temp.write_all(&key.sign(bytes).to_bytes())
+        .map_err(PackageError::io(temp.path()))?;
+    temp.persist(&path)
+        .map_err(|error| PackageError::io(&path)(error.error))?;
+    Ok(path)
+}
+
+/// Checks `file`'s detached signature over `bytes` (the file's contents, read once by the
+/// caller so that what is verified is what is used) against each trusted key.
+pub fn verify_file(
+    file: &Path,
+    bytes: &[u8],
+    trusted: &[VerifyingKey],
+) -> Result<KeyFingerprint, PackageError> {
+    let signature = read_signature(&detached_signature_path(file))?;
+    verify_message(bytes, &signature, trusted)
 }
 
 #[cfg(test)]

@@ -155,6 +155,7 @@ fn load(host: &PluginHost, name: &str, instances: usize) -> anyhow::Result<Loade
     let instances = match tier.tier {
         Tier::Process => "worker processes",
         Tier::Subinterpreter => "sub-interpreters",
+        Tier::Rust => "in-process library",
         // `Tier` is non-exhaustive; a tier this demo does not know gets a neutral word.
         _ => "instances",
     };
@@ -228,6 +229,12 @@ fn show_isolation(plugins: &[Loaded]) -> anyhow::Result<()> {
     );
     for library in in_tier(Tier::Process) {
         println!("isolation: {library} runs in worker processes beside them (process tier)");
+    }
+    for library in in_tier(Tier::Rust) {
+        println!(
+            "isolation: none for {library}: a Rust cdylib called directly in the host process, \
+             through the same client"
+        );
     }
     Ok(())
 }

@@ -23,6 +23,7 @@ use fidius_host::{
 
 #[path = "runtime/callbacks.rs"]
 mod callbacks;
+mod rust_cdylib;
 #[path = "../tests/support/mod.rs"]
 mod support;
 mod warm_load;
@@ -359,6 +360,8 @@ fn main() {
             micros(theirs.p99)
         );
     }
+
+    rust_cdylib::section(&mut report, iterations, &plugin, ADD, ECHO);
 
     // Timeout machinery on the fast path: the same small call with and without a deadline, alternated
     // in rounds so drift on a shared machine hits both alike.

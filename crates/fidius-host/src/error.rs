@@ -238,6 +238,14 @@ pub enum LoadError {
         expected: u32,
         found: String,
     },
+    /// A Rust cdylib plugin's library was refused before any of its functions ran (or could
+    /// not be mapped).
+    #[error("plugin `{plugin}`: Rust library {}: {problem}", library.display())]
+    RustLibrary {
+        plugin: String,
+        library: PathBuf,
+        problem: crate::backend::rust::LibraryProblem,
+    },
     /// A required method is absent.
     #[error("plugin `{plugin}`: required method `{method}` of `{interface}` is missing")]
     MissingMethod {

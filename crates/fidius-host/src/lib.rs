@@ -34,7 +34,9 @@
 //!   process tier over the worker's mailbox). Their errors are a `fidius.HostError` in the plugin; a
 //!   host function calling back into a plugin whose call it serves gets
 //!   [`CallError::Reentrant`] instead of a deadlock.
-#![forbid(unsafe_code)]
+// `deny`, not `forbid`: `backend::rust` (dlopen and calls into Rust cdylib plugins) is the one
+// module allowed `unsafe`; CPython's stays in fidius-ffi.
+#![deny(unsafe_code)]
 
 mod backend;
 mod callback;
@@ -51,6 +53,7 @@ pub mod worker;
 pub use backend::process::command::{WorkerCommand, WorkerNotFound, WORKER_BINARY, WORKER_ENV};
 pub use backend::process::probe::{host_python, probe_extensions, ProbeError, ProbeOptions};
 pub use backend::thread::spare::{spare_interpreter_stats, SpareInterpreterStats, MAX_SPARES};
+pub use backend::rust::LibraryProblem;
 pub use backend::PoolStats;
 pub use callback::HostFunctionError;
 pub use error::{InterpreterError, LoadError, LoadWarning};
@@ -58,6 +61,8 @@ pub use fidius_core::{
     AsyncPluginCall, CallError, PluginCall, PluginError, PythonError, StreamingCall, WorkerExit,
 };
 pub use handle::{PendingCall, PythonPluginHandle};
+/// The handle of any loaded plugin, Python or Rust (the same type as [`PythonPluginHandle`]).
+pub type PluginHandle = PythonPluginHandle;
 #[cfg(fidius_bench_unproven_cache)]
 #[doc(hidden)]
 pub use host::SERVE_UNPROVEN_FOR_BENCHMARKS;
@@ -68,7 +73,7 @@ pub use host::{
 pub use options::{CallOptions, LoadOptions};
 pub use plugin::descriptor::SharedDescriptor;
 pub use plugin::output::{OutputLine, OutputStream, OUTPUT_TARGET};
-pub use plugin::source::PluginSource;
+pub use plugin::source::{PluginSource, RustLibrary};
 pub use plugin::version::PluginInfo;
 pub use sdk::SDK_SOURCE;
 pub use stream::{PluginStream, RawPluginStream};

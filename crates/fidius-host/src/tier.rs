@@ -25,6 +25,8 @@ pub enum Tier {
     Subinterpreter,
     /// One worker process per instance, running the plugin in its main interpreter.
     Process,
+    /// A Rust cdylib, called in the host process: no isolation at all.
+    Rust,
 }
 
 impl From<Tier> for Isolation {
@@ -32,13 +34,19 @@ impl From<Tier> for Isolation {
         match tier {
             Tier::Subinterpreter => Isolation::Subinterpreter,
             Tier::Process => Isolation::Process,
+            // A Rust library has no isolation to ask for; it loads whatever the manifest says.
+            Tier::Rust => Isolation::Auto,
         }
     }
 }
 
 impl fmt::Display for Tier {
-    /// Spelled as the isolation that asks for it: `subinterpreter` or `process`.
+    /// Spelled as the isolation that asks for it: `subinterpreter` or `process`; `rust` for a
+    /// Rust library.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if *self == Tier::Rust {
+            return f.write_str("rust");
+        }
         Isolation::from(*self).fmt(f)
     }
 }
@@ -75,6 +83,8 @@ pub enum TierReason {
     },
     /// `isolation = "auto"` and some compiled extension module cannot run in a sub-interpreter.
     ExtensionsRefused(ExtensionRefusal),
+    /// The plugin is a Rust cdylib: it runs in the host process, unisolated.
+    RustLibrary,
 }
 
 impl fmt::Display for TierReason {
@@ -96,6 +106,9 @@ impl fmt::Display for TierReason {
             ),
             TierReason::ExtensionsRefused(refusal) => {
                 write!(f, "isolation = \"auto\" and {refusal}")
+            }
+            TierReason::RustLibrary => {
+                f.write_str("a Rust library runs in the host process, without isolation")
             }
         }
     }
@@ -146,7 +159,7 @@ impl fmt::Display for Evidence {
 }
 
 impl TierChoice {
-    fn new(tier: Tier, reason: TierReason) -> Self {
+    pub(crate) fn new(tier: Tier, reason: TierReason) -> Self {
         Self { tier, reason }
     }
 

@@ -8,7 +8,7 @@ use proc_macro2::{Span, TokenStream};
 use quote::quote;
 use syn::{ItemTrait, TraitItem};
 
-use crate::{client, descriptor};
+use crate::{client, descriptor, rust_table};
 
 /// The macro's whole output for one trait: the cleaned trait plus the generated items, or the
 /// trait plus `compile_error!`s (keeping the trait avoids a cascade of "not found" errors).
@@ -36,7 +36,8 @@ pub fn expand(
             }
             let descriptor = descriptor::generate(&item, &spec, &root);
             let client = client::generate(&item, &spec, &root);
-            quote! { #cleaned #descriptor #client }
+            let rust_table = rust_table::generate(&item, &spec, &root);
+            quote! { #cleaned #descriptor #client #rust_table }
         }
         Err(error) => {
             let errors = error.into_compile_error();
@@ -65,7 +66,7 @@ pub enum CoreRoot {
 }
 
 impl CoreRoot {
-    fn path(self) -> TokenStream {
+    pub(crate) fn path(self) -> TokenStream {
         match self {
             CoreRoot::FidiusCore => quote!(::fidius_core),
             CoreRoot::Facade => quote!(::fidius::__private::core),

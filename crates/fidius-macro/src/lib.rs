@@ -39,6 +39,8 @@
 mod client;
 mod descriptor;
 mod expand;
+mod plugin_impl;
+mod rust_table;
 
 use proc_macro::TokenStream;
 
@@ -56,6 +58,27 @@ pub fn plugin_interface(attr: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn plugin_interface_via_facade(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand_in_its_file(attr, item, expand::CoreRoot::Facade)
+}
+
+/// Makes `impl Trait for Type` a Rust cdylib plugin of `#[plugin_interface]` trait `Trait`: the
+/// library exports `fidius_plugin_<Type>` (a `fidius_core::abi::RustPluginDescriptor`) that a
+/// fidius host loads like any plugin. `Type` must be `Default + Sync` (the library serves every
+/// call from one instance, made on first use). Arguments: the trait's path, then optionally
+/// `name = "..."` (the plugin's name; by default the type's). A crate may hold several.
+#[proc_macro_attribute]
+pub fn plugin_impl(attr: TokenStream, item: TokenStream) -> TokenStream {
+    plugin_impl::expand(
+        attr.into(),
+        item.into(),
+        expand::CoreRoot::FidiusCore.path(),
+    )
+    .into()
+}
+
+/// `#[plugin_impl]` as the `fidius` facade re-exports it (`fidius::plugin_impl`).
+#[proc_macro_attribute]
+pub fn plugin_impl_via_facade(attr: TokenStream, item: TokenStream) -> TokenStream {
+    plugin_impl::expand(attr.into(), item.into(), expand::CoreRoot::Facade.path()).into()
 }
 
 /// Expands with the text of the trait's own file, where the serde structs of its schema

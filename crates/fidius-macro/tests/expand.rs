@@ -7,10 +7,6 @@ use std::cell::RefCell;
 use fidius_core::interface::{PythonArgDescriptor, WireMode};
 use fidius_core::{CallError, PluginCall, PluginError};
 
-#[expect(
-    dead_code,
-    reason = "interfaces are implemented by Python plugins, never in Rust"
-)]
 mod greeter {
     include!("fixtures/greeter.rs");
 }
@@ -187,10 +183,6 @@ mod accepted_forms {
     //! supertraits, `#[method_meta]`/`#[trait_meta]`, no-argument and unit methods.
     use fidius_macro as fidius;
 
-    #[expect(
-        dead_code,
-        reason = "interfaces are implemented by Python plugins, never in Rust"
-    )]
     #[fidius::plugin_interface(version = 3, buffer = PluginAllocated)]
     #[trait_meta("owner", "team-a")]
     pub trait Legacy: Send + Sync {

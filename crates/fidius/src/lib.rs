@@ -74,6 +74,9 @@ println!("{}", greeter.greet("World".into())?); // Hello, World!
 /// fidius). Method attributes: `#[wire(raw)]` (bytes in, bytes out) and `#[optional(since = N)]`.
 pub use fidius_macro::plugin_interface_via_facade as plugin_interface;
 
+/// Makes `impl Trait for Type` a Rust cdylib plugin; see `fidius_macro::plugin_impl`.
+pub use fidius_macro::plugin_impl_via_facade as plugin_impl;
+
 pub use fidius_core::{
     interface, manifest, AsyncPluginCall, CallError, PluginCall, PluginError,
     PythonInterfaceDescriptor, Stream, StreamingCall, WireMode,

@@ -179,11 +179,26 @@ impl InitInterfaceCommand {
 pub struct InitPluginCommand {
     #[command(flatten)]
     args: ForInterface,
+
+    /// `python` (a package with the generated stub) or `rust` (a cdylib crate with
+    /// `#[plugin_impl]`, built into its package by `fidius package build`).
+    #[arg(long, value_enum, default_value_t = PluginRuntime::Python)]
+    runtime: PluginRuntime,
+}
+
+/// The language `init-plugin` writes the plugin in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum PluginRuntime {
+    Python,
+    Rust,
 }
 
 impl InitPluginCommand {
     pub fn execute(self) -> anyhow::Result<()> {
         check_package_name(&self.args.name)?;
+        if self.runtime == PluginRuntime::Rust {
+            return rust_plugin_crate(&self.args);
+        }
         let module = self.args.name.replace('-', "_");
         let interface = self.args.read()?;
         let stub = render_stub(&interface)
@@ -260,6 +275,96 @@ impl InitPluginCommand {
         )?;
         Ok(())
     }
+}
+
+/// A Rust plugin crate for the interface: Cargo.toml (a cdylib depending on fidius and the
+/// interface crate), package.toml (`runtime = "rust"`), and src/lib.rs implementing every method
+/// with `todo!()` under `#[plugin_impl]`.
+fn rust_plugin_crate(args: &ForInterface) -> anyhow::Result<()> {
+    let interface_dir = fs::canonicalize(&args.interface)
+        .with_context(|| format!("--interface {}", args.interface.display()))?;
+    ensure!(
+        interface_dir.is_dir(),
+        "--interface {}: a Rust plugin needs the interface crate's folder",
+        args.interface.display()
+    );
+    let interface_crate = crate_name(&interface_dir)?;
+    let interface_module = interface_crate.replace('-', "_");
+    let interface = args.read()?;
+    let spec = &interface.spec;
+    let library = format!("lib/lib{}.so", args.name.replace('-', "_"));
+    let manifest = format!(
+        "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n\
+         [lib]\ncrate-type = [\"cdylib\"]\n\n\
+         [dependencies]\n{fidius}\n{interface_crate} = {{ path = {interface_path} }}\n\n\
+         # A workspace of its own, so it builds wherever it was created.\n[workspace]\n",
+        name = args.name,
+        fidius = args.placement.dependency("fidius", &[])?,
+        interface_path = toml_string(&interface_dir),
+    );
+    let package = format!(
+        "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\ninterface = \"{trait_name}\"\n\
+         interface_version = {version}\nruntime = \"rust\"\n\n\
+         [rust]\nlibrary = \"{library}\"\nplugin = \"{name}\"\n",
+        name = args.name,
+        trait_name = spec.trait_name,
+        version = spec.version,
+    );
+    let mut methods = String::new();
+    for method in &spec.methods {
+        let arguments: String = method
+            .args
+            .iter()
+            .enumerate()
+            .map(|(position, arg)| {
+                let name = arg.name.clone().unwrap_or_else(|| format!("arg{position}"));
+                format!(", {name}: {}", arg.canonical)
+            })
+            .collect();
+        let returns = if method.output_canonical.is_empty() {
+            String::new()
+        } else {
+            format!(" -> {}", method.output_canonical)
+        };
+        let _ = write!(
+            methods,
+            "    fn {name}(&self{arguments}){returns} {{\n        todo!(\"{name}\")\n    }}\n\n",
+            name = method.name,
+        );
+    }
+    let trait_name = &spec.trait_name;
+    let lib = format!(
+        "//! The {name} plugin: `{trait_name}` in Rust. It runs in the host process, without\n\
+         //! isolation. Build it into its package with `fidius package build .`, then\n\
+         //! `fidius pack .` (or put the library itself on a host's search path).\n\n\
+         #[allow(unused_imports)]\nuse fidius::PluginError;\n#[allow(unused_imports)]\n\
+         use {interface_module}::*;\n\n\
+         /// Every call is served by one instance, made with `Default` on first use.\n\
+         #[derive(Default)]\npub struct Plugin;\n\n\
+         #[fidius::plugin_impl({interface_module}::{trait_name}, name = \"{name}\")]\n\
+         #[allow(unused_variables)]\nimpl {trait_name} for Plugin {{\n{methods}}}\n",
+        name = args.name,
+        methods = methods.trim_end_matches('\n').to_owned() + "\n",
+    );
+    let folder = args.placement.folder(&args.name);
+    write_tree(
+        &folder,
+        &[
+            ("Cargo.toml", manifest),
+            ("package.toml", package),
+            ("src/lib.rs", lib),
+            (".gitignore", "/target\n/lib/\n*.fid\n".to_owned()),
+        ],
+    )?;
+    outln!(
+        "created Rust plugin {} for {} in {}; fill in {}, then `fidius package build {}`",
+        args.name,
+        spec.trait_name,
+        folder.display(),
+        folder.join("src/lib.rs").display(),
+        folder.display()
+    )?;
+    Ok(())
 }
 
 /// Create a host crate that loads every plugin of an interface from its `plugins/` folder and

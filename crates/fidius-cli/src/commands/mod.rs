@@ -9,6 +9,7 @@ pub mod keygen;
 pub mod pack;
 pub mod package;
 pub mod python_stub;
+pub mod rust_plugin;
 pub mod sign;
 pub mod test;
 mod units;

@@ -4,6 +4,7 @@ use clap::Subcommand;
 
 use super::inspect::InspectCommand;
 use super::pack::PackCommand;
+use super::rust_plugin::BuildCommand;
 use super::sign::SignCommand;
 use super::unpack::UnpackCommand;
 use super::validate::ValidateCommand;
@@ -17,6 +18,7 @@ pub enum PackageCommand {
     Verify(VerifyCommand),
     Inspect(InspectCommand),
     Validate(ValidateCommand),
+    Build(BuildCommand),
 }
 
 impl PackageCommand {
@@ -28,6 +30,7 @@ impl PackageCommand {
             PackageCommand::Verify(command) => command.execute(),
             PackageCommand::Inspect(command) => command.execute(),
             PackageCommand::Validate(command) => command.execute(),
+            PackageCommand::Build(command) => command.execute(),
         }
     }
 }

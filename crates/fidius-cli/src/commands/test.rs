@@ -85,6 +85,10 @@ impl TestCommand {
                 )
             })?;
         report_contract(&handle, &descriptor)?;
+        if handle.tier().tier == fidius_host::Tier::Rust {
+            outln!("tests:     none run here (a Rust plugin's own tests run with `cargo test`)")?;
+            return Ok(());
+        }
 
         let tree = &handle.source().dir;
         let tests = find_tests(tree)?;

@@ -14,6 +14,7 @@ mod numpy;
 #[path = "../../../fidius-core/tests/all/support.rs"]
 mod package_support;
 mod readme_tutorial;
+mod rust_plugins;
 mod scaffold;
 mod streaming;
 mod support;

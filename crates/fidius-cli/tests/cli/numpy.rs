@@ -15,10 +15,6 @@ use fidius_host::{LoadOptions, PluginCall, PluginHost, PythonPluginHandle, Tier,
 
 use crate::support::{fails_with, fidius, stderr, stdout, succeeds, TestResult};
 
-#[expect(
-    dead_code,
-    reason = "interfaces are implemented by Python plugins, never in Rust"
-)]
 pub(crate) mod numeric {
     include!("../fixtures/numeric.rs");
 }

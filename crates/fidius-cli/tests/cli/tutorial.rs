@@ -12,10 +12,6 @@ use crate::support::{fidius, succeeds, TestResult};
 
 /// Step 1, the interface crate: the tutorial's Greeter. `python-stub` reads this same file, so the
 /// hash the stub carries and the one compiled into the descriptor come from one source.
-#[expect(
-    dead_code,
-    reason = "interfaces are implemented by Python plugins, never in Rust"
-)]
 mod greeter {
     include!("../../../fidius-macro/tests/fixtures/greeter.rs");
 }

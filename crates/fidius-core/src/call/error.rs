@@ -192,6 +192,10 @@ pub enum CallError {
     /// from a raw method).
     #[error("`{method}` returned an invalid result: {reason}")]
     InvalidResult { method: String, reason: String },
+    /// A Rust plugin's method panicked. The panic was caught at the library boundary (it never
+    /// unwinds into the host) and the plugin keeps serving.
+    #[error("`{method}` panicked: {message}")]
+    Panic { method: String, message: String },
     /// The arguments handed to the host were not a JSON array.
     #[error("invalid arguments for `{method}`: {reason}")]
     InvalidArguments { method: String, reason: String },

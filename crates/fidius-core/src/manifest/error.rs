@@ -55,10 +55,16 @@ pub enum ManifestProblem {
     },
     #[error("field `package.interface` is empty (expected the interface trait name)")]
     EmptyInterface,
-    #[error("field `package.runtime` is {runtime:?} (expected \"python\"; other runtimes are not supported yet)")]
+    #[error("field `package.runtime` is {runtime:?} (expected \"python\" or \"rust\")")]
     UnsupportedRuntime { runtime: String },
     #[error("`runtime = \"python\"` needs a [python] table with `entry_module`")]
     MissingPythonTable,
+    #[error("`runtime = \"rust\"` needs a [rust] table with `library` (the built cdylib; `fidius package build` puts it there)")]
+    MissingRustTable,
+    #[error("field `rust.library` is {path:?} (expected a relative path inside the package)")]
+    LibraryOutsidePackage { path: String },
+    #[error("field `rust.library` names {}, which does not exist: run `fidius package build` first", .path.display())]
+    LibraryNotFound { path: PathBuf },
     #[error("field `python.entry_module` is {module:?} (expected a dotted Python module name such as \"greeter\" or \"pkg.main\")")]
     InvalidEntryModule { module: String },
     #[error("field `python.entry_module` names {module:?}, but neither {} nor {} exists", .candidates[0].display(), .candidates[1].display())]

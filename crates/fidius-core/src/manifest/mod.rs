@@ -42,6 +42,17 @@ pub struct Manifest {
     pub metadata: BTreeMap<String, String>,
     /// The `[python]` table; always present when `package.runtime` is [`Runtime::Python`].
     pub python: Option<PythonConfig>,
+    /// The `[rust]` table; always present when `package.runtime` is [`Runtime::Rust`].
+    pub rust: Option<RustConfig>,
+}
+
+/// The `[rust]` table of a Rust cdylib plugin package.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RustConfig {
+    /// Relative path of the built library inside the package (`fidius package build` puts it there).
+    pub library: PathBuf,
+    /// Which plugin the library exports (its `#[plugin_impl]` name), when it exports several.
+    pub plugin: Option<String>,
 }
 
 /// The `[package]` table.
@@ -60,6 +71,8 @@ pub struct PackageInfo {
 #[non_exhaustive]
 pub enum Runtime {
     Python,
+    /// A Rust cdylib (`#[plugin_impl]`), run in the host process.
+    Rust,
 }
 
 /// The `[python]` table.
@@ -137,20 +150,27 @@ fn read_manifest(
     let package_table: Option<toml::Table> = top.required("package", "a table");
     let metadata: Option<BTreeMap<String, toml::Value>> = top.optional("metadata", "a table");
     let python_table: Option<toml::Table> = top.optional("python", "a table");
+    let rust_table: Option<toml::Table> = top.optional("rust", "a table");
     top.finish();
     let python_missing = python_table.is_none();
+    let rust_missing = rust_table.is_none();
 
     let package = read_package(package_table?, problems);
     let metadata = read_metadata(metadata.unwrap_or_default(), problems);
     let python = python_table.and_then(|table| read_python(table, package_dir, problems));
+    let rust = rust_table.and_then(|table| read_rust(table, package_dir, problems));
     let package = package?;
     if package.runtime == Runtime::Python && python_missing {
         problems.push(ManifestProblem::MissingPythonTable);
+    }
+    if package.runtime == Runtime::Rust && rust_missing {
+        problems.push(ManifestProblem::MissingRustTable);
     }
     Some(Manifest {
         package,
         metadata,
         python,
+        rust,
     })
 }
 
@@ -187,6 +207,7 @@ fn read_package(table: toml::Table, problems: &mut Vec<ManifestProblem>) -> Opti
     });
     let runtime = runtime.and_then(|runtime| match runtime.as_str() {
         "python" => Some(Runtime::Python),
+        "rust" => Some(Runtime::Rust),
         _ => {
             problems.push(ManifestProblem::UnsupportedRuntime { runtime });
             None
@@ -265,6 +286,39 @@ fn read_python(
     })
 }
 
+fn read_rust(
+    table: toml::Table,
+    package_dir: Option<&Path>,
+    problems: &mut Vec<ManifestProblem>,
+) -> Option<RustConfig> {
+    let mut reader = TableReader::new("rust", table, problems);
+    let library: Option<String> = reader.required("library", "a relative path");
+    let plugin: Option<String> = reader.optional("plugin", "a string");
+    reader.finish();
+    let library = library?;
+    let relative = Path::new(&library);
+    let inside_package = !library.is_empty()
+        && relative
+            .components()
+            .all(|component| matches!(component, Component::Normal(_) | Component::CurDir));
+    if !inside_package {
+        problems.push(ManifestProblem::LibraryOutsidePackage { path: library });
+        return None;
+    }
+    if let Some(dir) = package_dir {
+        if !dir.join(relative).is_file() {
+            problems.push(ManifestProblem::LibraryNotFound {
+                path: dir.join(relative),
+            });
+            return None;
+        }
+    }
+    Some(RustConfig {
+        library: PathBuf::from(library),
+        plugin,
+    })
+}
+
 fn is_valid_package_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars
@@ -326,6 +380,7 @@ impl fmt::Display for Runtime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Runtime::Python => "python",
+            Runtime::Rust => "rust",
         })
     }
 }

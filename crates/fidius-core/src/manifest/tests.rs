@@ -172,3 +172,36 @@ fn missing_file_is_a_read_error() {
         "/nonexistent/fidius/package.toml does not exist"
     );
 }
+
+const RUST_PACKAGE: &str =
+    "[package]\nname = \"rs\"\nversion = \"1.0.0\"\ninterface = \"Greeter\"\n\
+                            interface_version = 1\nruntime = \"rust\"\n";
+
+#[test]
+fn a_rust_package_names_its_library_inside_the_package() {
+    let text = format!("{RUST_PACKAGE}[rust]\nlibrary = \"lib/librs.so\"\nplugin = \"rs\"\n");
+    let manifest = Manifest::parse(&text, "package.toml").expect("valid manifest");
+    assert_eq!(manifest.package.runtime, Runtime::Rust);
+    assert!(manifest.python.is_none());
+    let rust = manifest.rust.expect("rust table");
+    assert_eq!(rust.library, PathBuf::from("lib/librs.so"));
+    assert_eq!(rust.plugin.as_deref(), Some("rs"));
+
+    assert!(matches!(
+        problems(RUST_PACKAGE).as_slice(),
+        [ManifestProblem::MissingRustTable]
+    ));
+    let outside = format!("{RUST_PACKAGE}[rust]\nlibrary = \"../librs.so\"\n");
+    assert!(matches!(
+        problems(&outside).as_slice(),
+        [ManifestProblem::LibraryOutsidePackage { path }] if path == "../librs.so"
+    ));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = format!("{RUST_PACKAGE}[rust]\nlibrary = \"lib/librs.so\"\n");
+    std::fs::write(dir.path().join(MANIFEST_FILE), text).expect("write");
+    let error = Manifest::load(dir.path()).expect_err("no library yet");
+    assert!(
+        error.to_string().contains("fidius package build"),
+        "{error}"
+    );
+}

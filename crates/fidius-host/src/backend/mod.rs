@@ -22,6 +22,7 @@ use crate::plugin::version::Version;
 use crate::stream::StreamSink;
 
 pub(crate) mod process;
+pub(crate) mod rust;
 pub(crate) mod thread;
 pub(crate) mod wait;
 

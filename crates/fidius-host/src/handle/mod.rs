@@ -15,6 +15,7 @@ use fidius_core::interface::{ArgumentShapes, OwnedInterfaceDescriptor, WireMode}
 use fidius_core::{CallError, PluginCall};
 
 use crate::backend::process::workers::ProcessBackend;
+use crate::backend::rust::RustBackend;
 use crate::backend::thread::ThreadBackend;
 use crate::backend::{Backend, BackendStart, Call, Deadline, PoolStats};
 use crate::callback::chain;
@@ -150,7 +151,10 @@ impl PythonPluginHandle {
             .as_ref()
             .and_then(|manifest| manifest.python.as_ref())
             .map(|python| python.isolation);
-        let tier = tier::decide(&source, manifest_isolation, options)?;
+        let tier = match &source.rust {
+            Some(_) => crate::backend::rust::tier(&source.name, options)?,
+            None => tier::decide(&source, manifest_isolation, options)?,
+        };
         let argument_shapes = descriptor
             .methods
             .iter()
@@ -178,6 +182,7 @@ impl PythonPluginHandle {
         let (backend, accepted): (Box<dyn Backend>, Accepted) = match tier.tier {
             Tier::Subinterpreter => boxed(ThreadBackend::start(start)?),
             Tier::Process => boxed(ProcessBackend::start(start)?),
+            Tier::Rust => boxed(RustBackend::start(start)?),
         };
         let implemented = accepted
             .implemented

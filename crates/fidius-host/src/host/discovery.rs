@@ -81,6 +81,12 @@ pub(crate) fn discover(search_paths: &[PathBuf]) -> Result<Discovery, PackageErr
             .map_err(PackageError::io(search_path))?;
         paths.sort();
         for path in paths {
+            if super::rust::is_library(&path) {
+                discovery
+                    .plugins
+                    .extend(super::rust::library_plugins(&path));
+                continue;
+            }
             if let Some(found) = read_candidate(&path) {
                 match found {
                     Ok(plugin) => discovery.plugins.push(plugin),
@@ -94,6 +100,11 @@ pub(crate) fn discover(search_paths: &[PathBuf]) -> Result<Discovery, PackageErr
 
 /// Reads `path` as a package (`None` when it is neither a plugin directory nor a `.fid` file).
 pub(crate) fn read_candidate(path: &Path) -> Option<Result<DiscoveredPlugin, PackageError>> {
+    if super::rust::is_library(path) {
+        // A library given by path: its one plugin (one of several is loaded by name instead).
+        let mut plugins = super::rust::library_plugins(path);
+        return (plugins.len() == 1).then(|| Ok(plugins.remove(0)));
+    }
     if path.is_dir() {
         // Whatever sits at package.toml makes this a candidate: a symlink, FIFO or oversized file
         // there is listed as broken, not silently skipped (and never opened for reading).

@@ -4,6 +4,7 @@ mod bytecode;
 mod cache;
 mod discovery;
 mod keys;
+mod rust;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -416,6 +417,17 @@ impl PluginHost {
     ) -> Result<(PluginSource, PluginInfo), LoadError> {
         let plugin = found.name().to_owned();
         let manifest_warning = check_manifest(&found.manifest, descriptor, strict)?;
+        if !found.archive && rust::is_library(&found.path) {
+            let (source, signer) = self.verify_bare_library(&found)?;
+            let info = PluginInfo {
+                manifest: Some(found.manifest.clone()),
+                path: found.path.clone(),
+                signer,
+                warnings: manifest_warning.into_iter().collect(),
+                _cache_lease: None,
+            };
+            return Ok((source, info));
+        }
         let mut cache_lease = None;
         let (root, signer) = if found.archive {
             let mut signer = None;
@@ -473,16 +485,18 @@ impl PluginHost {
         } else {
             found.manifest.clone()
         };
-        let python = manifest
-            .python
-            .as_ref()
-            .expect("a validated python manifest has a [python] table");
-        let mut source = PluginSource::new(
-            &plugin,
-            manifest.package.version.to_string(),
-            &root,
-            &python.entry_module,
-        );
+        let mut source = match (&manifest.python, manifest.package.runtime) {
+            (_, fidius_core::manifest::Runtime::Rust) => {
+                rust::package_source(&plugin, &manifest, &root)?
+            }
+            (Some(python), _) => PluginSource::new(
+                &plugin,
+                manifest.package.version.to_string(),
+                &root,
+                &python.entry_module,
+            ),
+            (None, _) => unreachable!("a validated python manifest has a [python] table"),
+        };
         source.bytecode_cache = self
             .inner
             .bytecode

@@ -12,11 +12,25 @@ pub struct PluginSource {
     pub version: String,
     /// The plugin directory (holding the entry module and, optionally, `vendor/`).
     pub dir: PathBuf,
-    /// Dotted name of the module to import, e.g. `greeter`.
+    /// Dotted name of the module to import, e.g. `greeter` (empty for a Rust library).
     pub entry_module: String,
     /// The host's private bytecode folder for this tree: set only by a [`PluginHost`](crate::PluginHost)
     /// for a tree it verified, so a bare source never reads or writes cached bytecode.
     pub(crate) bytecode_cache: Option<PathBuf>,
+    /// Set for a Rust cdylib plugin: the library and which of its plugins.
+    pub rust: Option<RustLibrary>,
+}
+
+/// A Rust cdylib plugin's library (see [`PluginSource::rust`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RustLibrary {
+    /// The `.so` file.
+    pub library: PathBuf,
+    /// Which plugin the library exports (its name); `None` takes the one plugin of the interface.
+    pub plugin: Option<String>,
+    /// SHA-256 of the bytes the host verified (signature, digest): the bytes mapped must be these.
+    pub(crate) verified_sha256: Option<[u8; 32]>,
 }
 
 impl PluginSource {
@@ -34,6 +48,31 @@ impl PluginSource {
             dir: absolute(dir.into()),
             entry_module: entry_module.into(),
             bytecode_cache: None,
+            rust: None,
+        }
+    }
+
+    /// The Rust cdylib plugin `plugin` of `library` (`None`: the library's one plugin of the
+    /// interface it is loaded against). Its name is `name`; `version` is for logs.
+    pub fn rust(
+        name: impl Into<String>,
+        version: impl Into<String>,
+        library: impl Into<PathBuf>,
+        plugin: Option<String>,
+    ) -> Self {
+        let library = absolute(library.into());
+        let dir = library.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self {
+            name: name.into(),
+            version: version.into(),
+            dir,
+            entry_module: String::new(),
+            bytecode_cache: None,
+            rust: Some(RustLibrary {
+                library,
+                plugin,
+                verified_sha256: None,
+            }),
         }
     }
 

@@ -161,6 +161,7 @@ pub(crate) fn decode_error(
         }
         CallError::NotImplemented { method }
         | CallError::Python { method, .. }
+        | CallError::Panic { method, .. }
         | CallError::InvalidResult { method, .. }
         | CallError::InvalidArguments { method, .. } => Some(method.as_str()),
         _ => None,
