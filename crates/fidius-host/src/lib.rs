@@ -52,8 +52,8 @@ pub mod worker;
 
 pub use backend::process::command::{WorkerCommand, WorkerNotFound, WORKER_BINARY, WORKER_ENV};
 pub use backend::process::probe::{host_python, probe_extensions, ProbeError, ProbeOptions};
-pub use backend::thread::spare::{spare_interpreter_stats, SpareInterpreterStats, MAX_SPARES};
 pub use backend::rust::LibraryProblem;
+pub use backend::thread::spare::{spare_interpreter_stats, SpareInterpreterStats, MAX_SPARES};
 pub use backend::PoolStats;
 pub use callback::HostFunctionError;
 pub use error::{InterpreterError, LoadError, LoadWarning};

@@ -144,13 +144,17 @@ fn async_client_method(
         },
         (WireMode::TypedJson, Some(success)) => quote! {
             #root::call::__private::call_json_async::<#success, H>(
-                &self.0, #index, #method_name, #optional, #json_args,
+                &self.0, #index, #method_name, #optional,
+                #root::call::__private::encode_arguments(#method_name, #json_args),
             )
         },
         (WireMode::TypedJson, None) => quote! {
             let call = #root::call::__private::call_json_async::<
                 #root::call::__private::IgnoredAny, H,
-            >(&self.0, #index, #method_name, #optional, #json_args);
+            >(
+                &self.0, #index, #method_name, #optional,
+                #root::call::__private::encode_arguments(#method_name, #json_args),
+            );
             async move { call.await.map(|_| ()) }
         },
     };

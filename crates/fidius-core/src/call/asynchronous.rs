@@ -4,7 +4,6 @@
 use std::future::Future;
 
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 
 use super::{CallError, PluginCall};
 
@@ -52,22 +51,21 @@ fn started<H: AsyncPluginCall>(
     start(handle)
 }
 
-/// Encodes `args` (a tuple, or `[(); 0]` for none) as a JSON array and starts the call now; the
-/// future decodes `R`. `optional`: the method is `#[optional]` (a missing one fails at once).
+/// Starts the call with `args_json` (the arguments as
+/// [`encode_arguments`](super::__private::encode_arguments) encoded them, or why they did not
+/// encode) now; the future decodes `R`. `optional`: the method is `#[optional]` (a missing one
+/// fails at once). The arguments arrive encoded so that the future captures none of their
+/// lifetimes (an argument may be a `&str`; the future is `'static`).
 pub fn call_json_async<R: DeserializeOwned, H: AsyncPluginCall>(
     handle: &H,
     method_index: usize,
     method: &str,
     optional: bool,
-    args: &impl Serialize,
+    args_json: Result<Vec<u8>, CallError>,
 ) -> impl Future<Output = Result<R, CallError>> + Send + 'static {
     let method = method.to_owned();
     let pending = started(handle, method_index, &method, optional, |handle| {
-        let args_json = serde_json::to_vec(args).map_err(|source| CallError::EncodeArguments {
-            method: method.clone(),
-            source,
-        })?;
-        Ok(handle.call_typed_json_async(method_index, args_json))
+        Ok(handle.call_typed_json_async(method_index, args_json?))
     });
     async move {
         let result = pending?.await?;

@@ -104,6 +104,14 @@ pub mod __private {
         }
     }
 
+    /// `args` (a tuple, or `[(); 0]` for none) as the JSON array a typed call takes.
+    pub fn encode_arguments(method: &str, args: &impl Serialize) -> Result<Vec<u8>, CallError> {
+        serde_json::to_vec(args).map_err(|source| CallError::EncodeArguments {
+            method: method.to_owned(),
+            source,
+        })
+    }
+
     /// Encodes `args` (a tuple, or `[(); 0]` for none) as a JSON array, calls, decodes `R`.
     pub fn call_json<R: DeserializeOwned>(
         handle: &impl PluginCall,
@@ -111,10 +119,7 @@ pub mod __private {
         method: &str,
         args: &impl Serialize,
     ) -> Result<R, CallError> {
-        let args_json = serde_json::to_vec(args).map_err(|source| CallError::EncodeArguments {
-            method: method.to_owned(),
-            source,
-        })?;
+        let args_json = encode_arguments(method, args)?;
         let result = handle.call_typed_json(method_index, &args_json)?;
         decode(method, &result)
     }
@@ -126,10 +131,7 @@ pub mod __private {
         method: &str,
         args: &impl Serialize,
     ) -> Result<H::Items<T>, CallError> {
-        let args_json = serde_json::to_vec(args).map_err(|source| CallError::EncodeArguments {
-            method: method.to_owned(),
-            source,
-        })?;
+        let args_json = encode_arguments(method, args)?;
         handle.call_stream_typed(method_index, &args_json)
     }
 

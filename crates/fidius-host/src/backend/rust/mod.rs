@@ -38,6 +38,7 @@ use crate::plugin::loader::Accepted;
 use crate::plugin::shared::PluginShared;
 use crate::plugin::source::RustLibrary;
 use crate::plugin::version::Version;
+use crate::stream::StreamSink;
 use crate::tier::{Tier, TierChoice, TierReason};
 
 pub(crate) use library::{ExportedPlugin, LibraryBytes};
@@ -188,6 +189,15 @@ impl Backend for RustBackend {
                 reason: format!("the library returned unknown status {other}"),
             }),
         }
+    }
+
+    /// Rust plugins do not stream yet: the ABI has no item entries (the `sink` is dropped, so a
+    /// stream already handed out would end at once).
+    fn open_stream(&self, call: Call<'_>, _sink: StreamSink) -> Result<(), CallError> {
+        let method = crate::plugin::shared::method(&self.plugin.descriptor, call.index)?;
+        Err(CallError::NotImplemented {
+            method: method.name.clone(),
+        })
     }
 
     fn reload(&self, version: &Arc<Version>) -> Result<Accepted, LoadError> {
