@@ -127,7 +127,7 @@ fn serve() -> Result<(), String> {
         };
         match kind {
             protocol::CALL => {
-                let index = receive_index(&mut mailbox, body_len, &mut wait)?;
+                let index = receive_index(&mut mailbox, &mut wait)?;
                 let method_name = descriptor
                     .method(index)
                     .map_or("", |method| method.name.as_str());
@@ -314,18 +314,10 @@ fn failed(error: &FfiError) -> Started {
 }
 
 /// Reads the method index that starts a call message's body.
-fn receive_index(
-    mailbox: &mut Mailbox,
-    body_len: usize,
-    wait: &mut Wait<'_>,
-) -> Result<usize, String> {
-    let mut index = Vec::with_capacity(4);
-    mailbox
-        .receive_body(4, &mut index, wait)
+fn receive_index(mailbox: &mut Mailbox, wait: &mut Wait<'_>) -> Result<usize, String> {
+    let index = mailbox
+        .receive_array::<4>(wait)
         .map_err(|error| describe(&error))?;
-    let index: [u8; 4] = index
-        .try_into()
-        .map_err(|_| format!("call message of {body_len} bytes without a method index"))?;
     Ok(u32::from_le_bytes(index) as usize)
 }
 

@@ -341,6 +341,28 @@ impl Mailbox {
         })
     }
 
+    /// Reads the next `N` bytes of the current message into an array (a protocol error if the
+    /// message has fewer left).
+    pub(crate) fn receive_array<const N: usize>(
+        &mut self,
+        wait: &mut Wait<'_>,
+    ) -> Result<[u8; N], ReceiveError> {
+        let left = self.body_left();
+        if left < N {
+            return Err(ReceiveError::Protocol(format!(
+                "{left} bytes left of a message where {N} were due"
+            )));
+        }
+        let mut array = [0u8; N];
+        let mut filled = 0;
+        self.take_body(N, wait, |memory, chunk| {
+            let len = chunk.len();
+            memory.read(chunk.start, &mut array[filled..filled + len]);
+            filled += len;
+        })?;
+        Ok(array)
+    }
+
     /// Reads what is left of the current message without keeping it.
     pub(crate) fn skip_body(&mut self, wait: &mut Wait<'_>) -> Result<(), ReceiveError> {
         self.take_body(usize::MAX, wait, |_, _| {})
@@ -536,10 +558,11 @@ mod tests {
             .expect("header");
         assert_eq!((kind, len), (7, 2 * CHUNK + 99));
         // A piece ending inside a chunk, one spanning the chunk boundary, then the rest.
-        let (mut first, mut rest) = (Vec::new(), Vec::new());
-        worker
-            .receive_body(4, &mut first, &mut forever())
-            .expect("piece");
+        let mut first = worker
+            .receive_array::<4>(&mut forever())
+            .expect("piece")
+            .to_vec();
+        let mut rest = Vec::new();
         worker
             .receive_body(CHUNK, &mut rest, &mut forever())
             .expect("piece");
@@ -576,6 +599,10 @@ mod tests {
         assert!(matches!(
             worker.receive_header(usize::MAX, &mut forever()),
             Err(ReceiveError::Protocol(reason)) if reason.contains("54 bytes")
+        ));
+        assert!(matches!(
+            worker.receive_array::<55>(&mut forever()),
+            Err(ReceiveError::Protocol(reason)) if reason.contains("54 bytes left")
         ));
     }
 
