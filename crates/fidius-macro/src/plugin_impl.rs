@@ -91,7 +91,7 @@ fn try_expand(
     };
     let descriptor_module = module_path(format_ident!("__fidius_{}", trait_segment.ident));
     let descriptor = format_ident!("{}_PYTHON_DESCRIPTOR", trait_segment.ident);
-    let table_module = module_path(rust_table::module_ident(&trait_segment.ident));
+    let table_type = module_path(rust_table::table_ident(&trait_segment.ident));
     let defined: Vec<String> = block
         .items
         .iter()
@@ -116,8 +116,8 @@ fn try_expand(
         }
 
         const _: () = {
-            static METHODS: [::core::option::Option<#abi::MethodFn>; #table_module::METHOD_COUNT] =
-                #table_module::methods::<#self_ty>(&[#(#defined),*]);
+            static METHODS: [::core::option::Option<#abi::MethodFn>; #table_type::METHOD_COUNT] =
+                #table_type::methods::<#self_ty>(&[#(#defined),*]);
 
             #[unsafe(export_name = #symbol)]
             static DESCRIPTOR: #abi::RustPluginDescriptor = #abi::RustPluginDescriptor::new(

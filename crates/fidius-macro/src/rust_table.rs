@@ -1,6 +1,8 @@
-//! `mod __fidius_rust_<Trait>`: the `extern "C"` entries a Rust cdylib plugin of the trait exports
+//! `struct __fidius_rust_<Trait>`: the `extern "C"` entries a Rust cdylib plugin of the trait exports
 //! (see `fidius_core::abi`), generic over the plugin type, and the `const fn` that builds a plugin's
-//! method table from them. `#[plugin_impl]` instantiates it for one type.
+//! method table from them, as associated items. `#[plugin_impl]` instantiates it for one type. A
+//! type rather than a module, so that it sees the trait wherever the trait is declared (a module
+//! inside a function body, a doctest's, could not name it: `super` skips the function).
 //!
 //! Every serde requirement is a bound on the plugin type (`T: Codec<Args, Value>`), so this
 //! generates no error in an interface crate whose types only serialise one way: a Rust plugin of
@@ -12,15 +14,15 @@ use quote::{format_ident, quote};
 use syn::visit::Visit;
 use syn::{ItemTrait, Type};
 
-/// The module's name, e.g. `__fidius_rust_Greeter`.
-pub fn module_ident(trait_ident: &syn::Ident) -> syn::Ident {
+/// The type's name, e.g. `__fidius_rust_Greeter`.
+pub fn table_ident(trait_ident: &syn::Ident) -> syn::Ident {
     format_ident!("__fidius_rust_{}", trait_ident)
 }
 
 pub fn generate(item: &ItemTrait, spec: &InterfaceSpec, root: &TokenStream) -> TokenStream {
     let vis = &item.vis;
     let trait_ident = &item.ident;
-    let module = module_ident(trait_ident);
+    let table = table_ident(trait_ident);
     let count = spec.methods.len();
     let abi = quote!(#root::abi);
     let mut shims = Vec::new();
@@ -39,12 +41,13 @@ pub fn generate(item: &ItemTrait, spec: &InterfaceSpec, root: &TokenStream) -> T
                         output: &mut #abi::CallOutput,
                     ) -> u32
                     where
-                        T: super::#trait_ident + #abi::RustPlugin #(+ #bound)*,
+                        T: #trait_ident + #abi::RustPlugin #(+ #bound)*,
                     {
                         #body
                     }
                 });
-                let pointer = quote!(::core::option::Option::Some(#shim::<T> as #abi::MethodFn));
+                let pointer =
+                    quote!(::core::option::Option::Some(Self::#shim::<T> as #abi::MethodFn));
                 entries.push(if method.optional_since.is_some() {
                     quote! {
                         if #abi::__private::contains(defined, #name) {
@@ -64,10 +67,11 @@ pub fn generate(item: &ItemTrait, spec: &InterfaceSpec, root: &TokenStream) -> T
     }
     quote! {
         #[doc(hidden)]
-        #[allow(non_snake_case, non_upper_case_globals, unused_imports, dead_code)]
-        #vis mod #module {
-            use super::*;
+        #[allow(non_camel_case_types)]
+        #vis struct #table;
 
+        #[allow(non_snake_case, dead_code)]
+        impl #table {
             /// How many methods the interface has: the length of a plugin's method table.
             pub const METHOD_COUNT: usize = #count;
 
@@ -75,7 +79,7 @@ pub fn generate(item: &ItemTrait, spec: &InterfaceSpec, root: &TokenStream) -> T
             /// `defined` (an `#[optional]` method it leaves out gets no entry).
             pub const fn methods<T>(defined: &[&str]) -> [::core::option::Option<#abi::MethodFn>; #count]
             where
-                T: super::#trait_ident + #abi::RustPlugin #(+ #bounds)*,
+                T: #trait_ident + #abi::RustPlugin #(+ #bounds)*,
             {
                 [#(#entries),*]
             }
@@ -95,7 +99,7 @@ fn entry(method: &MethodSpec, trait_ident: &syn::Ident, root: &TokenStream) -> O
     let abi = quote!(#root::abi);
     let name = &method.name;
     let method_ident = format_ident!("{}", method.name);
-    let call = |args: TokenStream| quote!(<T as super::#trait_ident>::#method_ident(<T as #abi::RustPlugin>::instance(), #args));
+    let call = |args: TokenStream| quote!(<T as #trait_ident>::#method_ident(<T as #abi::RustPlugin>::instance(), #args));
     let fallible = method
         .output
         .as_ref()
