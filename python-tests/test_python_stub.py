@@ -277,17 +277,29 @@ def test_missing_interface_file_is_a_clear_error(fidius_bin: Path, tmp_path: Pat
     assert "cannot read interface file" in result.stderr
 
 
+# The vectors whose traits no Python plugin can serve (a returned reference, `&mut`, a function
+# pointer, a trait object): `#[plugin_interface]` refuses them, so `python-stub` does too, with the
+# same reason (one wire check in fidius-core). Their hashes are checked on the Rust side.
+UNSERVABLE = {"StaticStr", "MutSlice", "FnPointer", "DynBox"}
+
+
 def test_every_interop_vector_gets_the_original_macro_hash(fidius_bin: Path, tmp_path: Path) -> None:
     if not VECTORS.is_file():
         pytest.fail(f"interop vectors not found at {VECTORS}")
     vectors = json.loads(VECTORS.read_text())
     assert len(vectors) == 128
     mismatches = []
+    refused = set()
     for vector in vectors:
         interface = tmp_path / f"{vector['trait']}.rs"
         interface.write_text(vector["source"])
         out = tmp_path / f"{vector['trait']}.py"
         result = python_stub(fidius_bin, interface, vector["trait"], out)
+        if vector["trait"].removesuffix("Messy") in UNSERVABLE:
+            if result.returncode == 0 or "cannot be served by a Python plugin" not in result.stderr:
+                mismatches.append(f"{vector['trait']}: expected a refusal, got {result.stderr!r}")
+            refused.add(vector["trait"])
+            continue
         if result.returncode != 0:
             mismatches.append(f"{vector['trait']}: {result.stderr}")
             continue
@@ -297,7 +309,8 @@ def test_every_interop_vector_gets_the_original_macro_hash(fidius_bin: Path, tmp
         if check.returncode != 0:
             mismatches.append(f"{vector['trait']} --check: {check.stderr}")
     assert not mismatches, "\n".join(mismatches)
+    assert len(refused) == 2 * len(UNSERVABLE), sorted(refused)
     stubs = sorted(tmp_path.glob("*.py"))
-    assert len(stubs) == 128
+    assert len(stubs) == 128 - len(refused)
     mypy = run_mypy_strict(*stubs)
     assert mypy.returncode == 0, mypy.stdout + mypy.stderr
