@@ -9,10 +9,9 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fidius_core::manifest::Isolation;
 use fidius_host::{
     CallError, HostFunctionError, LoadOptions, PluginCall, PluginHost, PluginHostBuilder,
-    PythonPluginHandle, Tier, WorkerCommand,
+    PythonPluginHandle, Tier,
 };
 use serde_json::{json, Value};
 
@@ -20,22 +19,6 @@ use support::{RETURN, TESTER};
 
 /// Longest a test waits for a call that should answer at once (a hang fails instead of blocking).
 const BOUND: Duration = Duration::from_secs(60);
-
-/// Both tiers, named for assertion messages.
-fn tiers() -> [(&'static str, LoadOptions); 2] {
-    [
-        (
-            "subinterpreter",
-            LoadOptions::default().isolation(Isolation::Subinterpreter),
-        ),
-        (
-            "process",
-            LoadOptions::default()
-                .isolation(Isolation::Process)
-                .worker_command(WorkerCommand::new(env!("CARGO_BIN_EXE_fidius-worker"))),
-        ),
-    ]
-}
 
 /// A packaged `Tester` plugin named `name` under `root`.
 fn package(root: &Path, name: &str) -> PathBuf {
@@ -117,7 +100,7 @@ fn python_error(result: Result<Value, CallError>) -> (String, String) {
 fn a_host_function_returns_its_value_in_both_tiers() {
     let root = tempfile::tempdir().unwrap();
     let host = builder().build().unwrap();
-    for (tier, options) in tiers() {
+    for (tier, options) in support::both_tiers() {
         let handle = load(&host, root.path(), &format!("values-{tier}"), &options);
         assert_eq!(
             handle.tier().tier,
@@ -149,7 +132,7 @@ fn a_host_function_returns_its_value_in_both_tiers() {
 fn an_error_in_a_host_function_is_a_host_error_caught_or_a_call_error_uncaught() {
     let root = tempfile::tempdir().unwrap();
     let host = builder().build().unwrap();
-    for (tier, options) in tiers() {
+    for (tier, options) in support::both_tiers() {
         let handle = load(&host, root.path(), &format!("errors-{tier}"), &options);
         let caught = exec_then(
             &handle,
@@ -189,7 +172,7 @@ fn an_error_in_a_host_function_is_a_host_error_caught_or_a_call_error_uncaught()
 fn an_unregistered_name_is_an_attribute_error_listing_the_registered_ones() {
     let root = tempfile::tempdir().unwrap();
     let host = builder().build().unwrap();
-    for (tier, options) in tiers() {
+    for (tier, options) in support::both_tiers() {
         let handle = load(&host, root.path(), &format!("names-{tier}"), &options);
         let (kind, message) = python_error(eval(&handle, "__import__('fidius').host.kv_put"));
         assert_eq!(kind, "AttributeError", "{tier}");
@@ -243,7 +226,7 @@ fn host_function_names_are_checked_when_the_host_is_built() {
 fn host_functions_are_refused_outside_a_call_and_on_the_plugins_own_threads() {
     let root = tempfile::tempdir().unwrap();
     let host = builder().build().unwrap();
-    for (tier, options) in tiers() {
+    for (tier, options) in support::both_tiers() {
         let handle = load(&host, root.path(), &format!("threads-{tier}"), &options);
         let from_thread = exec_then(
             &handle,
@@ -280,7 +263,7 @@ fn a_host_function_can_call_another_plugin() {
         })
         .build()
         .unwrap();
-    for (other_tier, other_options) in tiers() {
+    for (other_tier, other_options) in support::both_tiers() {
         let callee = load(
             &host,
             root.path(),
@@ -289,7 +272,7 @@ fn a_host_function_can_call_another_plugin() {
         );
         let callee_pid = eval(&callee, "__import__('os').getpid()").unwrap();
         *other.lock().unwrap() = Some(callee);
-        for (tier, options) in tiers() {
+        for (tier, options) in support::both_tiers() {
             let caller = load(
                 &host,
                 root.path(),
@@ -334,7 +317,7 @@ fn a_reentrant_host_function_call_fails_instead_of_hanging() {
         })
         .build()
         .unwrap();
-    for (tier, options) in tiers() {
+    for (tier, options) in support::both_tiers() {
         // Two instances: one would be idle, and still the call is refused (it is re-entrant).
         let handle = load(
             &host,
@@ -383,7 +366,7 @@ fn a_reentrant_call_through_another_plugin_fails_instead_of_hanging() {
         )
         .build()
         .unwrap();
-    let [(_, thread), (_, process)] = tiers();
+    let [(_, thread), (_, process)] = support::both_tiers();
     let first = load(&host, root.path(), "ring-a", &thread);
     let second = load(&host, root.path(), "ring-b", &process);
     plugins.lock().unwrap().extend([first.clone(), second]);
@@ -416,7 +399,7 @@ fn a_host_function_past_its_timeout_is_a_host_error_and_keeps_running_in_the_hos
         .host_function_timeout(Duration::from_millis(200))
         .build()
         .unwrap();
-    for (tier, options) in tiers() {
+    for (tier, options) in support::both_tiers() {
         let handle = load(&host, root.path(), &format!("timeout-{tier}"), &options);
         let (kind, message) = python_error(eval(&handle, "__import__('fidius').host.stall()"));
         assert_eq!(kind, "fidius.HostError", "{tier}");

@@ -120,7 +120,7 @@ fn serve() -> Result<(), String> {
         return Ok(());
     };
     loop {
-        let (kind, body_len) = match mailbox.receive_header(usize::MAX, &mut wait) {
+        let (kind, _) = match mailbox.receive_header(usize::MAX, &mut wait) {
             Ok(header) => header,
             Err(ReceiveError::Interrupted(Interrupted::PeerGone)) => return Ok(()),
             Err(error) => return Err(describe(&error)),
@@ -187,9 +187,8 @@ fn serve() -> Result<(), String> {
                     .map_err(|error| format!("cannot enter the interpreter: {error}"))??;
             }
             protocol::STREAM_OPEN => {
-                let mut body = Vec::with_capacity(body_len);
-                mailbox
-                    .receive_body(body_len, &mut body, &mut wait)
+                let body = mailbox
+                    .receive_rest(&mut wait)
                     .map_err(|error| describe(&error))?;
                 interp
                     .with(|py| {
@@ -351,12 +350,9 @@ fn receive_input<'i>(
                 .skip_body(wait)
                 .map(|()| Err(invalid_arguments(method, &error))),
         },
-        None => {
-            let mut body = Vec::with_capacity(len);
-            mailbox
-                .receive_body(len, &mut body, wait)
-                .map(|()| Ok(CallInput::Encoded(body)))
-        }
+        None => mailbox
+            .receive_rest(wait)
+            .map(|body| Ok(CallInput::Encoded(body))),
     };
     received.map_err(|error| describe(&error))
 }

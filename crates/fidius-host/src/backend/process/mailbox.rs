@@ -264,12 +264,17 @@ impl Mailbox {
         max_body: usize,
         wait: &mut Wait<'_>,
     ) -> Result<(u8, Vec<u8>), ReceiveError> {
-        let (kind, body_len) = self.receive_header(max_body, wait)?;
-        // Reserved once the first chunk proved consistent with the announced length (and within
-        // `max_body`).
-        let mut body = Vec::with_capacity(body_len);
-        self.receive_body(body_len, &mut body, wait)?;
-        Ok((kind, body))
+        let (kind, _) = self.receive_header(max_body, wait)?;
+        Ok((kind, self.receive_rest(wait)?))
+    }
+
+    /// Reads what is left of the current message into a new `Vec`, reserved once (the header
+    /// bounded the length, and its first chunk proved consistent with it).
+    pub(crate) fn receive_rest(&mut self, wait: &mut Wait<'_>) -> Result<Vec<u8>, ReceiveError> {
+        let len = self.body_left();
+        let mut body = Vec::with_capacity(len);
+        self.receive_body(len, &mut body, wait)?;
+        Ok(body)
     }
 
     /// Receives the start of one message: its kind and body length. The body must then be read to
