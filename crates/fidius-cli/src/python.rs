@@ -62,9 +62,12 @@ impl VendorRecord {
     }
 }
 
+/// The most a `requirements.txt` may hold (a pinned list of thousands of packages is far less).
+const MAX_REQUIREMENTS_BYTES: u64 = 1 << 20;
+
 fn requirements_digest(path: &Path) -> anyhow::Result<String> {
     use sha2::{Digest as _, Sha256};
-    let content = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let content = fidius_core::fs::read_regular_file(path, MAX_REQUIREMENTS_BYTES)?;
     Ok(hex::encode(Sha256::digest(&content)))
 }
 

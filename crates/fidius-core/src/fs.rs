@@ -111,7 +111,17 @@ fn open_checked(path: &Path, links: Links) -> Result<(File, u64), FileError> {
 /// Reads the whole regular file at `path`, refusing it (before reading) when it is larger than
 /// `max_len` bytes.
 pub fn read_regular_file(path: &Path, max_len: u64) -> Result<Vec<u8>, FileError> {
-    let (file, len) = open_regular_file(path)?;
+    read_bounded(path, open_regular_file(path)?, max_len)
+}
+
+/// [`read_regular_file`] for a file the user names (a key file in their configuration): a symlink
+/// is followed, but what it leads to must be a regular file no larger than `max_len`, and opening
+/// never blocks on a FIFO or device.
+pub fn read_named_file(path: &Path, max_len: u64) -> Result<Vec<u8>, FileError> {
+    read_bounded(path, open_checked(path, Links::Follow)?, max_len)
+}
+
+fn read_bounded(path: &Path, (file, len): (File, u64), max_len: u64) -> Result<Vec<u8>, FileError> {
     let too_large = |len| FileError::TooLarge {
         path: path.to_path_buf(),
         len,

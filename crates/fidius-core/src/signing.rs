@@ -15,7 +15,7 @@ pub use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 
 use crate::digest::PackageDigest;
-use crate::fs::{read_regular_file, FileError};
+use crate::fs::{read_named_file, read_regular_file, FileError};
 use crate::tree::{PackageTree, Selection, SIGNATURE_FILE};
 use crate::PackageError;
 
@@ -144,14 +144,25 @@ fn write_key_file(
     }
 }
 
+/// Bytes in a `*.secret` or `*.public` key file.
+const KEY_LEN: u64 = 32;
+
+/// A key file: a regular file (a symlink to one is followed: keys live in the user's own
+/// configuration), its length checked before it is read, so a FIFO, a device or a huge file named
+/// by mistake is refused instead of read.
 fn read_key_bytes(path: &Path, kind: &'static str) -> Result<[u8; 32], PackageError> {
-    let bytes = fs::read(path).map_err(PackageError::io(path))?;
-    let len = bytes.len() as u64;
-    bytes.try_into().map_err(|_| PackageError::KeyLength {
+    let wrong_length = |len| PackageError::KeyLength {
         path: path.to_path_buf(),
         kind,
         len,
-    })
+    };
+    let bytes = match read_named_file(path, KEY_LEN) {
+        Ok(bytes) => bytes,
+        Err(FileError::TooLarge { len, .. }) => return Err(wrong_length(len)),
+        Err(error) => return Err(error.into()),
+    };
+    let len = bytes.len() as u64;
+    bytes.try_into().map_err(|_| wrong_length(len))
 }
 
 /// Reads a 32-byte `*.secret` file.
@@ -329,6 +340,38 @@ mod tests {
             read_signing_key(&files.secret)?.to_bytes(),
             other.to_bytes()
         );
+        Ok(())
+    }
+
+    #[test]
+    fn a_key_file_is_a_bounded_regular_file_a_symlink_to_one_is_followed(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let key = generate_signing_key();
+        let files = write_key_pair(&dir.path().join("mykey"), &key, Overwrite::Refuse)?;
+        let huge = dir.path().join("huge.public");
+        fs::write(&huge, vec![7u8; 1 << 20])?;
+        let error = read_verifying_key(&huge).expect_err("1 MiB");
+        assert!(matches!(error, PackageError::KeyLength { len, .. } if len == 1 << 20));
+        let folder = dir.path().join("folder.public");
+        fs::create_dir(&folder)?;
+        let error = read_verifying_key(&folder).expect_err("a folder");
+        assert!(error.to_string().contains("folder.public"), "{error}");
+        #[cfg(unix)]
+        {
+            let link = dir.path().join("link.public");
+            std::os::unix::fs::symlink(&files.public, &link)?;
+            assert_eq!(read_verifying_key(&link)?, key.verifying_key());
+            // A FIFO is refused without blocking on it (nothing ever writes to this one).
+            let fifo = dir.path().join("fifo.public");
+            rustix::fs::mkfifoat(
+                rustix::fs::CWD,
+                &fifo,
+                rustix::fs::Mode::from_raw_mode(0o600),
+            )?;
+            let error = read_verifying_key(&fifo).expect_err("a FIFO");
+            assert!(error.to_string().contains("fifo.public"), "{error}");
+        }
         Ok(())
     }
 

@@ -26,7 +26,7 @@
 //! # fn _client_is_generated<H: fidius::PluginCall>(client: GreeterClient<H>) {}
 //! ```
 //!
-//! A **host** enables feature `host` (the host API, [`host`], embeds CPython) and records
+//! A **host** enables feature `host` (the host API, module `host`, embeds CPython) and records
 //! libpython's folder as its executables' rpath with a one-line `build.rs`:
 //!
 //! ```toml
@@ -66,7 +66,7 @@ println!("{}", greeter.greet("World".into())?); // Hello, World!
 //! What is where: the attribute [`plugin_interface`] and the types its generated code and
 //! interface traits use ([`PluginError`], [`CallError`], [`PluginCall`],
 //! [`PythonInterfaceDescriptor`]) are at the top level; [`interface`] and [`manifest`] are
-//! fidius-core's modules; [`host`] is the whole fidius-host API.
+//! fidius-core's modules; `host` (feature `host`) is the whole fidius-host API.
 #![forbid(unsafe_code)]
 
 /// Marks a trait as a fidius interface; see the crate docs and `fidius_macro::plugin_interface`.
