@@ -47,6 +47,7 @@ mod options;
 mod plugin;
 mod sdk;
 mod stream;
+mod stream_input;
 mod tier;
 pub mod worker;
 

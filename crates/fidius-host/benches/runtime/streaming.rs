@@ -36,6 +36,7 @@ static STREAMER: PythonInterfaceDescriptor = PythonInterfaceDescriptor {
         signature: "count:u64->u64!stream",
         streams_result: true,
         streams_argument: false,
+        streamed_argument: None,
     }],
 };
 

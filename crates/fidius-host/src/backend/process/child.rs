@@ -74,6 +74,9 @@ pub(crate) struct WorkerProcess {
     exit_seen: Arc<AtomicBool>,
     /// Set once it was asked to end: when it is killed if it has not.
     shutdown_by: Option<Instant>,
+    /// The streamed argument of the call (or stream) it serves, if any: its pulls are answered
+    /// from here. A pull while this is `None` is a protocol error.
+    pub(crate) input: Option<Arc<crate::stream_input::InputFeed>>,
 }
 
 impl WorkerProcess {
@@ -124,6 +127,7 @@ impl WorkerProcess {
             exited: None,
             exit_seen,
             shutdown_by: None,
+            input: None,
         };
         let accepted = worker.load(spec, descriptor, load_timeout)?;
         tracing::debug!(pid = worker.child.id(), "worker process ready");
@@ -289,14 +293,28 @@ impl WorkerProcess {
                     },
                     Ok((kind, body)) if is_reply(kind) => break Ok((kind, body)),
                     Ok((protocol::CALLBACK, body)) => {
-                        let Some(functions) = host_functions else {
-                            break Err(ReceiveError::Protocol(
-                                "a host function call outside a call".to_owned(),
-                            ));
-                        };
-                        let answer = match protocol::decode_callback(&body) {
-                            Ok((name, args)) => functions.answer_worker(name, args),
+                        let (name, args) = match protocol::decode_callback(&body) {
+                            Ok(decoded) => decoded,
                             Err(reason) => break Err(ReceiveError::Protocol(reason)),
+                        };
+                        let answer = if name == crate::stream_input::PULL {
+                            // The next item of the streamed argument: only while one is passed.
+                            match &self.input {
+                                Some(feed) => feed.pull(),
+                                None => {
+                                    break Err(ReceiveError::Protocol(
+                                        "a pull of a streamed argument the call does not have"
+                                            .to_owned(),
+                                    ))
+                                }
+                            }
+                        } else {
+                            let Some(functions) = host_functions else {
+                                break Err(ReceiveError::Protocol(
+                                    "a host function call outside a call".to_owned(),
+                                ));
+                            };
+                            functions.answer_worker(name, args)
                         };
                         let (kind, body) = match &answer {
                             Ok(result) => (protocol::CALLBACK_OK, result.as_slice()),
