@@ -694,6 +694,20 @@ mod tests {
     }
 
     #[test]
+    fn a_pull_of_a_streamed_argument_the_call_does_not_have_kills_the_worker() {
+        // A hostile (or broken) worker asking for input items during a plain call.
+        let mut body = protocol::encode_callback(crate::stream_input::PULL).expect("a short name");
+        body.extend_from_slice(b"[]");
+        match fake_callback(&body, &HostFunctions::default()) {
+            Err(Failure::Protocol(reason)) => {
+                assert!(reason.contains("streamed argument"), "{reason}")
+            }
+            Err(other) => panic!("expected a protocol error, got {}", describe(&other)),
+            Ok(reply) => panic!("expected a protocol error, got {reply:?}"),
+        }
+    }
+
+    #[test]
     fn a_remote_error_crosses_in_call_errors_own_wire_form() {
         let error = CallError::Python {
             method: "shout".to_owned(),
