@@ -375,3 +375,21 @@ fn wrong_entry_points_timeouts_and_a_kept_iterator_are_clear_errors_in_both_tier
         );
     }
 }
+
+#[test]
+fn the_typed_client_passes_streamed_arguments_in_both_tiers() {
+    for (tier, load) in support::both_tiers() {
+        let root = tempfile::tempdir().unwrap();
+        let handle = start(&plugin_dir(root.path()), &load);
+        let client = FeederClient(&handle);
+        assert_eq!(client.total(0..10u64).unwrap(), 45, "{tier}");
+        assert_eq!(client.take_some(2, vec![5u64, 6, 7]).unwrap(), 11, "{tier}");
+        let scaled: Vec<u64> = client
+            .scale(2, [0u64, 1, 2])
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(scaled, [0, 2, 4], "{tier}");
+        assert_eq!(client.ping().unwrap(), "pong");
+    }
+}

@@ -181,3 +181,41 @@ where
             .map(|item| serde_json::to_vec(&item).map_err(|error| error.to_string())),
     )
 }
+
+/// What the typed client's functions for methods with a streamed argument call.
+impl fidius_core::StreamedArgumentCall for PythonPluginHandle {
+    fn call_with_stream_typed<T, R, I>(
+        &self,
+        method_index: usize,
+        args_json: &[u8],
+        input: I,
+    ) -> Result<R, CallError>
+    where
+        T: Serialize,
+        R: DeserializeOwned,
+        I: IntoIterator<Item = T>,
+        I::IntoIter: Send + 'static,
+    {
+        self.call_with_stream_typed_json(method_index, args_json, input, &CallOptions::default())
+    }
+
+    fn call_stream_with_stream_typed<T, U, I>(
+        &self,
+        method_index: usize,
+        args_json: &[u8],
+        input: I,
+    ) -> Result<PluginStream<U>, CallError>
+    where
+        T: Serialize,
+        U: DeserializeOwned + 'static,
+        I: IntoIterator<Item = T>,
+        I::IntoIter: Send + 'static,
+    {
+        self.call_stream_with_stream_typed_json(
+            method_index,
+            args_json,
+            input,
+            &CallOptions::default(),
+        )
+    }
+}
