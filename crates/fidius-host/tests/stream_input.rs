@@ -393,3 +393,81 @@ fn the_typed_client_passes_streamed_arguments_in_both_tiers() {
         assert_eq!(client.ping().unwrap(), "pong");
     }
 }
+
+/// The original tool's streamed-argument plugins (`tests/test-plugin-py-client-stream`,
+/// `tests/test-plugin-py-bidi-stream`), their Python as it is, each stream its method's only (so
+/// first) argument: our rule (declared position) and the original's (always first) agree.
+mod original {
+    use super::*;
+
+    #[fidius_macro::plugin_interface(version = 1)]
+    pub trait Sink {
+        fn load(&self, rows: fidius_core::Stream<u64>) -> u64;
+    }
+
+    #[fidius_macro::plugin_interface(version = 1)]
+    pub trait Transformer {
+        fn transform(&self, input: fidius_core::Stream<u64>) -> fidius_core::Stream<u64>;
+    }
+
+    const SINK: &str = "__interface__ = \"Sink\"\n__interface_version__ = 1\n__interface_hash__ = HASH\n\nfrom fidius import method\n\n\n@method\ndef load(rows):\n    return sum(rows)\n";
+    const TRANSFORMER: &str = "__interface__ = \"Transformer\"\n__interface_version__ = 1\n__interface_hash__ = HASH\n\nfrom fidius import method\n\n\n@method\ndef transform(rows):\n    for r in rows:\n        yield r * 2\n";
+
+    #[test]
+    fn the_original_client_and_bidi_stream_plugins_behave_as_its_tests_assert_in_both_tiers() {
+        for (tier, load) in support::both_tiers() {
+            let root = tempfile::tempdir().unwrap();
+            let hash = format!(
+                "{:#018x}",
+                __fidius_Sink::Sink_PYTHON_DESCRIPTOR.interface_hash
+            );
+            let dir = support::write_plugin(
+                root.path(),
+                "sink",
+                &[("sink.py", &SINK.replace("HASH", &hash))],
+            );
+            let sink = PythonPluginHandle::start(
+                PluginSource::new("sink", "1.0.0", &dir, "sink"),
+                &__fidius_Sink::Sink_PYTHON_DESCRIPTOR,
+                &load,
+            )
+            .unwrap_or_else(|error| panic!("{tier}: {error}"));
+            assert_eq!(
+                SinkClient(&sink).load(vec![1u64, 2, 3, 4, 5]).unwrap(),
+                15,
+                "{tier}"
+            );
+
+            let hash = format!(
+                "{:#018x}",
+                __fidius_Transformer::Transformer_PYTHON_DESCRIPTOR.interface_hash
+            );
+            let dir = support::write_plugin(
+                root.path(),
+                "transformer",
+                &[("transformer.py", &TRANSFORMER.replace("HASH", &hash))],
+            );
+            let transformer = PythonPluginHandle::start(
+                PluginSource::new("transformer", "1.0.0", &dir, "transformer"),
+                &__fidius_Transformer::Transformer_PYTHON_DESCRIPTOR,
+                &load,
+            )
+            .unwrap_or_else(|error| panic!("{tier}: {error}"));
+            let client = TransformerClient(&transformer);
+            let doubled: Vec<u64> = client
+                .transform(1u64..=5)
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(doubled, [2, 4, 6, 8, 10], "{tier}");
+            // An unbounded input: three outputs taken, then the stream dropped.
+            let first: Vec<u64> = client
+                .transform(0u64..)
+                .unwrap()
+                .take(3)
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(first, [0, 2, 4], "{tier}");
+        }
+    }
+}
