@@ -319,7 +319,7 @@ fn main() {
     // `ci/bench --only-streaming`: just the "Streamed results" and "Streamed arguments" sections.
     if std::env::args().any(|arg| arg == "--only-streaming") {
         streaming::streamed_items(&mut report, root.path(), quick);
-    streaming::streamed_arguments(&mut report, root.path(), quick);
+        streaming::streamed_arguments(&mut report, root.path(), quick);
         streaming::streamed_arguments(&mut report, root.path(), quick);
         print!("{report}");
         return;

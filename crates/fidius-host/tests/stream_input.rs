@@ -296,10 +296,7 @@ fn a_bad_item_or_a_panicking_iterator_fails_the_call_naming_the_item_in_both_tie
                 other => panic!("{tier}: {other:?}"),
             }
         }
-        let panicking = (0..10u64).map(|i| {
-            assert!(i < 4, "the host's iterator gives up");
-            i
-        });
+        let panicking = (0..10u64).inspect(|&i| assert!(i < 4, "the host's iterator gives up"));
         match handle.call_with_stream_typed_json::<u64, u64, _>(TOTAL, b"[]", panicking, &options())
         {
             Err(CallError::InvalidArguments { reason, .. }) => {

@@ -49,7 +49,7 @@ pub(super) fn serve(
     // Runs a step of the plugin, serving its pulls when it has a streamed argument.
     let plugin_step = |step: &mut dyn FnMut()| {
         if streams_argument {
-            fidius_ffi::serve_host_calls(&pull_input, || step());
+            fidius_ffi::serve_host_calls(&pull_input, step);
         } else {
             step();
         }
