@@ -135,6 +135,25 @@ impl InputFeed {
             None => result,
         }
     }
+
+    /// [`settle`](Self::settle) for a caller that must not wait: when a pull is still running (the
+    /// call timed out while the host's iterator was producing, on an instance thread), the result
+    /// stands and whoever serves the pull ends the feed.
+    pub(crate) fn settle_now<R>(&self, result: Result<R, CallError>) -> Result<R, CallError> {
+        let mut state = match self.state.try_lock() {
+            Ok(state) => state,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return result,
+        };
+        let items = state.items.take();
+        let failure = state.failure.take();
+        drop(state);
+        drop(items);
+        match failure {
+            Some(failure) => Err(failure),
+            None => result,
+        }
+    }
 }
 
 /// An item's mismatch, said about the item (the check ran on a one-element array).
@@ -161,7 +180,7 @@ fn item_problem(mismatch: &fidius_core::interface::ArgumentMismatch) -> String {
 }
 
 /// Serves the host calls of a plugin call with a streamed argument: pulls from `feed`, anything
-/// else goes to `others` (the host functions).
+/// else goes to `others` (the host functions, or [`no_host_functions`] in a stream).
 pub(crate) fn serving<'a>(
     feed: &'a InputFeed,
     others: impl Fn(&str, &[u8]) -> Result<Vec<u8>, String> + 'a,
@@ -173,4 +192,15 @@ pub(crate) fn serving<'a>(
             others(name, args)
         }
     }
+}
+
+/// What a bidirectional method's generator gets for a host function: as in any streaming method,
+/// host functions are served only to one-shot calls.
+pub(crate) fn no_host_functions(name: &str, _args: &[u8]) -> Result<Vec<u8>, String> {
+    Err(format!(
+        "fidius.host.{}: host functions cannot be called from a streaming method",
+        name.chars()
+            .take(crate::callback::MAX_NAME)
+            .collect::<String>()
+    ))
 }

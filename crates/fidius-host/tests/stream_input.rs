@@ -31,6 +31,9 @@ pub trait Feeder {
     /// What `next()` on the kept iterator raises.
     fn use_kept(&self) -> String;
     fn ping(&self) -> String;
+    /// Calls a host function from a bidirectional generator, through the streamed argument's own
+    /// builtin (what a hostile plugin could do): yields the error's text, per item.
+    fn sneaky(&self, items: Stream<u64>) -> Stream<String>;
 }
 
 use __fidius_Feeder::Feeder_PYTHON_DESCRIPTOR as FEEDER;
@@ -95,6 +98,15 @@ def use_kept():
 @method
 def ping():
     return "pong"
+
+@method
+def sneaky(items):
+    for item in items:
+        try:
+            items._call("kv_get", (item,), fidius.HostError)
+            yield "served"
+        except fidius.HostError as error:
+            yield str(error)
 "#;
 
 fn plugin_dir(root: &Path) -> PathBuf {
@@ -466,5 +478,27 @@ mod original {
                 .unwrap();
             assert_eq!(first, [0, 2, 4], "{tier}");
         }
+    }
+}
+
+#[test]
+fn a_bidirectional_generator_gets_no_host_functions_and_its_worker_lives_in_both_tiers() {
+    for (tier, load) in support::both_tiers() {
+        let root = tempfile::tempdir().unwrap();
+        let handle = start(&plugin_dir(root.path()), &load);
+        let said: Vec<String> = handle
+            .call_stream_with_stream_typed_json::<u64, String, _>(7, b"[]", [1u64, 2], &options())
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|error| panic!("{tier}: {error}"));
+        assert_eq!(said.len(), 2, "{tier}: {said:?}");
+        for message in &said {
+            assert!(
+                message.contains("cannot be called from a streaming method"),
+                "{tier}: {message}"
+            );
+        }
+        assert_eq!(handle.call_typed_json(6, b"[]").unwrap(), b"\"pong\"");
+        assert_eq!(handle.stats().worker_crashes, 0, "{tier}");
     }
 }

@@ -51,40 +51,22 @@ pub fn streamed_items(report: &mut String, root: &Path, quick: bool) {
         report,
         "\n## Streamed results ({items} items of a `range` read to the end, default window of 16, median of 5)\n\n| tier | items/s | per item |\n|---|---|---|"
     );
-    let tiers = [
-        (
-            "sub-interpreter",
-            LoadOptions::default().isolation(Isolation::Subinterpreter),
-        ),
-        (
-            "process",
-            LoadOptions::default()
-                .isolation(Isolation::Process)
-                .worker_command(WorkerCommand::new(env!("CARGO_BIN_EXE_fidius-worker"))),
-        ),
-    ];
     let args = format!("[{items}]").into_bytes();
-    for (tier, options) in tiers {
+    for (tier, options) in tiers() {
         let handle = PythonPluginHandle::start(
             PluginSource::new("streamer", "1.0.0", &dir, "streamer"),
             &STREAMER,
             &options,
         )
         .expect("the streamer loads");
-        let mut rates: Vec<f64> = (0..5)
-            .map(|_| {
-                let started = Instant::now();
-                let read = handle
-                    .call_stream_raw(0, &args, &CallOptions::default())
-                    .expect("opens")
-                    .try_fold(0u64, |read, item| item.map(|_| read + 1))
-                    .expect("every item");
-                assert_eq!(read, items);
-                items as f64 / started.elapsed().as_secs_f64()
-            })
-            .collect();
-        rates.sort_by(f64::total_cmp);
-        let rate = rates[2];
+        let rate = median_rate(items, || {
+            let read = handle
+                .call_stream_raw(0, &args, &CallOptions::default())
+                .expect("opens")
+                .try_fold(0u64, |read, item| item.map(|_| read + 1))
+                .expect("every item");
+            assert_eq!(read, items);
+        });
         let _ = writeln!(report, "| {tier} | {rate:.0} | {:.2} µs |", 1e6 / rate);
     }
 }
@@ -130,7 +112,26 @@ pub fn streamed_arguments(report: &mut String, root: &Path, quick: bool) {
         report,
         "\n## Streamed arguments ({items} items summed by the plugin, one pull per item, median of 5)\n\n| tier | items/s | per item |\n|---|---|---|"
     );
-    let tiers = [
+    for (tier, options) in tiers() {
+        let handle = PythonPluginHandle::start(
+            PluginSource::new("feeder", "1.0.0", &dir, "feeder"),
+            &FEEDER,
+            &options,
+        )
+        .expect("the feeder loads");
+        let rate = median_rate(items, || {
+            let sum: u64 = handle
+                .call_with_stream_typed_json(0, b"[]", 0..items, &CallOptions::default())
+                .expect("the sum");
+            assert_eq!(sum, items * (items - 1) / 2);
+        });
+        let _ = writeln!(report, "| {tier} | {rate:.0} | {:.2} µs |", 1e6 / rate);
+    }
+}
+
+/// Both tiers' load options, named as the rows are.
+fn tiers() -> [(&'static str, LoadOptions); 2] {
+    [
         (
             "sub-interpreter",
             LoadOptions::default().isolation(Isolation::Subinterpreter),
@@ -141,26 +142,18 @@ pub fn streamed_arguments(report: &mut String, root: &Path, quick: bool) {
                 .isolation(Isolation::Process)
                 .worker_command(WorkerCommand::new(env!("CARGO_BIN_EXE_fidius-worker"))),
         ),
-    ];
-    for (tier, options) in tiers {
-        let handle = PythonPluginHandle::start(
-            PluginSource::new("feeder", "1.0.0", &dir, "feeder"),
-            &FEEDER,
-            &options,
-        )
-        .expect("the feeder loads");
-        let mut rates: Vec<f64> = (0..5)
-            .map(|_| {
-                let started = Instant::now();
-                let sum: u64 = handle
-                    .call_with_stream_typed_json(0, b"[]", 0..items, &CallOptions::default())
-                    .expect("the sum");
-                assert_eq!(sum, items * (items - 1) / 2);
-                items as f64 / started.elapsed().as_secs_f64()
-            })
-            .collect();
-        rates.sort_by(f64::total_cmp);
-        let rate = rates[2];
-        let _ = writeln!(report, "| {tier} | {rate:.0} | {:.2} µs |", 1e6 / rate);
-    }
+    ]
+}
+
+/// Items per second of `run` (which moves `items` items), median of 5 runs.
+fn median_rate(items: u64, mut run: impl FnMut()) -> f64 {
+    let mut rates: Vec<f64> = (0..5)
+        .map(|_| {
+            let started = Instant::now();
+            run();
+            items as f64 / started.elapsed().as_secs_f64()
+        })
+        .collect();
+    rates.sort_by(f64::total_cmp);
+    rates[2]
 }

@@ -131,7 +131,8 @@ impl PythonPluginHandle {
             },
             Arc::clone(&feed),
         );
-        let result = feed.settle(result);
+        // Not `settle`: after a timeout an instance thread may still be in the host's iterator.
+        let result = feed.settle_now(result);
         self.count_timeout(&result);
         result
     }

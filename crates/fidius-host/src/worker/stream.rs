@@ -14,6 +14,7 @@ use crate::plugin::loader::LoadedInstance;
 use crate::plugin::output::OutputSink;
 use crate::plugin::shared;
 use crate::plugin::stream::{self, Pulled};
+use crate::stream_input;
 
 /// How many items go by between two sends of the plugin's output during a long stream.
 const OUTPUT_EVERY: u64 = 256;
@@ -40,6 +41,10 @@ pub(super) fn serve(
     // The host's `STREAM_CANCEL`, when it crossed a pull (see `call_host`).
     let cancelled = Cell::new(false);
     let pull_input = |name: &str, args: &[u8]| {
+        if name != stream_input::PULL {
+            // Never sent: the host serves no host functions to a stream.
+            return stream_input::no_host_functions(name, args);
+        }
         let (mailbox, wait) = &mut *link.borrow_mut();
         call_host(mailbox, wait, name, args, Some(&cancelled))
     };

@@ -40,8 +40,7 @@ pub(super) fn serve(
         );
     };
     // A bidirectional method: the plugin pulls its streamed argument while it makes items.
-    let host_functions = |name: &str, args: &[u8]| threads.plugin.host_functions.invoke(name, args);
-    let serving = stream_input::serving(feed, host_functions);
+    let serving = stream_input::serving(feed, stream_input::no_host_functions);
     let retired = fidius_ffi::serve_host_calls(&serving, || {
         serve_items(
             py,
