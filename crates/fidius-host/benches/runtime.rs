@@ -320,7 +320,6 @@ fn main() {
     if std::env::args().any(|arg| arg == "--only-streaming") {
         streaming::streamed_items(&mut report, root.path(), quick);
         streaming::streamed_arguments(&mut report, root.path(), quick);
-        streaming::streamed_arguments(&mut report, root.path(), quick);
         print!("{report}");
         return;
     }
@@ -531,6 +530,7 @@ fn main() {
     }
 
     streaming::streamed_items(&mut report, root.path(), quick);
+    streaming::streamed_arguments(&mut report, root.path(), quick);
 
     cached_archive_loads(&mut report, root.path(), quick);
     warm_load::warm_loads(&mut report, root.path(), quick, PLUGIN, &BENCH);
