@@ -18,8 +18,8 @@ pub mod toml_error;
 pub mod tree;
 
 pub use call::{
-    AsyncPluginCall, CallError, PluginCall, PluginError, PythonError, Stream, StreamingCall,
-    WorkerExit,
+    AsyncPluginCall, CallError, PluginCall, PluginError, PythonError, Stream, StreamedArgumentCall,
+    StreamingCall, WorkerExit,
 };
 pub use interface::{PythonInterfaceDescriptor, WireMode};
 pub use package_error::PackageError;

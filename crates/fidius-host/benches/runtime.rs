@@ -316,6 +316,13 @@ fn main() {
         print!("{report}");
         return;
     }
+    // `ci/bench --only-streaming`: just the "Streamed results" and "Streamed arguments" sections.
+    if std::env::args().any(|arg| arg == "--only-streaming") {
+        streaming::streamed_items(&mut report, root.path(), quick);
+        streaming::streamed_arguments(&mut report, root.path(), quick);
+        print!("{report}");
+        return;
+    }
     // `ci/bench --only-async`: just the "Async calls" section.
     if std::env::args().any(|arg| arg == "--only-async") {
         async_calls(&mut report, &dir, iterations);
@@ -523,6 +530,7 @@ fn main() {
     }
 
     streaming::streamed_items(&mut report, root.path(), quick);
+    streaming::streamed_arguments(&mut report, root.path(), quick);
 
     cached_archive_loads(&mut report, root.path(), quick);
     warm_load::warm_loads(&mut report, root.path(), quick, PLUGIN, &BENCH);

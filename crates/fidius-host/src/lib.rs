@@ -47,6 +47,7 @@ mod options;
 mod plugin;
 mod sdk;
 mod stream;
+mod stream_input;
 mod tier;
 pub mod worker;
 
@@ -58,7 +59,8 @@ pub use backend::PoolStats;
 pub use callback::HostFunctionError;
 pub use error::{InterpreterError, LoadError, LoadWarning};
 pub use fidius_core::{
-    AsyncPluginCall, CallError, PluginCall, PluginError, PythonError, StreamingCall, WorkerExit,
+    AsyncPluginCall, CallError, PluginCall, PluginError, PythonError, StreamedArgumentCall,
+    StreamingCall, WorkerExit,
 };
 pub use handle::{PendingCall, PythonPluginHandle};
 /// The handle of any loaded plugin, Python or Rust (the same type as [`PythonPluginHandle`]).

@@ -70,8 +70,9 @@ struct Parts<'a> {
     success: Option<TokenStream>,
 }
 
-fn parts<'a>(item: &'a ItemTrait, index: usize, method: &MethodSpec) -> Parts<'a> {
-    let arg_names: Vec<syn::Ident> = method
+/// The client function's parameter names: the trait's, `argN` for `_`.
+fn arg_names(method: &MethodSpec) -> Vec<syn::Ident> {
+    method
         .args
         .iter()
         .enumerate()
@@ -79,7 +80,11 @@ fn parts<'a>(item: &'a ItemTrait, index: usize, method: &MethodSpec) -> Parts<'a
             Some(arg_name) => format_ident!("{}", arg_name),
             None => format_ident!("arg{}", position),
         })
-        .collect();
+        .collect()
+}
+
+fn parts<'a>(item: &'a ItemTrait, index: usize, method: &MethodSpec) -> Parts<'a> {
+    let arg_names = arg_names(method);
     let arg_types = method.args.iter().map(|arg| &arg.ty);
     let raw_input = arg_names
         .first()
@@ -189,10 +194,85 @@ fn client_method(
     let ensure_implemented = method.optional_since.map(
         |_| quote!(#root::call::__private::ensure_implemented(&self.0, #index, #method_name)?;),
     );
-    if method.streams_input {
-        // A streamed argument is passed through the handle's `call_stream_*` methods; the typed
-        // client has no method for it yet.
-        return TokenStream::new();
+    if let Some(position) = method.streamed_argument() {
+        let names = arg_names(method);
+        let params = method
+            .args
+            .iter()
+            .zip(&names)
+            .enumerate()
+            .map(|(at, (arg, name))| {
+                if at == position {
+                    quote!(#name: __FidiusItems)
+                } else {
+                    let ty = &arg.ty;
+                    quote!(#name: #ty)
+                }
+            });
+        let others: Vec<&syn::Ident> = names
+            .iter()
+            .enumerate()
+            .filter(|(at, _)| *at != position)
+            .map(|(_, name)| name)
+            .collect();
+        let others = if others.is_empty() {
+            quote!(&[(); 0])
+        } else {
+            quote!(&(#(#others,)*))
+        };
+        let items = &names[position];
+        let Some(item) = shape::stream_item(&method.args[position].ty) else {
+            return TokenStream::new();
+        };
+        let bounds = quote! {
+            H: #root::StreamedArgumentCall,
+            __FidiusItems: ::core::iter::IntoIterator<Item = #item>,
+            <__FidiusItems as ::core::iter::IntoIterator>::IntoIter: ::core::marker::Send + 'static,
+        };
+        if let Some(output) = method.output.as_ref().and_then(shape::stream_item) {
+            return quote! {
+                #(#docs)*
+                ///
+                /// Bidirectional: `#items` is read lazily by the plugin, one item at a time, and
+                /// the result streams (see `StreamedArgumentCall`). The stream holds one instance
+                /// of the plugin until it ends or is dropped.
+                pub fn #name<__FidiusItems>(&self, #(#params),*)
+                    -> ::core::result::Result<<H as #root::StreamingCall>::Items<#output>, #root::CallError>
+                where
+                    #bounds
+                {
+                    #ensure_implemented
+                    #root::call::__private::call_stream_with_stream_json::<H, #item, #output, __FidiusItems>(
+                        &self.0, #index, #method_name, #others, #items,
+                    )
+                }
+            };
+        }
+        let (returns, decoded, finish) = match success {
+            Some(success) => (success.clone(), success, TokenStream::new()),
+            None => (
+                quote!(()),
+                quote!(#root::call::__private::IgnoredAny),
+                quote!(.map(|_| ())),
+            ),
+        };
+        return quote! {
+            #(#docs)*
+            ///
+            /// `#items` is read lazily by the plugin, one item at a time (see
+            /// `StreamedArgumentCall`).
+            pub fn #name<__FidiusItems>(&self, #(#params),*)
+                -> ::core::result::Result<#returns, #root::CallError>
+            where
+                #bounds
+            {
+                #ensure_implemented
+                #root::call::__private::call_with_stream_json::<H, #item, #decoded, __FidiusItems>(
+                    &self.0, #index, #method_name, #others, #items,
+                )
+                #finish
+            }
+        };
     }
     if let Some(item) = method.output.as_ref().and_then(shape::stream_item) {
         return quote! {

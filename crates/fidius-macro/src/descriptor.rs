@@ -50,6 +50,10 @@ pub fn generate(item: &ItemTrait, spec: &InterfaceSpec, root: &TokenStream) -> T
         };
         let signature = &method.signature;
         let (streams_result, streams_argument) = (method.streams_output, method.streams_input);
+        let streamed_argument = match method.streamed_argument() {
+            Some(position) => quote!(::core::option::Option::Some(#position)),
+            None => quote!(::core::option::Option::None),
+        };
         quote! {
             #root::interface::PythonMethodDescriptor {
                 name: #name,
@@ -60,6 +64,7 @@ pub fn generate(item: &ItemTrait, spec: &InterfaceSpec, root: &TokenStream) -> T
                 signature: #signature,
                 streams_result: #streams_result,
                 streams_argument: #streams_argument,
+                streamed_argument: #streamed_argument,
             }
         }
     });

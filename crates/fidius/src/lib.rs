@@ -79,7 +79,7 @@ pub use fidius_macro::plugin_impl_via_facade as plugin_impl;
 
 pub use fidius_core::{
     interface, manifest, AsyncPluginCall, CallError, PluginCall, PluginError,
-    PythonInterfaceDescriptor, Stream, StreamingCall, WireMode,
+    PythonInterfaceDescriptor, Stream, StreamedArgumentCall, StreamingCall, WireMode,
 };
 
 /// The host API: [`host::PluginHost`], [`host::LoadOptions`], [`host::PythonPluginHandle`], ...

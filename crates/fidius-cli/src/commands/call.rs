@@ -46,6 +46,11 @@ pub struct CallCommand {
     #[arg(long, value_name = "FILE")]
     raw_in: Option<PathBuf>,
 
+    /// A method with a streamed argument (`items: Stream<T>`): its items as JSON lines, one per
+    /// line, read as the plugin asks for them (`-`: stdin). JSON_ARGS holds the other arguments.
+    #[arg(long, value_name = "FILE")]
+    stream_in: Option<PathBuf>,
+
     /// Raw methods: write the output bytes to this file instead of stdout.
     #[arg(long, value_name = "FILE")]
     raw_out: Option<PathBuf>,
@@ -164,16 +169,22 @@ impl CallCommand {
         })?;
         let wire = descriptor.methods[index].wire;
         let method = &descriptor.methods[index];
-        if method.streams_argument {
-            bail!(
-                "`{}` takes a streamed argument (`Stream<T>`), which `fidius call` cannot pass yet",
+        match (method.streams_argument, &self.stream_in) {
+            (true, None) => bail!(
+                "`{}` takes a streamed argument (`Stream<T>`): pass its items with --stream-in \
+                 FILE (JSON lines, `-` for stdin)",
                 target.method
-            );
+            ),
+            (false, Some(_)) => bail!(
+                "`{}` takes no streamed argument; --stream-in is for methods that do",
+                target.method
+            ),
+            _ => {}
         }
         let streams = method.streams_result;
-        if streams && self.repeat > 1 {
+        if (streams || method.streams_argument) && self.repeat > 1 {
             bail!(
-                "`{}` streams its result; --repeat measures plain calls only",
+                "`{}` streams; --repeat measures plain calls only",
                 target.method
             );
         }
@@ -204,6 +215,28 @@ impl CallCommand {
             eprintln!("warning: {warning} (loaded as the original fidius would; --strict refuses)");
         }
 
+        if let Some(path) = &self.stream_in {
+            let (items, failed) = super::stream_in::open(path)?;
+            let result = if streams {
+                handle
+                    .call_stream_with_stream_raw(index, &input, items, &CallOptions::default())
+                    .map_err(reported)
+                    .and_then(print_items)
+                    .map(|()| None)
+            } else {
+                handle
+                    .call_with_stream_raw(index, &input, items, &CallOptions::default())
+                    .map_err(reported)
+                    .map(Some)
+            };
+            if let Some(error) = super::stream_in::read_error(&failed) {
+                bail!(error);
+            }
+            if let Some(output) = result? {
+                self.print(wire, &output)?;
+            }
+            return Ok(());
+        }
         if streams {
             return print_stream(&handle, index, &input);
         }
@@ -324,6 +357,11 @@ fn print_stream(handle: &PythonPluginHandle, index: usize, input: &[u8]) -> anyh
     let stream = handle
         .call_stream_raw(index, input, &CallOptions::default())
         .map_err(reported)?;
+    print_items(stream)
+}
+
+/// A streamed result's items, one compact JSON value per line, each printed as it arrives.
+fn print_items(stream: fidius_host::RawPluginStream) -> anyhow::Result<()> {
     for item in stream {
         let item = item.map_err(reported)?;
         let value: serde_json::Value =

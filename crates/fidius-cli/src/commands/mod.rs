@@ -11,6 +11,7 @@ pub mod package;
 pub mod python_stub;
 pub mod rust_plugin;
 pub mod sign;
+mod stream_in;
 pub mod test;
 mod units;
 pub mod unpack;

@@ -47,6 +47,69 @@ impl<H: StreamingCall + ?Sized> StreamingCall for &H {
     }
 }
 
+/// A loaded plugin whose methods with a streamed argument (`items: Stream<T>`) can be called:
+/// what the typed client's functions for them need of a handle. The plugin reads `input` lazily,
+/// one item at a time; `args_json` is the JSON array of the *other* arguments, in declared order.
+pub trait StreamedArgumentCall: StreamingCall {
+    /// Calls a method with a streamed argument that returns one result, decoded as `R`.
+    fn call_with_stream_typed<T, R, I>(
+        &self,
+        method_index: usize,
+        args_json: &[u8],
+        input: I,
+    ) -> Result<R, CallError>
+    where
+        T: Serialize,
+        R: DeserializeOwned,
+        I: IntoIterator<Item = T>,
+        I::IntoIter: Send + 'static;
+
+    /// Calls a bidirectional method (a streamed argument and a streamed result).
+    fn call_stream_with_stream_typed<T, U, I>(
+        &self,
+        method_index: usize,
+        args_json: &[u8],
+        input: I,
+    ) -> Result<Self::Items<U>, CallError>
+    where
+        T: Serialize,
+        U: DeserializeOwned + 'static,
+        I: IntoIterator<Item = T>,
+        I::IntoIter: Send + 'static;
+}
+
+impl<H: StreamedArgumentCall + ?Sized> StreamedArgumentCall for &H {
+    fn call_with_stream_typed<T, R, I>(
+        &self,
+        method_index: usize,
+        args_json: &[u8],
+        input: I,
+    ) -> Result<R, CallError>
+    where
+        T: Serialize,
+        R: DeserializeOwned,
+        I: IntoIterator<Item = T>,
+        I::IntoIter: Send + 'static,
+    {
+        (**self).call_with_stream_typed(method_index, args_json, input)
+    }
+
+    fn call_stream_with_stream_typed<T, U, I>(
+        &self,
+        method_index: usize,
+        args_json: &[u8],
+        input: I,
+    ) -> Result<Self::Items<U>, CallError>
+    where
+        T: Serialize,
+        U: DeserializeOwned + 'static,
+        I: IntoIterator<Item = T>,
+        I::IntoIter: Send + 'static,
+    {
+        (**self).call_stream_with_stream_typed(method_index, args_json, input)
+    }
+}
+
 /// A loaded plugin that can be called by method index (the index into
 /// [`PythonInterfaceDescriptor::methods`](crate::interface::PythonInterfaceDescriptor::methods)).
 ///
@@ -84,7 +147,9 @@ impl<T: PluginCall + ?Sized> PluginCall for &T {
 /// Support code for the clients `#[plugin_interface]` generates. Not a stable API.
 #[doc(hidden)]
 pub mod __private {
-    use super::{CallError, DeserializeOwned, PluginCall, Serialize, StreamingCall};
+    use super::{
+        CallError, DeserializeOwned, PluginCall, Serialize, StreamedArgumentCall, StreamingCall,
+    };
 
     pub use super::asynchronous::{call_json_async, call_raw_async};
     pub use serde::de::IgnoredAny;
@@ -133,6 +198,44 @@ pub mod __private {
     ) -> Result<H::Items<T>, CallError> {
         let args_json = encode_arguments(method, args)?;
         handle.call_stream_typed(method_index, &args_json)
+    }
+
+    /// Encodes the other `args` like [`call_json`] and calls a method with a streamed argument.
+    pub fn call_with_stream_json<H, T, R, I>(
+        handle: &H,
+        method_index: usize,
+        method: &str,
+        args: &impl Serialize,
+        input: I,
+    ) -> Result<R, CallError>
+    where
+        H: StreamedArgumentCall,
+        T: Serialize,
+        R: DeserializeOwned,
+        I: IntoIterator<Item = T>,
+        I::IntoIter: Send + 'static,
+    {
+        let args_json = encode_arguments(method, args)?;
+        handle.call_with_stream_typed(method_index, &args_json, input)
+    }
+
+    /// Encodes the other `args` like [`call_json`] and opens a bidirectional method's stream.
+    pub fn call_stream_with_stream_json<H, T, U, I>(
+        handle: &H,
+        method_index: usize,
+        method: &str,
+        args: &impl Serialize,
+        input: I,
+    ) -> Result<H::Items<U>, CallError>
+    where
+        H: StreamedArgumentCall,
+        T: Serialize,
+        U: DeserializeOwned + 'static,
+        I: IntoIterator<Item = T>,
+        I::IntoIter: Send + 'static,
+    {
+        let args_json = encode_arguments(method, args)?;
+        handle.call_stream_with_stream_typed(method_index, &args_json, input)
     }
 
     fn decode<R: DeserializeOwned>(method: &str, result: &[u8]) -> Result<R, CallError> {

@@ -38,6 +38,9 @@ pub struct PythonMethodDescriptor {
     pub streams_result: bool,
     /// One argument is `Stream<T>` (its `ty` is then `T`, the type of one item).
     pub streams_argument: bool,
+    /// Which argument (an index into `args`) is the `Stream<T>` one; `Some` exactly when
+    /// `streams_argument`. The plugin's function receives it there, as an iterator.
+    pub streamed_argument: Option<usize>,
 }
 
 impl PythonMethodDescriptor {
@@ -113,6 +116,8 @@ pub struct OwnedMethodDescriptor {
     pub streams_result: bool,
     #[serde(default)]
     pub streams_argument: bool,
+    #[serde(default)]
+    pub streamed_argument: Option<usize>,
 }
 
 impl From<&PythonInterfaceDescriptor> for OwnedInterfaceDescriptor {
@@ -138,6 +143,7 @@ impl From<&PythonInterfaceDescriptor> for OwnedInterfaceDescriptor {
                     signature: method.signature.to_owned(),
                     streams_result: method.streams_result,
                     streams_argument: method.streams_argument,
+                    streamed_argument: method.streamed_argument,
                 })
                 .collect(),
         }

@@ -108,6 +108,13 @@ impl InterfaceSpec {
 }
 
 impl MethodSpec {
+    /// The index in `args` of the `Stream<T>` argument, if one is (at most one is accepted).
+    pub fn streamed_argument(&self) -> Option<usize> {
+        self.args
+            .iter()
+            .position(|arg| shape::stream_item(&arg.ty).is_some())
+    }
+
     fn from_method(method: &TraitItemFn) -> Result<Self, Vec<InterfaceError>> {
         let sig = &method.sig;
         let name = sig.ident.to_string();
@@ -369,6 +376,7 @@ impl InterfaceSpec {
                     signature: method.signature.clone(),
                     streams_result: method.streams_output,
                     streams_argument: method.streams_input,
+                    streamed_argument: method.streamed_argument(),
                 })
                 .collect(),
         }

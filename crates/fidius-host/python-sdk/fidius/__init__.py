@@ -184,6 +184,47 @@ def _host_function(name: str, call: Callable[..., Any]) -> Callable[..., Any]:
     return host_function
 
 
+# What a pull of a streamed argument's next item is called on the host's builtin (it cannot be a
+# host function's name); the host side is `fidius_host::stream_input::PULL`.
+_STREAM_PULL = "\x00fidius:next"
+
+
+class _StreamedArgument:
+    """A streamed argument (``items: Stream<T>`` in the trait): an iterator whose items the host
+    sends one at a time, each when ``next()`` asks for it. It can only be read during its call."""
+
+    __slots__ = ("_call", "_what", "_state")
+
+    def __init__(self, call: Callable[..., Any], what: str) -> None:
+        self._call = call
+        self._what = what
+        self._state = 0  # 0 open, 1 exhausted, 2 the call returned
+
+    def __iter__(self) -> "_StreamedArgument":
+        return self
+
+    def __next__(self) -> Any:
+        if self._state == 2:
+            raise RuntimeError(
+                f"{self._what} was used after its call returned; read a streamed argument "
+                "during the call (or copy what you need from it)"
+            )
+        if self._state == 1:
+            raise StopIteration
+        got = self._call(_STREAM_PULL, (), HostError)
+        if got:
+            return got[0]
+        self._state = 1
+        raise StopIteration
+
+    def _fidius_end(self) -> None:
+        # Called by the host when the call is over.
+        self._state = 2
+
+    def __repr__(self) -> str:
+        return f"<{self._what}>"
+
+
 host: _Host = _Host()
 """The functions the host registered (``PluginHostBuilder::host_function``), called synchronously
 while the plugin serves a call: ``fidius.host.kv_get("key")``. Positional arguments only; they and

@@ -20,6 +20,7 @@ use crate::plugin::loader::Accepted;
 use crate::plugin::shared::PluginShared;
 use crate::plugin::version::Version;
 use crate::stream::StreamSink;
+use crate::stream_input::InputFeed;
 
 pub(crate) mod process;
 pub(crate) mod rust;
@@ -75,6 +76,19 @@ pub(crate) trait Backend: Send + Sync {
     /// plugin's iterator ends or the consumer drops its end (then the iterator is closed). `call`'s
     /// deadline is unused: the sink carries the item and whole-stream timeouts.
     fn open_stream(&self, call: Call<'_>, sink: StreamSink) -> Result<(), CallError>;
+
+    /// [`call`](Self::call) for a method with a streamed argument: the plugin pulls `input`'s
+    /// items while it runs (one in flight); the feed's failure, if any, is the call's error.
+    fn call_with_input(&self, call: Call<'_>, input: Arc<InputFeed>) -> Result<Vec<u8>, CallError>;
+
+    /// [`open_stream`](Self::open_stream) for a bidirectional method (a streamed argument and a
+    /// streamed result): the plugin pulls `input`'s items while it makes its own.
+    fn open_stream_with_input(
+        &self,
+        call: Call<'_>,
+        input: Arc<InputFeed>,
+        sink: StreamSink,
+    ) -> Result<(), CallError>;
 
     /// Starts a new set of instances of `version` and, once every one of them has loaded, serves
     /// from it; the old instances end once their calls finished, releasing their version. On error

@@ -3,6 +3,7 @@
 mod asynchronous;
 mod reload;
 mod stream;
+mod stream_input;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -159,11 +160,15 @@ impl PythonPluginHandle {
             .methods
             .iter()
             .map(|method| {
+                // A streamed argument is not in the call's JSON array (its items are checked
+                // one by one as they are pulled).
                 ArgumentShapes::for_arguments(
                     method
                         .args
                         .iter()
-                        .map(|(name, ty)| (name.as_str(), ty.as_str())),
+                        .enumerate()
+                        .filter(|(position, _)| Some(*position) != method.streamed_argument)
+                        .map(|(_, (name, ty))| (name.as_str(), ty.as_str())),
                 )
             })
             .collect();
@@ -294,9 +299,13 @@ impl PythonPluginHandle {
         if method.streams_result || method.streams_argument {
             return Err(CallError::InvalidArguments {
                 method: method.name.clone(),
-                reason:
+                reason: if method.streams_argument {
+                    "the method takes a streamed argument; call it with `call_with_stream_raw` \
+                     (or `call_stream_with_stream_raw` when it also streams its result)"
+                } else {
                     "the method streams; call it with `call_stream_raw` or `call_stream_typed_json`"
-                        .to_owned(),
+                }
+                .to_owned(),
             });
         }
         Ok(())
@@ -344,31 +353,39 @@ impl PythonPluginHandle {
         payload: &[u8],
         deadline: Option<Deadline>,
     ) -> Result<Vec<u8>, CallError> {
-        let shared = &*self.plugin.shared;
-        // A plugin with host functions may be called from one of them: refused when that would
-        // wait for a call of the same plugin this thread (or its caller) serves.
-        let _serving = if shared.host_functions.is_empty() {
-            None
-        } else {
-            Some(
-                chain::enter(chain::plugin_id(&self.plugin.shared)).ok_or_else(|| {
-                    CallError::Reentrant {
-                        plugin: shared.name.clone(),
-                        method: shared::method(&shared.descriptor, index)
-                            .map_or_else(|_| String::new(), |method| method.name.clone()),
-                    }
-                })?,
-            )
-        };
+        let _serving = self.serving(index)?;
         let result = self.plugin.backend.call(Call {
             index,
             payload,
             deadline,
         });
+        self.count_timeout(&result);
+        result
+    }
+
+    /// A plugin with host functions may be called from one of them: refused when that would wait
+    /// for a call of the same plugin this thread (or its caller) serves. Held while the call runs.
+    #[inline]
+    fn serving(&self, index: usize) -> Result<Option<chain::Serving>, CallError> {
+        let shared = &*self.plugin.shared;
+        if shared.host_functions.is_empty() {
+            return Ok(None);
+        }
+        chain::enter(chain::plugin_id(&self.plugin.shared))
+            .map(Some)
+            .ok_or_else(|| CallError::Reentrant {
+                plugin: shared.name.clone(),
+                method: shared::method(&shared.descriptor, index)
+                    .map_or_else(|_| String::new(), |method| method.name.clone()),
+            })
+    }
+
+    /// Counts a call that ended with `Timeout`.
+    #[inline]
+    fn count_timeout<R>(&self, result: &Result<R, CallError>) {
         if matches!(result, Err(CallError::Timeout { .. })) {
             self.plugin.shared.timeouts.fetch_add(1, Ordering::Relaxed);
         }
-        result
     }
 }
 

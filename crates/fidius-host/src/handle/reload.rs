@@ -82,6 +82,7 @@ mod tests {
             signature: "",
             streams_result: false,
             streams_argument: false,
+            streamed_argument: None,
         }],
     };
 

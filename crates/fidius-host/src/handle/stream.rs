@@ -10,6 +10,7 @@ use super::PythonPluginHandle;
 use crate::backend::Call;
 use crate::options::CallOptions;
 use crate::stream::{self, PluginStream, RawPluginStream, StreamSettings};
+use crate::stream_input::InputFeed;
 
 impl PythonPluginHandle {
     /// Calls method `method_index`, which streams its result, with `args_json` (the JSON array of
@@ -25,7 +26,6 @@ impl PythonPluginHandle {
         args_json: &[u8],
         options: &CallOptions,
     ) -> Result<RawPluginStream, CallError> {
-        let plugin = &*self.plugin;
         let method = self.check_call(method_index, WireMode::TypedJson, args_json)?;
         if !method.streams_result {
             return Err(CallError::InvalidArguments {
@@ -37,10 +37,23 @@ impl PythonPluginHandle {
         if method.streams_argument {
             return Err(CallError::InvalidArguments {
                 method: method.name.clone(),
-                reason: "the method takes a streamed argument, which this release cannot pass"
+                reason: "the method takes a streamed argument; call it with \
+                         `call_stream_with_stream_raw`"
                     .to_owned(),
             });
         }
+        self.open_stream_with(method_index, args_json, None, options)
+    }
+
+    /// Opens a checked streamed call, with its streamed argument's feed for a bidirectional one.
+    pub(super) fn open_stream_with(
+        &self,
+        method_index: usize,
+        args_json: &[u8],
+        input: Option<Arc<InputFeed>>,
+        options: &CallOptions,
+    ) -> Result<RawPluginStream, CallError> {
+        let plugin = &*self.plugin;
         let settings = StreamSettings {
             window: options.stream_window.unwrap_or(plugin.stream_window),
             item_timeout: options.timeout.unwrap_or(plugin.call_timeout),
@@ -49,14 +62,15 @@ impl PythonPluginHandle {
         };
         let (sink, items) =
             stream::channel(self, Arc::clone(&plugin.shared), method_index, settings);
-        plugin.backend.open_stream(
-            Call {
-                index: method_index,
-                payload: args_json,
-                deadline: None,
-            },
-            sink,
-        )?;
+        let call = Call {
+            index: method_index,
+            payload: args_json,
+            deadline: None,
+        };
+        match input {
+            None => plugin.backend.open_stream(call, sink)?,
+            Some(input) => plugin.backend.open_stream_with_input(call, input, sink)?,
+        }
         Ok(items)
     }
 

@@ -10,4 +10,5 @@ pub(crate) mod precompiled;
 pub(crate) mod shared;
 pub(crate) mod source;
 pub(crate) mod stream;
+pub(crate) mod stream_input;
 pub(crate) mod version;

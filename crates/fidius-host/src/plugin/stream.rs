@@ -6,14 +6,24 @@ use fidius_core::interface::{OwnedMethodDescriptor, WireMode};
 use fidius_core::CallError;
 use fidius_ffi::{Interp, PyObj};
 
-use crate::plugin::dispatch::{exception_to_error, typed_arguments};
+use crate::plugin::dispatch::exception_to_error;
 use crate::plugin::loader::LoadedInstance;
+use crate::plugin::stream_input::StreamedCall;
 
 /// The plugin's iterator for one streamed call.
 pub(crate) struct OpenedStream<'i> {
+    /// The call's arguments, kept for its streamed argument (ended with the stream).
+    call: StreamedCall<'i>,
     iterator: PyObj<'i>,
     next: PyObj<'i>,
     stop_iteration: PyObj<'i>,
+}
+
+impl Drop for OpenedStream<'_> {
+    /// However the stream ends, its streamed argument (if any) cannot be read any more.
+    fn drop(&mut self) {
+        self.call.end();
+    }
 }
 
 /// What one pull gave.
@@ -59,13 +69,17 @@ pub(crate) fn open<'i>(
     let stop_iteration = builtins
         .getattr("StopIteration")
         .map_err(|error| invalid_result(error.to_string()))?;
-    let args = typed_arguments(py, method, payload)?;
-    let args: Vec<&PyObj<'_>> = args.iter().collect();
+    // A streamed argument (a bidirectional method) is in `call`, read as the stream is.
+    let call = StreamedCall::new(py, method, payload)?;
     let returned = function
         .bind(py)
-        .call(&args)
-        .map_err(|raised| exception_to_error(instance, method, &raised))?;
+        .call(&call.arguments())
+        .map_err(|raised| {
+            call.end();
+            exception_to_error(instance, method, &raised)
+        })?;
     let iterator = iter.call(&[&returned]).map_err(|_| {
+        call.end();
         invalid_result(format!(
             "a streaming method must return an iterable (a generator, say), not {}",
             returned.type_name()
@@ -75,6 +89,7 @@ pub(crate) fn open<'i>(
         .getattr("__next__")
         .map_err(|error| invalid_result(error.to_string()))?;
     Ok(OpenedStream {
+        call,
         iterator,
         next,
         stop_iteration,

@@ -136,7 +136,7 @@ fn serve() -> Result<(), String> {
                 let link = RefCell::new((&mut mailbox, &mut wait));
                 let host_call = |name: &str, args: &[u8]| {
                     let (mailbox, wait) = &mut *link.borrow_mut();
-                    call_host(mailbox, wait, name, args)
+                    call_host(mailbox, wait, name, args, None)
                 };
                 interp
                     .with(|py| {
@@ -159,6 +159,22 @@ fn serve() -> Result<(), String> {
                         };
                         let replied = input.and_then(|input| {
                             let method = shared::method(descriptor, index)?;
+                            if method.streamed_argument.is_some() {
+                                // Its items are pulled from the host as `call_host`s.
+                                let CallInput::Encoded(body) = input else {
+                                    return Err(CallError::InvalidArguments {
+                                        method: method.name.clone(),
+                                        reason: "a streamed argument's call must be typed"
+                                            .to_owned(),
+                                    });
+                                };
+                                let result = fidius_ffi::serve_host_calls(&host_call, || {
+                                    crate::plugin::stream_input::dispatch(
+                                        py, &instance, method, index, &body,
+                                    )
+                                })?;
+                                return Ok(send_reply(protocol::REPLY_OK, &result));
+                            }
                             let call = |payload| {
                                 fidius_ffi::serve_host_calls(&host_call, || {
                                     dispatch_payload(
@@ -358,25 +374,36 @@ fn receive_input<'i>(
 }
 
 /// Runs host function `name` in the host, which answers over the mailbox before the call's reply.
-fn call_host(
+/// In a stream (`cancelled` given), the host's `STREAM_CANCEL` may cross the call: it is noted
+/// there, and the answer still comes.
+pub(super) fn call_host(
     mailbox: &mut Mailbox,
     wait: &mut Wait<'_>,
     name: &str,
     args: &[u8],
+    cancelled: Option<&std::cell::Cell<bool>>,
 ) -> Result<Vec<u8>, String> {
     let header = protocol::encode_callback(name)?;
     mailbox
         .send(protocol::CALLBACK, &[&header, args], wait)
         .map_err(|_| "the host went away".to_owned())?;
-    match mailbox.receive(usize::MAX, wait) {
-        Ok((protocol::CALLBACK_OK, result)) => Ok(result),
-        Ok((protocol::CALLBACK_ERR, message)) => {
-            Err(String::from_utf8_lossy(&message).into_owned())
-        }
-        Ok((kind, _)) => Err(format!(
-            "fidius worker: the host answered a host function call with message kind {kind}"
-        )),
-        Err(error) => Err(describe(&error)),
+    loop {
+        return match mailbox.receive(usize::MAX, wait) {
+            Ok((protocol::CALLBACK_OK, result)) => Ok(result),
+            Ok((protocol::CALLBACK_ERR, message)) => {
+                Err(String::from_utf8_lossy(&message).into_owned())
+            }
+            Ok((protocol::STREAM_CANCEL, _)) if cancelled.is_some() => {
+                if let Some(cancelled) = cancelled {
+                    cancelled.set(true);
+                }
+                continue;
+            }
+            Ok((kind, _)) => Err(format!(
+                "fidius worker: the host answered a host function call with message kind {kind}"
+            )),
+            Err(error) => Err(describe(&error)),
+        };
     }
 }
 

@@ -5,13 +5,16 @@
 use fidius_core::interface::OwnedInterfaceDescriptor;
 use fidius_ffi::Interp;
 
-use super::serve::{send_output, split_call, Collected};
+use std::cell::{Cell, RefCell};
+
+use super::serve::{call_host, send_output, split_call, Collected};
 use crate::backend::process::mailbox::{Mailbox, Wait};
 use crate::backend::process::protocol;
 use crate::plugin::loader::LoadedInstance;
 use crate::plugin::output::OutputSink;
 use crate::plugin::shared;
 use crate::plugin::stream::{self, Pulled};
+use crate::stream_input;
 
 /// How many items go by between two sends of the plugin's output during a long stream.
 const OUTPUT_EVERY: u64 = 256;
@@ -32,36 +35,73 @@ pub(super) fn serve(
     let method_name = descriptor
         .method(index)
         .map_or("", |method| method.name.as_str());
-    let send =
-        |mailbox: &mut Mailbox, wait: &mut Wait<'_>, kind: u8, body: &[u8], with_output: bool| {
-            if with_output {
-                collected.drain(
-                    &instance.output_buffer.bind(py),
-                    &instance.take_output.bind(py),
-                );
-                send_output(collected, mailbox, wait)?;
-            }
-            mailbox
-                .send(kind, &[body], wait)
-                .map_err(|_| "the host went away".to_owned())
-        };
-    let opened = shared::method(descriptor, index)
-        .and_then(|method| Ok((method, stream::open(py, instance, method, index, payload)?)));
-    let (method, opened) = match opened {
-        Ok(opened) => opened,
-        Err(error) => {
-            let body = protocol::encode_error(&error, method_name);
-            return send(mailbox, wait, protocol::STREAM_ERR, &body, true);
+    // Shared by the items sent and, for a bidirectional method, the pulls of its streamed argument
+    // (made while the plugin runs, between sends).
+    let link = RefCell::new((mailbox, wait));
+    // The host's `STREAM_CANCEL`, when it crossed a pull (see `call_host`).
+    let cancelled = Cell::new(false);
+    let pull_input = |name: &str, args: &[u8]| {
+        if name != stream_input::PULL {
+            // Never sent: the host serves no host functions to a stream.
+            return stream_input::no_host_functions(name, args);
         }
+        let (mailbox, wait) = &mut *link.borrow_mut();
+        call_host(mailbox, wait, name, args, Some(&cancelled))
+    };
+    let streams_argument = descriptor
+        .method(index)
+        .is_some_and(|method| method.streamed_argument.is_some());
+    // Runs a step of the plugin, serving its pulls when it has a streamed argument.
+    let plugin_step = |step: &mut dyn FnMut()| {
+        if streams_argument {
+            fidius_ffi::serve_host_calls(&pull_input, step);
+        } else {
+            step();
+        }
+    };
+    let send = |kind: u8, body: &[u8], with_output: bool| {
+        let (mailbox, wait) = &mut *link.borrow_mut();
+        if with_output {
+            collected.drain(
+                &instance.output_buffer.bind(py),
+                &instance.take_output.bind(py),
+            );
+            send_output(collected, mailbox, wait)?;
+        }
+        mailbox
+            .send(kind, &[body], wait)
+            .map_err(|_| "the host went away".to_owned())
+    };
+    let mut opened = None;
+    plugin_step(&mut || {
+        opened =
+            Some(shared::method(descriptor, index).and_then(|method| {
+                Ok((method, stream::open(py, instance, method, index, payload)?))
+            }));
+    });
+    let (method, opened) = match opened {
+        Some(Ok(opened)) => opened,
+        Some(Err(error)) => {
+            let body = protocol::encode_error(&error, method_name);
+            return send(protocol::STREAM_ERR, &body, true);
+        }
+        None => return Err("the stream did not open".to_owned()),
     };
     let mut room = window as u64;
     let mut sent = 0u64;
     loop {
+        if cancelled.get() {
+            opened.close();
+            return send(protocol::STREAM_END, &[], true);
+        }
         if room == 0 {
             // Only small messages are expected here.
-            let (kind, body) = mailbox
-                .receive(64, wait)
-                .map_err(|_| "the host went away during a stream".to_owned())?;
+            let received = {
+                let (mailbox, wait) = &mut *link.borrow_mut();
+                mailbox.receive(64, wait)
+            };
+            let (kind, body) =
+                received.map_err(|_| "the host went away during a stream".to_owned())?;
             match kind {
                 protocol::STREAM_PULL => {
                     let more = body
@@ -70,30 +110,23 @@ pub(super) fn serve(
                         .ok_or_else(|| "a pull without a count".to_owned())?;
                     room += u64::from(more);
                 }
-                protocol::STREAM_CANCEL => {
-                    opened.close();
-                    return send(mailbox, wait, protocol::STREAM_END, &[], true);
-                }
+                protocol::STREAM_CANCEL => cancelled.set(true),
                 other => return Err(format!("unexpected message kind {other} during a stream")),
             }
             continue;
         }
-        match opened.pull(instance, method) {
-            Pulled::Item(json) => {
+        let mut pulled = None;
+        plugin_step(&mut || pulled = Some(opened.pull(instance, method)));
+        match pulled {
+            Some(Pulled::Item(json)) => {
                 sent += 1;
-                send(
-                    mailbox,
-                    wait,
-                    protocol::STREAM_ITEM,
-                    &json,
-                    sent % OUTPUT_EVERY == 0,
-                )?;
+                send(protocol::STREAM_ITEM, &json, sent % OUTPUT_EVERY == 0)?;
                 room -= 1;
             }
-            Pulled::End => return send(mailbox, wait, protocol::STREAM_END, &[], true),
-            Pulled::Failed(error) => {
+            Some(Pulled::End) | None => return send(protocol::STREAM_END, &[], true),
+            Some(Pulled::Failed(error)) => {
                 let body = protocol::encode_error(&error, method_name);
-                return send(mailbox, wait, protocol::STREAM_ERR, &body, true);
+                return send(protocol::STREAM_ERR, &body, true);
             }
         }
     }

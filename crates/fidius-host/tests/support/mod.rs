@@ -30,6 +30,7 @@ pub const fn method(
         signature: "",
         streams_result: false,
         streams_argument: false,
+        streamed_argument: None,
     }
 }
 

@@ -74,6 +74,9 @@ pub(crate) struct WorkerProcess {
     exit_seen: Arc<AtomicBool>,
     /// Set once it was asked to end: when it is killed if it has not.
     shutdown_by: Option<Instant>,
+    /// The streamed argument of the call (or stream) it serves, if any: its pulls are answered
+    /// from here. A pull while this is `None` is a protocol error.
+    pub(crate) input: Option<Arc<crate::stream_input::InputFeed>>,
 }
 
 impl WorkerProcess {
@@ -124,6 +127,7 @@ impl WorkerProcess {
             exited: None,
             exit_seen,
             shutdown_by: None,
+            input: None,
         };
         let accepted = worker.load(spec, descriptor, load_timeout)?;
         tracing::debug!(pid = worker.child.id(), "worker process ready");
@@ -289,14 +293,28 @@ impl WorkerProcess {
                     },
                     Ok((kind, body)) if is_reply(kind) => break Ok((kind, body)),
                     Ok((protocol::CALLBACK, body)) => {
-                        let Some(functions) = host_functions else {
-                            break Err(ReceiveError::Protocol(
-                                "a host function call outside a call".to_owned(),
-                            ));
-                        };
-                        let answer = match protocol::decode_callback(&body) {
-                            Ok((name, args)) => functions.answer_worker(name, args),
+                        let (name, args) = match protocol::decode_callback(&body) {
+                            Ok(decoded) => decoded,
                             Err(reason) => break Err(ReceiveError::Protocol(reason)),
+                        };
+                        let answer = if name == crate::stream_input::PULL {
+                            // The next item of the streamed argument: only while one is passed.
+                            match &self.input {
+                                Some(feed) => feed.pull(),
+                                None => {
+                                    break Err(ReceiveError::Protocol(
+                                        "a pull of a streamed argument the call does not have"
+                                            .to_owned(),
+                                    ))
+                                }
+                            }
+                        } else {
+                            let Some(functions) = host_functions else {
+                                break Err(ReceiveError::Protocol(
+                                    "a host function call outside a call".to_owned(),
+                                ));
+                            };
+                            functions.answer_worker(name, args)
                         };
                         let (kind, body) = match &answer {
                             Ok(result) => (protocol::CALLBACK_OK, result.as_slice()),
@@ -670,6 +688,20 @@ mod tests {
         let long_name = [&[200u8, 0][..], &[b'a'; 200][..], b"[]"].concat();
         match fake_callback(&long_name, &functions) {
             Err(Failure::Protocol(reason)) => assert!(reason.contains("at most 64"), "{reason}"),
+            Err(other) => panic!("expected a protocol error, got {}", describe(&other)),
+            Ok(reply) => panic!("expected a protocol error, got {reply:?}"),
+        }
+    }
+
+    #[test]
+    fn a_pull_of_a_streamed_argument_the_call_does_not_have_kills_the_worker() {
+        // A hostile (or broken) worker asking for input items during a plain call.
+        let mut body = protocol::encode_callback(crate::stream_input::PULL).expect("a short name");
+        body.extend_from_slice(b"[]");
+        match fake_callback(&body, &HostFunctions::default()) {
+            Err(Failure::Protocol(reason)) => {
+                assert!(reason.contains("streamed argument"), "{reason}")
+            }
             Err(other) => panic!("expected a protocol error, got {}", describe(&other)),
             Ok(reply) => panic!("expected a protocol error, got {reply:?}"),
         }

@@ -224,6 +224,7 @@ pub(crate) mod tests {
         signature: "shout:->String",
         streams_result: false,
         streams_argument: false,
+        streamed_argument: None,
     }];
     /// A one-method interface (`shout`) for tests of the protocol.
     pub(crate) const DESCRIPTOR: PythonInterfaceDescriptor = PythonInterfaceDescriptor {

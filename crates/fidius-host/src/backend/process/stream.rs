@@ -15,6 +15,7 @@ use crate::backend::process::child::{Failure, WorkerProcess};
 use crate::backend::process::protocol;
 use crate::backend::process::workers::{WorkerLauncher, WorkerSet};
 use crate::stream::{Delivery, StreamMessage, StreamSink};
+use crate::stream_input::InputFeed;
 
 /// How long a worker gets, after the consumer dropped the stream, to finish the items it was
 /// allowed and close the plugin's iterator (its `finally` blocks run) before it is killed.
@@ -26,12 +27,18 @@ pub(super) fn spawn(
     set: Arc<WorkerSet>,
     index: usize,
     payload: Vec<u8>,
+    input: Option<Arc<InputFeed>>,
     sink: StreamSink,
 ) -> Result<(), CallError> {
     let unavailable = launcher.plugin.unavailable();
     std::thread::Builder::new()
         .name(format!("fidius:{}:stream", launcher.plugin.name))
-        .spawn(move || pump(&launcher, &set, index, &payload, &sink))
+        .spawn(move || {
+            pump(&launcher, &set, index, &payload, input.as_ref(), &sink);
+            if let Some(input) = input {
+                input.finish();
+            }
+        })
         .map(drop)
         .map_err(|_| unavailable)
 }
@@ -48,6 +55,7 @@ fn pump(
     set: &Arc<WorkerSet>,
     index: usize,
     payload: &[u8],
+    input: Option<&Arc<InputFeed>>,
     sink: &StreamSink,
 ) {
     let (lease, mut slot) = match launcher.take(set, sink.step_deadline(), index) {
@@ -61,7 +69,18 @@ fn pump(
         sink.deliver(StreamMessage::Failed(launcher.plugin.unavailable()));
         return;
     };
-    let outcome = run(launcher, worker, index, payload, sink);
+    worker.input = input.cloned();
+    let outcome = run(
+        launcher,
+        worker,
+        index,
+        payload,
+        input.map(|input| &**input),
+        sink,
+    );
+    if let Some(worker) = slot.worker.as_mut() {
+        worker.input = None;
+    }
     match outcome {
         Ok(()) => slot.deaths = 0,
         Err((failure, after)) => {
@@ -77,9 +96,20 @@ fn run(
     worker: &mut WorkerProcess,
     index: usize,
     payload: &[u8],
+    input: Option<&InputFeed>,
     sink: &StreamSink,
 ) -> Result<(), (Failure, Duration)> {
     let descriptor = &launcher.plugin.descriptor;
+    // A refused item of the streamed argument ends the stream with its error, whatever the plugin
+    // did with the exception it got.
+    let input_failure = || input.and_then(InputFeed::failure);
+    let cancel = |worker: &mut WorkerProcess| {
+        if let Some(input) = input {
+            // Pulls the worker makes while it closes get the end.
+            input.finish();
+        }
+        cancel(worker, descriptor, index)
+    };
     let window = u32::try_from(sink.window).unwrap_or(u32::MAX).max(1);
     let method = u32::try_from(index).unwrap_or(u32::MAX).to_le_bytes();
     let mut step = sink.step_deadline();
@@ -97,6 +127,13 @@ fn run(
     let mut owed = window;
     loop {
         let (kind, body) = reply.map_err(|failure| (failure, after(step)))?;
+        if let Some(failure) = input_failure() {
+            sink.deliver(StreamMessage::Failed(failure));
+            return match kind {
+                protocol::STREAM_ITEM => cancel(worker),
+                _ => Ok(()),
+            };
+        }
         match kind {
             protocol::STREAM_ITEM => {
                 if owed == 0 {
@@ -108,7 +145,7 @@ fn run(
                 }
                 owed -= 1;
                 if sink.deliver(StreamMessage::Item(body)) == Delivery::Abandoned {
-                    return cancel(worker, descriptor, index);
+                    return cancel(worker);
                 }
                 if owed == 0 {
                     step = sink.step_deadline();

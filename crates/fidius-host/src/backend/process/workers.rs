@@ -20,6 +20,7 @@ use crate::plugin::output;
 use crate::plugin::shared::PluginShared;
 use crate::plugin::version::Version;
 use crate::stream::StreamSink;
+use crate::stream_input::InputFeed;
 
 /// First wait before restarting a worker that died again without answering a call in between;
 /// doubled for each further death, up to [`MAX_BACKOFF`].
@@ -227,34 +228,29 @@ impl ProcessBackend {
 impl Backend for ProcessBackend {
     /// Calls the method on the first idle worker.
     fn call(&self, call: Call<'_>) -> Result<Vec<u8>, CallError> {
-        let (index, deadline) = (call.index, call.deadline);
-        let launcher = &self.launcher;
+        self.call_fed(call, None)
+    }
+
+    fn call_with_input(&self, call: Call<'_>, input: Arc<InputFeed>) -> Result<Vec<u8>, CallError> {
+        let result = self.call_fed(call, Some(Arc::clone(&input)));
+        input.settle(result)
+    }
+
+    fn open_stream_with_input(
+        &self,
+        call: Call<'_>,
+        input: Arc<InputFeed>,
+        sink: StreamSink,
+    ) -> Result<(), CallError> {
         let set = self.serving_set()?;
-        let (lease, mut slot) = launcher.take(&set, deadline, index)?;
-        let Some(worker) = slot.worker.as_mut() else {
-            return Err(launcher.plugin.unavailable());
-        };
-        let result = worker.call(
-            index,
-            call.payload,
-            deadline.map(|deadline| deadline.at),
-            &launcher.plugin.descriptor,
-            &launcher.plugin.host_functions,
-        );
-        match result {
-            Ok(bytes) => {
-                slot.deaths = 0;
-                Ok(bytes)
-            }
-            Err(Failure::Call(error)) => {
-                slot.deaths = 0;
-                Err(error)
-            }
-            Err(failure) => {
-                let after = deadline.map_or(Duration::ZERO, |deadline| deadline.after);
-                Err(launcher.settle(&set, &mut slot, lease, failure, index, after))
-            }
-        }
+        super::stream::spawn(
+            Arc::clone(&self.launcher),
+            set,
+            call.index,
+            call.payload.to_vec(),
+            Some(input),
+            sink,
+        )
     }
 
     fn open_stream(&self, call: Call<'_>, sink: StreamSink) -> Result<(), CallError> {
@@ -264,6 +260,7 @@ impl Backend for ProcessBackend {
             set,
             call.index,
             call.payload.to_vec(),
+            None,
             sink,
         )
     }
@@ -287,6 +284,48 @@ impl Backend for ProcessBackend {
     fn shutdown(&mut self) {
         // Callers still holding the set finish their calls first; its workers end as it drops.
         self.lock_current().take();
+    }
+}
+
+impl ProcessBackend {
+    /// Runs one call on a worker, serving its pulls of `input` (a streamed argument) meanwhile.
+    fn call_fed(
+        &self,
+        call: Call<'_>,
+        input: Option<Arc<InputFeed>>,
+    ) -> Result<Vec<u8>, CallError> {
+        let (index, deadline) = (call.index, call.deadline);
+        let launcher = &self.launcher;
+        let set = self.serving_set()?;
+        let (lease, mut slot) = launcher.take(&set, deadline, index)?;
+        let Some(worker) = slot.worker.as_mut() else {
+            return Err(launcher.plugin.unavailable());
+        };
+        worker.input = input;
+        let result = worker.call(
+            index,
+            call.payload,
+            deadline.map(|deadline| deadline.at),
+            &launcher.plugin.descriptor,
+            &launcher.plugin.host_functions,
+        );
+        if let Some(worker) = slot.worker.as_mut() {
+            worker.input = None;
+        }
+        match result {
+            Ok(bytes) => {
+                slot.deaths = 0;
+                Ok(bytes)
+            }
+            Err(Failure::Call(error)) => {
+                slot.deaths = 0;
+                Err(error)
+            }
+            Err(failure) => {
+                let after = deadline.map_or(Duration::ZERO, |deadline| deadline.after);
+                Err(launcher.settle(&set, &mut slot, lease, failure, index, after))
+            }
+        }
     }
 }
 

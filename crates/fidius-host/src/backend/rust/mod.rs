@@ -134,6 +134,14 @@ pub(crate) struct RustBackend {
 }
 
 impl RustBackend {
+    /// Rust plugins stream neither results nor arguments.
+    fn no_streams<R>(&self, call: Call<'_>) -> Result<R, CallError> {
+        let method = crate::plugin::shared::method(&self.plugin.descriptor, call.index)?;
+        Err(CallError::NotImplemented {
+            method: method.name.clone(),
+        })
+    }
+
     pub(crate) fn start(start: BackendStart<'_>) -> Result<(Self, Accepted), LoadError> {
         let (mapped, accepted) = map(&start.plugin, start.version)?;
         Ok((
@@ -194,10 +202,25 @@ impl Backend for RustBackend {
     /// Rust plugins do not stream yet: the ABI has no item entries (the `sink` is dropped, so a
     /// stream already handed out would end at once).
     fn open_stream(&self, call: Call<'_>, _sink: StreamSink) -> Result<(), CallError> {
-        let method = crate::plugin::shared::method(&self.plugin.descriptor, call.index)?;
-        Err(CallError::NotImplemented {
-            method: method.name.clone(),
-        })
+        self.no_streams(call)
+    }
+
+    /// Rust plugins take no streamed arguments (as they stream no results).
+    fn call_with_input(
+        &self,
+        call: Call<'_>,
+        _input: Arc<crate::stream_input::InputFeed>,
+    ) -> Result<Vec<u8>, CallError> {
+        self.no_streams(call)
+    }
+
+    fn open_stream_with_input(
+        &self,
+        call: Call<'_>,
+        _input: Arc<crate::stream_input::InputFeed>,
+        _sink: StreamSink,
+    ) -> Result<(), CallError> {
+        self.no_streams(call)
     }
 
     fn reload(&self, version: &Arc<Version>) -> Result<Accepted, LoadError> {

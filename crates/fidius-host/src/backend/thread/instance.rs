@@ -23,6 +23,7 @@ use crate::plugin::output::{OutputRoute, OutputSink};
 use crate::plugin::shared;
 use crate::plugin::source::PluginSource;
 use crate::stream::StreamSink;
+use crate::stream_input::{self, InputFeed};
 
 /// Instance threads run plugin code, whose C-level recursion (deep `repr`, `json`, regex) can go far
 /// beyond what a 2 MiB default stack holds before CPython's own limit trips. Untouched stack pages
@@ -44,6 +45,8 @@ pub(crate) struct Request {
     pub(crate) chain: Vec<PluginId>,
     /// Set for a call of a method that streams its result: the items go here, not to `reply`.
     pub(crate) stream: Option<StreamSink>,
+    /// Set for a call of a method with a streamed argument: its items are pulled from here.
+    pub(crate) input: Option<Arc<InputFeed>>,
 }
 
 /// An instance's answer to one [`Request`].
@@ -270,6 +273,7 @@ fn run(
                         watch,
                         request.method,
                         &request.payload,
+                        request.input.as_deref(),
                         sink,
                         &drain,
                     );
@@ -344,6 +348,19 @@ fn serve(
     // plugin the caller is serving are refused.
     let _adopted = chain::adopt(&request.chain);
     let host_call = |name: &str, args: &[u8]| plugin.host_functions.invoke(name, args);
+    if let Some(feed) = &request.input {
+        let serving = stream_input::serving(feed, host_call);
+        let result = fidius_ffi::serve_host_calls(&serving, || {
+            crate::plugin::stream_input::dispatch(
+                py,
+                instance,
+                method,
+                request.method,
+                &request.payload,
+            )
+        });
+        return feed.settle(result);
+    }
     fidius_ffi::serve_host_calls(&host_call, || {
         dispatch(
             py,

@@ -19,6 +19,7 @@ use crate::error::LoadError;
 use crate::plugin::loader::Accepted;
 use crate::plugin::version::Version;
 use crate::stream::StreamSink;
+use crate::stream_input::InputFeed;
 use instance::{Reply, ReplyTo, Request};
 use threads::{InstanceThreads, ThreadSettings};
 
@@ -57,8 +58,13 @@ impl ThreadBackend {
     }
 }
 
-impl Backend for ThreadBackend {
-    fn call(&self, call: Call<'_>) -> Result<Vec<u8>, CallError> {
+impl ThreadBackend {
+    /// Sends a one-shot call (with its streamed argument's feed, if any) and waits for its reply.
+    fn send_call(
+        &self,
+        call: Call<'_>,
+        input: Option<Arc<InputFeed>>,
+    ) -> Result<Vec<u8>, CallError> {
         let Call {
             index,
             payload,
@@ -80,6 +86,7 @@ impl Backend for ThreadBackend {
                         crate::callback::chain::snapshot()
                     },
                     stream: None,
+                    input,
                 })
                 .map_err(|_| plugin.unavailable())?;
             loop {
@@ -108,7 +115,13 @@ impl Backend for ThreadBackend {
         })
     }
 
-    fn open_stream(&self, call: Call<'_>, sink: StreamSink) -> Result<(), CallError> {
+    /// Sends a streamed call (with its streamed argument's feed, if any).
+    fn send_stream(
+        &self,
+        call: Call<'_>,
+        input: Option<Arc<InputFeed>>,
+        sink: StreamSink,
+    ) -> Result<(), CallError> {
         let plugin = &self.threads.plugin;
         let requests = self.requests.as_ref().ok_or_else(|| plugin.unavailable())?;
         requests
@@ -119,8 +132,32 @@ impl Backend for ThreadBackend {
                 deadline: None,
                 chain: Vec::new(),
                 stream: Some(sink),
+                input,
             })
             .map_err(|_| plugin.unavailable())
+    }
+}
+
+impl Backend for ThreadBackend {
+    fn call(&self, call: Call<'_>) -> Result<Vec<u8>, CallError> {
+        self.send_call(call, None)
+    }
+
+    fn call_with_input(&self, call: Call<'_>, input: Arc<InputFeed>) -> Result<Vec<u8>, CallError> {
+        self.send_call(call, Some(input))
+    }
+
+    fn open_stream(&self, call: Call<'_>, sink: StreamSink) -> Result<(), CallError> {
+        self.send_stream(call, None, sink)
+    }
+
+    fn open_stream_with_input(
+        &self,
+        call: Call<'_>,
+        input: Arc<InputFeed>,
+        sink: StreamSink,
+    ) -> Result<(), CallError> {
+        self.send_stream(call, Some(input), sink)
     }
 
     fn reload(&self, version: &Arc<Version>) -> Result<Accepted, LoadError> {

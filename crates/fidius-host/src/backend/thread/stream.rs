@@ -12,6 +12,7 @@ use crate::plugin::loader::LoadedInstance;
 use crate::plugin::shared;
 use crate::plugin::stream::{self, OpenedStream, Pulled};
 use crate::stream::{Delivery, StreamMessage, StreamSink};
+use crate::stream_input::{self, InputFeed};
 
 /// How many items go by between two drains of the plugin's output during a long stream.
 const DRAIN_EVERY: u64 = 256;
@@ -29,9 +30,52 @@ pub(super) fn serve(
     watch: &InstanceWatch,
     index: usize,
     payload: &[u8],
+    input: Option<&InputFeed>,
     sink: StreamSink,
     drain: &dyn Fn(),
 ) -> bool {
+    let Some(feed) = input else {
+        return serve_items(
+            py, threads, instance, watch, index, payload, None, sink, drain,
+        );
+    };
+    // A bidirectional method: the plugin pulls its streamed argument while it makes items.
+    let serving = stream_input::serving(feed, stream_input::no_host_functions);
+    let retired = fidius_ffi::serve_host_calls(&serving, || {
+        serve_items(
+            py,
+            threads,
+            instance,
+            watch,
+            index,
+            payload,
+            Some(feed),
+            sink,
+            drain,
+        )
+    });
+    feed.finish();
+    retired
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the instance thread's serving context, passed as the other serving paths take it"
+)]
+fn serve_items(
+    py: Interp<'_>,
+    threads: &InstanceThreads,
+    instance: &LoadedInstance<'_>,
+    watch: &InstanceWatch,
+    index: usize,
+    payload: &[u8],
+    input: Option<&InputFeed>,
+    sink: StreamSink,
+    drain: &dyn Fn(),
+) -> bool {
+    // A refused item of the streamed argument ends the stream with its error, whatever the plugin
+    // did with the exception it got.
+    let input_failure = || input.and_then(InputFeed::failure);
     let method = match shared::method(&threads.plugin.descriptor, index) {
         Ok(method) => method,
         Err(error) => {
@@ -76,7 +120,7 @@ pub(super) fn serve(
     let opened = match opened {
         Some(Ok(opened)) => opened,
         Some(Err(error)) => {
-            sink.deliver(StreamMessage::Failed(error));
+            sink.deliver(StreamMessage::Failed(input_failure().unwrap_or(error)));
             return false;
         }
         None => return false,
@@ -90,6 +134,11 @@ pub(super) fn serve(
             opened.close();
             sink.deliver(timed_out(after));
             return retired;
+        }
+        if let Some(failure) = input_failure() {
+            opened.close();
+            sink.deliver(StreamMessage::Failed(failure));
+            return false;
         }
         let message = match pulled {
             Some(Pulled::Item(json)) => StreamMessage::Item(json),
