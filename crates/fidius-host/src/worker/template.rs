@@ -1,0 +1,163 @@
+//! `template` mode, the worker side of warm worker templates (`backend/process/template.rs` is the
+//! host's): after loading the plugin exactly as a cold worker does, the template waits on its
+//! control channel and forks a worker for each request. The template never starts a thread: it
+//! watches the host, the channel and its children in one `poll`.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::Duration;
+
+use fidius_ffi::{ForkSide, Interpreter, WorkerInterpreter};
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
+use rustix::process::{pidfd_open, Pid, PidfdFlags, WaitOptions};
+
+use crate::backend::process::mailbox::Mailbox;
+use crate::backend::process::template::{
+    receive_message, send_message, EXITED, FORK, FORKED, MAILBOX, MAX_MESSAGE, MAX_REASON, REFUSED,
+};
+
+/// Run in each forked child: state seeded at import that CPython's own at-fork hooks do not reseed
+/// (`random` reseeds itself). numpy's legacy global generator (`numpy.random.rand()` and friends) is
+/// seeded once, at its import, so forked siblings would draw the same numbers.
+const RESEED: &str = "import sys\n\
+    if 'numpy.random' in sys.modules:\n    sys.modules['numpy.random'].seed()\n";
+
+/// The template's own mailbox, the first message on its control channel.
+pub(super) fn receive_mailbox(control: &OwnedFd) -> Result<OwnedFd, String> {
+    let mut buffer = [0u8; MAX_MESSAGE];
+    match receive_message(control.as_fd(), &mut buffer) {
+        Ok(Some((1, fds))) if buffer[0] == MAILBOX && fds.len() == 1 => fds
+            .into_iter()
+            .next()
+            .ok_or_else(|| "no mailbox".to_owned()),
+        Ok(_) => Err("expected the template's mailbox on the control channel".to_owned()),
+        Err(error) => Err(format!("cannot read the control channel: {error}")),
+    }
+}
+
+/// Whether the process of `pidfd` has exited (without waiting).
+pub(super) fn has_exited(pidfd: &OwnedFd) -> bool {
+    let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
+    let now = Timespec::try_from(Duration::ZERO).ok();
+    matches!(poll(&mut fds, now.as_ref()), Ok(ready) if ready > 0)
+}
+
+/// Serves fork requests until the host closes the control channel (`Ok(None)`: the template ends).
+/// Returns `Some` only in a forked child: the mailbox it serves, its output already on fds 1 and 2.
+pub(super) fn serve_forks(
+    interp: &WorkerInterpreter,
+    control: OwnedFd,
+    host: &OwnedFd,
+    load_mailbox: Mailbox,
+) -> Result<Option<Mailbox>, String> {
+    // The load is over; no child needs the template's mailbox.
+    drop(load_mailbox);
+    let mut children: Vec<(Pid, OwnedFd)> = Vec::new();
+    loop {
+        let ready: Vec<bool> = {
+            let mut fds = vec![
+                PollFd::new(&control, PollFlags::IN),
+                PollFd::new(host, PollFlags::IN),
+            ];
+            fds.extend(
+                children
+                    .iter()
+                    .map(|(_, pidfd)| PollFd::new(pidfd, PollFlags::IN)),
+            );
+            match poll(&mut fds, None) {
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(error) => return Err(format!("cannot wait for requests: {error}")),
+                Ok(_) => fds.iter().map(|fd| !fd.revents().is_empty()).collect(),
+            }
+        };
+        if ready[1] {
+            return Err("the host went away".to_owned());
+        }
+        // Highest index first, so `swap_remove` only moves children already looked at.
+        for index in (0..children.len()).rev() {
+            if ready[2 + index] {
+                let (pid, _pidfd) = children.swap_remove(index);
+                report_exit(&control, pid)?;
+            }
+        }
+        if !ready[0] {
+            continue;
+        }
+        let mut buffer = [0u8; MAX_MESSAGE];
+        let (len, fds) = match receive_message(control.as_fd(), &mut buffer) {
+            Ok(None) => return Ok(None),
+            Ok(Some(message)) => message,
+            Err(error) => return Err(format!("cannot read the control channel: {error}")),
+        };
+        let mut fds = fds.into_iter();
+        let (Some(mailbox), Some(output), None, 1, FORK) =
+            (fds.next(), fds.next(), fds.next(), len, buffer[0])
+        else {
+            return Err("a malformed fork request".to_owned());
+        };
+        match interp.fork() {
+            Err(error) => {
+                let mut reason = error.to_string();
+                truncate(&mut reason, MAX_REASON);
+                send(&control, &[&[REFUSED], reason.as_bytes()].concat())?;
+            }
+            Ok(ForkSide::Parent { child }) => {
+                let pid = Pid::from_raw(child).ok_or_else(|| "fork gave no pid".to_owned())?;
+                // Without a pidfd the child is still served; only its exit goes unreported.
+                if let Ok(pidfd) = pidfd_open(pid, PidfdFlags::empty()) {
+                    children.push((pid, pidfd));
+                }
+                let pid = child.unsigned_abs();
+                send(&control, &[&[FORKED][..], &pid.to_le_bytes()].concat())?;
+                // `mailbox` and `output` close here: only the child holds them now.
+            }
+            Ok(ForkSide::Child) => {
+                drop(control);
+                drop(children);
+                rustix::stdio::dup2_stdout(&output)
+                    .and_then(|()| rustix::stdio::dup2_stderr(&output))
+                    .map_err(|error| format!("cannot redirect the output: {error}"))?;
+                drop(output);
+                let mailbox = Mailbox::open(mailbox)
+                    .map_err(|error| format!("no mailbox from the template: {error}"))?;
+                interp
+                    .with(|py| py.run(RESEED))
+                    .and_then(|reseeded| reseeded)
+                    .map_err(|error| format!("cannot reseed the forked worker: {error}"))?;
+                return Ok(Some(mailbox));
+            }
+        }
+    }
+}
+
+/// Reaps child `pid` (it has exited) and reports its raw wait status.
+fn report_exit(control: &OwnedFd, pid: Pid) -> Result<(), String> {
+    let status = loop {
+        match rustix::process::waitpid(Some(pid), WaitOptions::empty()) {
+            Err(rustix::io::Errno::INTR) => continue,
+            Ok(Some((_, status))) => break status.as_raw(),
+            // Already reaped, or not ours: nothing to report.
+            Ok(None) | Err(_) => return Ok(()),
+        }
+    };
+    let pid = pid.as_raw_nonzero().get().unsigned_abs();
+    send(
+        control,
+        &[&[EXITED][..], &pid.to_le_bytes(), &status.to_le_bytes()].concat(),
+    )
+}
+
+fn send(control: &OwnedFd, message: &[u8]) -> Result<(), String> {
+    send_message(control.as_fd(), message, &[])
+        .map_err(|error| format!("cannot answer the host: {error}"))
+}
+
+/// Cuts `text` to at most `max` bytes, on a character boundary.
+fn truncate(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+}
