@@ -224,7 +224,7 @@ pub fn restarts(report: &mut String, root: &Path, quick: bool) {
         report,
         "Memory after one numpy call per worker (PSS from `/proc/PID/smaps_rollup`; the template's \
          own PSS is counted with the first worker).\n\n\
-         | workers | first worker: RSS | first worker: PSS (+ template) | template PSS | second worker adds (PSS) | second / first worker's RSS |\n|---|---|---|---|---|---|"
+         | workers | first worker: RSS | first worker: PSS (+ template) | template PSS | second worker adds (PSS) | second / first worker's RSS | second / first PSS | threads per worker |\n|---|---|---|---|---|---|---|---|"
     );
     for template in [false, true] {
         let measure = |instances: usize| {
@@ -257,11 +257,15 @@ pub fn restarts(report: &mut String, root: &Path, quick: bool) {
             let rss = workers
                 .first()
                 .map_or(0, |&pid| proc_kib(pid, "status", "VmRSS:"));
+            // Threads of a worker (the serve loop, its host watch, and OpenBLAS's pool).
+            let threads = workers
+                .first()
+                .map_or(0, |&pid| proc_kib(pid, "status", "Threads:"));
             drop(handle);
-            (pss, template_pss, rss)
+            (pss, template_pss, rss, threads)
         };
-        let (one, template_pss, first_rss) = measure(1);
-        let (two, _, _) = measure(2);
+        let (one, template_pss, first_rss, threads) = measure(1);
+        let (two, _, _, _) = measure(2);
         let added = two.saturating_sub(one);
         let _ = writeln!(
             report,

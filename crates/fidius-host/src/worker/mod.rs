@@ -22,6 +22,8 @@ mod serve;
 mod stream;
 mod template;
 
+pub(crate) use template::TEMPLATE_SET_ENV;
+
 use std::ffi::OsString;
 use std::process::ExitCode;
 

@@ -15,11 +15,52 @@ use crate::backend::process::template::{
     receive_message, send_message, EXITED, FORK, FORKED, MAILBOX, MAX_MESSAGE, MAX_REASON, REFUSED,
 };
 
-/// Run in each forked child: state seeded at import that CPython's own at-fork hooks do not reseed
-/// (`random` reseeds itself). numpy's legacy global generator (`numpy.random.rand()` and friends) is
-/// seeded once, at its import, so forked siblings would draw the same numbers.
-const RESEED: &str = "import sys\n\
-    if 'numpy.random' in sys.modules:\n    sys.modules['numpy.random'].seed()\n";
+/// Run in each forked child, before it serves:
+/// * the environment variables fidius set for the template only (named in
+///   [`TEMPLATE_SET_ENV`]) are removed again, so the plugin and its subprocesses see the host's;
+/// * OpenBLAS (numpy's BLAS, loaded with one thread in the template) gets the thread count a cold
+///   worker's would have started with: `OMP_NUM_THREADS` / `GOTO_NUM_THREADS` if set, else the
+///   CPUs this process may run on, through its `*set_num_threads*` function (as threadpoolctl
+///   does), only when an OpenBLAS library is mapped;
+/// * numpy's legacy global generator (`numpy.random.rand()` and friends), seeded once at its
+///   import, is reseeded: forked siblings would draw the same numbers. (`random` reseeds itself
+///   in CPython's own at-fork hook.)
+const AFTER_FORK: &str = r#"
+def _fidius_after_fork():
+    import os, sys
+    for name in os.environ.pop('FIDIUS_TEMPLATE_SET', '').split(','):
+        if name:
+            os.environ.pop(name, None)
+    try:
+        with open('/proc/self/maps') as maps:
+            blas = {line.split(None, 5)[5] for line in maps
+                    if 'openblas' in line and len(line.split(None, 5)) == 6}
+    except OSError:
+        blas = set()
+    want = os.environ.get('OMP_NUM_THREADS') or os.environ.get('GOTO_NUM_THREADS')
+    try:
+        want = int(want) if want else len(os.sched_getaffinity(0))
+    except ValueError:
+        want = 0
+    if blas and want > 1 and 'OPENBLAS_NUM_THREADS' not in os.environ:
+        import ctypes
+        for path in sorted(blas):
+            library = ctypes.CDLL(path)
+            for symbol in ('scipy_openblas_set_num_threads64_', 'scipy_openblas_set_num_threads',
+                           'openblas_set_num_threads64_', 'openblas_set_num_threads'):
+                set_threads = getattr(library, symbol, None)
+                if set_threads is not None:
+                    set_threads(want)
+                    break
+    if 'numpy.random' in sys.modules:
+        sys.modules['numpy.random'].seed()
+_fidius_after_fork()
+del _fidius_after_fork
+"#;
+
+/// Names the variables fidius set in a template's environment (comma-separated), which each
+/// forked child removes again.
+pub(crate) const TEMPLATE_SET_ENV: &str = "FIDIUS_TEMPLATE_SET";
 
 /// The template's own mailbox, the first message on its control channel.
 pub(super) fn receive_mailbox(control: &OwnedFd) -> Result<OwnedFd, String> {
@@ -120,9 +161,9 @@ pub(super) fn serve_forks(
                 let mailbox = Mailbox::open(mailbox)
                     .map_err(|error| format!("no mailbox from the template: {error}"))?;
                 interp
-                    .with(|py| py.run(RESEED))
+                    .with(|py| py.run(AFTER_FORK))
                     .and_then(|reseeded| reseeded)
-                    .map_err(|error| format!("cannot reseed the forked worker: {error}"))?;
+                    .map_err(|error| format!("cannot prepare the forked worker: {error}"))?;
                 return Ok(Some(mailbox));
             }
         }

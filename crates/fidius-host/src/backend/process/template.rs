@@ -70,7 +70,8 @@ const MAX_TEMPLATE_DEATHS: u32 = 3;
 
 /// Environment a template starts with, unless the host's environment sets the variable itself:
 /// OpenBLAS (numpy's BLAS) starts a thread pool when loaded, which would make the template refuse
-/// to fork; with one BLAS thread it starts none. Forked workers keep one BLAS thread.
+/// to fork; with one BLAS thread it starts none. Each forked worker removes the variables fidius
+/// set and gives OpenBLAS back the thread count a cold worker gets (see `worker/template.rs`).
 const TEMPLATE_ENV: &[(&str, &str)] = &[("OPENBLAS_NUM_THREADS", "1")];
 
 /// Sends `message` on a control socket, with `fds` attached (`SCM_RIGHTS`).
@@ -489,11 +490,14 @@ impl Template {
         )
         .map_err(|errno| spawn_failed(errno.into()))?;
         let mut process = command.command("template");
+        let mut set = Vec::new();
         for (variable, value) in TEMPLATE_ENV {
             if std::env::var_os(variable).is_none() {
                 process.env(variable, value);
+                set.push(*variable);
             }
         }
+        process.env(crate::worker::TEMPLATE_SET_ENV, set.join(","));
         let mailbox = Mailbox::create().map_err(spawn_failed)?;
         let mut worker =
             WorkerProcess::spawn(process, mailbox, theirs, attribution).map_err(spawn_failed)?;
