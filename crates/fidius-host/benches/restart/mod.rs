@@ -269,7 +269,7 @@ pub fn restarts(report: &mut String, root: &Path, quick: bool) {
         let added = two.saturating_sub(one);
         let _ = writeln!(
             report,
-            "| {} | {} | {} | {} | {} | {:.2} |",
+            "| {} | {} | {} | {} | {} | {:.2} | {:.2} | {} |",
             if template {
                 "forked from a template"
             } else {
@@ -284,6 +284,8 @@ pub fn restarts(report: &mut String, root: &Path, quick: bool) {
             },
             mib(added),
             added as f64 / first_rss.max(1) as f64,
+            added as f64 / one.max(1) as f64,
+            threads,
         );
     }
 }

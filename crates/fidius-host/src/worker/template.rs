@@ -15,48 +15,59 @@ use crate::backend::process::template::{
     receive_message, send_message, EXITED, FORK, FORKED, MAILBOX, MAX_MESSAGE, MAX_REASON, REFUSED,
 };
 
-/// Run in each forked child, before it serves:
+/// Run once in the template, after the load and before the first fork (nothing here starts a
+/// thread): defines `_fidius_after_fork` in `__main__`, which [`AFTER_FORK`] calls in each forked
+/// child before it serves. Everything that can be looked up before forking is, so a restart pays
+/// only for the calls:
 /// * the environment variables fidius set for the template only (named in
 ///   [`TEMPLATE_SET_ENV`]) are removed again, so the plugin and its subprocesses see the host's;
 /// * OpenBLAS (numpy's BLAS, loaded with one thread in the template) gets the thread count a cold
 ///   worker's would have started with: `OMP_NUM_THREADS` / `GOTO_NUM_THREADS` if set, else the
 ///   CPUs this process may run on, through its `*set_num_threads*` function (as threadpoolctl
-///   does), only when an OpenBLAS library is mapped;
+///   does; looked up here, with `ctypes`, only when an OpenBLAS library is mapped);
 /// * numpy's legacy global generator (`numpy.random.rand()` and friends), seeded once at its
 ///   import, is reseeded: forked siblings would draw the same numbers. (`random` reseeds itself
 ///   in CPython's own at-fork hook.)
-const AFTER_FORK: &str = r#"
-def _fidius_after_fork():
+const PREPARE: &str = r#"
+def _fidius_prepare():
     import os, sys
-    for name in os.environ.pop('FIDIUS_TEMPLATE_SET', '').split(','):
-        if name:
-            os.environ.pop(name, None)
+    set_by_fidius = [name for name in os.environ.pop('FIDIUS_TEMPLATE_SET', '').split(',') if name]
+    for name in set_by_fidius:
+        os.environ.pop(name, None)
+    blas_setters = []
+    want = 0
     try:
         with open('/proc/self/maps') as maps:
-            blas = {line.split(None, 5)[5] for line in maps
+            blas = {line.split(None, 5)[5].strip() for line in maps
                     if 'openblas' in line and len(line.split(None, 5)) == 6}
-    except OSError:
-        blas = set()
-    want = os.environ.get('OMP_NUM_THREADS') or os.environ.get('GOTO_NUM_THREADS')
-    try:
+        want = os.environ.get('OMP_NUM_THREADS') or os.environ.get('GOTO_NUM_THREADS')
         want = int(want) if want else len(os.sched_getaffinity(0))
-    except ValueError:
-        want = 0
-    if blas and want > 1 and 'OPENBLAS_NUM_THREADS' not in os.environ:
-        import ctypes
-        for path in sorted(blas):
-            library = ctypes.CDLL(path)
-            for symbol in ('scipy_openblas_set_num_threads64_', 'scipy_openblas_set_num_threads',
-                           'openblas_set_num_threads64_', 'openblas_set_num_threads'):
-                set_threads = getattr(library, symbol, None)
-                if set_threads is not None:
-                    set_threads(want)
-                    break
-    if 'numpy.random' in sys.modules:
-        sys.modules['numpy.random'].seed()
-_fidius_after_fork()
-del _fidius_after_fork
+        if blas and want > 1 and 'OPENBLAS_NUM_THREADS' not in os.environ:
+            import ctypes
+            for path in sorted(blas):
+                library = ctypes.CDLL(path)
+                for symbol in ('scipy_openblas_set_num_threads64_',
+                               'scipy_openblas_set_num_threads',
+                               'openblas_set_num_threads64_', 'openblas_set_num_threads'):
+                    setter = getattr(library, symbol, None)
+                    if setter is not None:
+                        blas_setters.append(setter)
+                        break
+    except Exception as error:
+        print(f'fidius: forked workers keep one BLAS thread: {error!r}', file=sys.stderr)
+
+    def after_fork():
+        for setter in blas_setters:
+            setter(want)
+        if 'numpy.random' in sys.modules:
+            sys.modules['numpy.random'].seed()
+    return after_fork
+_fidius_after_fork = _fidius_prepare()
+del _fidius_prepare
 "#;
+
+/// Run in each forked child before it serves (see [`PREPARE`]).
+const AFTER_FORK: &str = "_fidius_after_fork()\n";
 
 /// Names the variables fidius set in a template's environment (comma-separated), which each
 /// forked child removes again.
@@ -92,6 +103,10 @@ pub(super) fn serve_forks(
 ) -> Result<Option<Mailbox>, String> {
     // The load is over; no child needs the template's mailbox.
     drop(load_mailbox);
+    interp
+        .with(|py| py.run(PREPARE))
+        .and_then(|prepared| prepared)
+        .map_err(|error| format!("cannot prepare the template: {error}"))?;
     let mut children: Vec<(Pid, OwnedFd)> = Vec::new();
     loop {
         let ready: Vec<bool> = {
