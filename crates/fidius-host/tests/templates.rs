@@ -297,3 +297,51 @@ fn a_dead_template_costs_one_cold_start_and_is_then_restarted() {
     assert_ne!(new_template, template);
     assert_eq!(handle.stats().worker_forks, 2);
 }
+
+#[test]
+fn a_forked_worker_keeps_the_memory_limit_and_routes_its_output_as_a_cold_one() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = plugin(root.path(), "contained", "");
+    let handle = support::start_with(
+        &dir,
+        "contained",
+        &template_options().memory_limit(512 << 20),
+    );
+    let pid = worker_pid(&handle);
+    assert_ne!(parent_of(pid), std::process::id(), "forked");
+    let code = "exec('x = bytearray(1 << 30)', globals())";
+    match run_expression(&handle, code) {
+        Err(CallError::Python { exception_type, .. }) => assert_eq!(exception_type, "MemoryError"),
+        other => panic!("expected MemoryError, got {other:?}"),
+    }
+    assert_eq!(worker_pid(&handle), pid, "the same worker keeps serving");
+    // Python-level output and the worker's own fds 1 and 2 (its pipe, not the template's).
+    let code = "exec(\"print('py out')\\nimport os\\nos.write(1, b'fd one\\\\n')\\nos.write(2, b'fd two\\\\n')\", globals())";
+    run_expression(&handle, code).expect("writes");
+    let give_up = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lines = handle.recent_output();
+        let has = |text: &str| lines.iter().any(|line| line.text == text);
+        if has("py out") && has("fd one") && has("fd two") {
+            break;
+        }
+        assert!(Instant::now() < give_up, "output not routed: {lines:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The fd output came through this worker's own pipe: it is still routed after the template
+    // is gone.
+    let template = parent_of(pid);
+    kill(template);
+    wait_gone(template);
+    let code = "exec(\"import os\\nos.write(2, b'after the template\\\\n')\", globals())";
+    run_expression(&handle, code).expect("writes");
+    let give_up = Instant::now() + Duration::from_secs(10);
+    while !handle
+        .recent_output()
+        .iter()
+        .any(|line| line.text == "after the template")
+    {
+        assert!(Instant::now() < give_up, "output lost with the template");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
