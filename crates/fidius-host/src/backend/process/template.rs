@@ -543,11 +543,9 @@ enum State {
     /// Templates are off for this set (the option, a refusal, too many deaths).
     Off,
     /// None running; the next worker start starts one.
-    Idle {
-        deaths: u32,
-    },
+    Idle { deaths: u32 },
     Ready {
-        template: Template,
+        template: Box<Template>,
         deaths: u32,
     },
 }
@@ -595,7 +593,12 @@ impl Templates {
                 template_attribution,
                 request.load_timeout,
             ) {
-                Ok(template) => *state = State::Ready { template, deaths },
+                Ok(template) => {
+                    *state = State::Ready {
+                        template: Box::new(template),
+                        deaths,
+                    }
+                }
                 Err(error) => {
                     request
                         .counters
