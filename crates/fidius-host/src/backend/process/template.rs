@@ -310,7 +310,7 @@ impl TemplateLink {
     fn mark_gone(&self) {
         self.lock_exits().gone = true;
         self.exit_reported.notify_all();
-        let _ = self.replies_tx.send(Reply::Gone);
+        let _ = self.replies_tx.try_send(Reply::Gone);
         // Ends the template, which reads EOF, if it is still there.
         let _ = rustix::net::shutdown(&self.control, rustix::net::Shutdown::Both);
     }
@@ -356,6 +356,14 @@ impl TemplateLink {
         }
     }
 
+    /// Passes a fork request's answer on; more answers than requests break the protocol (and
+    /// would otherwise pile up).
+    fn reply(&self, reply: Reply) -> Result<(), String> {
+        self.replies_tx
+            .try_send(reply)
+            .map_err(|_| "answers nobody asked for".to_owned())
+    }
+
     fn take_message(&self, message: &[u8], fds: usize) -> Result<(), String> {
         if fds != 0 {
             return Err("a template sent file descriptors".to_owned());
@@ -365,11 +373,11 @@ impl TemplateLink {
                 let pid = <[u8; 4]>::try_from(pid)
                     .map(u32::from_le_bytes)
                     .map_err(|_| "a malformed fork report".to_owned())?;
-                let _ = self.replies_tx.send(Reply::Forked(pid));
+                self.reply(Reply::Forked(pid))?;
             }
             [REFUSED, reason @ ..] => {
                 let reason = String::from_utf8_lossy(reason).into_owned();
-                let _ = self.replies_tx.send(Reply::Refused(reason));
+                self.reply(Reply::Refused(reason))?;
             }
             [EXITED, rest @ ..] => {
                 let (pid, raw) = rest
@@ -503,7 +511,8 @@ impl Template {
             WorkerProcess::spawn(process, mailbox, theirs, attribution).map_err(spawn_failed)?;
         send_message(ours.as_fd(), &[MAILBOX], &[worker.mailbox_file()]).map_err(spawn_failed)?;
         let accepted = worker.load(spec, descriptor, load_timeout)?;
-        let (replies_tx, replies_rx) = crossbeam_channel::unbounded();
+        // One answer per request (and room for a `Gone`): a template cannot make the host queue more.
+        let (replies_tx, replies_rx) = crossbeam_channel::bounded(2);
         let link = Arc::new(TemplateLink {
             pid: worker.pid(),
             control: ours,
@@ -584,13 +593,13 @@ impl Templates {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let plugin = &request.spec.plugin;
         if let State::Idle { deaths } = *state {
-            let mut template_attribution = attribution.clone();
-            template_attribution.instance = usize::MAX;
+            // What the template writes (its import's output) is attributed to the instance whose
+            // start started it.
             match Template::start(
                 request.command,
                 request.spec,
                 request.descriptor,
-                template_attribution,
+                attribution.clone(),
                 request.load_timeout,
             ) {
                 Ok(template) => {
