@@ -670,3 +670,69 @@ impl Templates {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! What a hostile template can make the host do: this test process plays the template.
+
+    use super::*;
+
+    fn link_as_template(pid: u32) -> (Arc<TemplateLink>, OwnedFd) {
+        let (ours, theirs) = rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .expect("a socket pair");
+        let (replies_tx, replies_rx) = crossbeam_channel::bounded(2);
+        let link = Arc::new(TemplateLink {
+            pid,
+            control: ours,
+            requests: Mutex::new(()),
+            replies_tx,
+            replies_rx,
+            exits: Mutex::default(),
+            exit_reported: Condvar::new(),
+        });
+        (link, theirs)
+    }
+
+    #[test]
+    fn a_reported_pid_is_accepted_only_for_a_live_child_of_the_template() {
+        let (link, _theirs) = link_as_template(std::process::id());
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep");
+        assert!(link.check_child(child.id()).is_ok());
+        // The host itself, init, and a pid nobody has: refused, so never signalled.
+        for pid in [std::process::id(), 1, u32::MAX] {
+            let refused = link.check_child(pid).expect_err("not a child");
+            assert!(refused.contains("not a child"), "{refused}");
+        }
+        child.kill().expect("kill");
+        child.wait().expect("reaped");
+        assert!(link.check_child(child.id()).is_err(), "gone");
+    }
+
+    #[test]
+    fn a_template_may_answer_only_what_it_was_asked_and_only_about_its_workers() {
+        let (link, _theirs) = link_as_template(std::process::id());
+        let forked = [&[FORKED][..], &7u32.to_le_bytes()].concat();
+        assert!(link.take_message(&forked, 0).is_ok());
+        assert!(link.take_message(&forked, 0).is_ok());
+        // Nobody drained those two: a third is refused instead of queued.
+        assert!(link.take_message(&forked, 0).is_err());
+        assert!(link.take_message(&[FORKED, 1, 2], 0).is_err(), "short");
+        assert!(link.take_message(&[99], 0).is_err(), "unknown kind");
+        assert!(link.take_message(&[REFUSED], 1).is_err(), "descriptors");
+        // An exit report about a pid the host did not accept is ignored.
+        let exited = [&[EXITED][..], &42u32.to_le_bytes(), &9i32.to_le_bytes()].concat();
+        assert!(link.take_message(&exited, 0).is_ok());
+        assert_eq!(link.exit_status(42, Duration::ZERO), None);
+        link.lock_exits().forked.insert(42);
+        assert!(link.take_message(&exited, 0).is_ok());
+        assert_eq!(link.exit_status(42, Duration::ZERO), Some(9));
+    }
+}
