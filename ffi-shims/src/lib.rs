@@ -71,4 +71,4 @@ pub use memory_limit::GRACE as MEMORY_LIMIT_GRACE;
 pub use object::PyObj;
 pub use runtime::{ensure_initialized, python_version};
 pub use shared_memory::{AppendTarget, SharedMemory};
-pub use worker_interpreter::WorkerInterpreter;
+pub use worker_interpreter::{ForkError, ForkSide, WorkerInterpreter};

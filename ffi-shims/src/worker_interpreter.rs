@@ -94,3 +94,87 @@ impl Drop for WorkerInterpreter {
         }
     }
 }
+
+/// Which side of [`WorkerInterpreter::fork`] this process is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForkSide {
+    /// The process that forked; the child has this pid.
+    Parent { child: i32 },
+    /// The new process: CPython's after-fork work (the `os.register_at_fork` hooks, the GIL and
+    /// thread states reset) is done.
+    Child,
+}
+
+/// Why [`WorkerInterpreter::fork`] did not fork.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ForkError {
+    /// The process has more than one thread: forking it would copy locks other threads may hold
+    /// (malloc's, CPython's, a BLAS pool's) into a child that has only this thread.
+    #[error("the process has {count} threads ({names}); forking is only safe with one")]
+    Threads {
+        /// Threads of the process, this one included.
+        count: usize,
+        /// Their names (`/proc/self/task/*/comm`), comma-separated.
+        names: String,
+    },
+    /// The threads of the process could not be counted.
+    #[error("cannot count the threads of the process: {0}")]
+    Count(std::io::Error),
+    /// `fork()` failed.
+    #[error("fork failed: {0}")]
+    Fork(std::io::Error),
+    /// The interpreter could not be entered.
+    #[error(transparent)]
+    Interpreter(#[from] FfiError),
+}
+
+/// The threads of this process: their number and names.
+fn threads() -> Result<(usize, String), std::io::Error> {
+    let mut names = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task")? {
+        let path = task?.path().join("comm");
+        // A thread that ended meanwhile has no `comm` any more; it still counted as one.
+        let name = std::fs::read_to_string(path).unwrap_or_default();
+        names.push(name.trim_end().to_owned());
+    }
+    Ok((names.len(), names.join(", ")))
+}
+
+impl WorkerInterpreter {
+    /// Forks the process the way `os.fork()` does: `PyOS_BeforeFork`, `fork()`, then
+    /// `PyOS_AfterFork_Parent` or `PyOS_AfterFork_Child`, which run the `os.register_at_fork`
+    /// hooks (`random` reseeds itself there) and reset CPython's locks and thread states in the
+    /// child.
+    ///
+    /// Refuses ([`ForkError::Threads`]) when the process has any thread but the calling one: the
+    /// child would inherit locks held by threads that do not exist in it.
+    pub fn fork(&self) -> Result<ForkSide, ForkError> {
+        let (count, names) = threads().map_err(ForkError::Count)?;
+        if count != 1 {
+            return Err(ForkError::Threads { count, names });
+        }
+        self.with(|_| {
+            // SAFETY: attached to the main interpreter (the GIL is held), as PyOS_BeforeFork and
+            // the after-fork functions require; the process has a single thread (checked above,
+            // and this thread starts none in between), so the child's copy of every lock is
+            // consistent. Each branch calls the after-fork function matching PyOS_BeforeFork.
+            unsafe {
+                ffi::PyOS_BeforeFork();
+                let pid = libc::fork();
+                if pid == 0 {
+                    ffi::PyOS_AfterFork_Child();
+                    Ok(ForkSide::Child)
+                } else {
+                    let error = std::io::Error::last_os_error();
+                    ffi::PyOS_AfterFork_Parent();
+                    if pid < 0 {
+                        Err(ForkError::Fork(error))
+                    } else {
+                        Ok(ForkSide::Parent { child: pid })
+                    }
+                }
+            }
+        })?
+    }
+}

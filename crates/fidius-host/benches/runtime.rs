@@ -27,6 +27,8 @@ mod rust_cdylib;
 #[path = "../tests/support/mod.rs"]
 mod support;
 mod warm_load;
+// `ci/bench --only-restart`: restarts and memory of a numpy plugin, cold workers vs a warm template.
+mod restart;
 
 #[path = "runtime/streaming.rs"]
 mod streaming;
@@ -323,6 +325,12 @@ fn main() {
         print!("{report}");
         return;
     }
+    // `ci/bench --only-restart`: just the "restart after SIGKILL and memory" section.
+    if std::env::args().any(|arg| arg == "--only-restart") {
+        restart::restarts(&mut report, root.path(), quick);
+        print!("{report}");
+        return;
+    }
     // `ci/bench --only-async`: just the "Async calls" section.
     if std::env::args().any(|arg| arg == "--only-async") {
         async_calls(&mut report, &dir, iterations);
@@ -535,6 +543,7 @@ fn main() {
     cached_archive_loads(&mut report, root.path(), quick);
     warm_load::warm_loads(&mut report, root.path(), quick, PLUGIN, &BENCH);
     warm_load::spare_loads(&mut report, root.path(), quick, PLUGIN, &BENCH);
+    restart::restarts(&mut report, root.path(), quick);
 
     print!("{report}");
     let out_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench");

@@ -25,6 +25,7 @@ pub struct LoadOptions {
     pub(crate) host_functions: HostFunctions,
     pub(crate) stream_window: usize,
     pub(crate) stream_timeout: Option<Duration>,
+    pub(crate) worker_template: bool,
 }
 
 impl Default for LoadOptions {
@@ -43,6 +44,7 @@ impl Default for LoadOptions {
             host_functions: HostFunctions::default(),
             stream_window: crate::stream::DEFAULT_WINDOW,
             stream_timeout: None,
+            worker_template: false,
         }
     }
 }
@@ -224,6 +226,25 @@ impl LoadOptions {
     /// `FIDIUS_WORKER` variable, else `fidius-worker` next to the running executable or on `PATH`).
     pub fn worker_command(mut self, command: WorkerCommand) -> Self {
         self.worker_command = Some(command);
+        self
+    }
+
+    /// Process tier (Linux): start workers by forking a **warm template**, a process per loaded
+    /// version that has initialised CPython, run the bootstrap and imported the plugin once, so a
+    /// restart after a crash or timeout, and every further worker of the pool, skips exec,
+    /// interpreter start and import, and the workers share the template's memory copy-on-write.
+    /// Default: off, because a forked worker inherits whatever the plugin's import created: open
+    /// files and sockets (shared with its siblings), random generators other than `random`'s
+    /// (which CPython reseeds at fork; fidius also reseeds `numpy.random`'s global one), the
+    /// `str` hash seed, and one BLAS thread instead of a pool. Only the plugin's author knows
+    /// whether its import is fork-safe.
+    ///
+    /// A template with more than one thread (a plugin that starts a thread at import) refuses to
+    /// fork; the workers then start cold, and the reason is logged (target
+    /// `fidius::worker_template`) and counted in
+    /// [`PoolStats::worker_template_fallbacks`](crate::PoolStats::worker_template_fallbacks).
+    pub fn worker_template(mut self, on: bool) -> Self {
+        self.worker_template = on;
         self
     }
 }

@@ -397,3 +397,75 @@ fn fidius_call_routes_numpy_plugins_to_the_process_tier_and_reports_crashes() ->
     );
     Ok(())
 }
+
+/// Threads of process `pid` (`/proc/PID/status`).
+fn threads_of(pid: u32) -> Result<u32, Box<dyn std::error::Error>> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let threads = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Threads:"))
+        .ok_or("no Threads line")?;
+    Ok(threads.trim().parse()?)
+}
+
+/// Issue #18: a numpy plugin's workers forked from a warm template (served by `fidius worker`):
+/// OpenBLAS's pool does not stop the fork, a forked worker gets the BLAS threads a cold one has,
+/// numpy's global generator is reseeded per worker, and a crash is replaced from the template.
+#[test]
+fn numpy_workers_fork_from_a_warm_template_with_cold_workers_blas_threads() -> TestResult {
+    let packed = packed()?;
+    let cache = tempfile::tempdir()?;
+    let host = PluginHost::builder()
+        .search_path(&packed.plugins)
+        .cache_dir(cache.path())
+        .build()?;
+    let worker = || WorkerCommand::new(env!("CARGO_BIN_EXE_fidius")).arg("worker");
+    let forked = NumericClient(
+        host.load_python_with(
+            "numeric-a",
+            &Numeric_PYTHON_DESCRIPTOR,
+            LoadOptions::default()
+                .worker_command(worker())
+                .worker_template(true),
+        )?,
+    );
+    let cold = NumericClient(host.load_python_with(
+        "numeric-a",
+        &Numeric_PYTHON_DESCRIPTOR,
+        LoadOptions::default().worker_command(worker()),
+    )?);
+    for plugin in [&forked, &cold] {
+        assert_eq!(plugin.mean(vec![1.0, 2.0, 3.0, 4.0])?, 2.5);
+    }
+    let stats = forked.0.stats();
+    assert_eq!(
+        (stats.worker_forks, stats.worker_template_fallbacks),
+        (1, 0),
+        "{stats:?}"
+    );
+    let pid = worker_pid(&forked)?;
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    assert!(
+        !status.contains(&format!("PPid:\t{}\n", std::process::id())),
+        "forked by the template, not spawned: {status}"
+    );
+    assert_eq!(threads_of(pid)?, threads_of(worker_pid(&cold)?)?);
+    // The variable the template ran with is gone again.
+    assert_eq!(
+        forked.run("import os; result = os.environ.get('OPENBLAS_NUM_THREADS')".into())?,
+        "None"
+    );
+
+    let draw = "import numpy; result = numpy.random.random()";
+    let first = forked.run(draw.into())?;
+    expect_crash(&forked, "import ctypes; ctypes.string_at(0)", "SIGSEGV");
+    assert_eq!(forked.mean(vec![1.0, 3.0])?, 2.0);
+    assert_ne!(worker_pid(&forked)?, pid);
+    assert_ne!(
+        forked.run(draw.into())?,
+        first,
+        "each forked worker draws its own numbers"
+    );
+    assert_eq!(forked.0.stats().worker_forks, 2);
+    Ok(())
+}

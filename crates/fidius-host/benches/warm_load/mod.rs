@@ -31,7 +31,7 @@ fn ms(duration: Duration) -> String {
 }
 
 /// Installs `requirement` into `target` with the bench's CPython; why not, on failure.
-fn pip_install(requirement: &str, target: &Path) -> Result<(), String> {
+pub fn pip_install(requirement: &str, target: &Path) -> Result<(), String> {
     let output = Command::new(env!("FIDIUS_BUILD_PYTHON"))
         .args([
             "-m",

@@ -122,4 +122,11 @@ pub struct PoolStats {
     pub worker_crashes: u64,
     /// Process tier: worker processes started to replace one that died, timed out or was killed.
     pub worker_restarts: u64,
+    /// Process tier: worker processes started by forking the plugin's warm template (see
+    /// [`LoadOptions::worker_template`](crate::LoadOptions::worker_template)).
+    pub worker_forks: u64,
+    /// Process tier: times a worker started cold although templates are on, because the template
+    /// did not start, refused to fork (it had threads) or was gone; the reason is logged (target
+    /// `fidius::worker_template`).
+    pub worker_template_fallbacks: u64,
 }

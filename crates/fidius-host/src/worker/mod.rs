@@ -20,6 +20,9 @@
 pub(crate) mod probe;
 mod serve;
 mod stream;
+mod template;
+
+pub(crate) use template::TEMPLATE_SET_ENV;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -40,6 +43,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     match mode.as_ref().and_then(|mode| mode.to_str()) {
         Some("serve") => serve::main(args.collect()),
         Some("probe") => probe::main(args.collect()),
+        Some("template") => serve::template_main(args.collect()),
         _ => {
             eprintln!("fidius worker: started by hand? This program is run by fidius hosts (modes: serve, probe).");
             ExitCode::from(USAGE)

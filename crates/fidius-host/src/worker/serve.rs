@@ -42,7 +42,23 @@ const RETAINED_HEAP: usize = 64 << 20;
 const HOST_GONE: u8 = 70;
 
 pub(super) fn main(_args: Vec<OsString>) -> ExitCode {
-    match serve() {
+    exit_code(serve(Start::Cold))
+}
+
+/// `template` mode: load the plugin, then fork workers on the host's request (see
+/// `backend/process/template.rs`); each forked child serves like a cold worker.
+pub(super) fn template_main(_args: Vec<OsString>) -> ExitCode {
+    exit_code(serve(Start::Template))
+}
+
+/// How a worker got its mailbox: on stdin (cold), or through its template's control channel.
+enum Start {
+    Cold,
+    Template,
+}
+
+fn exit_code(served: Result<(), String>) -> ExitCode {
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(reason) => {
             eprintln!("fidius worker: {reason}");
@@ -51,19 +67,35 @@ pub(super) fn main(_args: Vec<OsString>) -> ExitCode {
     }
 }
 
-fn serve() -> Result<(), String> {
+fn serve(start: Start) -> Result<(), String> {
     let host = getppid().ok_or_else(|| "started without a host process".to_owned())?;
     fidius_ffi::retain_freed_heap(RETAINED_HEAP);
-    exit_with_host(host)?;
-    let file = rustix::io::dup(std::io::stdin())
+    let host_fd = host_pidfd(host)?;
+    let stdin = rustix::io::dup(std::io::stdin())
         .map_err(|error| format!("no mailbox on stdin: {error}"))?;
+    // A template stays single-threaded (it forks): it watches its host in its own wait loop.
+    let (file, control) = match start {
+        Start::Cold => {
+            exit_with_host(host_fd.try_clone().map_err(|error| error.to_string())?)?;
+            (stdin, None)
+        }
+        Start::Template => (super::template::receive_mailbox(&stdin)?, Some(stdin)),
+    };
     let mut mailbox =
         Mailbox::open(file).map_err(|error| format!("no mailbox on stdin: {error}"))?;
     // The plugin reads no input; its stdout and stderr already go to the host's pipe.
     if let Ok(null) = std::fs::File::open("/dev/null") {
         let _ = rustix::stdio::dup2_stdin(&null);
     }
-    let mut host_alive = || getppid() == Some(host);
+    // A forked worker's parent is its template: it asks the host's pidfd instead.
+    let forked = std::cell::Cell::new(false);
+    let mut host_alive = || {
+        if forked.get() {
+            !super::template::has_exited(&host_fd)
+        } else {
+            getppid() == Some(host)
+        }
+    };
     let mut wait = Wait {
         spin: KEEP_POLLING,
         deadline: None,
@@ -119,6 +151,17 @@ fn serve() -> Result<(), String> {
     else {
         return Ok(());
     };
+    if let Some(control) = control {
+        // Returns only in a forked child, with the mailbox it serves.
+        let Some(forked_mailbox) =
+            super::template::serve_forks(&interp, control, &host_fd, mailbox)?
+        else {
+            return Ok(());
+        };
+        mailbox = forked_mailbox;
+        forked.set(true);
+        exit_with_host(host_fd.try_clone().map_err(|error| error.to_string())?)?;
+    }
     loop {
         let (kind, _) = match mailbox.receive_header(usize::MAX, &mut wait) {
             Ok(header) => header,
@@ -247,14 +290,21 @@ fn serve() -> Result<(), String> {
     }
 }
 
-/// Ends this worker as soon as its host process ends, whatever the plugin is doing (also stuck in C
-/// code). Not `PR_SET_PDEATHSIG`: that fires when the host *thread* that started the worker ends.
-fn exit_with_host(host: Pid) -> Result<(), String> {
+/// A pidfd of the host process `host` (checked to still be this worker's parent after opening it,
+/// so it is the host's and not a later process's with the same pid).
+fn host_pidfd(host: Pid) -> Result<rustix::fd::OwnedFd, String> {
     let host_fd = pidfd_open(host, PidfdFlags::empty())
         .map_err(|error| format!("cannot watch the host process: {error}"))?;
     if getppid() != Some(host) {
         return Err("the host exited before the worker started".to_owned());
     }
+    Ok(host_fd)
+}
+
+/// Ends this worker as soon as its host process (`host_fd`) ends, whatever the plugin is doing
+/// (also stuck in C code). Not `PR_SET_PDEATHSIG`: that fires when the host *thread* that started
+/// the worker ends.
+fn exit_with_host(host_fd: rustix::fd::OwnedFd) -> Result<(), String> {
     std::thread::Builder::new()
         .name("fidius:host-watch".to_owned())
         .spawn(move || {

@@ -1,7 +1,8 @@
 //! One worker process as the host sees it: started, loaded, called, and killed when it misbehaves.
 
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use crate::backend::process::command::WorkerCommand;
 use crate::backend::process::mailbox::{Interrupted, Mailbox, ReceiveError, Wait};
 use crate::backend::process::protocol::{self, StartSpec, Started};
 use crate::backend::process::tail::StderrTail;
+use crate::backend::process::template::WorkerPid;
 use crate::callback::HostFunctions;
 use crate::error::{InterpreterError, LoadError};
 use crate::plugin::loader::{self, Accepted};
@@ -64,12 +66,12 @@ pub(crate) enum Failure {
 
 /// A running worker process with its plugin loaded.
 pub(crate) struct WorkerProcess {
-    child: Child,
+    child: WorkerPid,
     mailbox: Mailbox,
     attribution: Attribution,
     stderr: StderrTail,
     /// Set once the process has been reaped.
-    exited: Option<ExitStatus>,
+    exited: Option<WorkerExit>,
     /// Set once the process has exited (not reaped), by its [`watch_exit`] thread.
     exit_seen: Arc<AtomicBool>,
     /// Set once it was asked to end: when it is killed if it has not.
@@ -96,18 +98,61 @@ impl WorkerProcess {
             source,
         };
         let mailbox = Mailbox::create().map_err(spawn_failed)?;
-        let (reader, writer) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-            .map_err(|errno| spawn_failed(errno.into()))?;
-        let mut process = command.command("serve");
+        let stdin = mailbox.file().try_clone_to_owned().map_err(spawn_failed)?;
+        let mut worker = Self::spawn(command.command("serve"), mailbox, stdin, attribution)
+            .map_err(spawn_failed)?;
+        let accepted = worker.load(spec, descriptor, load_timeout)?;
+        tracing::debug!(pid = worker.child.id(), "worker process ready");
+        Ok((worker, accepted))
+    }
+
+    /// Starts `process` with `stdin` and its stdout and stderr going to a pipe the host reads, to
+    /// be talked to through `mailbox`.
+    pub(crate) fn spawn(
+        mut process: Command,
+        mailbox: Mailbox,
+        stdin: OwnedFd,
+        attribution: Attribution,
+    ) -> std::io::Result<Self> {
+        let (reader, writer) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
         process
-            .stdin(Stdio::from(
-                mailbox.file().try_clone_to_owned().map_err(spawn_failed)?,
-            ))
-            .stdout(writer.try_clone().map_err(spawn_failed)?)
+            .stdin(Stdio::from(stdin))
+            .stdout(writer.try_clone()?)
             .stderr(writer);
-        let child = process.spawn().map_err(spawn_failed)?;
+        let child = process.spawn()?;
         // The pipe's write ends now live only in the child, so the reader sees EOF when it exits.
         drop(process);
+        Ok(Self::assemble(
+            WorkerPid::Spawned(child),
+            mailbox,
+            reader,
+            attribution,
+        ))
+    }
+
+    /// A worker started by `fork` (a template's), handed a new mailbox and the write end of its
+    /// output pipe. The outer error is the host's (no mailbox or pipe), the inner one `fork`'s.
+    pub(crate) fn forked<E>(
+        attribution: Attribution,
+        fork: impl FnOnce(BorrowedFd<'_>, BorrowedFd<'_>) -> Result<WorkerPid, E>,
+    ) -> std::io::Result<Result<Self, E>> {
+        let mailbox = Mailbox::create()?;
+        let (reader, writer) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        let child = match fork(mailbox.file(), writer.as_fd()) {
+            Ok(child) => child,
+            Err(error) => return Ok(Err(error)),
+        };
+        // Only the worker holds the write end now.
+        drop(writer);
+        Ok(Ok(Self::assemble(child, mailbox, reader, attribution)))
+    }
+
+    fn assemble(
+        child: WorkerPid,
+        mailbox: Mailbox,
+        reader: OwnedFd,
+        attribution: Attribution,
+    ) -> Self {
         let stderr = {
             let attribution = attribution.clone();
             let name = format!(
@@ -119,7 +164,7 @@ impl WorkerProcess {
             })
         };
         let exit_seen = watch_exit(&child);
-        let mut worker = Self {
+        Self {
             child,
             mailbox,
             attribution,
@@ -128,13 +173,20 @@ impl WorkerProcess {
             exit_seen,
             shutdown_by: None,
             input: None,
-        };
-        let accepted = worker.load(spec, descriptor, load_timeout)?;
-        tracing::debug!(pid = worker.child.id(), "worker process ready");
-        Ok((worker, accepted))
+        }
     }
 
-    fn load(
+    /// The worker's pid.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The worker's end of its mailbox.
+    pub(crate) fn mailbox_file(&self) -> BorrowedFd<'_> {
+        self.mailbox.file()
+    }
+
+    pub(crate) fn load(
         &mut self,
         spec: &StartSpec,
         descriptor: &OwnedInterfaceDescriptor,
@@ -390,7 +442,7 @@ impl WorkerProcess {
             self.exited = self.child.wait().ok();
         }
         Failure::Died {
-            status: self.exited.map_or(WorkerExit::Unknown, worker_exit),
+            status: self.exited.clone().unwrap_or(WorkerExit::Unknown),
             stderr_tail: self.stderr.finish(STDERR_DRAIN),
         }
     }
@@ -476,8 +528,8 @@ impl Drop for WorkerProcess {
 
 /// A [`Wait`] liveness check for `child` that records its exit status in `exited` once it is gone.
 fn reaping<'a>(
-    child: &'a mut Child,
-    exited: &'a mut Option<ExitStatus>,
+    child: &'a mut WorkerPid,
+    exited: &'a mut Option<WorkerExit>,
 ) -> impl FnMut() -> bool + 'a {
     move || match child.try_wait() {
         Ok(Some(status)) => {
@@ -492,14 +544,10 @@ fn reaping<'a>(
 /// Starts a thread that waits for `child` to exit (through a pidfd, without reaping it) and then
 /// sets the returned flag. Where the process cannot be watched, the flag starts set, so
 /// [`WorkerProcess::has_exited`] asks `waitpid` every time instead.
-fn watch_exit(child: &Child) -> Arc<AtomicBool> {
+fn watch_exit(child: &WorkerPid) -> Arc<AtomicBool> {
     use rustix::event::{poll, PollFd, PollFlags};
-    use rustix::process::{pidfd_open, Pid, PidfdFlags};
     let exited = Arc::new(AtomicBool::new(false));
-    let pidfd = i32::try_from(child.id())
-        .ok()
-        .and_then(Pid::from_raw)
-        .and_then(|pid| pidfd_open(pid, PidfdFlags::empty()).ok());
+    let pidfd = child.pidfd();
     let flag = Arc::clone(&exited);
     let watching = pidfd.and_then(|pidfd| {
         std::thread::Builder::new()

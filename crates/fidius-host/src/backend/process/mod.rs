@@ -7,4 +7,5 @@ pub(crate) mod probe;
 pub(crate) mod protocol;
 mod stream;
 pub(crate) mod tail;
+pub(crate) mod template;
 pub(crate) mod workers;

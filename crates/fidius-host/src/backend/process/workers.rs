@@ -13,6 +13,7 @@ use fidius_core::{CallError, WorkerExit};
 use crate::backend::process::child::{Attribution, Failure, WorkerProcess};
 use crate::backend::process::command::WorkerCommand;
 use crate::backend::process::protocol::{self, StartSpec};
+use crate::backend::process::template::{ForkRequest, Templates};
 use crate::backend::{Backend, BackendStart, Call, Deadline, PoolStats};
 use crate::error::LoadError;
 use crate::plugin::loader::Accepted;
@@ -35,6 +36,8 @@ pub(crate) struct ProcessSettings {
     pub(crate) load_timeout: Option<Duration>,
     /// Refuse what the original fidius accepted with a warning (see `LoadOptions::strict`).
     pub(crate) strict: bool,
+    /// Start workers by forking a per-set template (see `LoadOptions::worker_template`).
+    pub(crate) worker_template: bool,
 }
 
 /// Counters for [`PoolStats`](crate::PoolStats).
@@ -42,6 +45,10 @@ pub(crate) struct ProcessSettings {
 pub(crate) struct ProcessCounters {
     pub(crate) crashes: AtomicU64,
     pub(crate) restarts: AtomicU64,
+    /// Workers forked from a template.
+    pub(crate) forks: AtomicU64,
+    /// Times a worker started cold because the template could not give one.
+    pub(crate) template_fallbacks: AtomicU64,
 }
 
 pub(crate) struct ProcessBackend {
@@ -66,6 +73,8 @@ pub(super) struct WorkerSet {
     _version: Arc<Version>,
     spec: StartSpec,
     slots: Vec<Mutex<WorkerSlot>>,
+    /// The set's worker template (after `slots`: it ends after the workers it forked).
+    templates: Arc<Templates>,
     /// Indexes of idle slots: taking one is the right to use that slot.
     idle_tx: Sender<usize>,
     idle_rx: Receiver<usize>,
@@ -128,6 +137,7 @@ impl ProcessBackend {
                     memory_limit: options.memory_limit,
                     load_timeout: options.load_timeout,
                     strict: options.strict,
+                    worker_template: options.worker_template,
                 },
                 counters: ProcessCounters::default(),
             }),
@@ -149,7 +159,7 @@ impl ProcessBackend {
                 let starting: Vec<_> = (0..instances)
                     .map(|number| {
                         let set = &set;
-                        scope.spawn(move || launcher.launch(&set.spec, number))
+                        scope.spawn(move || launcher.launch(&set.spec, &set.templates, number))
                     })
                     .collect();
                 starting
@@ -277,6 +287,12 @@ impl Backend for ProcessBackend {
             instances: self.running(),
             worker_crashes: self.launcher.counters.crashes.load(Ordering::Relaxed),
             worker_restarts: self.launcher.counters.restarts.load(Ordering::Relaxed),
+            worker_forks: self.launcher.counters.forks.load(Ordering::Relaxed),
+            worker_template_fallbacks: self
+                .launcher
+                .counters
+                .template_fallbacks
+                .load(Ordering::Relaxed),
             ..PoolStats::default()
         }
     }
@@ -437,6 +453,7 @@ impl WorkerLauncher {
     fn launch(
         &self,
         spec: &StartSpec,
+        templates: &Templates,
         number: usize,
     ) -> Result<(WorkerProcess, Accepted), LoadError> {
         let attribution = Attribution {
@@ -447,6 +464,16 @@ impl WorkerLauncher {
         };
         let span = tracing::info_span!("plugin_instance", plugin = %spec.plugin, version = %spec.version, instance = number, tier = "process");
         let _entered = span.enter();
+        let request = ForkRequest {
+            command: &self.settings.command,
+            spec,
+            descriptor: &self.plugin.descriptor,
+            load_timeout: self.settings.load_timeout,
+            counters: &self.counters,
+        };
+        if let Some(forked) = templates.fork(&request, &attribution) {
+            return Ok(forked);
+        }
         WorkerProcess::start(
             &self.settings.command,
             spec,
@@ -482,6 +509,7 @@ impl WorkerLauncher {
         let launcher = Arc::clone(self);
         let weak: Weak<WorkerSet> = Arc::downgrade(set);
         let spec = set.spec.clone();
+        let templates = Arc::clone(&set.templates);
         let (number, index, restart_at) = (slot.number, lease.index, slot.restart_at);
         let spawned = std::thread::Builder::new()
             .name(format!("fidius:{}#{number}:restart", launcher.plugin.name))
@@ -494,7 +522,7 @@ impl WorkerLauncher {
                     return;
                 }
                 launcher.counters.restarts.fetch_add(1, Ordering::Relaxed);
-                let started = launcher.launch(&spec, number);
+                let started = launcher.launch(&spec, &templates, number);
                 // Dropping an unwanted worker shuts it down.
                 let Some(set) = weak.upgrade() else { return };
                 {
@@ -566,6 +594,7 @@ impl WorkerSet {
                 bytecode_cache: source.bytecode_cache.clone(),
             },
             slots: Vec::new(),
+            templates: Arc::new(Templates::new(launcher.settings.worker_template)),
             idle_tx,
             idle_rx,
         }
