@@ -194,13 +194,12 @@ async fn keeps_serving_while_a_cpu_bound_call_runs(
         let stream = StreamExt::collect::<Vec<Result<u64, CallError>>>(
             RuntimesClient(handle).tick(1000).expect("the stream opens"),
         );
-        let typed = join_all(
-            (0..200u64)
-                .map(|n| handle.call_typed_json_async(index("echo"), json!([n]).to_string().into())),
-        );
-        let raw = join_all(
-            (0..200u8).map(|n| handle.call_raw_async(index("reverse"), vec![n, 1, 2])),
-        );
+        let typed =
+            join_all((0..200u64).map(|n| {
+                handle.call_typed_json_async(index("echo"), json!([n]).to_string().into())
+            }));
+        let raw =
+            join_all((0..200u8).map(|n| handle.call_raw_async(index("reverse"), vec![n, 1, 2])));
         let client = RuntimesAsyncClient(handle.clone());
         let clients = join_all((0..100u64).map(|n| client.echo(n)));
         let (streamed, typed, raw, clients) = join4(stream, typed, raw, clients).await;
