@@ -158,7 +158,7 @@ pub fn warm_loads(
         }
         let (python, cold, warm) = (median(python), median(cold), median(warm));
         plotted.push(PlotRow {
-            label,
+            label: format!("{label} ({tier})"),
             before: cold,
             after: warm,
             python,
@@ -191,7 +191,8 @@ pub fn warm_loads(
 /// One package's bars: fidius load without the bytecode cache (before), with it (after), and
 /// plain `python3 -c 'import X'`, each a median.
 struct PlotRow {
-    label: &'static str,
+    /// The package and the tier it ran in.
+    label: String,
     before: Duration,
     after: Duration,
     python: Duration,
@@ -247,7 +248,8 @@ fn plot(rows: &[PlotRow], samples: usize, path: &Path) -> Result<(), Box<dyn std
     let mut chart = ChartBuilder::on(&root)
         .caption(
             format!(
-                "Plugin load time per package (median of {samples}, ci/bench --only-warm-load)"
+                "Plugin load time per package, CPython {} (median of {samples}, ci/bench --only-warm-load)",
+                fidius_ffi::python_version()
             ),
             ("sans-serif", 22),
         )
@@ -265,9 +267,11 @@ fn plot(rows: &[PlotRow], samples: usize, path: &Path) -> Result<(), Box<dyn std
                 return String::new();
             }
             rows.get(whole as usize)
-                .map_or_else(String::new, |row| row.label.to_owned())
+                .map_or_else(String::new, |row| row.label.clone())
         })
+        .y_label_formatter(&|ms| format!("{ms:.0}"))
         .y_desc("milliseconds")
+        .light_line_style(TRANSPARENT)
         .label_style(("sans-serif", 16))
         .draw()?;
     let series: [(&str, RGBColor, fn(&PlotRow) -> Duration); 3] = [
