@@ -274,7 +274,9 @@ fn plot(rows: &[PlotRow], samples: usize, path: &Path) -> Result<(), Box<dyn std
         .light_line_style(TRANSPARENT)
         .label_style(("sans-serif", 16))
         .draw()?;
-    let series: [(&str, RGBColor, fn(&PlotRow) -> Duration); 3] = [
+    /// Which of a row's medians a series draws.
+    type Bar = fn(&PlotRow) -> Duration;
+    let series: [(&str, RGBColor, Bar); 3] = [
         (
             "fidius load, no bytecode cache (before)",
             RGBColor(214, 96, 77),
