@@ -331,6 +331,19 @@ fn main() {
         print!("{report}");
         return;
     }
+    // `ci/bench --only-rust`: just the "Rust cdylib plugin" section (with both Python tiers beside it).
+    if std::env::args().any(|arg| arg == "--only-rust") {
+        rust_cdylib::section(
+            &mut report,
+            iterations,
+            &load(&dir, "bench", 1),
+            &load_process(&dir, "rust-row-process", 1),
+            ADD,
+            ECHO,
+        );
+        print!("{report}");
+        return;
+    }
     // `ci/bench --only-async`: just the "Async calls" section.
     if std::env::args().any(|arg| arg == "--only-async") {
         async_calls(&mut report, &dir, iterations);
@@ -376,7 +389,14 @@ fn main() {
         );
     }
 
-    rust_cdylib::section(&mut report, iterations, &plugin, ADD, ECHO);
+    rust_cdylib::section(
+        &mut report,
+        iterations,
+        &plugin,
+        &load_process(&dir, "rust-row-process", 1),
+        ADD,
+        ECHO,
+    );
 
     // Timeout machinery on the fast path: the same small call with and without a deadline, alternated
     // in rounds so drift on a shared machine hits both alike.

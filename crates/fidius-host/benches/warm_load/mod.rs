@@ -3,7 +3,10 @@
 //! `vendor/`), loaded by a `PluginHost` with the bytecode cache off (every module compiled from
 //! source, as before the cache) and on (cache warmed by one load), against a plain
 //! `python3 -I -c 'import X'` of the same files with their bytecode compiled. Skipped, with a line
-//! saying so, when pip cannot install (no network).
+//! saying so, when pip cannot install (no network). The three medians per package are also drawn
+//! as a bar chart (`plot`), written to `target/bench/load-times.svg` and, only when asked with
+//! `--write-plot` or `FIDIUS_BENCH_WRITE_PLOT=1`, copied to the committed
+//! `ci/bench-results/load-times.svg` the README shows (so a plain bench run leaves the tree clean).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -83,6 +86,7 @@ pub fn warm_loads(
          | package | tier | `python3 -I -c 'import X'` with bytecode | fidius load, compiling (cache off) | fidius warm load (bytecode cache) | warm / plain python |\n|---|---|---|---|---|---|"
     );
     let mut memory_rows = Vec::new();
+    let mut plotted = Vec::new();
     for (label, requirement, module) in PACKAGES {
         let plugins = root.join("warm-plugins");
         let dir = plugins.join(label);
@@ -153,6 +157,12 @@ pub fn warm_loads(
             warm.push(load(&warm_host).0);
         }
         let (python, cold, warm) = (median(python), median(cold), median(warm));
+        plotted.push(PlotRow {
+            label: format!("{label} ({tier})"),
+            before: cold,
+            after: warm,
+            python,
+        });
         if tier == "subinterpreter" {
             memory_rows.push(memory_row(
                 label, module, &plain, &cold_host, &warm_host, descriptor,
@@ -167,6 +177,7 @@ pub fn warm_loads(
             warm.as_secs_f64() / python.as_secs_f64()
         );
     }
+    write_plot(report, &plotted, samples);
     let _ = writeln!(
         report,
         "\n## Memory of real plugins in the sub-interpreter tier (RSS of this process)\n\n\
@@ -175,6 +186,143 @@ pub fn warm_loads(
     for row in memory_rows {
         let _ = writeln!(report, "{row}");
     }
+}
+
+/// One package's bars: fidius load without the bytecode cache (before), with it (after), and
+/// plain `python3 -c 'import X'`, each a median.
+struct PlotRow {
+    /// The package and the tier it ran in.
+    label: String,
+    before: Duration,
+    after: Duration,
+    python: Duration,
+}
+
+/// Draws `rows` to `target/bench/load-times.svg` (and copies it to `ci/bench-results/` when asked)
+/// and says where in `report`.
+fn write_plot(report: &mut String, rows: &[PlotRow], samples: usize) {
+    if rows.is_empty() {
+        return;
+    }
+    let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let svg = checkout.join("target/bench/load-times.svg");
+    let drawn = std::fs::create_dir_all(checkout.join("target/bench"))
+        .map_err(|error| error.to_string())
+        .and_then(|()| plot(rows, samples, &svg).map_err(|error| error.to_string()));
+    if let Err(why) = drawn {
+        let _ = writeln!(report, "\nThe load-time plot was not drawn: {why}");
+        return;
+    }
+    let _ = writeln!(
+        report,
+        "\nPlot of these loads: `target/bench/load-times.svg`."
+    );
+    let asked = std::env::args().any(|arg| arg == "--write-plot")
+        || std::env::var_os("FIDIUS_BENCH_WRITE_PLOT").is_some_and(|value| value == "1");
+    if asked {
+        let committed = checkout.join("ci/bench-results/load-times.svg");
+        let copied = std::fs::create_dir_all(checkout.join("ci/bench-results"))
+            .and_then(|()| std::fs::copy(&svg, &committed));
+        let _ = match copied {
+            Ok(_) => writeln!(report, "Copied to `ci/bench-results/load-times.svg`."),
+            Err(error) => writeln!(report, "Copying it to `ci/bench-results/` failed: {error}"),
+        };
+    }
+}
+
+/// A grouped bar chart, one group per package, in milliseconds.
+fn plot(rows: &[PlotRow], samples: usize, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+    use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+    let ms = |duration: Duration| duration.as_secs_f64() * 1e3;
+    let tallest = rows
+        .iter()
+        .flat_map(|row| [row.before, row.after, row.python])
+        .max()
+        .map_or(1.0, ms);
+    let root = SVGBackend::new(path, (960, 520)).into_drawing_area();
+    root.fill(&WHITE)?;
+    // Group i is centred on x = i, so the axis's whole-number key points name the packages.
+    let groups = rows.len() as f64;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!(
+                "Plugin load time per package, CPython {} (median of {samples}, ci/bench --only-warm-load)",
+                fidius_ffi::python_version()
+            ),
+            ("sans-serif", 22),
+        )
+        .margin(16)
+        .x_label_area_size(36)
+        .y_label_area_size(64)
+        .build_cartesian_2d(-0.5..groups - 0.5, 0.0..tallest * 1.15)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(rows.len())
+        .x_label_formatter(&|x| {
+            let whole = x.round();
+            if (x - whole).abs() > 1e-6 || whole < 0.0 {
+                return String::new();
+            }
+            rows.get(whole as usize)
+                .map_or_else(String::new, |row| row.label.clone())
+        })
+        .y_label_formatter(&|ms| format!("{ms:.0}"))
+        .y_desc("milliseconds")
+        .light_line_style(TRANSPARENT)
+        .label_style(("sans-serif", 16))
+        .draw()?;
+    /// Which of a row's medians a series draws.
+    type Bar = fn(&PlotRow) -> Duration;
+    let series: [(&str, RGBColor, Bar); 3] = [
+        (
+            "fidius load, no bytecode cache (before)",
+            RGBColor(214, 96, 77),
+            |row| row.before,
+        ),
+        (
+            "fidius warm load, bytecode cache (after)",
+            RGBColor(67, 147, 195),
+            |row| row.after,
+        ),
+        (
+            "python3 -I -c 'import X', with bytecode",
+            RGBColor(150, 150, 150),
+            |row| row.python,
+        ),
+    ];
+    let width = 0.8 / series.len() as f64;
+    for (k, (name, color, value)) in series.into_iter().enumerate() {
+        let left = |i: usize| i as f64 - 0.4 + k as f64 * width;
+        chart
+            .draw_series(rows.iter().enumerate().map(|(i, row)| {
+                Rectangle::new(
+                    [(left(i), 0.0), (left(i) + width * 0.9, ms(value(row)))],
+                    color.filled(),
+                )
+            }))?
+            .label(name)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], color.filled()));
+        chart.draw_series(rows.iter().enumerate().map(|(i, row)| {
+            Text::new(
+                format!("{:.0}", ms(value(row))),
+                (left(i), ms(value(row)) + tallest * 0.01),
+                TextStyle::from(("sans-serif", 13).into_font())
+                    .pos(Pos::new(HPos::Left, VPos::Bottom)),
+            )
+        }))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .label_font(("sans-serif", 15))
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
 }
 
 fn mib(bytes: i64) -> String {
