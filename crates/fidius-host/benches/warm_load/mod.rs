@@ -142,7 +142,7 @@ pub fn warm_loads(
                 .worker_command(WorkerCommand::new(env!("CARGO_BIN_EXE_fidius-worker")));
             let handle = host
                 .load_python_with(label, descriptor, options)
-                .unwrap_or_else(|error| panic!("{label}: {error}"));
+                .unwrap_or_else(|error| panic!("{label}: {error} ({error:?})"));
             (started.elapsed(), handle)
         };
         let (cold_host, warm_host) = (host(false), host(true));
@@ -351,7 +351,7 @@ fn memory_row(
             descriptor,
             LoadOptions::default().instances(instances),
         )
-        .unwrap_or_else(|error| panic!("{label}: {error}"))
+        .unwrap_or_else(|error| panic!("{label}: {error} ({error:?})"))
     };
     let per_instance = |host: &PluginHost| {
         drop(load(host, 1)); // what the first load of a process sets up once
