@@ -3,8 +3,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use fidius_core::manifest::Isolation;
@@ -12,10 +10,8 @@ use fidius_host::{
     CallError, CallOptions, LoadOptions, PluginCall, PythonPluginHandle, WorkerCommand, WorkerExit,
 };
 use serde_json::{json, Value};
-use tracing::field::{Field, Visit};
-use tracing_subscriber::layer::{Context, SubscriberExt};
-use tracing_subscriber::Layer;
 
+use support::tracing_capture::{captured_events, Captured};
 use support::{RETURN, TESTER_PLUGIN, TRANSFORM};
 
 fn template_options() -> LoadOptions {
@@ -190,50 +186,9 @@ fn forked_workers_share_no_state_and_draw_different_random_numbers() {
     assert_eq!((a[2].as_u64(), b[2].as_u64()), (Some(1), Some(1)));
 }
 
-/// A captured `tracing` event's fields, as text.
-type Fields = BTreeMap<String, String>;
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<Fields>>>);
-
-struct FieldsToText<'a>(&'a mut Fields);
-
-impl Visit for FieldsToText<'_> {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().to_owned(), value.to_owned());
-    }
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0.insert(field.name().to_owned(), format!("{value:?}"));
-    }
-}
-
-impl<S: tracing::Subscriber> Layer<S> for Capture {
-    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-        if event.metadata().target() != "fidius::worker_template" {
-            return;
-        }
-        let mut fields = Fields::new();
-        event.record(&mut FieldsToText(&mut fields));
-        self.0.lock().unwrap().push(fields);
-    }
-}
-
-/// Worker template events of `plugin` so far (the subscriber is global: workers start on threads
-/// of their own).
-fn template_events(plugin: &str) -> Vec<Fields> {
-    static CAPTURE: OnceLock<Capture> = OnceLock::new();
-    let capture = CAPTURE.get_or_init(|| {
-        let capture = Capture::default();
-        let subscriber = tracing_subscriber::registry().with(capture.clone());
-        tracing::subscriber::set_global_default(subscriber).expect("no other global subscriber");
-        capture
-    });
-    let events = capture.0.lock().unwrap();
-    events
-        .iter()
-        .filter(|fields| fields.get("plugin").map(String::as_str) == Some(plugin))
-        .cloned()
-        .collect()
+/// Worker template events of `plugin` so far (workers start on threads of their own).
+fn template_events(plugin: &str) -> Vec<Captured> {
+    captured_events("fidius::worker_template", plugin)
 }
 
 #[test]
@@ -255,7 +210,7 @@ fn a_template_that_started_a_thread_refuses_to_fork_and_workers_start_cold() {
     let events = template_events("threaded");
     let reason = events
         .iter()
-        .find_map(|fields| fields.get("reason"))
+        .find_map(|event| event.fields.get("reason"))
         .unwrap_or_else(|| panic!("no refusal logged: {events:?}"));
     assert!(reason.contains("the process has 2 threads"), "{reason}");
     // Restarts stay cold and work.

@@ -1,73 +1,16 @@
 //! What plugins write reaches `tracing` (with plugin, version and instance) and the handle's recent
 //! output, never the host's own streams.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, OnceLock};
-
 use fidius_host::{OutputStream, PluginCall, OUTPUT_TARGET};
 use serde_json::json;
-use tracing::field::{Field, Visit};
 use tracing::Level;
-use tracing_subscriber::layer::{Context, SubscriberExt};
-use tracing_subscriber::Layer;
 
+use crate::support::tracing_capture::{self, Captured};
 use crate::support::{self, RETURN};
 
-/// One captured `tracing` event: its level and every field, as text.
-#[derive(Debug, Clone)]
-pub struct Captured {
-    pub level: Level,
-    pub fields: BTreeMap<String, String>,
-}
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<Captured>>>);
-
-struct FieldsToText<'a>(&'a mut BTreeMap<String, String>);
-
-impl Visit for FieldsToText<'_> {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().to_owned(), value.to_owned());
-    }
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0.insert(field.name().to_owned(), format!("{value:?}"));
-    }
-}
-
-impl<S: tracing::Subscriber> Layer<S> for Capture {
-    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-        if event.metadata().target() != OUTPUT_TARGET {
-            return;
-        }
-        let mut fields = BTreeMap::new();
-        event.record(&mut FieldsToText(&mut fields));
-        self.0.lock().unwrap().push(Captured {
-            level: *event.metadata().level(),
-            fields,
-        });
-    }
-}
-
-/// Plugin-output events of every test in this binary, from every thread (worker threads included,
-/// so the subscriber must be the global one).
+/// Plugin-output events of `plugin` so far, from every thread (worker threads included).
 pub fn captured_events(plugin: &str) -> Vec<Captured> {
-    static CAPTURE: OnceLock<Capture> = OnceLock::new();
-    let capture = CAPTURE.get_or_init(|| {
-        let capture = Capture::default();
-        let subscriber = tracing_subscriber::registry().with(
-            capture
-                .clone()
-                .with_filter(tracing_subscriber::filter::LevelFilter::DEBUG),
-        );
-        tracing::subscriber::set_global_default(subscriber).expect("no other global subscriber");
-        capture
-    });
-    let events = capture.0.lock().unwrap();
-    events
-        .iter()
-        .filter(|event| event.fields.get("plugin").map(String::as_str) == Some(plugin))
-        .cloned()
-        .collect()
+    tracing_capture::captured_events(OUTPUT_TARGET, plugin)
 }
 
 const NOISY_PLUGIN: &str = r#"

@@ -6,6 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod tracing_capture;
+
 use fidius_core::interface::{
     PythonArgDescriptor, PythonInterfaceDescriptor, PythonMethodDescriptor, WireMode,
 };
