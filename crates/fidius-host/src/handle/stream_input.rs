@@ -38,12 +38,7 @@ impl PythonPluginHandle {
         I: IntoIterator<Item = Vec<u8>>,
         I::IntoIter: Send + 'static,
     {
-        self.call_fed(
-            method_index,
-            args_json,
-            Box::new(input.into_iter().map(Ok)),
-            options,
-        )
+        self.call_fed(method_index, args_json, raw(input), options)
     }
 
     /// [`call_with_stream_raw`](Self::call_with_stream_raw) with typed items, each encoded with
@@ -84,12 +79,7 @@ impl PythonPluginHandle {
         I: IntoIterator<Item = Vec<u8>>,
         I::IntoIter: Send + 'static,
     {
-        let feed = self.input_feed(
-            method_index,
-            args_json,
-            Box::new(input.into_iter().map(Ok)),
-            true,
-        )?;
+        let feed = self.input_feed(method_index, args_json, raw(input), true)?;
         self.open_stream_with(method_index, args_json, Some(feed), options)
     }
 
@@ -168,6 +158,15 @@ impl PythonPluginHandle {
                 method.name.clone()
             })
     }
+}
+
+/// Raw items (each already an item's JSON) as the feed takes them.
+fn raw<I>(input: I) -> Items
+where
+    I: IntoIterator<Item = Vec<u8>>,
+    I::IntoIter: Send + 'static,
+{
+    Box::new(input.into_iter().map(Ok))
 }
 
 /// Typed items as the feed takes them: each encoded when it is pulled.

@@ -592,6 +592,8 @@ impl Templates {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let plugin = &request.spec.plugin;
+        // Counted each time this returns `None` for a reason other than templates being off.
+        let fallbacks = &request.counters.template_fallbacks;
         if let State::Idle { deaths } = *state {
             // What the template writes (its import's output) is attributed to the instance whose
             // start started it.
@@ -609,10 +611,7 @@ impl Templates {
                     }
                 }
                 Err(error) => {
-                    request
-                        .counters
-                        .template_fallbacks
-                        .fetch_add(1, Ordering::Relaxed);
+                    fallbacks.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(target: "fidius::worker_template", plugin = %plugin, reason = %error, "the worker template did not start; starting workers cold");
                     *state = State::Off;
                     return None;
@@ -637,19 +636,13 @@ impl Templates {
                 Some((worker, accepted))
             }
             Ok(Err(ForkFailure::Refused(reason))) => {
-                request
-                    .counters
-                    .template_fallbacks
-                    .fetch_add(1, Ordering::Relaxed);
+                fallbacks.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(target: "fidius::worker_template", plugin = %plugin, %reason, "the worker template refused to fork; starting workers cold");
                 *state = State::Off;
                 None
             }
             Ok(Err(ForkFailure::Gone(reason))) => {
-                request
-                    .counters
-                    .template_fallbacks
-                    .fetch_add(1, Ordering::Relaxed);
+                fallbacks.fetch_add(1, Ordering::Relaxed);
                 let deaths = deaths + 1;
                 tracing::warn!(target: "fidius::worker_template", plugin = %plugin, %reason, deaths, "the worker template is gone; starting this worker cold");
                 *state = if deaths >= MAX_TEMPLATE_DEATHS {
@@ -660,10 +653,7 @@ impl Templates {
                 None
             }
             Err(error) => {
-                request
-                    .counters
-                    .template_fallbacks
-                    .fetch_add(1, Ordering::Relaxed);
+                fallbacks.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(target: "fidius::worker_template", plugin = %plugin, %error, "could not prepare a forked worker; starting it cold");
                 None
             }

@@ -34,26 +34,17 @@ pub(super) fn serve(
     sink: StreamSink,
     drain: &dyn Fn(),
 ) -> bool {
+    let serve = |input| {
+        serve_items(
+            py, threads, instance, watch, index, payload, input, sink, drain,
+        )
+    };
     let Some(feed) = input else {
-        return serve_items(
-            py, threads, instance, watch, index, payload, None, sink, drain,
-        );
+        return serve(None);
     };
     // A bidirectional method: the plugin pulls its streamed argument while it makes items.
     let serving = stream_input::serving(feed, stream_input::no_host_functions);
-    let retired = fidius_ffi::serve_host_calls(&serving, || {
-        serve_items(
-            py,
-            threads,
-            instance,
-            watch,
-            index,
-            payload,
-            Some(feed),
-            sink,
-            drain,
-        )
-    });
+    let retired = fidius_ffi::serve_host_calls(&serving, || serve(Some(feed)));
     feed.finish();
     retired
 }
