@@ -318,6 +318,12 @@ fn main() {
         print!("{report}");
         return;
     }
+    // `ci/bench --only-spare`: just the "Spare interpreters" section.
+    if std::env::args().any(|arg| arg == "--only-spare") {
+        warm_load::spare_loads(&mut report, root.path(), quick, PLUGIN, &BENCH);
+        print!("{report}");
+        return;
+    }
     // `ci/bench --only-streaming`: just the "Streamed results" and "Streamed arguments" sections.
     if std::env::args().any(|arg| arg == "--only-streaming") {
         streaming::streamed_items(&mut report, root.path(), quick);

@@ -398,7 +398,8 @@ fn memory_row(
 }
 
 /// Section "spare interpreters": a small plugin's load (one instance) without a spare and with one
-/// ready. Run last: the spare pool is process-wide and stays once asked for.
+/// ready, and the memory a ready spare holds. Run last: the spare pool is process-wide and stays
+/// once asked for.
 pub fn spare_loads(
     report: &mut String,
     root: &Path,
@@ -435,10 +436,22 @@ pub fn spare_loads(
         }
         spare.push(load());
     }
+    // Seven more spares (the pool holds one already): what each adds to the process.
+    let before = crate::support::rss_bytes();
+    let _more = PluginHost::builder()
+        .spare_interpreters(8)
+        .build()
+        .expect("host");
+    let until = Instant::now() + Duration::from_secs(60);
+    while fidius_host::spare_interpreter_stats().ready < 8 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let per_spare = crate::support::rss_bytes().saturating_sub(before) / 7;
     let _ = writeln!(
         report,
-        "\n## Spare interpreters (small plugin, 1 instance, p50 of {samples})\n\n| load | p50 |\n|---|---|\n| no spare (creates its interpreter) | {} |\n| spare ready (`spare_interpreters(1)`) | {} |",
+        "\n## Spare interpreters (small plugin, 1 instance, p50 of {samples})\n\n| load | p50 |\n|---|---|\n| no spare (creates its interpreter) | {} |\n| spare ready (`spare_interpreters(1)`) | {} |\n| RSS per ready spare (7 more made) | {:.2} MiB |",
         ms(median(cold)),
-        ms(median(spare))
+        ms(median(spare)),
+        per_spare as f64 / f64::from(1 << 20)
     );
 }

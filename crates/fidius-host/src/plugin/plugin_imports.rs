@@ -11,15 +11,21 @@ use crate::plugin::precompiled::Precompiled;
 static PLUGIN_IMPORTS: Precompiled =
     Precompiled::new(include_str!("plugin_imports.py"), "<fidius plugin_imports>");
 
+/// Defines the source-only finder's code in the interpreter `py` (plugin-independent: a spare
+/// interpreter does it ahead of time); [`install_source_only_imports`] then installs it.
+pub(crate) fn define_source_only_imports(py: Interp<'_>) -> Result<(), FfiError> {
+    PLUGIN_IMPORTS.run(py)
+}
+
 /// Installs the source-only finder for `roots` (the plugin folder and its `vendor/`) in the
-/// interpreter `py`; call it before anything imports from them. `bytecode_cache` is the host's
-/// private bytecode folder, given only for a tree the host verified (see `PluginSource`).
+/// interpreter `py`, where [`define_source_only_imports`] ran; call it before anything imports
+/// from them. `bytecode_cache` is the host's private bytecode folder, given only for a tree the
+/// host verified (see `PluginSource`).
 pub(crate) fn install_source_only_imports(
     py: Interp<'_>,
     roots: &[&Path],
     bytecode_cache: Option<&Path>,
 ) -> Result<(), FfiError> {
-    PLUGIN_IMPORTS.run(py)?;
     let install = py.eval("_fidius_source_only_imports")?;
     let folder = |path: &Path| {
         let path = path.to_str().ok_or_else(|| {

@@ -25,7 +25,7 @@ use fidius_core::dist_info::VENDOR_DIR;
 use fidius_ffi::{FfiError, InterpreterOptions, SubInterpreter};
 use serde::{Deserialize, Serialize};
 
-use crate::plugin::plugin_imports::install_source_only_imports;
+use crate::plugin::plugin_imports::{define_source_only_imports, install_source_only_imports};
 
 /// Defines `_fidius_probe(vendor_dir, plugin_dir, name)`: `None` if `name` imports, else one line:
 /// the first meaningful line of the innermost exception of the chain (the real cause), then, when
@@ -170,6 +170,7 @@ fn probe_one(
     bytecode_cache: Option<&Path>,
 ) -> Result<Option<String>, FfiError> {
     interp.with(|py| -> Result<Option<String>, FfiError> {
+        define_source_only_imports(py)?;
         install_source_only_imports(
             py,
             &[Path::new(vendor_dir), Path::new(plugin_dir)],

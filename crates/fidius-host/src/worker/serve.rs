@@ -15,7 +15,7 @@ use rustix::process::{getppid, pidfd_open, Pid, PidfdFlags, Resource, Rlimit};
 use crate::backend::process::mailbox::{Interrupted, Mailbox, ReceiveError, Wait};
 use crate::backend::process::protocol::{self, StartSpec, Started};
 use crate::plugin::dispatch::{dispatch_payload, invalid_arguments, Payload};
-use crate::plugin::loader::{self, LoadedInstance};
+use crate::plugin::loader::{self, LoadedInstance, ReadyInterpreter};
 use crate::plugin::output::{self, OutputSink, Taken};
 use crate::plugin::shared;
 
@@ -130,7 +130,7 @@ fn serve(start: Start) -> Result<(), String> {
         if let Some(limit) = spec.memory_limit {
             interp.limit_memory(usize::try_from(limit).unwrap_or(usize::MAX))?;
         }
-        Ok(interp)
+        ReadyInterpreter::prepare(interp)
     });
     let interp = match claimed {
         Ok(interp) => interp,
@@ -319,7 +319,7 @@ fn exit_with_host(host_fd: rustix::fd::OwnedFd) -> Result<(), String> {
 
 /// Loads the plugin and reports the outcome; `None` when it was rejected (the host has the reason).
 fn load<'s>(
-    interp: &'s WorkerInterpreter,
+    interp: &'s ReadyInterpreter<WorkerInterpreter>,
     spec: &StartSpec,
     descriptor: &OwnedInterfaceDescriptor,
     collected: &Collected,
@@ -347,7 +347,7 @@ fn load<'s>(
     };
     let instance = imported.checked.ok();
     if instance.is_some() {
-        if let Err(error) = crate::callback::bind(interp, &spec.host_functions) {
+        if let Err(error) = crate::callback::bind(&**interp, &spec.host_functions) {
             send_json(mailbox, protocol::STARTED, &failed(&error), wait)?;
             return Ok(None);
         }

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{RecvTimeoutError, Sender};
 
+use crate::backend::thread::spare;
 use crate::backend::thread::threads::{GenerationSignal, InstanceStart, InstanceThreads};
 use crate::error::LoadError;
 use crate::plugin::loader::Accepted;
@@ -45,6 +46,8 @@ pub(crate) fn start(
     instances: usize,
     gated: bool,
 ) -> Result<Loaded, LoadError> {
+    // Spares the instances take are replaced once their loads are over, however they end.
+    let _replenish = ReplenishSpares;
     let (started_tx, started_rx) = crossbeam_channel::bounded(instances);
     // A reload's generation gets its own signal; the first one watches the plugin's.
     let signal = if gated {
@@ -103,4 +106,13 @@ pub(crate) fn start(
         instances,
         signal,
     })
+}
+
+/// Replaces the spares a generation's instances took (see [`spare::replenish`]) when dropped.
+struct ReplenishSpares;
+
+impl Drop for ReplenishSpares {
+    fn drop(&mut self) {
+        spare::replenish();
+    }
 }

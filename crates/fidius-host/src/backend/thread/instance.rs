@@ -18,7 +18,7 @@ use crate::callback::chain::{self, PluginId};
 use crate::error::LoadError;
 use crate::plugin::dispatch::dispatch;
 use crate::plugin::loader::Accepted;
-use crate::plugin::loader::{self, LoadedInstance};
+use crate::plugin::loader::{self, LoadedInstance, ReadyInterpreter};
 use crate::plugin::output::{OutputRoute, OutputSink};
 use crate::plugin::shared;
 use crate::plugin::source::PluginSource;
@@ -119,7 +119,7 @@ pub(crate) fn spawn(
     let plugin = threads.plugin.name.clone();
     let name = format!("fidius:{plugin}#{number}");
     // `spare`: the interpreter of a spare thread this runs on, or none (create one).
-    let body = move |spare: Option<SubInterpreter>| {
+    let body = move |spare: Option<ReadyInterpreter<SubInterpreter>>| {
         let source = &*start.version.source;
         let span = tracing::info_span!(
             "plugin_instance",
@@ -172,18 +172,29 @@ fn run(
     source: &PluginSource,
     start: &InstanceStart,
     route: &OutputRoute<'_>,
-    spare: Option<SubInterpreter>,
+    spare: Option<ReadyInterpreter<SubInterpreter>>,
 ) {
     let started = start.started.as_ref();
     let report = |result: Started| started.is_none_or(|started| started.send(result).is_ok());
-    let created = spare.map_or_else(|| SubInterpreter::new(InterpreterOptions::default()), Ok);
+    let created = spare.map_or_else(
+        || {
+            let interp = SubInterpreter::new(InterpreterOptions::default()).map_err(|error| {
+                LoadError::Interpreter {
+                    plugin: source.name.clone(),
+                    source: error.into(),
+                }
+            })?;
+            ReadyInterpreter::prepare(interp).map_err(|error| LoadError::Bootstrap {
+                plugin: source.name.clone(),
+                source: error.into(),
+            })
+        },
+        Ok,
+    );
     let interp = match created {
         Ok(interp) => interp,
         Err(error) => {
-            report(Err(LoadError::Interpreter {
-                plugin: source.name.clone(),
-                source: error.into(),
-            }));
+            report(Err(error));
             return;
         }
     };
@@ -219,7 +230,7 @@ fn run(
     }
     let host_functions = &threads.plugin.host_functions;
     let loaded = loaded.and_then(|instance| {
-        crate::callback::bind(&interp, &host_functions.names())
+        crate::callback::bind(&*interp, &host_functions.names())
             .map(|()| instance)
             .map_err(|error| LoadError::Bootstrap {
                 plugin: source.name.clone(),

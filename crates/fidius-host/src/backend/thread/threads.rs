@@ -228,6 +228,8 @@ impl InstanceThreads {
             if let Err(error) = self.spawn_instance(replacement) {
                 tracing::error!(plugin = %self.plugin.name, %error, "could not start a replacement instance");
             }
+            // Nobody waits for a replacement's load to be over.
+            super::spare::replenish();
         }
     }
 
