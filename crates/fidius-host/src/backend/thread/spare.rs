@@ -1,7 +1,7 @@
 //! Spare interpreters: own-GIL sub-interpreters made and prepared ahead of time, so that starting
 //! an instance (a load, a reload, the replacement of a retired instance) skips creating one and the
 //! plugin-independent part of the load ([`ReadyInterpreter`]), which together are most of a small
-//! plugin's start (~16 ms and ~6.5 ms of ~22 ms).
+//! plugin's start (~16 ms and ~7 ms of ~22 ms).
 //!
 //! A [`SubInterpreter`] belongs to the thread that created it, so the unit kept is a spare *instance
 //! thread*: a thread (with an instance thread's stack) that created and prepared its interpreter
