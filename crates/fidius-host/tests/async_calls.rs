@@ -1,6 +1,8 @@
 //! Async calls in both tiers: futures that never block the executor (tokio with 2 worker threads
 //! keeps serving 1,000 calls while its plugin's other instances spin), work under another executor
-//! (`futures::executor`), and cancel a queued call when dropped.
+//! (`futures::executor`), cancel a queued call when dropped, time out once, and complete when the
+//! handle is dropped while they are queued; in the sub-interpreter tier the instance answers them
+//! itself (no dispatch thread).
 
 mod support;
 
@@ -104,6 +106,10 @@ struct Plugin {
 }
 
 fn start(tier: &str, options: LoadOptions) -> Plugin {
+    start_named(tier, "worker", options)
+}
+
+fn start_named(tier: &str, name: &str, options: LoadOptions) -> Plugin {
     let root = tempfile::tempdir().expect("tempdir");
     let record = root.path().join("record");
     let module = WORKER_PLUGIN.replace(
@@ -112,7 +118,7 @@ fn start(tier: &str, options: LoadOptions) -> Plugin {
     );
     let dir = support::write_plugin(root.path(), "worker", &[("worker.py", &module)]);
     let handle = PythonPluginHandle::start(
-        PluginSource::new("worker", "1.0.0", &dir, "worker"),
+        PluginSource::new(name, "1.0.0", &dir, "worker"),
         &WORKER,
         &options,
     )
@@ -308,6 +314,9 @@ fn a_running_async_call_with_a_timeout_is_interrupted_and_checks_fail_at_once() 
             )),
             json!("ok")
         );
+        // Counted once, although the deadline and the interrupted call (answered before the one
+        // instance took the call above) both said so.
+        assert_eq!(handle.stats().timeouts, 1, "{tier}");
         // The handle's checks answer without a call.
         match futures::executor::block_on(handle.call_raw_async(ECHO, Vec::new())) {
             Err(CallError::WireModeMismatch { .. }) => {}
@@ -317,6 +326,68 @@ fn a_running_async_call_with_a_timeout_is_interrupted_and_checks_fail_at_once() 
             Err(CallError::UnknownMethod { index, .. }) => assert_eq!(index, 99),
             other => panic!("{tier}: {other:?}"),
         }
+    }
+}
+
+/// The OS names of this process's threads.
+fn thread_names() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task")
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim_end().to_owned())
+        .collect()
+}
+
+#[test]
+fn a_sub_interpreter_instance_answers_async_calls_itself() {
+    // A name of its own: the dispatch thread would be `fidius:direct:async` (15 bytes kept).
+    let plugin = start_named(
+        "subinterpreter",
+        "direct",
+        LoadOptions::default().isolation(fidius_core::manifest::Isolation::Subinterpreter),
+    );
+    for n in 0..50 {
+        let call = plugin.handle.call_typed_json_async(ECHO, args(json!([n])));
+        assert_eq!(decoded(futures::executor::block_on(call)), json!(n));
+    }
+    let names = thread_names();
+    assert!(
+        !names.iter().any(|name| name.starts_with("fidius:direct:")),
+        "no dispatch thread between the future and the instance: {names:?}"
+    );
+}
+
+#[test]
+fn a_queued_async_call_completes_when_the_last_handle_is_dropped() {
+    for (tier, options) in support::both_tiers() {
+        let Plugin {
+            handle,
+            root,
+            record,
+        } = start(tier, options);
+        let release = root.path().join("release");
+        let held =
+            handle.call_typed_json_async(HOLD_UNTIL, args(json!([release.display().to_string()])));
+        wait_started(&release, 1);
+        let queued = handle.call_typed_json_async(RECORD, args(json!(["queued"])));
+        // Dropping the last handle lets queued calls finish (it waits for them in the
+        // sub-interpreter tier), so it runs on a thread of its own.
+        let dropping = std::thread::spawn(move || drop(handle));
+        std::fs::write(&release, b"").expect("release file");
+        let (done, results) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send((
+                futures::executor::block_on(held),
+                futures::executor::block_on(queued),
+            ));
+        });
+        let (held, queued) = results
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("{tier}: the calls did not complete"));
+        assert_eq!(decoded(held), json!("released"), "{tier}");
+        assert_eq!(decoded(queued), json!("queued"), "{tier}");
+        assert_eq!(recorded(&record), ["queued"], "{tier}");
+        dropping.join().expect("the handle dropped");
     }
 }
 

@@ -60,6 +60,23 @@ fn eval(handle: &PythonPluginHandle, expression: &str) -> Result<Value, CallErro
     Ok(serde_json::from_slice(&out).expect("a JSON result"))
 }
 
+/// [`eval`] through an async call, its future polled by `futures`' executor on a thread of its own.
+fn eval_async(handle: &PythonPluginHandle, expression: &str) -> Result<Value, CallError> {
+    let (sender, receiver) = mpsc::channel();
+    let call = fidius_host::AsyncPluginCall::call_typed_json_async(
+        handle,
+        RETURN,
+        json!([expression]).to_string().into_bytes(),
+    );
+    std::thread::spawn(move || {
+        let _ = sender.send(futures::executor::block_on(call));
+    });
+    let out = receiver
+        .recv_timeout(BOUND)
+        .unwrap_or_else(|_| panic!("`{expression}` (async) did not answer within {BOUND:?}"))?;
+    Ok(serde_json::from_slice(&out).expect("a JSON result"))
+}
+
 /// Runs `code` as statements in the plugin module, then evaluates `result`.
 fn exec_then(handle: &PythonPluginHandle, code: &str, result: &str) -> Result<Value, CallError> {
     eval(
@@ -337,6 +354,14 @@ fn a_reentrant_host_function_call_fails_instead_of_hanging() {
             errors.last().is_some_and(|last| last.starts_with("true: ")),
             "{tier}: {errors:?}"
         );
+        // An async call's check holds for the call too (its future is completed by a thread
+        // that waits for the call, as a blocking caller does).
+        let (kind, message) = python_error(eval_async(
+            &handle,
+            "__import__('fidius').host.call_back('1 + 1')",
+        ));
+        assert_eq!(kind, "fidius.HostError", "{tier} async");
+        assert!(message.contains("re-entrant"), "{tier} async: {message}");
         // The plugin still serves calls.
         assert_eq!(eval(&handle, "2 + 2").unwrap(), json!(4), "{tier}");
     }

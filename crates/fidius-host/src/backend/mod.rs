@@ -55,6 +55,25 @@ pub(crate) struct Call<'a> {
     pub(crate) deadline: Option<Deadline>,
 }
 
+/// Where the answer to a [`DetachedCall`] goes: no thread waits for it.
+pub(crate) trait DetachedReply: Send + Sync {
+    /// Whether the call is still wanted, asked once just before it runs; `false` (its future was
+    /// dropped, or it timed out while queued): it is dropped unrun.
+    fn claim(&self) -> bool;
+
+    /// The call's result; `None` when it was dropped unanswered (its instance went away).
+    fn answer(&self, result: Option<Result<Vec<u8>, CallError>>);
+}
+
+/// A call handed to a backend without a thread waiting for its answer (an async call), checked as
+/// a [`Call`] is.
+pub(crate) struct DetachedCall {
+    pub(crate) index: usize,
+    pub(crate) payload: Vec<u8>,
+    pub(crate) deadline: Option<Deadline>,
+    pub(crate) reply: Arc<dyn DetachedReply>,
+}
+
 /// What a backend starts from: the plugin's shared state, the version its first instances load, and
 /// the load options (`instances`, timeouts, `strict`, ...). Each backend's `start(BackendStart) ->
 /// Result<(Self, Accepted), LoadError>` starts them all and waits until each has loaded.
@@ -89,6 +108,13 @@ pub(crate) trait Backend: Send + Sync {
         input: Arc<InputFeed>,
         sink: StreamSink,
     ) -> Result<(), CallError>;
+
+    /// Queues `call` and returns at once; the instance that runs it answers through `call.reply`
+    /// from its own thread. A backend whose calls need a waiting thread to drive them (a worker's
+    /// mailbox) gives the call back, and the caller lends it one.
+    fn call_detached(&self, call: DetachedCall) -> Result<(), DetachedCall> {
+        Err(call)
+    }
 
     /// Starts a new set of instances of `version` and, once every one of them has loaded, serves
     /// from it; the old instances end once their calls finished, releasing their version. On error

@@ -1,13 +1,18 @@
 //! Async calls: futures that complete when the plugin answered, for any executor.
 //!
-//! A call is checked at once (as a blocking call is), then queued for the handle's **async
-//! dispatch threads**: `instances` threads named `fidius:<plugin>:async`, started by the first
-//! async call, that hand queued calls to the backend one at a time each, exactly as a blocking
-//! caller would, and complete the call's [`PendingCall`] with the result, waking its task. Nothing
-//! of this runs on the executor: polling only looks at the completion slot and stores the waker.
-//! Calls with a deadline that are still queued at it are completed with the timeout by one
-//! process-wide thread, `fidius:async-deadlines` (running calls are bounded by the backend, as a
-//! blocking call is).
+//! A call is checked at once (as a blocking call is), then, in the sub-interpreter tier, queued
+//! straight on the plugin's own queue: the instance thread that serves it completes the call's
+//! [`PendingCall`] and wakes its task (`Backend::call_detached`), one thread hop each way as for a
+//! blocking call. Where a call needs a waiting thread to drive it (a worker process's mailbox,
+//! or a plugin with host functions, whose reentrancy check holds for the call's duration on the
+//! calling thread), it is queued for the handle's **async dispatch threads** instead:
+//! `instances` threads named `fidius:<plugin>:async`, started by the first such call, that hand
+//! queued calls to the backend one at a time each, exactly as a blocking caller would, and
+//! complete the future with the result. Nothing of this runs on the executor: polling only looks
+//! at the completion slot and stores the waker. One process-wide thread, `fidius:async-deadlines`,
+//! completes a call at its deadline with the timeout: a call still queued then never runs, and a
+//! call queued straight on the plugin's queue is timed out even if it runs (as a blocking caller
+//! stops waiting), while the backend interrupts it (as it does a blocking call's).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -22,7 +27,7 @@ use crossbeam_channel::{Receiver, Sender};
 use fidius_core::interface::WireMode;
 use fidius_core::{AsyncPluginCall, CallError};
 
-use crate::backend::{wait, Deadline};
+use crate::backend::{wait, Deadline, DetachedCall, DetachedReply};
 use crate::handle::PythonPluginHandle;
 use crate::options::CallOptions;
 use crate::plugin::shared::PluginShared;
@@ -33,14 +38,17 @@ use crate::plugin::shared::PluginShared;
 ///
 /// # What dropping it does
 ///
-/// * A call still **queued** (not yet handed to the plugin's backend by one of the handle's
-///   `instances` async dispatch threads) is cancelled: it never runs.
-/// * A call already **handed to the backend** runs to its end, and its result is discarded. It is
-///   interrupted only if it has a timeout ([`LoadOptions::call_timeout`](crate::LoadOptions::call_timeout)
-///   or [`CallOptions::timeout`]), at its deadline, exactly as a blocking call would be; dropping
-///   the future does not interrupt it sooner. At most `instances` async calls of one handle are
-///   handed to the backend at a time; one handed over may still wait there behind blocking calls
-///   from other threads, and then runs.
+/// * A call still **queued** is cancelled: it never runs. In the sub-interpreter tier an async call
+///   waits in the plugin's queue, in order with blocking calls, until an instance takes it; in the
+///   process tier (and for plugins with host functions) it waits until one of the handle's
+///   `instances` async dispatch threads hands it to the backend, so at most `instances` async
+///   calls of one handle are handed over at a time, and one handed over may still wait there
+///   behind blocking calls from other threads, and then runs.
+/// * A call already **running** (or handed to the backend) runs to its end, and its result is
+///   discarded. It is interrupted only if it has a timeout
+///   ([`LoadOptions::call_timeout`](crate::LoadOptions::call_timeout) or
+///   [`CallOptions::timeout`]), at its deadline, exactly as a blocking call would be; dropping the
+///   future does not interrupt it sooner.
 ///
 /// A deadline counts from the moment the call is made, time spent queued included: a call still
 /// queued at its deadline completes with [`CallError::Timeout`] then and never runs.
@@ -140,10 +148,10 @@ impl Completion {
         self.finish_if(result, false, || {});
     }
 
-    /// Times out a call no dispatch thread has started (unless it already finished): counts the
-    /// timeout in `timeouts` before its task can see it, then wakes the task.
-    fn time_out(&self, error: CallError, timeouts: &AtomicU64) {
-        self.finish_if(Err(error), true, || {
+    /// Times out a call (unless it already finished; with `queued_only`, unless it started): counts
+    /// the timeout in `timeouts` before its task can see it, then wakes the task.
+    fn time_out(&self, error: CallError, timeouts: &AtomicU64, queued_only: bool) {
+        self.finish_if(Err(error), queued_only, || {
             timeouts.fetch_add(1, Ordering::Relaxed);
         });
     }
@@ -186,7 +194,7 @@ impl Job {
                 // Past its deadline while queued (the deadline thread may already have said so).
                 let shared = &self.handle.plugin.shared;
                 let timed_out = shared.timed_out(self.index, deadline.after);
-                self.completion.time_out(timed_out, &shared.timeouts);
+                self.completion.time_out(timed_out, &shared.timeouts, true);
                 return;
             }
         }
@@ -195,6 +203,30 @@ impl Job {
         }
         let result = self.handle.run(self.index, &self.payload, self.deadline);
         self.completion.finish(result);
+    }
+}
+
+/// An async call queued straight on a backend's own queue (`Backend::call_detached`): the instance
+/// thread claims it just before running it and completes it, counting a timeout as the blocking
+/// path does.
+struct Detached {
+    completion: Arc<Completion>,
+    plugin: Arc<PluginShared>,
+}
+
+impl DetachedReply for Detached {
+    fn claim(&self) -> bool {
+        self.completion.start()
+    }
+
+    fn answer(&self, result: Option<Result<Vec<u8>, CallError>>) {
+        let result = result.unwrap_or_else(|| Err(self.plugin.unavailable()));
+        let timed_out = matches!(result, Err(CallError::Timeout { .. }));
+        self.completion.finish_if(result, false, || {
+            if timed_out {
+                self.plugin.timeouts.fetch_add(1, Ordering::Relaxed);
+            }
+        });
     }
 }
 
@@ -266,20 +298,41 @@ impl PythonPluginHandle {
         }
         let deadline = Deadline::after(timeout);
         let plugin = &*self.plugin;
-        let calls = plugin
-            .async_calls
-            .get_or_init(|| AsyncCalls::start(&plugin.shared, plugin.instances));
         let completion = Arc::new(Completion::default());
-        let job = Job {
-            handle: self.clone(),
+        let call = DetachedCall {
             index,
             payload,
             deadline,
-            completion: Arc::clone(&completion),
+            reply: Arc::new(Detached {
+                completion: Arc::clone(&completion),
+                plugin: Arc::clone(&plugin.shared),
+            }),
         };
-        if calls.jobs.send(job).is_err() {
-            return failed(plugin.shared.unavailable());
-        }
+        // With host functions, the call's reentrancy check must hold on a thread for its duration.
+        let handed = if plugin.shared.host_functions.is_empty() {
+            plugin.backend.call_detached(call)
+        } else {
+            Err(call)
+        };
+        let detached = match handed {
+            Ok(()) => true,
+            Err(call) => {
+                let calls = plugin
+                    .async_calls
+                    .get_or_init(|| AsyncCalls::start(&plugin.shared, plugin.instances));
+                let job = Job {
+                    handle: self.clone(),
+                    index,
+                    payload: call.payload,
+                    deadline,
+                    completion: Arc::clone(&completion),
+                };
+                if calls.jobs.send(job).is_err() {
+                    return failed(plugin.shared.unavailable());
+                }
+                false
+            }
+        };
         if let Some(deadline) = deadline {
             deadlines().watch(Expiry {
                 at: deadline.at,
@@ -287,6 +340,7 @@ impl PythonPluginHandle {
                 plugin: Arc::clone(&plugin.shared),
                 index,
                 after: deadline.after,
+                running_too: detached,
             });
         }
         PendingCall {
@@ -321,6 +375,9 @@ struct Expiry {
     plugin: Arc<PluginShared>,
     index: usize,
     after: std::time::Duration,
+    /// The call went straight to the plugin's queue: it is timed out at its deadline even if it
+    /// runs, since no waiting thread gives up on it (a dispatch thread's backend call does).
+    running_too: bool,
 }
 
 impl PartialEq for Expiry {
@@ -395,7 +452,7 @@ impl Deadlines {
         if pending.expiries.len() >= pending.purge_at {
             pending
                 .expiries
-                .retain(|Reverse(expiry)| expiry.still_queued());
+                .retain(|Reverse(expiry)| expiry.still_pending());
             pending.purge_at = (pending.expiries.len() * 2).max(PURGE_FLOOR);
         }
         pending.expiries.push(Reverse(expiry));
@@ -436,21 +493,21 @@ impl Deadlines {
 }
 
 impl Expiry {
-    /// Whether the call still waits for a dispatch thread (and its future for a result).
-    fn still_queued(&self) -> bool {
+    /// Whether the deadline can still time the call out (and its future waits for a result).
+    fn still_pending(&self) -> bool {
         self.completion.upgrade().is_some_and(|completion| {
             let slot = completion.slot();
-            !(slot.started || slot.finished || slot.abandoned)
+            !(slot.finished || slot.abandoned || (slot.started && !self.running_too))
         })
     }
 
-    /// Times the call out if it is still queued.
+    /// Times the call out if it is still queued (or, `running_too`, unfinished).
     fn fire(self) {
         let Some(completion) = self.completion.upgrade() else {
             return; // finished and taken
         };
         let timed_out = self.plugin.timed_out(self.index, self.after);
-        completion.time_out(timed_out, &self.plugin.timeouts);
+        completion.time_out(timed_out, &self.plugin.timeouts, !self.running_too);
     }
 }
 
@@ -480,6 +537,7 @@ mod tests {
                 plugin: Arc::clone(&plugin),
                 index: 0,
                 after: Duration::from_secs(3600),
+                running_too: false,
             });
             match n % 100 {
                 0 => queued.push(completion),
@@ -502,7 +560,7 @@ mod tests {
             .pending()
             .expiries
             .iter()
-            .filter(|Reverse(expiry)| expiry.still_queued())
+            .filter(|Reverse(expiry)| expiry.still_pending())
             .count();
         assert_eq!(still, queued.len());
     }

@@ -13,7 +13,7 @@ use crate::backend::thread::spare;
 use crate::backend::thread::threads::{InstanceStart, InstanceThreads};
 use crate::backend::thread::watchdog::{Guarded, InstanceWatch};
 use crate::backend::wait;
-use crate::backend::Deadline;
+use crate::backend::{Deadline, DetachedReply};
 use crate::callback::chain::{self, PluginId};
 use crate::error::LoadError;
 use crate::plugin::dispatch::dispatch;
@@ -60,9 +60,15 @@ pub(crate) struct Reply {
 /// Where a request's answer goes. Dropping it unanswered (an instance thread unwinding, a queue torn down)
 /// still answers, with `None`, so no caller waits forever.
 pub(crate) struct ReplyTo {
-    sender: Sender<Reply>,
-    call_id: u64,
+    target: ReplyTarget,
     answered: bool,
+}
+
+enum ReplyTarget {
+    /// A blocking caller, waiting on its reply channel.
+    Caller { sender: Sender<Reply>, call_id: u64 },
+    /// An async call's future, completed from the instance thread.
+    Detached(Arc<dyn DetachedReply>),
 }
 
 impl ReplyTo {
@@ -74,29 +80,49 @@ impl ReplyTo {
 
     pub(crate) fn new(sender: Sender<Reply>, call_id: u64) -> Self {
         Self {
-            sender,
-            call_id,
+            target: ReplyTarget::Caller { sender, call_id },
             answered: false,
+        }
+    }
+
+    pub(crate) fn detached(reply: Arc<dyn DetachedReply>) -> Self {
+        Self {
+            target: ReplyTarget::Detached(reply),
+            answered: false,
+        }
+    }
+
+    /// Whether the call is still wanted (see [`DetachedReply::claim`]); a blocking caller's is.
+    fn claim(&self) -> bool {
+        match &self.target {
+            ReplyTarget::Caller { .. } => true,
+            ReplyTarget::Detached(reply) => reply.claim(),
         }
     }
 
     fn send(mut self, result: Result<Vec<u8>, CallError>) {
         self.answered = true;
-        // The caller may have given up waiting; nothing else to do then.
-        let _ = self.sender.send(Reply {
-            call_id: self.call_id,
-            result: Some(result),
-        });
+        self.deliver(Some(result));
+    }
+
+    fn deliver(&self, result: Option<Result<Vec<u8>, CallError>>) {
+        match &self.target {
+            // The caller may have given up waiting; nothing else to do then.
+            ReplyTarget::Caller { sender, call_id } => {
+                let _ = sender.send(Reply {
+                    call_id: *call_id,
+                    result,
+                });
+            }
+            ReplyTarget::Detached(reply) => reply.answer(result),
+        }
     }
 }
 
 impl Drop for ReplyTo {
     fn drop(&mut self) {
         if !self.answered {
-            let _ = self.sender.send(Reply {
-                call_id: self.call_id,
-                result: None,
-            });
+            self.deliver(None);
         }
     }
 }
@@ -299,16 +325,20 @@ fn run(
                     }
                     continue;
                 }
-                let (result, retired) = match request.deadline {
-                    None => (serve(py, threads, &instance, &request), false),
-                    Some(deadline) => {
-                        serve_guarded(py, threads, &instance, watch, &request, deadline)
+                // An async call whose future went (or that timed out) while it was queued never
+                // runs; dropping it unanswered is all there is to do.
+                if request.reply.claim() {
+                    let (result, retired) = match request.deadline {
+                        None => (serve(py, threads, &instance, &request), false),
+                        Some(deadline) => {
+                            serve_guarded(py, threads, &instance, watch, &request, deadline)
+                        }
+                    };
+                    route.drain(&output_buffer, &take_output);
+                    request.reply.send(result);
+                    if retired {
+                        return Serving::Retired;
                     }
-                };
-                route.drain(&output_buffer, &take_output);
-                request.reply.send(result);
-                if retired {
-                    return Serving::Retired;
                 }
                 match wait::poll(requests, KEEP_GIL_WHILE_POLLING) {
                     wait::Polled::Ready(next) => request = next,

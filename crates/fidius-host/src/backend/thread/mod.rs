@@ -14,7 +14,7 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use fidius_core::CallError;
 
-use crate::backend::{wait, Backend, BackendStart, Call, PoolStats};
+use crate::backend::{wait, Backend, BackendStart, Call, DetachedCall, PoolStats};
 use crate::error::LoadError;
 use crate::plugin::loader::Accepted;
 use crate::plugin::version::Version;
@@ -158,6 +158,24 @@ impl Backend for ThreadBackend {
         sink: StreamSink,
     ) -> Result<(), CallError> {
         self.send_stream(call, Some(input), sink)
+    }
+
+    fn call_detached(&self, call: DetachedCall) -> Result<(), DetachedCall> {
+        let request = Request {
+            method: call.index,
+            payload: call.payload,
+            reply: ReplyTo::detached(call.reply),
+            deadline: call.deadline,
+            // The async path detaches only calls of plugins without host functions.
+            chain: Vec::new(),
+            stream: None,
+            input: None,
+        };
+        // Shut down: the request's reply, dropped unanswered, completes the call as unavailable.
+        if let Some(requests) = &self.requests {
+            let _ = requests.send(request);
+        }
+        Ok(())
     }
 
     fn reload(&self, version: &Arc<Version>) -> Result<Accepted, LoadError> {
