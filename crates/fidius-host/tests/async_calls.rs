@@ -391,6 +391,69 @@ fn a_queued_async_call_completes_when_the_last_handle_is_dropped() {
     }
 }
 
+/// A waker whose `wake` panics (an executor's bug).
+struct PanickingWaker;
+
+impl std::task::Wake for PanickingWaker {
+    fn wake(self: std::sync::Arc<Self>) {
+        panic!("this waker panics");
+    }
+}
+
+/// Runs `call` to its end on a thread of its own, bounded, so a hang fails the test.
+fn bounded<T: Send + 'static>(what: &str, call: impl FnOnce() -> T + Send + 'static) -> T {
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(call());
+    });
+    result
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("{what} did not complete"))
+}
+
+#[test]
+fn a_waker_that_panics_does_not_take_the_answering_thread_down() {
+    use std::future::Future;
+    for (tier, options) in support::both_tiers() {
+        let plugin = start(tier, options);
+        let release = plugin.root.path().join("release");
+        let mut held = plugin
+            .handle
+            .call_typed_json_async(HOLD_UNTIL, args(json!([release.display().to_string()])));
+        let waker = std::task::Waker::from(std::sync::Arc::new(PanickingWaker));
+        let polled =
+            std::pin::Pin::new(&mut held).poll(&mut std::task::Context::from_waker(&waker));
+        assert!(
+            polled.is_pending(),
+            "{tier}: the held call cannot be done yet"
+        );
+        wait_started(&release, 1);
+        std::fs::write(&release, b"").expect("release file");
+        // Served after the held call, whose answer woke (and panicked in) the stored waker.
+        let handle = plugin.handle.clone();
+        let after = bounded("a blocking call", move || {
+            fidius_host::PluginCall::call_typed_json(&handle, ECHO, &args(json!(["after"])))
+        });
+        assert_eq!(decoded(after), json!("after"), "{tier}");
+        assert_eq!(
+            decoded(bounded("the held call", move || {
+                futures::executor::block_on(held)
+            })),
+            json!("released"),
+            "{tier}"
+        );
+        let handle = plugin.handle.clone();
+        let next = bounded("an async call", move || {
+            futures::executor::block_on(handle.call_typed_json_async(ECHO, args(json!(["next"]))))
+        });
+        assert_eq!(
+            decoded(next),
+            json!("next"),
+            "{tier}: the plugin still answers async calls"
+        );
+    }
+}
+
 #[fidius_macro::plugin_interface(version = 1)]
 pub trait Greeter {
     fn greet(&self, name: String) -> String;

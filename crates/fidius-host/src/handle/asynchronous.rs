@@ -172,7 +172,9 @@ impl Completion {
             slot.waker.take()
         };
         if let Some(waker) = waker {
-            waker.wake();
+            // The executor's code, run on the answering thread (an instance thread, in the
+            // sub-interpreter tier): a waker that panics must not take that thread down.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| waker.wake()));
         }
     }
 }
