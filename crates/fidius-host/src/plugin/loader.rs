@@ -295,12 +295,18 @@ fn instance<'s, I: Interpreter>(
 ) -> Result<LoadedInstance<'s>, FfiError> {
     interp
         .with(|py| -> Result<LoadedInstance<'s>, FfiError> {
-            let methods = (0..descriptor.methods.len())
-                .map(|index| {
-                    let method = py.eval(&format!("_fidius_loaded_methods[{index}]"))?;
+            // Popped from the end, then put back in order: one lookup of the list, and no code
+            // compiled per method (an `eval` of `_fidius_loaded_methods[i]` each cost ~40 µs).
+            let pop = py.eval("_fidius_loaded_methods")?.getattr("pop")?;
+            let mut methods = (0..descriptor.methods.len())
+                .map(|_| {
+                    let method = pop
+                        .call(&[])
+                        .map_err(|raised| FfiError::Python(raised.describe()))?;
                     Ok((!method.is_none()).then(|| interp.persist(method)))
                 })
                 .collect::<Result<Vec<_>, FfiError>>()?;
+            methods.reverse();
             let plugin_error_class = interp.persist(py.eval("sys.modules['fidius'].PluginError")?);
             let not_implemented_class = interp.persist(py.eval("NotImplementedError")?);
             py.run("del _fidius_loaded_methods")?;
