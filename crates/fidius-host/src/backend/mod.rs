@@ -138,7 +138,8 @@ pub struct PoolStats {
     /// Calls that ended with [`CallError::Timeout`](crate::CallError::Timeout).
     pub timeouts: u64,
     /// Instances given up on because they did not come back from an interrupted call (or load)
-    /// within the grace period; each was replaced by a fresh instance.
+    /// within the grace period, or whose thread panicked while serving; each was replaced by a
+    /// fresh instance.
     pub retired_instances: u64,
     /// Threads of retired instances that are still running (stuck in C code), detached from the
     /// pool. Each holds its interpreter's memory until the code it is stuck in returns.

@@ -154,9 +154,11 @@ pub(crate) fn spawn(
             instance = number
         );
         let _entered = span.enter();
-        let _exited = ExitNotice {
+        let exit = ExitNotice {
             threads: &threads,
             watch: &watch,
+            generation: start.generation,
+            serving: std::cell::Cell::new(false),
         };
         let route = OutputRoute {
             plugin: &source.name,
@@ -164,7 +166,15 @@ pub(crate) fn spawn(
             instance: number,
             recent: &threads.plugin.recent_output,
         };
-        run(&threads, &watch, source, &start, &route, spare);
+        run(
+            &threads,
+            &watch,
+            source,
+            &start,
+            &route,
+            spare,
+            &exit.serving,
+        );
     };
     let body = match spare::take(name.clone(), Box::new(body)) {
         Ok(thread) => {
@@ -180,15 +190,23 @@ pub(crate) fn spawn(
         .map_err(|source| LoadError::Spawn { plugin, source })
 }
 
-/// Tells the roster the instance thread is gone, also when it unwinds.
+/// Tells the roster the instance thread is gone, also when it unwinds; an instance of the serving
+/// generation that unwinds while serving is replaced.
 struct ExitNotice<'a> {
-    threads: &'a InstanceThreads,
+    threads: &'a Arc<InstanceThreads>,
     watch: &'a Arc<InstanceWatch>,
+    generation: u64,
+    /// Set once the instance loaded and serves its queue: one that panics while loading fails its
+    /// load instead (replacing it could repeat the panic forever).
+    serving: std::cell::Cell<bool>,
 }
 
 impl Drop for ExitNotice<'_> {
     fn drop(&mut self) {
         self.threads.instance_exited(self.watch);
+        if thread::panicking() && self.serving.get() {
+            self.threads.instance_panicked(self.generation);
+        }
     }
 }
 
@@ -199,6 +217,7 @@ fn run(
     start: &InstanceStart,
     route: &OutputRoute<'_>,
     spare: Option<ReadyInterpreter<SubInterpreter>>,
+    serving: &std::cell::Cell<bool>,
 ) {
     let started = start.started.as_ref();
     let report = |result: Started| started.is_none_or(|started| started.send(result).is_ok());
@@ -285,6 +304,7 @@ fn run(
         }
     }
     tracing::debug!("instance ready");
+    serving.set(true);
     let generation = start.generation;
     let requests = &threads.queue;
     while let Ok(first) = wait::recv_unless(requests, &start.superseded, wait::SPIN_BEFORE_PARKING)

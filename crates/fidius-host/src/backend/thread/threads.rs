@@ -215,22 +215,43 @@ impl InstanceThreads {
             "an instance did not come back from an interrupted call; retired (its thread is detached)"
         );
         if !closing {
-            let replacement = {
-                let roster = self.lock();
-                InstanceStart {
-                    version: Arc::clone(&roster.current),
-                    generation: self.generation.load(Ordering::Acquire),
-                    started: None,
-                    go: None,
-                    superseded: roster.serving.watch.clone(),
-                }
-            };
-            if let Err(error) = self.spawn_instance(replacement) {
-                tracing::error!(plugin = %self.plugin.name, %error, "could not start a replacement instance");
-            }
-            // Nobody waits for a replacement's load to be over.
-            super::spare::replenish();
+            self.start_replacement();
         }
+    }
+
+    /// An instance of `generation` unwound while serving (a panic on its thread: a fidius bug, or
+    /// host code run there such as a `tracing` subscriber). Its call was answered `Unavailable`
+    /// when its reply dropped; a replacement serves the queue, unless the plugin is closing or a
+    /// newer generation serves.
+    pub(crate) fn instance_panicked(self: &Arc<Self>, generation: u64) {
+        self.retired.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(plugin = %self.plugin.name, "an instance thread panicked; replacing it");
+        let replace = {
+            let roster = self.lock();
+            !roster.closing && self.generation.load(Ordering::Acquire) == generation
+        };
+        if replace {
+            self.start_replacement();
+        }
+    }
+
+    /// Starts an instance of the serving generation in place of one given up on.
+    fn start_replacement(self: &Arc<Self>) {
+        let replacement = {
+            let roster = self.lock();
+            InstanceStart {
+                version: Arc::clone(&roster.current),
+                generation: self.generation.load(Ordering::Acquire),
+                started: None,
+                go: None,
+                superseded: roster.serving.watch.clone(),
+            }
+        };
+        if let Err(error) = self.spawn_instance(replacement) {
+            tracing::error!(plugin = %self.plugin.name, %error, "could not start a replacement instance");
+        }
+        // Nobody waits for a replacement's load to be over.
+        super::spare::replenish();
     }
 
     /// After a load timeout: detaches every instance of `generation` still stuck in its import.
