@@ -1,7 +1,10 @@
 //! An instance thread that panics while serving (here: the host's own `tracing` layer panics on a
 //! plugin's output, which is drained on the instance thread) fails only the call it was serving,
 //! with `Unavailable`, and is replaced: the plugin keeps answering instead of leaving its callers
-//! waiting forever. Its own binary: the panicking layer is this process's global subscriber.
+//! waiting forever. The layer also panics on the host's "instance thread panicked" event, which is
+//! logged while the instance thread unwinds: that second panic must not abort the process. The
+//! scenario runs in a child process (this test binary again), so an abort fails the test; the
+//! panicking layer is the child's global subscriber.
 
 mod support;
 
@@ -17,18 +20,23 @@ use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::Layer;
 
 const MARKER: &str = "fidius-test: this line makes the tracing layer panic";
+/// The host's event about the panicked instance, which the layer panics on too.
+const HOST_EVENT: &str = "an instance thread panicked while serving";
+/// Set in the child process that runs the scenario.
+const CHILD: &str = "FIDIUS_TEST_INSTANCE_PANIC_CHILD";
 
-/// A `tracing` layer with a bug: it panics on any event mentioning [`MARKER`].
+/// A `tracing` layer with a bug: it panics on any event mentioning [`MARKER`] or [`HOST_EVENT`].
 struct PanicsOnMarker;
 
 struct FindsMarker(bool);
 
 impl Visit for FindsMarker {
     fn record_str(&mut self, _: &Field, value: &str) {
-        self.0 |= value.contains(MARKER);
+        self.0 |= value.contains(MARKER) || value.contains(HOST_EVENT);
     }
     fn record_debug(&mut self, _: &Field, value: &dyn std::fmt::Debug) {
-        self.0 |= format!("{value:?}").contains(MARKER);
+        let value = format!("{value:?}");
+        self.0 |= value.contains(MARKER) || value.contains(HOST_EVENT);
     }
 }
 
@@ -56,6 +64,29 @@ fn give_back(handle: &PythonPluginHandle, expression: &str) -> Result<Value, Cal
 
 #[test]
 fn an_instance_that_panics_while_serving_fails_its_call_and_is_replaced() {
+    if std::env::var_os(CHILD).is_some() {
+        scenario();
+        return;
+    }
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "an_instance_that_panics_while_serving_fails_its_call_and_is_replaced",
+            "--nocapture",
+        ])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "the scenario's process: {:?}\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn scenario() {
     tracing::subscriber::set_global_default(tracing_subscriber::registry().with(PanicsOnMarker))
         .expect("the only global subscriber of this binary");
     let root = tempfile::tempdir().unwrap();

@@ -205,7 +205,12 @@ impl Drop for ExitNotice<'_> {
     fn drop(&mut self) {
         self.threads.instance_exited(self.watch);
         if thread::panicking() && self.serving.get() {
-            self.threads.instance_panicked(self.generation);
+            // Caught: this runs while the thread unwinds, and a second panic escaping a destructor
+            // then (the same `tracing` subscriber panicking on the error event, say) would abort
+            // the host process.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.threads.instance_panicked(self.generation);
+            }));
         }
     }
 }

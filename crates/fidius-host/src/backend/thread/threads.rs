@@ -225,7 +225,6 @@ impl InstanceThreads {
     /// newer generation serves.
     pub(crate) fn instance_panicked(self: &Arc<Self>, generation: u64) {
         self.retired.fetch_add(1, Ordering::Relaxed);
-        tracing::error!(plugin = %self.plugin.name, "an instance thread panicked; replacing it");
         let replace = {
             let roster = self.lock();
             !roster.closing && self.generation.load(Ordering::Acquire) == generation
@@ -233,6 +232,8 @@ impl InstanceThreads {
         if replace {
             self.start_replacement();
         }
+        // Last: the subscriber that panicked may panic again on this event.
+        tracing::error!(plugin = %self.plugin.name, replaced = replace, "an instance thread panicked while serving");
     }
 
     /// Starts an instance of the serving generation in place of one given up on.
