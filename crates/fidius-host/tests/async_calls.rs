@@ -329,15 +329,6 @@ fn a_running_async_call_with_a_timeout_is_interrupted_and_checks_fail_at_once() 
     }
 }
 
-/// The OS names of this process's threads.
-fn thread_names() -> Vec<String> {
-    std::fs::read_dir("/proc/self/task")
-        .expect("/proc/self/task")
-        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
-        .map(|name| name.trim_end().to_owned())
-        .collect()
-}
-
 #[test]
 fn a_sub_interpreter_instance_answers_async_calls_itself() {
     // A name of its own: the dispatch thread would be `fidius:direct:async` (15 bytes kept).
@@ -350,7 +341,7 @@ fn a_sub_interpreter_instance_answers_async_calls_itself() {
         let call = plugin.handle.call_typed_json_async(ECHO, args(json!([n])));
         assert_eq!(decoded(futures::executor::block_on(call)), json!(n));
     }
-    let names = thread_names();
+    let names = support::thread_names();
     assert!(
         !names.iter().any(|name| name.starts_with("fidius:direct:")),
         "no dispatch thread between the future and the instance: {names:?}"
@@ -374,16 +365,12 @@ fn a_queued_async_call_completes_when_the_last_handle_is_dropped() {
         // sub-interpreter tier), so it runs on a thread of its own.
         let dropping = std::thread::spawn(move || drop(handle));
         std::fs::write(&release, b"").expect("release file");
-        let (done, results) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = done.send((
+        let (held, queued) = support::bounded(&format!("{tier}: the calls"), move || {
+            (
                 futures::executor::block_on(held),
                 futures::executor::block_on(queued),
-            ));
+            )
         });
-        let (held, queued) = results
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("{tier}: the calls did not complete"));
         assert_eq!(decoded(held), json!("released"), "{tier}");
         assert_eq!(decoded(queued), json!("queued"), "{tier}");
         assert_eq!(recorded(&record), ["queued"], "{tier}");
@@ -398,17 +385,6 @@ impl std::task::Wake for PanickingWaker {
     fn wake(self: std::sync::Arc<Self>) {
         panic!("this waker panics");
     }
-}
-
-/// Runs `call` to its end on a thread of its own, bounded, so a hang fails the test.
-fn bounded<T: Send + 'static>(what: &str, call: impl FnOnce() -> T + Send + 'static) -> T {
-    let (done, result) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = done.send(call());
-    });
-    result
-        .recv_timeout(Duration::from_secs(60))
-        .unwrap_or_else(|_| panic!("{what} did not complete"))
 }
 
 #[test]
@@ -431,19 +407,19 @@ fn a_waker_that_panics_does_not_take_the_answering_thread_down() {
         std::fs::write(&release, b"").expect("release file");
         // Served after the held call, whose answer woke (and panicked in) the stored waker.
         let handle = plugin.handle.clone();
-        let after = bounded("a blocking call", move || {
+        let after = support::bounded("a blocking call", move || {
             fidius_host::PluginCall::call_typed_json(&handle, ECHO, &args(json!(["after"])))
         });
         assert_eq!(decoded(after), json!("after"), "{tier}");
         assert_eq!(
-            decoded(bounded("the held call", move || {
+            decoded(support::bounded("the held call", move || {
                 futures::executor::block_on(held)
             })),
             json!("released"),
             "{tier}"
         );
         let handle = plugin.handle.clone();
-        let next = bounded("an async call", move || {
+        let next = support::bounded("an async call", move || {
             futures::executor::block_on(handle.call_typed_json_async(ECHO, args(json!(["next"]))))
         });
         assert_eq!(

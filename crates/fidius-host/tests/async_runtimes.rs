@@ -12,7 +12,6 @@ use std::cell::Cell;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use fidius_core::Stream;
@@ -141,24 +140,6 @@ fn decoded(result: Result<Vec<u8>, CallError>) -> Value {
     serde_json::from_slice(&result.expect("call succeeds")).expect("JSON result")
 }
 
-/// Runs `body` (which calls a runtime's `block_on`) on a thread of its own and waits for it,
-/// bounded: a future blocking that executor thread shows as no result within the bound.
-fn bounded<T: Send + 'static>(what: &str, body: impl FnOnce() -> T + Send + 'static) -> T {
-    let (done, result) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = done.send(body());
-    });
-    match result.recv_timeout(Duration::from_secs(60)) {
-        Ok(value) => value,
-        Err(mpsc::RecvTimeoutError::Timeout) => {
-            panic!("{what}: no result within 60 s: a future blocked its executor thread")
-        }
-        Err(mpsc::RecvTimeoutError::Disconnected) => {
-            panic!("{what}: the executor thread panicked (see its message above)")
-        }
-    }
-}
-
 /// Waits, on the executor's timer, until `<path>.started` exists.
 async fn started(path: &Path, sleep: Sleep) {
     let marker = PathBuf::from(format!("{}.started", path.display()));
@@ -270,7 +251,7 @@ fn keeps_serving_under(
         let plugin = start(tier, options.instances(3));
         let stop = plugin.root.path().join("stop");
         let handle = plugin.handle.clone();
-        bounded(&format!("{runtime}, {tier}"), move || {
+        support::bounded(&format!("{runtime}, {tier}"), move || {
             block_on(Box::pin(keeps_serving_while_a_cpu_bound_call_runs(
                 tier, &handle, &stop, sleep,
             )))
@@ -288,7 +269,7 @@ fn dropping_cancels_under(
         let plugin = start(tier, options);
         let release = plugin.root.path().join("release");
         let handle = plugin.handle.clone();
-        bounded(&format!("{runtime}, {tier}"), move || {
+        support::bounded(&format!("{runtime}, {tier}"), move || {
             block_on(Box::pin(dropping_a_queued_call_cancels_it(
                 tier, &handle, &release, sleep,
             )))

@@ -5,7 +5,6 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,10 +14,9 @@ use fidius_host::{
 };
 use serde_json::{json, Value};
 
-use support::{RETURN, TESTER};
-
-/// Longest a test waits for a call that should answer at once (a hang fails instead of blocking).
-const BOUND: Duration = Duration::from_secs(60);
+// `give_back`'s `eval` in the plugin, bounded so a hang fails the test instead of blocking it.
+use support::eval_bounded as eval;
+use support::{HANG_BOUND, RETURN, TESTER};
 
 /// A packaged `Tester` plugin named `name` under `root`.
 fn package(root: &Path, name: &str) -> PathBuf {
@@ -45,35 +43,16 @@ fn load(host: &PluginHost, root: &Path, name: &str, options: &LoadOptions) -> Py
         .unwrap_or_else(|error| panic!("loading {name}: {error}"))
 }
 
-/// Evaluates `expression` in the plugin (through `give_back`'s `eval`), on a thread of its own so a
-/// hang fails the test after [`BOUND`] instead of blocking it.
-fn eval(handle: &PythonPluginHandle, expression: &str) -> Result<Value, CallError> {
-    let (sender, receiver) = mpsc::channel();
-    let handle = handle.clone();
-    let args = json!([expression]).to_string();
-    std::thread::spawn(move || {
-        let _ = sender.send(handle.call_typed_json(RETURN, args.as_bytes()));
-    });
-    let out = receiver
-        .recv_timeout(BOUND)
-        .unwrap_or_else(|_| panic!("`{expression}` did not answer within {BOUND:?}"))?;
-    Ok(serde_json::from_slice(&out).expect("a JSON result"))
-}
-
 /// [`eval`] through an async call, its future polled by `futures`' executor on a thread of its own.
 fn eval_async(handle: &PythonPluginHandle, expression: &str) -> Result<Value, CallError> {
-    let (sender, receiver) = mpsc::channel();
     let call = fidius_host::AsyncPluginCall::call_typed_json_async(
         handle,
         RETURN,
         json!([expression]).to_string().into_bytes(),
     );
-    std::thread::spawn(move || {
-        let _ = sender.send(futures::executor::block_on(call));
-    });
-    let out = receiver
-        .recv_timeout(BOUND)
-        .unwrap_or_else(|_| panic!("`{expression}` (async) did not answer within {BOUND:?}"))?;
+    let out = support::bounded(&format!("`{expression}` (async)"), move || {
+        futures::executor::block_on(call)
+    })?;
     Ok(serde_json::from_slice(&out).expect("a JSON result"))
 }
 
@@ -417,7 +396,7 @@ fn a_host_function_past_its_timeout_is_a_host_error_and_keeps_running_in_the_hos
     let host = builder()
         .host_function("stall", move |_: &[u8]| {
             // Blocks until the test releases it (bounded, so a failed test cannot leak it forever).
-            let _ = released.recv_timeout(BOUND);
+            let _ = released.recv_timeout(HANG_BOUND);
             *done.lock().unwrap() += 1;
             Ok(b"\"late\"".to_vec())
         })
@@ -443,7 +422,7 @@ fn a_host_function_past_its_timeout_is_a_host_error_and_keeps_running_in_the_hos
     release.send(()).unwrap();
     release.send(()).unwrap();
     let waited = std::time::Instant::now();
-    while *finished.lock().unwrap() < 2 && waited.elapsed() < BOUND {
+    while *finished.lock().unwrap() < 2 && waited.elapsed() < HANG_BOUND {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(*finished.lock().unwrap(), 2);

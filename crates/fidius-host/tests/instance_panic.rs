@@ -8,13 +8,9 @@
 
 mod support;
 
-use std::sync::mpsc;
-use std::time::Duration;
-
 use fidius_core::manifest::Isolation;
-use fidius_host::{CallError, LoadOptions, PluginCall, PythonPluginHandle};
-use serde_json::{json, Value};
-use support::RETURN;
+use fidius_host::{CallError, LoadOptions};
+use serde_json::json;
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::Layer;
@@ -46,20 +42,6 @@ impl<S: tracing::Subscriber> Layer<S> for PanicsOnMarker {
         event.record(&mut found);
         assert!(!found.0, "the host's tracing layer panics");
     }
-}
-
-/// `give_back(expression)`, on a thread of its own so a hang fails the test.
-fn give_back(handle: &PythonPluginHandle, expression: &str) -> Result<Value, CallError> {
-    let (sender, receiver) = mpsc::channel();
-    let handle = handle.clone();
-    let args = json!([expression]).to_string();
-    std::thread::spawn(move || {
-        let _ = sender.send(handle.call_typed_json(RETURN, args.as_bytes()));
-    });
-    let out = receiver
-        .recv_timeout(Duration::from_secs(60))
-        .unwrap_or_else(|_| panic!("`{expression}` did not answer"))?;
-    Ok(serde_json::from_slice(&out).expect("a JSON result"))
 }
 
 #[test]
@@ -96,14 +78,14 @@ fn scenario() {
         "panicky",
         &LoadOptions::default().isolation(Isolation::Subinterpreter),
     );
-    assert_eq!(give_back(&handle, "6 * 7").unwrap(), json!(42));
+    assert_eq!(support::eval_bounded(&handle, "6 * 7").unwrap(), json!(42));
 
-    match give_back(&handle, &format!("print({MARKER:?}) or 1")) {
+    match support::eval_bounded(&handle, &format!("print({MARKER:?}) or 1")) {
         Err(CallError::Unavailable { plugin }) => assert_eq!(plugin, "panicky"),
         other => panic!("the call whose instance panicked: {other:?}"),
     }
     // The one instance was replaced: the plugin answers, from a fresh interpreter.
-    assert_eq!(give_back(&handle, "2 + 2").unwrap(), json!(4));
+    assert_eq!(support::eval_bounded(&handle, "2 + 2").unwrap(), json!(4));
     let stats = handle.stats();
     assert_eq!(stats.instances, 1, "{stats:?}");
     assert_eq!(stats.retired_instances, 1, "{stats:?}");

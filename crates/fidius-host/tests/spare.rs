@@ -53,15 +53,6 @@ fn wait_for(what: &str, done: impl Fn(&SpareInterpreterStats) -> bool) -> SpareI
     }
 }
 
-/// The OS names of this process's threads.
-fn thread_names() -> Vec<String> {
-    std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
-        .map(|name| name.trim_end().to_owned())
-        .collect()
-}
-
 #[test]
 fn a_load_takes_a_ready_spare_and_the_pool_refills_to_its_bound() {
     assert_eq!(
@@ -101,9 +92,11 @@ fn a_load_takes_a_ready_spare_and_the_pool_refills_to_its_bound() {
         serde_json::from_slice(&handle.call_typed_json(TRANSFORM, b"[3]").unwrap()).unwrap();
     assert_eq!(out["result"], 6);
     assert!(
-        thread_names().iter().any(|name| name == "fidius:warm#0"),
+        support::thread_names()
+            .iter()
+            .any(|name| name == "fidius:warm#0"),
         "the spare thread carries the instance's name: {:?}",
-        thread_names()
+        support::thread_names()
     );
     wait_for("refilled", |stats| {
         stats.ready == 2 && stats.made == taken_before + 3

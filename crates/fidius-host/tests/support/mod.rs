@@ -186,3 +186,48 @@ pub fn both_tiers() -> [(&'static str, LoadOptions); 2] {
         ),
     ]
 }
+
+/// How long a test waits for something that could hang (a call, an executor) before it fails.
+pub const HANG_BOUND: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Runs `body` on a thread of its own and returns what it returns, failing the test (naming
+/// `what`) when there is no result within [`HANG_BOUND`]: a hang fails the test instead of
+/// blocking it. A future that blocks its executor thread shows as such a hang.
+pub fn bounded<T: Send + 'static>(what: &str, body: impl FnOnce() -> T + Send + 'static) -> T {
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(body());
+    });
+    match result.recv_timeout(HANG_BOUND) {
+        Ok(value) => value,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("{what}: no result within {HANG_BOUND:?}")
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            panic!("{what}: its thread panicked (see its message above)")
+        }
+    }
+}
+
+/// The OS names of this process's threads.
+#[cfg(target_os = "linux")]
+pub fn thread_names() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task")
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim_end().to_owned())
+        .collect()
+}
+
+/// Evaluates `expression` in a `Tester` plugin (its `give_back` method), bounded by [`bounded`].
+pub fn eval_bounded(
+    handle: &PythonPluginHandle,
+    expression: &str,
+) -> Result<serde_json::Value, fidius_host::CallError> {
+    let handle = handle.clone();
+    let args = serde_json::json!([expression]).to_string();
+    let out = bounded(&format!("`{expression}`"), move || {
+        fidius_host::PluginCall::call_typed_json(&handle, RETURN, args.as_bytes())
+    })?;
+    Ok(serde_json::from_slice(&out).expect("a JSON result"))
+}
